@@ -1,0 +1,498 @@
+//! `engine.toml`: loading, validation and the resolved configuration every command runs on.
+//!
+//! The file is read once. Unknown keys, bad values and (for `serve`) missing environment
+//! variables are errors that name the key or variable and the line it is on. Relative paths are
+//! resolved against the directory of the config file (or the working directory without one).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Default address: loopback only, so a fresh install is not reachable from the network until
+/// the admin puts a reverse proxy (HTTPS) in front of it or changes `listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Okta sends one delivery per request; real ones are a few KiB per event. 1 MiB leaves room for
+/// large batches while bounding the memory one request can take.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Hard ceiling for `max_body_bytes`: a body is held in memory until it is committed.
+pub const MAX_BODY_BYTES_CEILING: usize = 64 * 1024 * 1024;
+/// How long history is kept unless configured.
+pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+/// The hook served when the config declares none.
+pub const DEFAULT_HOOK_ID: &str = "default";
+/// The header Okta is usually configured to send.
+pub const DEFAULT_AUTH_HEADER: &str = "Authorization";
+/// Per-run script limits (see SPEC `[limits]`).
+pub const DEFAULT_MAX_OPERATIONS: u64 = 1_000_000;
+pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+pub const DEFAULT_MAX_EMAILS: usize = 50;
+/// The config file looked for in the working directory when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "engine.toml";
+
+/// A configuration error: what is wrong, where, and a hint where one helps.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}:{line}: `{key}`: {message}{}", hint.as_ref().map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        message: String,
+        hint: Option<String>,
+    },
+    #[error("environment variable `{var}` (named by `{key}` at {path}:{line}) is not set{}", if *.empty { " or is empty" } else { "" })]
+    MissingEnv {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        var: String,
+        empty: bool,
+    },
+}
+
+/// A secret value; never printed by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// How the body of a hook's deliveries is interpreted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookKind {
+    /// An Okta event-hook envelope with `data.events[]`.
+    Okta,
+    /// Any JSON body is one event.
+    Generic,
+}
+
+/// Where a hook's secret comes from.
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    /// An environment variable named in the file (`secret_env`), with its place for errors.
+    Env { var: String, line: usize },
+    /// Generated on first start and kept under the data dir (the embedded `default` hook).
+    Generated,
+}
+
+#[derive(Debug, Clone)]
+pub struct HookConfig {
+    pub id: String,
+    pub kind: HookKind,
+    /// Lower-case header name (HTTP header names are case-insensitive).
+    pub auth_header: String,
+    pub secret: SecretSource,
+    pub capture: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub url_env: String,
+    pub url_env_line: usize,
+    pub from: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct OktaConfig {
+    pub org_url: String,
+    pub token_env: String,
+    pub token_env_line: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct LimitsConfig {
+    pub max_operations: u64,
+    pub timeout_ms: u64,
+    pub max_emails: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_operations: DEFAULT_MAX_OPERATIONS,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            max_emails: DEFAULT_MAX_EMAILS,
+        }
+    }
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (`None`: embedded defaults).
+    pub source: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub scripts_dir: PathBuf,
+    pub stdlib_dir: PathBuf,
+    pub max_body_bytes: usize,
+    pub retention_days: u32,
+    pub hooks: Vec<HookConfig>,
+    pub smtp: Option<SmtpConfig>,
+    pub okta: Option<OktaConfig>,
+    pub directory: Option<PathBuf>,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<Spanned<String>>,
+    data_dir: Option<String>,
+    scripts_dir: Option<String>,
+    stdlib_dir: Option<String>,
+    max_body_bytes: Option<Spanned<i64>>,
+    retention_days: Option<Spanned<i64>>,
+    #[serde(default)]
+    hook: Vec<Spanned<RawHook>>,
+    smtp: Option<RawSmtp>,
+    okta: Option<RawOkta>,
+    directory: Option<RawDirectory>,
+    limits: Option<RawLimits>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHook {
+    id: Spanned<String>,
+    kind: Option<HookKind>,
+    auth_header: Option<Spanned<String>>,
+    secret_env: Option<Spanned<String>>,
+    capture: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    url_env: Spanned<String>,
+    from: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOkta {
+    org_url: Spanned<String>,
+    token_env: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDirectory {
+    file: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_operations: Option<Spanned<i64>>,
+    timeout_ms: Option<Spanned<i64>>,
+    max_emails: Option<Spanned<i64>>,
+}
+
+impl Config {
+    /// The embedded defaults: what `engine serve` runs on without a config file.
+    pub fn defaults(base: &Path) -> Config {
+        Config {
+            source: None,
+            listen: DEFAULT_LISTEN.parse().expect("constant address parses"),
+            data_dir: base.join("data"),
+            scripts_dir: base.join("scripts"),
+            stdlib_dir: base.join("stdlib"),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            retention_days: DEFAULT_RETENTION_DAYS,
+            hooks: vec![HookConfig {
+                id: DEFAULT_HOOK_ID.to_string(),
+                kind: HookKind::Okta,
+                auth_header: DEFAULT_AUTH_HEADER.to_ascii_lowercase(),
+                secret: SecretSource::Generated,
+                capture: true,
+            }],
+            smtp: None,
+            okta: None,
+            directory: None,
+            limits: LimitsConfig::default(),
+        }
+    }
+
+    /// `--config PATH`, else `./engine.toml` if present, else the embedded defaults.
+    pub fn discover(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        match explicit {
+            Some(path) => Config::load(path),
+            None => {
+                let candidate = Path::new(DEFAULT_CONFIG_FILE);
+                if candidate.is_file() {
+                    Config::load(candidate)
+                } else {
+                    Ok(Config::defaults(Path::new(".")))
+                }
+            }
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` names it in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut cfg = Config::defaults(base);
+        cfg.source = Some(path.to_path_buf());
+        let v = Validator { text, path };
+
+        if let Some(listen) = raw.listen {
+            cfg.listen = listen.get_ref().parse().map_err(|_| {
+                v.invalid(
+                    listen.span(),
+                    "listen",
+                    format!("`{}` is not an address with a port", listen.get_ref()),
+                    Some("write it as \"127.0.0.1:8080\" or \"0.0.0.0:8080\""),
+                )
+            })?;
+        }
+        if let Some(d) = raw.data_dir {
+            cfg.data_dir = base.join(d);
+        }
+        if let Some(d) = raw.scripts_dir {
+            cfg.scripts_dir = base.join(d);
+        }
+        if let Some(d) = raw.stdlib_dir {
+            cfg.stdlib_dir = base.join(d);
+        }
+        if let Some(n) = raw.max_body_bytes {
+            cfg.max_body_bytes =
+                v.range(&n, "max_body_bytes", 1024, MAX_BODY_BYTES_CEILING as i64)? as usize;
+        }
+        if let Some(n) = raw.retention_days {
+            cfg.retention_days = v.range(&n, "retention_days", 1, 36_500)? as u32;
+        }
+        if !raw.hook.is_empty() {
+            cfg.hooks.clear();
+            let mut seen = HashSet::new();
+            for hook in raw.hook {
+                let span = hook.span();
+                let hook = hook.into_inner();
+                let id = hook.id.get_ref().clone();
+                if id.is_empty()
+                    || !id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                {
+                    return Err(v.invalid(
+                        hook.id.span(),
+                        "hook.id",
+                        format!("`{id}` is not a valid hook id"),
+                        Some("use letters, digits, `-`, `_` or `.`; it becomes the URL path /hooks/<id>"),
+                    ));
+                }
+                if !seen.insert(id.clone()) {
+                    return Err(v.invalid(
+                        hook.id.span(),
+                        "hook.id",
+                        format!("hook id `{id}` is declared twice"),
+                        Some("each [[hook]] needs its own id"),
+                    ));
+                }
+                let auth_header = match &hook.auth_header {
+                    Some(h) => {
+                        let name = h.get_ref();
+                        if name.is_empty()
+                            || hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+                        {
+                            return Err(v.invalid(
+                                h.span(),
+                                "hook.auth_header",
+                                format!("`{name}` is not a valid HTTP header name"),
+                                Some("for example \"Authorization\" or \"X-Okta-Secret\""),
+                            ));
+                        }
+                        name.to_ascii_lowercase()
+                    }
+                    None => DEFAULT_AUTH_HEADER.to_ascii_lowercase(),
+                };
+                let secret = match hook.secret_env {
+                    Some(var) => SecretSource::Env {
+                        var: v.env_name(&var, "hook.secret_env")?,
+                        line: v.line(var.span()),
+                    },
+                    None => {
+                        return Err(v.invalid(
+                            span,
+                            "hook.secret_env",
+                            format!("hook `{id}` has no `secret_env`"),
+                            Some("add secret_env = \"NAME\" naming the environment variable that holds the header value Okta sends; secrets never live in the file"),
+                        ));
+                    }
+                };
+                cfg.hooks.push(HookConfig {
+                    id,
+                    kind: hook.kind.unwrap_or(HookKind::Okta),
+                    auth_header,
+                    secret,
+                    capture: hook.capture.unwrap_or(true),
+                });
+            }
+        }
+        if let Some(smtp) = raw.smtp {
+            let from = smtp.from.get_ref();
+            if !from.contains('@') || from.contains(['\r', '\n']) {
+                return Err(v.invalid(
+                    smtp.from.span(),
+                    "smtp.from",
+                    format!("`{from}` is not an email address"),
+                    Some("for example \"automation@example.com\""),
+                ));
+            }
+            cfg.smtp = Some(SmtpConfig {
+                url_env: v.env_name(&smtp.url_env, "smtp.url_env")?,
+                url_env_line: v.line(smtp.url_env.span()),
+                from: from.clone(),
+            });
+        }
+        if let Some(okta) = raw.okta {
+            let url = okta.org_url.get_ref();
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(v.invalid(
+                    okta.org_url.span(),
+                    "okta.org_url",
+                    format!("`{url}` is not an http(s) URL"),
+                    Some("for example \"https://example.okta.com\""),
+                ));
+            }
+            cfg.okta = Some(OktaConfig {
+                org_url: url.trim_end_matches('/').to_string(),
+                token_env: v.env_name(&okta.token_env, "okta.token_env")?,
+                token_env_line: v.line(okta.token_env.span()),
+            });
+        }
+        if let Some(dir) = raw.directory {
+            cfg.directory = Some(base.join(dir.file));
+        }
+        if let Some(l) = raw.limits {
+            if let Some(n) = l.max_operations {
+                cfg.limits.max_operations =
+                    v.range(&n, "limits.max_operations", 1, i64::MAX)? as u64;
+            }
+            if let Some(n) = l.timeout_ms {
+                cfg.limits.timeout_ms = v.range(&n, "limits.timeout_ms", 1, 3_600_000)? as u64;
+            }
+            if let Some(n) = l.max_emails {
+                cfg.limits.max_emails = v.range(&n, "limits.max_emails", 0, 10_000)? as usize;
+            }
+        }
+        Ok(cfg)
+    }
+
+    pub fn hook(&self, id: &str) -> Option<&HookConfig> {
+        self.hooks.iter().find(|h| h.id == id)
+    }
+
+    /// The file that holds a generated hook secret.
+    pub fn generated_secret_path(&self, hook_id: &str) -> PathBuf {
+        self.data_dir.join(format!("hook-secret-{hook_id}"))
+    }
+
+    /// Reads a `*_env` variable, naming it (and where it was configured) when it is missing.
+    pub fn read_env(&self, var: &str, key: &str, line: usize) -> Result<Secret, ConfigError> {
+        match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(Secret(v)),
+            Ok(_) | Err(_) => Err(ConfigError::MissingEnv {
+                path: self.source.clone().unwrap_or_default(),
+                line,
+                key: key.to_string(),
+                var: var.to_string(),
+                empty: std::env::var_os(var).is_some(),
+            }),
+        }
+    }
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Validator<'_> {
+    fn line(&self, span: Range<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        self.text[..end].bytes().filter(|b| *b == b'\n').count() + 1
+    }
+
+    fn invalid(
+        &self,
+        span: Range<usize>,
+        key: &str,
+        message: String,
+        hint: Option<&str>,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line: self.line(span),
+            key: key.to_string(),
+            message,
+            hint: hint.map(str::to_string),
+        }
+    }
+
+    fn range(&self, n: &Spanned<i64>, key: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
+        let value = *n.get_ref();
+        if value < min || value > max {
+            return Err(self.invalid(
+                n.span(),
+                key,
+                format!("{value} is out of range"),
+                Some(&format!("use a whole number from {min} to {max}")),
+            ));
+        }
+        Ok(value)
+    }
+
+    fn env_name(&self, name: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
+        let n = name.get_ref();
+        if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(self.invalid(
+                name.span(),
+                key,
+                format!("`{n}` is not an environment variable name"),
+                Some("a `*_env` key names an environment variable, e.g. \"OKTA_HOOK_SECRET\"; it does not hold the secret itself"),
+            ));
+        }
+        Ok(n.clone())
+    }
+}

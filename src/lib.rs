@@ -1,0 +1,28 @@
+//! `engine` receives Okta Event Hooks, stores every delivery durably, and runs user-written Rhai
+//! scripts on each event.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command line (clap); parses arguments and calls into the modules below.
+//! - [`config`]: `engine.toml` loading and validation; the embedded defaults.
+//! - [`serve`]: assembles the store and hooks from the config and runs the server.
+//! - [`server`]: the HTTP front door (hyper): verification, delivery, `/healthz`, `/metrics`.
+//! - [`envelope`]: parses a delivery body into its events (lenient, precise errors).
+//! - [`store`]: the redb inbox with its group-commit writer, and history reads.
+//! - [`metrics`]: counters and their Prometheus rendering.
+//! - [`secrets`]: generated hook secrets kept under the data dir.
+//! - [`client`]: a minimal HTTP/1.1 client for `engine send`, tests and benchmarks.
+//! - [`util`]: ids, clocks, timestamps.
+//!
+//! See ARCHITECTURE.md for the invariants.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod envelope;
+pub mod metrics;
+pub mod secrets;
+pub mod serve;
+pub mod server;
+pub mod store;
+pub mod util;

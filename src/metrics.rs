@@ -1,0 +1,140 @@
+//! Counters for `/metrics`, rendered as Prometheus text. Lock-free on the request path.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::store::Depths;
+
+/// How a delivery request ended, as counted per hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Duplicate,
+    Unauthorized,
+    TooLarge,
+    Invalid,
+    Unavailable,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 6] = [
+        Outcome::Accepted,
+        Outcome::Duplicate,
+        Outcome::Unauthorized,
+        Outcome::TooLarge,
+        Outcome::Invalid,
+        Outcome::Unavailable,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Unauthorized => "unauthorized",
+            Outcome::TooLarge => "too_large",
+            Outcome::Invalid => "invalid",
+            Outcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// One hook's counters.
+#[derive(Default)]
+pub struct HookMetrics {
+    deliveries: [AtomicU64; 6],
+    events: AtomicU64,
+    duplicate_events: AtomicU64,
+    verifications: AtomicU64,
+}
+
+impl HookMetrics {
+    pub fn delivery(&self, outcome: Outcome) {
+        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        self.deliveries[i].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn events(&self, stored: usize, duplicates: usize) {
+        self.events.fetch_add(stored as u64, Ordering::Relaxed);
+        self.duplicate_events
+            .fetch_add(duplicates as u64, Ordering::Relaxed);
+    }
+    pub fn verification(&self) {
+        self.verifications.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Renders the Prometheus exposition text.
+pub fn render<'a>(
+    hooks: impl Iterator<Item = (&'a str, &'a HookMetrics)> + Clone,
+    unknown_hook_requests: u64,
+    depths: Option<Depths>,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP engine_deliveries_total Delivery requests by hook and outcome."
+    );
+    let _ = writeln!(out, "# TYPE engine_deliveries_total counter");
+    for (id, m) in hooks.clone() {
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "engine_deliveries_total{{hook=\"{id}\",status=\"{}\"}} {}",
+                o.label(),
+                m.deliveries[i].load(Ordering::Relaxed)
+            );
+        }
+    }
+    let counters: [(&str, &str, fn(&HookMetrics) -> u64); 3] = [
+        (
+            "engine_events_total",
+            "Events stored and queued, by hook.",
+            |m| m.events.load(Ordering::Relaxed),
+        ),
+        (
+            "engine_duplicate_events_total",
+            "Events dropped because their uuid was already accepted, by hook.",
+            |m| m.duplicate_events.load(Ordering::Relaxed),
+        ),
+        (
+            "engine_verifications_total",
+            "Verification challenges answered, by hook.",
+            |m| m.verifications.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, get) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (id, m) in hooks.clone() {
+            let _ = writeln!(out, "{name}{{hook=\"{id}\"}} {}", get(m));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP engine_unknown_hook_requests_total Requests for hook ids that are not configured."
+    );
+    let _ = writeln!(out, "# TYPE engine_unknown_hook_requests_total counter");
+    let _ = writeln!(
+        out,
+        "engine_unknown_hook_requests_total {unknown_hook_requests}"
+    );
+    if let Some(d) = depths {
+        for (name, help, v) in [
+            (
+                "engine_queue_depth",
+                "Events stored and not yet processed.",
+                d.queued,
+            ),
+            ("engine_events_stored", "Events in the store.", d.events),
+            (
+                "engine_quarantine_depth",
+                "Authenticated bodies kept because they were not deliveries.",
+                d.quarantined,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {v}");
+        }
+    }
+    out
+}

@@ -1,0 +1,317 @@
+//! `send_email`: validating the script's map, the recorded `Email` action and its stable id.
+
+use rhai::{Dynamic, ImmutableString, Map};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// RFC 5321: a forward-path holds at most 256 octets, so an address at most 254.
+pub const MAX_ADDRESS_LEN: usize = 254;
+/// RFC 5321: the local part is at most 64 octets.
+const MAX_LOCAL_LEN: usize = 64;
+/// RFC 1035: a DNS label is at most 63 octets.
+const MAX_LABEL_LEN: usize = 63;
+/// Recipients (to + cc + bcc) of one mail: more is a mailing list, not an alert.
+pub const MAX_RECIPIENTS: usize = 100;
+/// RFC 5322 caps a header line at 998 characters including `Subject: `; keep well inside.
+pub const MAX_SUBJECT_CHARS: usize = 900;
+/// Characters of the mail id kept from the sha256 hex (128 bits: collisions are not a concern).
+const MAIL_ID_HEX_CHARS: usize = 32;
+
+/// The keys `send_email` accepts.
+const EMAIL_KEYS: &[&str] = &["to", "cc", "bcc", "reply_to", "subject", "body", "html"];
+
+/// Something a run asks the engine to do after it succeeds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Action {
+    Email(Email),
+}
+
+/// A mail recorded by `send_email`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Email {
+    /// Stable id: the first 32 hex characters of sha256 over the event id (its `uuid`), the script
+    /// name, `position` and the content (recipients, reply-to, subject, bodies). Re-running the
+    /// same script on the same event gives the same ids; an edited mail gets a new one. This is
+    /// what `send_email` returns to the script.
+    pub id: String,
+    /// Index of this mail among the mails of its run (0-based).
+    pub position: usize,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub bcc: Vec<String>,
+    pub reply_to: Option<String>,
+    pub subject: String,
+    pub body: String,
+    pub html: Option<String>,
+}
+
+/// The mail id described at [`Email::id`].
+pub fn mail_id(event_id: &str, script: &str, position: usize, email: &Email) -> String {
+    let mut h = Sha256::new();
+    for part in [event_id, script, &position.to_string()] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    for list in [&email.to, &email.cc, &email.bcc] {
+        for a in list {
+            h.update(a.as_bytes());
+            h.update([1u8]);
+        }
+        h.update([0u8]);
+    }
+    for part in [&email.reply_to, &Some(email.subject.clone()), &Some(email.body.clone()), &email.html] {
+        match part {
+            Some(s) => {
+                h.update([1u8]);
+                h.update(s.as_bytes());
+            }
+            None => h.update([2u8]),
+        }
+        h.update([0u8]);
+    }
+    let mut id = hex::encode(h.finalize());
+    id.truncate(MAIL_ID_HEX_CHARS);
+    id
+}
+
+/// Validates the `send_email` map into an `Email` (id and position still empty).
+pub(crate) fn parse_email(map: &Map) -> Result<Email, String> {
+    for key in map.keys() {
+        if !EMAIL_KEYS.contains(&key.as_str()) {
+            return Err(format!(
+                "send_email: unknown key `{key}` (allowed: {})",
+                EMAIL_KEYS.join(", ")
+            ));
+        }
+    }
+    let to = addresses(map.get("to"), "to")?;
+    if to.is_empty() {
+        return Err(match map.get("to") {
+            None => "send_email: `to` is required".to_string(),
+            Some(_) => "send_email: `to` has no address (did lookup_user return ())?".to_string(),
+        });
+    }
+    let cc = addresses(map.get("cc"), "cc")?;
+    let bcc = addresses(map.get("bcc"), "bcc")?;
+    let total = to.len() + cc.len() + bcc.len();
+    if total > MAX_RECIPIENTS {
+        return Err(format!(
+            "send_email: {total} recipients, at most {MAX_RECIPIENTS} per mail"
+        ));
+    }
+    let reply_to = match map.get("reply_to") {
+        None => None,
+        Some(v) if v.is_unit() => None,
+        Some(v) => {
+            let mut list = addresses(Some(v), "reply_to")?;
+            if list.len() != 1 {
+                return Err("send_email: `reply_to` must be one address".into());
+            }
+            list.pop()
+        }
+    };
+    let subject = required_string(map, "subject")?;
+    if subject.contains(['\r', '\n']) {
+        return Err("send_email: `subject` must be one line (it contains a line break)".into());
+    }
+    if subject.trim().is_empty() {
+        return Err("send_email: `subject` is empty".into());
+    }
+    if subject.chars().count() > MAX_SUBJECT_CHARS {
+        return Err(format!(
+            "send_email: `subject` is longer than {MAX_SUBJECT_CHARS} characters"
+        ));
+    }
+    let body = required_string(map, "body")?;
+    let html = match map.get("html") {
+        None => None,
+        Some(v) if v.is_unit() => None,
+        Some(v) => Some(
+            v.read_lock::<ImmutableString>()
+                .map(|s| s.to_string())
+                .ok_or_else(|| {
+                    format!("send_email: `html` must be a string, not {}", v.type_name())
+                })?,
+        ),
+    };
+    Ok(Email {
+        id: String::new(),
+        position: 0,
+        to,
+        cc,
+        bcc,
+        reply_to,
+        subject,
+        body,
+        html,
+    })
+}
+
+fn required_string(map: &Map, key: &str) -> Result<String, String> {
+    let v = map
+        .get(key)
+        .ok_or_else(|| format!("send_email: `{key}` is required"))?;
+    v.read_lock::<ImmutableString>()
+        .map(|s| s.to_string())
+        .ok_or_else(|| format!("send_email: `{key}` must be a string, not {}", v.type_name()))
+}
+
+/// `to`/`cc`/`bcc`/`reply_to`: a string, a user map (its `email`), an array of those, or `()`.
+fn addresses(v: Option<&Dynamic>, key: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let Some(v) = v else { return Ok(out) };
+    if let Some(arr) = v.read_lock::<rhai::Array>() {
+        for (i, item) in arr.iter().enumerate() {
+            one_address(item, &format!("{key}[{i}]"), &mut out)?;
+        }
+        return Ok(out);
+    }
+    if v.is_unit() {
+        return Ok(out);
+    }
+    one_address(v, key, &mut out)?;
+    Ok(out)
+}
+
+fn one_address(v: &Dynamic, what: &str, out: &mut Vec<String>) -> Result<(), String> {
+    if let Some(s) = v.read_lock::<ImmutableString>() {
+        validate_address(&s).map_err(|e| format!("send_email: `{what}`: {e}"))?;
+        out.push(s.to_string());
+        return Ok(());
+    }
+    if let Some(m) = v.read_lock::<Map>() {
+        let email = m.get("email").ok_or_else(|| {
+            format!("send_email: `{what}` is a map without `email` (expected a user from lookup_user)")
+        })?;
+        let s = email.read_lock::<ImmutableString>().ok_or_else(|| {
+            format!("send_email: `{what}` is a user without an email address")
+        })?;
+        validate_address(&s).map_err(|e| format!("send_email: `{what}`: {e}"))?;
+        out.push(s.to_string());
+        return Ok(());
+    }
+    if v.is_unit() {
+        return Err(format!(
+            "send_email: `{what}` is () (did lookup_user find nobody?)"
+        ));
+    }
+    Err(format!(
+        "send_email: `{what}` must be an address, a user map or an array of them, not {}",
+        v.type_name()
+    ))
+}
+
+/// RFC 5322 atext (plus UTF-8 for RFC 6531 addresses).
+fn is_atext(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || (!c.is_ascii() && !c.is_control())
+}
+
+/// A bare RFC 5322 addr-spec on one line: dot-atom or quoted local part, `@`, a host name (or an
+/// address literal in brackets). Display names (`Name <a@b>`) are not accepted.
+pub(crate) fn validate_address(s: &str) -> Result<(), String> {
+    let shown: String = s.chars().take(80).collect();
+    if s.is_empty() {
+        return Err("empty address".into());
+    }
+    if s.contains(['\r', '\n']) {
+        return Err(format!("address {shown:?} contains a line break"));
+    }
+    if s.len() > MAX_ADDRESS_LEN {
+        return Err(format!("address longer than {MAX_ADDRESS_LEN} characters"));
+    }
+    if s.contains('<') || s.contains('>') {
+        return Err(format!(
+            "{shown:?}: give the bare address (user@example.com), not a display name"
+        ));
+    }
+    let at = s
+        .rfind('@')
+        .ok_or_else(|| format!("{shown:?} is not an email address (no @)"))?;
+    let (local, domain) = (&s[..at], &s[at + 1..]);
+    let bad = |why: &str| Err(format!("{shown:?} is not a valid email address ({why})"));
+    if local.is_empty() || local.len() > MAX_LOCAL_LEN {
+        return bad("local part empty or too long");
+    }
+    if let Some(q) = local.strip_prefix('"') {
+        let Some(inner) = q.strip_suffix('"') else {
+            return bad("unterminated quoted local part");
+        };
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    if chars.next().is_none_or(|n| n.is_control() && n != '\t') {
+                        return bad("bad escape in quoted local part");
+                    }
+                }
+                '"' => return bad("unescaped quote in quoted local part"),
+                c if c.is_control() && c != '\t' => return bad("control character"),
+                _ => {}
+            }
+        }
+    } else if local.split('.').any(|atom| atom.is_empty() || !atom.chars().all(is_atext)) {
+        return bad("local part");
+    }
+    if let Some(lit) = domain.strip_prefix('[') {
+        let Some(inner) = lit.strip_suffix(']') else {
+            return bad("unterminated address literal");
+        };
+        let ok = inner.parse::<std::net::Ipv4Addr>().is_ok()
+            || inner
+                .strip_prefix("IPv6:")
+                .is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok());
+        return if ok { Ok(()) } else { bad("address literal") };
+    }
+    if domain.is_empty() {
+        return bad("no domain");
+    }
+    for label in domain.split('.') {
+        let label_ok = !label.is_empty()
+            && label.len() <= MAX_LABEL_LEN
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && c.is_alphanumeric()));
+        if !label_ok {
+            return bad("domain");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        for ok in [
+            "a@b.com",
+            "first.last+tag@sub.example.org",
+            "\"odd name\"@example.com",
+            "x@[10.0.0.1]",
+            "x@localhost",
+            "o'brien@example.ie",
+        ] {
+            assert!(validate_address(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "plain",
+            "a@",
+            "@b.com",
+            "a..b@c.com",
+            ".a@c.com",
+            "a@-b.com",
+            "a@b..com",
+            "Name <a@b.com>",
+            "a@b.com\r\nBcc: x@y.com",
+            "a b@c.com",
+            "a@b_c.com",
+        ] {
+            assert!(validate_address(bad).is_err(), "{bad}");
+        }
+    }
+}

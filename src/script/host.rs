@@ -1,0 +1,106 @@
+//! The host side of `lookup_user`: the `Host` trait, the `User` record and simple directories.
+
+use rhai::{Dynamic, Map};
+use serde::{Deserialize, Serialize};
+
+/// A user as `lookup_user` returns it. Field names follow Okta's user profile (camelCase), so a
+/// `[directory]` JSON file or an Okta profile deserializes into it directly.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct User {
+    pub id: String,
+    pub status: Option<String>,
+    pub login: Option<String>,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub display_name: Option<String>,
+    pub manager_id: Option<String>,
+    pub manager: Option<String>,
+    pub department: Option<String>,
+    pub title: Option<String>,
+    /// The full profile, including custom attributes.
+    pub profile: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Why a lookup failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// Worth retrying the run later (Okta API down, 5xx, 429, timeout).
+    #[error("{0}")]
+    Transient(String),
+    /// Retrying will not help (bad configuration, 4xx other than 404/429).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// What the script layer needs from the rest of the engine.
+pub trait Host: Send + Sync {
+    /// Finds a user by email, login or Okta user id. `Ok(None)`: no such user.
+    fn lookup_user(&self, key: &str) -> Result<Option<User>, HostError>;
+}
+
+/// A directory with nobody in it: every lookup is `Ok(None)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoDirectory;
+
+impl Host for NoDirectory {
+    fn lookup_user(&self, _key: &str) -> Result<Option<User>, HostError> {
+        Ok(None)
+    }
+}
+
+/// An in-memory directory: matches the key against `id` exactly and against `login` and `email`
+/// ignoring ASCII case.
+#[derive(Debug, Clone, Default)]
+pub struct StaticDirectory {
+    users: Vec<User>,
+}
+
+impl StaticDirectory {
+    pub fn new(users: Vec<User>) -> Self {
+        StaticDirectory { users }
+    }
+
+    pub fn users(&self) -> &[User] {
+        &self.users
+    }
+}
+
+impl Host for StaticDirectory {
+    fn lookup_user(&self, key: &str) -> Result<Option<User>, HostError> {
+        let eq = |v: &Option<String>| v.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(key));
+        Ok(self
+            .users
+            .iter()
+            .find(|u| u.id == key || eq(&u.login) || eq(&u.email))
+            .cloned())
+    }
+}
+
+fn opt(v: &Option<String>) -> Dynamic {
+    match v {
+        Some(s) => s.clone().into(),
+        None => Dynamic::UNIT,
+    }
+}
+
+/// The SPEC user map: `#{ id, status, login, email, firstName, lastName, displayName, managerId,
+/// manager, department, title, profile }`, every key present (`()` when unknown).
+pub fn user_to_dynamic(u: &User) -> Dynamic {
+    let mut m = Map::new();
+    m.insert("id".into(), u.id.clone().into());
+    m.insert("status".into(), opt(&u.status));
+    m.insert("login".into(), opt(&u.login));
+    m.insert("email".into(), opt(&u.email));
+    m.insert("firstName".into(), opt(&u.first_name));
+    m.insert("lastName".into(), opt(&u.last_name));
+    m.insert("displayName".into(), opt(&u.display_name));
+    m.insert("managerId".into(), opt(&u.manager_id));
+    m.insert("manager".into(), opt(&u.manager));
+    m.insert("department".into(), opt(&u.department));
+    m.insert("title".into(), opt(&u.title));
+    let profile = rhai::serde::to_dynamic(&u.profile).unwrap_or_else(|_| Map::new().into());
+    m.insert("profile".into(), profile);
+    m.into()
+}

@@ -1,0 +1,141 @@
+//! The script layer: loads user Rhai scripts, builds the `event` map and runs scripts in a sandbox.
+//!
+//! Self-contained: this module refers only to `crate::script::…`/`super::` and external crates, so it
+//! can be compiled inside `engine` or on its own.
+//!
+//! # Public API
+//!
+//! ```text
+//! // Loading (one sync Engine per ScriptSet, shared by all threads; imports resolved only in stdlib_dir)
+//! ScriptSet::load(scripts_dir: &Path, stdlib_dir: &Path, limits: &Limits) -> (ScriptSet, Vec<LoadError>)
+//! ScriptSet::load_one(path: &Path, stdlib_dir: &Path, limits: &Limits) -> Result<Arc<Script>, LoadError>
+//! ScriptSet::matching(&self, hook: &str, event_type: &str) -> Vec<Arc<Script>>   // by script name
+//! ScriptSet::scripts(&self) -> &[Arc<Script>]                                       // by script name
+//! Script { name, path, file_name, hash, on, hooks, source }  + Script::matches(hook, event_type),
+//!                                                          Script::ast(), Script::engine()
+//! LoadError { file, line, col, message, hint, source_line }  // Display: `file:line:col: message`
+//!
+//! // Running (synchronous: call it from a blocking thread)
+//! run(script: &Script, event_json: &[u8], delivery: &DeliveryInfo, host: &Arc<dyn Host>,
+//!     limits: &Limits) -> RunOutcome
+//! run_map(script: &Script, event: rhai::Map, event_id: &str, delivery: &DeliveryInfo,
+//!     host: &Arc<dyn Host>, limits: &Limits) -> RunOutcome  // when the map is already built
+//! RunOutcome { log: Vec<LogLine>, actions: Vec<Action>, result: Result<(), RunError> }
+//! RunError { kind: RunErrorKind::{Script, Limit, Transient}, message, script, file, line, col,
+//!            call_site }                              // Display: `new-hire.rhai:12:5: message`
+//! Action::Email(Email { id, position, to, cc, bcc, reply_to, subject, body, html })  // serde
+//!
+//! // Host side
+//! trait Host: Send + Sync { fn lookup_user(&self, key: &str) -> Result<Option<User>, HostError>; }
+//! HostError::{Transient(String), Permanent(String)}; User (serde, camelCase like Okta's profile)
+//! NoDirectory (always Ok(None)); StaticDirectory::new(Vec<User>)
+//!
+//! // Events
+//! build_event_map(event_json: &[u8]) -> Result<rhai::Map, String>
+//! event_id(event: &rhai::Map, event_json: &[u8]) -> String   // uuid, or sha256 of the bytes
+//! split_payload(json: &[u8], hook: &str) -> Result<Vec<(DeliveryInfo, Vec<u8>)>, String>
+//! LOGEVENT_FIELDS: &[&str]; DeliveryInfo { id, time, hook, source }
+//! Limits { max_operations, timeout_ms, max_emails, max_call_levels, max_expr_depth,
+//!          max_function_expr_depth, max_string_size, max_array_size, max_map_size, max_modules }
+//! ```
+//!
+//! Semantics worth knowing when wiring this in:
+//! - `run` never panics and never blocks beyond `limits.timeout_ms` plus the time host functions
+//!   take (a `lookup_user` is not interrupted). A panic inside a host function becomes a
+//!   `RunErrorKind::Script` error.
+//! - `RunOutcome::actions` holds what the script recorded even when `result` is `Err` (for
+//!   `engine check`/`engine run` to show); a failed run must send nothing.
+//! - `RunErrorKind::Transient` (a `HostError::Transient` from `lookup_user`) means "retry the whole
+//!   run later"; it is sticky: a script cannot swallow it with `try`/`catch`. So are limit errors.
+//! - `limits.max_operations`, `timeout_ms` and `max_emails` are read per run (from the `limits`
+//!   passed to `run`); the size, depth and call-level limits are fixed when the set is loaded.
+//! - Each `Email` has a stable `id` (see [`Email::id`]) to use as its `Message-ID` local part and
+//!   as the outbox's de-duplication key.
+
+mod email;
+mod engine;
+mod event;
+mod header;
+mod host;
+mod load;
+mod run;
+
+pub use email::{Action, Email, MAX_ADDRESS_LEN, MAX_RECIPIENTS, MAX_SUBJECT_CHARS, mail_id};
+pub use event::{
+    DeliveryInfo, LOGEVENT_FIELDS, build_event_map, delivery_map, event_id, split_payload,
+};
+pub use header::{Header, parse_header};
+pub use host::{Host, HostError, NoDirectory, StaticDirectory, User, user_to_dynamic};
+pub use load::{LoadError, Script, ScriptSet};
+pub use run::{LogLevel, LogLine, RunError, RunErrorKind, RunOutcome, run, run_map};
+
+use serde::{Deserialize, Serialize};
+
+/// Per-run limits. The `[limits]` table of `engine.toml` deserializes straight into it (unknown
+/// keys are rejected, missing ones take the defaults below).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Rhai operations per run (one operation ≈ one expression step).
+    pub max_operations: u64,
+    /// Wall-clock time per run, in milliseconds (checked every few hundred operations).
+    pub timeout_ms: u64,
+    /// Emails one run may queue.
+    pub max_emails: usize,
+    /// Nested function calls (script functions and stdlib helpers).
+    pub max_call_levels: usize,
+    /// Nesting depth of expressions/statements at the top level of a script.
+    pub max_expr_depth: usize,
+    /// Nesting depth of expressions/statements inside functions.
+    pub max_function_expr_depth: usize,
+    /// Characters in one string (and in all strings of one nested value).
+    pub max_string_size: usize,
+    /// Elements of one array (counting nested arrays).
+    pub max_array_size: usize,
+    /// Entries of one map (counting nested maps).
+    pub max_map_size: usize,
+    /// Modules a script may import (directly or through other modules).
+    pub max_modules: usize,
+}
+
+/// SPEC `[limits]` default: enough for any sane automation, stops runaway loops in well under 1 s.
+pub const DEFAULT_MAX_OPERATIONS: u64 = 1_000_000;
+/// SPEC `[limits]` default: 5 s per run.
+pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+/// SPEC `[limits]` default: 50 mails per event is already a mail storm.
+pub const DEFAULT_MAX_EMAILS: usize = 50;
+/// Rhai's release default is 64 and debug 8; 32 allows real helper nesting yet fails deep
+/// recursion fast, identically in debug and release builds.
+pub const DEFAULT_MAX_CALL_LEVELS: usize = 32;
+/// Rhai's release default; deeper nesting is a sign of generated code, not of an automation.
+pub const DEFAULT_MAX_EXPR_DEPTH: usize = 64;
+/// Rhai's release default for function bodies.
+pub const DEFAULT_MAX_FUNCTION_EXPR_DEPTH: usize = 32;
+/// 1 Mi characters: the whole delivery body is capped at 1 MiB (`max_body_bytes`), so no single
+/// event's strings come near it, while `s += s` loops stop after ~20 doublings.
+pub const DEFAULT_MAX_STRING_SIZE: usize = 1 << 20;
+/// 64 Ki elements: a LogEvent has a handful of targets and ipChain entries; 100-event deliveries
+/// are split before scripts see them, so this only bounds what a script builds itself.
+pub const DEFAULT_MAX_ARRAY_SIZE: usize = 1 << 16;
+/// 64 Ki entries (nested): a large LogEvent has ~150 entries in all, so even an event copied into
+/// a script-built map of many events stays far below.
+pub const DEFAULT_MAX_MAP_SIZE: usize = 1 << 16;
+/// Imports per script: the stdlib is small; this only stops import cycles and abuse.
+pub const DEFAULT_MAX_MODULES: usize = 16;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_operations: DEFAULT_MAX_OPERATIONS,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            max_emails: DEFAULT_MAX_EMAILS,
+            max_call_levels: DEFAULT_MAX_CALL_LEVELS,
+            max_expr_depth: DEFAULT_MAX_EXPR_DEPTH,
+            max_function_expr_depth: DEFAULT_MAX_FUNCTION_EXPR_DEPTH,
+            max_string_size: DEFAULT_MAX_STRING_SIZE,
+            max_array_size: DEFAULT_MAX_ARRAY_SIZE,
+            max_map_size: DEFAULT_MAX_MAP_SIZE,
+            max_modules: DEFAULT_MAX_MODULES,
+        }
+    }
+}

@@ -1,0 +1,622 @@
+//! The durable inbox in redb: deliveries, their events, the processing queue and quarantine.
+//!
+//! One writer thread owns every write transaction (group commit): it takes the first job waiting,
+//! gathers every other job waiting at that moment, applies them all in one transaction, commits
+//! durably, and only then answers each job. Nothing is acknowledged before its commit.
+//!
+//! Readers (`/metrics`, the history commands) open read transactions; the history commands work
+//! whether or not a server holds the file, because the server opens it in redb's single-writer
+//! mode, which lets other processes open it read-only and follow its commits.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use redb::{
+    ConcurrencyMode, Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase,
+    ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::envelope::ParsedDelivery;
+
+/// The store file inside the data dir.
+pub const DB_FILE: &str = "engine.redb";
+/// Most jobs gathered into one transaction: bounds the latency of the first one in a batch and
+/// the memory a batch holds, while being far above the concurrency Okta produces.
+pub const MAX_BATCH_JOBS: usize = 4096;
+/// Most body bytes gathered into one transaction, for the same reasons.
+pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
+
+/// seq → (hook, received ms, delivery id, eventTime, source, raw body)
+const DELIVERIES: TableDefinition<u64, (&str, u64, &str, &str, &str, &[u8])> =
+    TableDefinition::new("deliveries");
+/// envelope eventId → delivery seq (deduplication)
+const DELIVERY_IDS: TableDefinition<&str, u64> = TableDefinition::new("delivery_ids");
+/// seq → (delivery seq, uuid, eventType, published, raw event JSON)
+const EVENTS: TableDefinition<u64, (u64, &str, &str, &str, &[u8])> = TableDefinition::new("events");
+/// event uuid → event seq (deduplication)
+const EVENT_UUIDS: TableDefinition<&str, u64> = TableDefinition::new("event_uuids");
+/// event seq → () for every event not yet processed; workers take them in key order.
+const QUEUE: TableDefinition<u64, ()> = TableDefinition::new("queue");
+/// seq → (hook, received ms, reason, raw body): authenticated bodies that were not deliveries.
+const QUARANTINE: TableDefinition<u64, (&str, u64, &str, &[u8])> =
+    TableDefinition::new("quarantine");
+/// Small named values (the health probe's last write).
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Opening the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the store {path} is open in another process that is not an engine server (or an older engine)\n  hint: stop that process and try again"
+    )]
+    Busy { path: PathBuf },
+    #[error("cannot open the store {path}: {source}")]
+    Database {
+        path: PathBuf,
+        source: DatabaseError,
+    },
+    #[error("cannot initialise the store {path}: {source}")]
+    Init { path: PathBuf, source: redb::Error },
+}
+
+/// A write (delivery, quarantine, probe) could not be committed; the request gets a 503.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+/// A read failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the store: {0}")]
+pub struct ReadError(String);
+
+/// Any store error, for callers that do not care which.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+fn storage<E: std::fmt::Display>(e: E) -> WriteError {
+    WriteError::Storage(e.to_string())
+}
+
+fn read_err<E: std::fmt::Display>(e: E) -> ReadError {
+    ReadError(e.to_string())
+}
+
+/// How the writer commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitMode {
+    /// Every job waiting at the moment shares one durable commit.
+    Group,
+    /// One durable commit per job (the baseline the benchmark compares against).
+    PerRequest,
+}
+
+/// An authenticated, parsed delivery to store.
+pub struct NewDelivery {
+    pub hook: String,
+    pub received_ms: u64,
+    pub body: Bytes,
+    pub parsed: ParsedDelivery,
+}
+
+/// What storing a delivery did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stored {
+    /// The envelope's eventId had been accepted before: nothing was stored.
+    pub duplicate_delivery: bool,
+    /// Events stored and queued.
+    pub events: usize,
+    /// Events whose uuid had been accepted before.
+    pub duplicate_events: usize,
+}
+
+enum Job {
+    Delivery(NewDelivery, oneshot::Sender<Result<Stored, WriteError>>),
+    Quarantine {
+        hook: String,
+        received_ms: u64,
+        reason: String,
+        body: Bytes,
+        reply: oneshot::Sender<Result<(), WriteError>>,
+    },
+    Probe(oneshot::Sender<Result<(), WriteError>>),
+}
+
+impl Job {
+    fn size(&self) -> usize {
+        match self {
+            Job::Delivery(d, _) => d.body.len(),
+            Job::Quarantine { body, .. } => body.len(),
+            Job::Probe(_) => 0,
+        }
+    }
+}
+
+/// The server's handle on the store: submits writes to the writer thread and reads directly.
+pub struct Store {
+    db: Arc<Database>,
+    tx: Option<mpsc::Sender<Job>>,
+    writer: Option<JoinHandle<()>>,
+    path: PathBuf,
+}
+
+fn builder() -> redb::Builder {
+    let mut b = Database::builder();
+    b.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+    b
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `data_dir` and starts its writer thread.
+    pub fn open(data_dir: &Path, mode: CommitMode) -> Result<Store, OpenError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| OpenError::CreateDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let path = data_dir.join(DB_FILE);
+        let db = builder().create(&path).map_err(|source| match source {
+            DatabaseError::DatabaseAlreadyOpen => OpenError::Busy { path: path.clone() },
+            source => OpenError::Database {
+                path: path.clone(),
+                source,
+            },
+        })?;
+        let db = Arc::new(db);
+        let next = init_tables(&db).map_err(|source| OpenError::Init {
+            path: path.clone(),
+            source,
+        })?;
+        let (tx, rx) = mpsc::channel();
+        let writer_db = db.clone();
+        let writer = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(&writer_db, rx, mode, next))
+            .map_err(|e| OpenError::Init {
+                path: path.clone(),
+                source: redb::Error::Io(e),
+            })?;
+        Ok(Store {
+            db,
+            tx: Some(tx),
+            writer: Some(writer),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn submit<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Job,
+    ) -> Option<oneshot::Receiver<T>> {
+        let (reply, rx) = oneshot::channel();
+        let tx = self.tx.as_ref()?;
+        tx.send(make(reply)).ok()?;
+        Some(rx)
+    }
+
+    /// Stores a delivery and its events; resolves after the durable commit that holds it.
+    pub async fn store_delivery(&self, delivery: NewDelivery) -> Result<Stored, WriteError> {
+        match self.submit(|reply| Job::Delivery(delivery, reply)) {
+            Some(rx) => rx.await.unwrap_or(Err(WriteError::Closed)),
+            None => Err(WriteError::Closed),
+        }
+    }
+
+    /// Keeps an authenticated body that is not a valid delivery.
+    pub async fn quarantine(
+        &self,
+        hook: &str,
+        received_ms: u64,
+        reason: &str,
+        body: Bytes,
+    ) -> Result<(), WriteError> {
+        let rx = self.submit(|reply| Job::Quarantine {
+            hook: hook.to_string(),
+            received_ms,
+            reason: reason.to_string(),
+            body,
+            reply,
+        });
+        match rx {
+            Some(rx) => rx.await.unwrap_or(Err(WriteError::Closed)),
+            None => Err(WriteError::Closed),
+        }
+    }
+
+    /// Commits a small write: proves the store is writable (for `/healthz`).
+    pub async fn probe(&self) -> Result<(), WriteError> {
+        match self.submit(Job::Probe) {
+            Some(rx) => rx.await.unwrap_or(Err(WriteError::Closed)),
+            None => Err(WriteError::Closed),
+        }
+    }
+
+    pub fn history(&self) -> History<'_> {
+        History(HistoryDb::Shared(&self.db))
+    }
+
+    /// Stops the writer after it has committed and answered every job already submitted.
+    pub fn close(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.tx.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct NextSeq {
+    delivery: u64,
+    event: u64,
+    quarantine: u64,
+}
+
+fn next_key<V: redb::Value + 'static>(
+    txn: &WriteTransaction,
+    def: TableDefinition<u64, V>,
+) -> Result<u64, redb::Error> {
+    let t = txn.open_table(def)?;
+    Ok(t.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1))
+}
+
+fn init_tables(db: &Database) -> Result<NextSeq, redb::Error> {
+    let txn = db.begin_write()?;
+    let next = NextSeq {
+        delivery: next_key(&txn, DELIVERIES)?,
+        event: next_key(&txn, EVENTS)?,
+        quarantine: next_key(&txn, QUARANTINE)?,
+    };
+    txn.open_table(DELIVERY_IDS)?;
+    txn.open_table(EVENT_UUIDS)?;
+    txn.open_table(QUEUE)?;
+    txn.open_table(META)?;
+    txn.open_table(QUARANTINE)?;
+    txn.commit()?;
+    Ok(next)
+}
+
+fn writer_loop(db: &Database, rx: mpsc::Receiver<Job>, mode: CommitMode, mut next: NextSeq) {
+    let max_jobs = match mode {
+        CommitMode::Group => MAX_BATCH_JOBS,
+        CommitMode::PerRequest => 1,
+    };
+    let mut batch: Vec<Job> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut bytes = first.size();
+        batch.push(first);
+        while batch.len() < max_jobs && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(job) => {
+                    bytes += job.size();
+                    batch.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let before = next;
+        match apply_batch(db, &batch, &mut next) {
+            Ok(results) => {
+                for (job, result) in batch.drain(..).zip(results) {
+                    answer(job, Ok(result));
+                }
+            }
+            Err(e) => {
+                next = before;
+                tracing::error!(error = %e, jobs = batch.len(), "store commit failed");
+                for job in batch.drain(..) {
+                    answer(job, Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn answer(job: Job, result: Result<Stored, WriteError>) {
+    match job {
+        Job::Delivery(_, reply) => {
+            let _ = reply.send(result);
+        }
+        Job::Quarantine { reply, .. } | Job::Probe(reply) => {
+            let _ = reply.send(result.map(|_| ()));
+        }
+    }
+}
+
+fn apply_batch(
+    db: &Database,
+    batch: &[Job],
+    next: &mut NextSeq,
+) -> Result<Vec<Stored>, WriteError> {
+    let txn = db.begin_write().map_err(storage)?;
+    let mut results = Vec::with_capacity(batch.len());
+    {
+        let mut deliveries = txn.open_table(DELIVERIES).map_err(storage)?;
+        let mut delivery_ids = txn.open_table(DELIVERY_IDS).map_err(storage)?;
+        let mut events = txn.open_table(EVENTS).map_err(storage)?;
+        let mut uuids = txn.open_table(EVENT_UUIDS).map_err(storage)?;
+        let mut queue = txn.open_table(QUEUE).map_err(storage)?;
+        for job in batch {
+            let mut stored = Stored::default();
+            match job {
+                Job::Delivery(d, _) => {
+                    let id = d.parsed.delivery_id.as_deref().unwrap_or("");
+                    if !id.is_empty() && delivery_ids.get(id).map_err(storage)?.is_some() {
+                        stored.duplicate_delivery = true;
+                        results.push(stored);
+                        continue;
+                    }
+                    let dseq = next.delivery;
+                    next.delivery += 1;
+                    deliveries
+                        .insert(
+                            dseq,
+                            (
+                                d.hook.as_str(),
+                                d.received_ms,
+                                id,
+                                d.parsed.event_time.as_str(),
+                                d.parsed.source.as_str(),
+                                &d.body[..],
+                            ),
+                        )
+                        .map_err(storage)?;
+                    if !id.is_empty() {
+                        delivery_ids.insert(id, dseq).map_err(storage)?;
+                    }
+                    for ev in &d.parsed.events {
+                        if uuids.get(ev.uuid.as_str()).map_err(storage)?.is_some() {
+                            stored.duplicate_events += 1;
+                            continue;
+                        }
+                        let eseq = next.event;
+                        next.event += 1;
+                        let raw = d.body.get(ev.span.clone()).unwrap_or_default();
+                        events
+                            .insert(
+                                eseq,
+                                (
+                                    dseq,
+                                    ev.uuid.as_str(),
+                                    ev.event_type.as_str(),
+                                    ev.published.as_str(),
+                                    raw,
+                                ),
+                            )
+                            .map_err(storage)?;
+                        uuids.insert(ev.uuid.as_str(), eseq).map_err(storage)?;
+                        queue.insert(eseq, ()).map_err(storage)?;
+                        stored.events += 1;
+                    }
+                }
+                Job::Quarantine {
+                    hook,
+                    received_ms,
+                    reason,
+                    body,
+                    ..
+                } => {
+                    let mut q = txn.open_table(QUARANTINE).map_err(storage)?;
+                    q.insert(
+                        next.quarantine,
+                        (hook.as_str(), *received_ms, reason.as_str(), &body[..]),
+                    )
+                    .map_err(storage)?;
+                    next.quarantine += 1;
+                }
+                Job::Probe(_) => {
+                    let mut meta = txn.open_table(META).map_err(storage)?;
+                    meta.insert("probe_ms", crate::util::now_ms())
+                        .map_err(storage)?;
+                }
+            }
+            results.push(stored);
+        }
+    }
+    txn.commit().map_err(storage)?;
+    Ok(results)
+}
+
+/// One stored event, as the history commands show it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EventRow {
+    pub seq: u64,
+    pub uuid: String,
+    pub event_type: String,
+    pub published: String,
+    pub hook: String,
+    pub delivery_id: String,
+    pub received: String,
+    /// `queued` until processed.
+    pub status: &'static str,
+}
+
+/// One quarantined body.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct QuarantineRow {
+    pub seq: u64,
+    pub hook: String,
+    pub received: String,
+    pub reason: String,
+    pub bytes: usize,
+    /// The body as text (lossy), cut to a preview.
+    pub body_preview: String,
+}
+
+/// Counts for `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Depths {
+    pub queued: u64,
+    pub events: u64,
+    pub quarantined: u64,
+}
+
+/// How much of a quarantined body the history shows.
+pub const QUARANTINE_PREVIEW_CHARS: usize = 200;
+
+enum HistoryDb<'a> {
+    Shared(&'a Database),
+    Owned(Box<Database>),
+    ReadOnly(Box<ReadOnlyDatabase>),
+}
+
+/// Read access to the stored history.
+pub struct History<'a>(HistoryDb<'a>);
+
+impl History<'static> {
+    /// Opens the store of `data_dir` for reading from another process: read-write when no
+    /// server has it (so a store left by a crash is repaired), read-only beside a running server.
+    /// `Ok(None)`: there is no store yet.
+    pub fn open(data_dir: &Path) -> Result<Option<History<'static>>, OpenError> {
+        let path = data_dir.join(DB_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        match builder().open(&path) {
+            Ok(db) => {
+                init_tables(&db).map_err(|source| OpenError::Init {
+                    path: path.clone(),
+                    source,
+                })?;
+                Ok(Some(History(HistoryDb::Owned(Box::new(db)))))
+            }
+            Err(DatabaseError::DatabaseAlreadyOpen) => match builder().open_read_only(&path) {
+                Ok(db) => Ok(Some(History(HistoryDb::ReadOnly(Box::new(db))))),
+                Err(DatabaseError::DatabaseAlreadyOpen) => Err(OpenError::Busy { path }),
+                Err(source) => Err(OpenError::Database { path, source }),
+            },
+            Err(source) => Err(OpenError::Database { path, source }),
+        }
+    }
+}
+
+impl History<'_> {
+    fn read(&self) -> Result<ReadTransaction, ReadError> {
+        match &self.0 {
+            HistoryDb::Shared(db) => db.begin_read(),
+            HistoryDb::Owned(db) => db.begin_read(),
+            HistoryDb::ReadOnly(db) => db.begin_read(),
+        }
+        .map_err(read_err)
+    }
+
+    /// The newest `limit` events, newest first.
+    pub fn recent_events(&self, limit: usize) -> Result<Vec<EventRow>, ReadError> {
+        let txn = self.read()?;
+        let events = txn.open_table(EVENTS).map_err(read_err)?;
+        let deliveries = txn.open_table(DELIVERIES).map_err(read_err)?;
+        let queue = txn.open_table(QUEUE).map_err(read_err)?;
+        let mut rows = Vec::new();
+        for entry in events.iter().map_err(read_err)?.rev().take(limit) {
+            let (k, v) = entry.map_err(read_err)?;
+            let (dseq, uuid, event_type, published, _) = v.value();
+            let seq = k.value();
+            let (hook, received, delivery_id) = match deliveries.get(dseq).map_err(read_err)? {
+                Some(d) => {
+                    let (hook, ms, id, _, _, _) = d.value();
+                    (hook.to_string(), crate::util::format_ms(ms), id.to_string())
+                }
+                None => Default::default(),
+            };
+            let queued = queue.get(seq).map_err(read_err)?.is_some();
+            rows.push(EventRow {
+                seq,
+                uuid: uuid.to_string(),
+                event_type: event_type.to_string(),
+                published: published.to_string(),
+                hook,
+                delivery_id,
+                received,
+                status: if queued { "queued" } else { "processed" },
+            });
+        }
+        Ok(rows)
+    }
+
+    /// The raw JSON of a stored event, by uuid.
+    pub fn event_json(&self, uuid: &str) -> Result<Option<Vec<u8>>, ReadError> {
+        let txn = self.read()?;
+        let uuids = txn.open_table(EVENT_UUIDS).map_err(read_err)?;
+        let Some(seq) = uuids.get(uuid).map_err(read_err)?.map(|g| g.value()) else {
+            return Ok(None);
+        };
+        let events = txn.open_table(EVENTS).map_err(read_err)?;
+        Ok(events
+            .get(seq)
+            .map_err(read_err)?
+            .map(|g| g.value().4.to_vec()))
+    }
+
+    /// The newest `limit` quarantined bodies, newest first.
+    pub fn quarantine(&self, limit: usize) -> Result<Vec<QuarantineRow>, ReadError> {
+        let txn = self.read()?;
+        let q = match txn.open_table(QUARANTINE) {
+            Ok(q) => q,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(read_err(e)),
+        };
+        let mut rows = Vec::new();
+        for entry in q.iter().map_err(read_err)?.rev().take(limit) {
+            let (k, v) = entry.map_err(read_err)?;
+            let (hook, ms, reason, body) = v.value();
+            rows.push(QuarantineRow {
+                seq: k.value(),
+                hook: hook.to_string(),
+                received: crate::util::format_ms(ms),
+                reason: reason.to_string(),
+                bytes: body.len(),
+                body_preview: String::from_utf8_lossy(body)
+                    .chars()
+                    .take(QUARANTINE_PREVIEW_CHARS)
+                    .collect(),
+            });
+        }
+        Ok(rows)
+    }
+
+    pub fn depths(&self) -> Result<Depths, ReadError> {
+        let txn = self.read()?;
+        let len = |r: Result<u64, redb::StorageError>| r.map_err(read_err);
+        let quarantined = match txn.open_table(QUARANTINE) {
+            Ok(q) => len(q.len())?,
+            Err(_) => 0,
+        };
+        Ok(Depths {
+            queued: len(txn.open_table(QUEUE).map_err(read_err)?.len())?,
+            events: len(txn.open_table(EVENTS).map_err(read_err)?.len())?,
+            quarantined,
+        })
+    }
+}
