@@ -84,7 +84,8 @@ pub fn render<'a>(
             );
         }
     }
-    let counters: [(&str, &str, fn(&HookMetrics) -> u64); 3] = [
+    type Counter = (&'static str, &'static str, fn(&HookMetrics) -> u64);
+    let counters: [Counter; 3] = [
         (
             "engine_events_total",
             "Events stored and queued, by hook.",

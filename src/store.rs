@@ -31,9 +31,17 @@ pub const MAX_BATCH_JOBS: usize = 4096;
 /// Most body bytes gathered into one transaction, for the same reasons.
 pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
-/// seq → (hook, received ms, delivery id, eventTime, source, raw body)
-const DELIVERIES: TableDefinition<u64, (&str, u64, &str, &str, &str, &[u8])> =
-    TableDefinition::new("deliveries");
+/// A stored delivery: (hook, received ms, delivery id, eventTime, source, raw body).
+type DeliveryValue = (
+    &'static str,
+    u64,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [u8],
+);
+/// seq → [`DeliveryValue`]
+const DELIVERIES: TableDefinition<u64, DeliveryValue> = TableDefinition::new("deliveries");
 /// envelope eventId → delivery seq (deduplication)
 const DELIVERY_IDS: TableDefinition<&str, u64> = TableDefinition::new("delivery_ids");
 /// seq → (delivery seq, uuid, eventType, published, raw event JSON)

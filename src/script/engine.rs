@@ -1,0 +1,438 @@
+//! The sandboxed Rhai engine: settings, the stdlib-only module resolver, host functions and the
+//! per-thread state of the run in progress (log, actions, budget).
+//!
+//! One `Engine` is built per `ScriptSet` and shared by every thread. Engine callbacks are
+//! engine-wide, so everything that belongs to one run lives in thread-locals that `run` sets up
+//! with [`enter`] and takes back with [`Entered::finish`].
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rhai::module_resolvers::ModuleResolver;
+use rhai::{
+    Dynamic, Engine, EvalAltResult, INT, ImmutableString, Map, Module, NativeCallContext,
+    OptimizationLevel, Position, Scope,
+};
+
+use super::Limits;
+use super::email::{Action, mail_id, parse_email};
+use super::host::{Host, HostError, user_to_dynamic};
+use super::run::{LogLevel, LogLine, RunErrorKind};
+
+/// Operations between two reads of the clock: `Instant::now()` costs ~25 ns, an operation a few,
+/// so the check stays under 1 % of run time while a 5 s timeout is hit within microseconds.
+const CLOCK_CHECK_INTERVAL: u64 = 256;
+/// Operation cap while no run is active (top-level code of stdlib modules runs once at load):
+/// a module that loops forever must not hang loading.
+const LOAD_MAX_OPERATIONS: u64 = 1_000_000;
+/// Log lines kept per run; a logging loop must not fill memory or the run store.
+pub(crate) const MAX_LOG_LINES: usize = 1_000;
+/// Characters kept per log line.
+pub(crate) const MAX_LOG_LINE_CHARS: usize = 4_096;
+/// Keywords turned off: `eval` would compile code at run time, outside the load-time checks.
+const DISABLED_SYMBOLS: &[&str] = &["eval"];
+/// The token `on_progress` and fatal host errors terminate a run with.
+const TERMINATE_TOKEN: &str = "engine: run terminated";
+
+/// Why a run was stopped from outside the script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trip {
+    Operations,
+    Timeout,
+    /// A host function recorded a fatal error in `RunCtx::fatal`.
+    Fatal,
+}
+
+/// Per-run budget, read on every operation (kept apart from `RunCtx` so the hot path is a `Cell`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    pub max_ops: u64,
+    pub deadline: Option<Instant>,
+    pub tripped: Option<Trip>,
+}
+
+impl Budget {
+    const LOADING: Budget = Budget {
+        max_ops: LOAD_MAX_OPERATIONS,
+        deadline: None,
+        tripped: None,
+    };
+}
+
+/// An error a host function made sticky: the run fails with it even if the script catches it.
+#[derive(Debug, Clone)]
+pub(crate) struct Fatal {
+    pub kind: RunErrorKind,
+    pub message: String,
+    pub position: Position,
+    pub source: Option<String>,
+}
+
+/// State of the run in progress on this thread.
+pub(crate) struct RunCtx {
+    pub host: Arc<dyn Host>,
+    pub script: String,
+    pub event_id: String,
+    pub max_emails: usize,
+    pub log: Vec<LogLine>,
+    pub log_dropped: usize,
+    pub actions: Vec<Action>,
+    pub emails: usize,
+    pub fatal: Option<Fatal>,
+}
+
+thread_local! {
+    static CTX: RefCell<Option<RunCtx>> = const { RefCell::new(None) };
+    static BUDGET: Cell<Budget> = const { Cell::new(Budget::LOADING) };
+}
+
+/// A run entered on this thread; restores the previous state when finished or dropped.
+pub(crate) struct Entered {
+    prev: Option<(Option<RunCtx>, Budget)>,
+}
+
+/// Makes `ctx` and `budget` the current run of this thread.
+pub(crate) fn enter(ctx: RunCtx, budget: Budget) -> Entered {
+    let prev_ctx = CTX.with(|c| c.borrow_mut().replace(ctx));
+    let prev_budget = BUDGET.with(|b| b.replace(budget));
+    Entered {
+        prev: Some((prev_ctx, prev_budget)),
+    }
+}
+
+impl Entered {
+    /// Ends the run and returns its state.
+    pub(crate) fn finish(mut self) -> (Option<RunCtx>, Budget) {
+        self.restore()
+    }
+
+    fn restore(&mut self) -> (Option<RunCtx>, Budget) {
+        match self.prev.take() {
+            Some((prev_ctx, prev_budget)) => {
+                let ctx = CTX.with(|c| std::mem::replace(&mut *c.borrow_mut(), prev_ctx));
+                let budget = BUDGET.with(|b| b.replace(prev_budget));
+                (ctx, budget)
+            }
+            None => (None, Budget::LOADING),
+        }
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        self.restore();
+    }
+}
+
+fn with_ctx<R>(f: impl FnOnce(&mut RunCtx) -> R) -> Option<R> {
+    CTX.with(|c| c.borrow_mut().as_mut().map(f))
+}
+
+fn progress(ops: u64) -> Option<Dynamic> {
+    BUDGET.with(|cell| {
+        let mut b = cell.get();
+        if b.tripped.is_none() {
+            if ops > b.max_ops {
+                b.tripped = Some(Trip::Operations);
+            } else if ops % CLOCK_CHECK_INTERVAL == 0
+                && b.deadline.is_some_and(|d| Instant::now() >= d)
+            {
+                b.tripped = Some(Trip::Timeout);
+            } else {
+                return None;
+            }
+            cell.set(b);
+        }
+        Some(TERMINATE_TOKEN.into())
+    })
+}
+
+/// Records a sticky error and returns the error that stops the script.
+fn fatal(
+    ctx: &NativeCallContext,
+    kind: RunErrorKind,
+    message: String,
+) -> Box<EvalAltResult> {
+    let position = ctx.call_position();
+    let source = ctx.call_source().map(str::to_string);
+    with_ctx(|c| {
+        if c.fatal.is_none() {
+            c.fatal = Some(Fatal {
+                kind,
+                message,
+                position,
+                source,
+            });
+        }
+    });
+    BUDGET.with(|cell| {
+        let mut b = cell.get();
+        b.tripped = Some(Trip::Fatal);
+        cell.set(b);
+    });
+    Box::new(EvalAltResult::ErrorTerminated(TERMINATE_TOKEN.into(), Position::NONE))
+}
+
+fn runtime_error(message: String) -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorRuntime(message.into(), Position::NONE))
+}
+
+fn not_in_run(name: &str) -> Box<EvalAltResult> {
+    runtime_error(format!("{name} cannot be called while a module is loading"))
+}
+
+pub(crate) fn push_log(level: LogLevel, message: &str) {
+    with_ctx(|c| {
+        if c.log.len() >= MAX_LOG_LINES {
+            c.log_dropped += 1;
+            return;
+        }
+        let message = if message.chars().count() > MAX_LOG_LINE_CHARS {
+            let mut m: String = message.chars().take(MAX_LOG_LINE_CHARS).collect();
+            m.push_str("…");
+            m
+        } else {
+            message.to_string()
+        };
+        c.log.push(LogLine { level, message });
+    });
+}
+
+fn dyn_text(v: &Dynamic) -> String {
+    match v.read_lock::<ImmutableString>() {
+        Some(s) => s.to_string(),
+        None => v.to_string(),
+    }
+}
+
+fn send_email(ctx: NativeCallContext, map: Map) -> Result<ImmutableString, Box<EvalAltResult>> {
+    let mut email = parse_email(&map).map_err(runtime_error)?;
+    let over = with_ctx(|c| {
+        if c.emails >= c.max_emails {
+            return Err(c.max_emails);
+        }
+        email.position = c.emails;
+        email.id = mail_id(&c.event_id, &c.script, email.position, &email);
+        c.emails += 1;
+        let id = email.id.clone();
+        c.actions.push(Action::Email(email));
+        Ok(id)
+    })
+    .ok_or_else(|| not_in_run("send_email"))?;
+    match over {
+        Ok(id) => Ok(id.into()),
+        Err(max) => Err(fatal(
+            &ctx,
+            RunErrorKind::Limit,
+            format!("script sent more than {max} emails (limits.max_emails)"),
+        )),
+    }
+}
+
+fn lookup_user(ctx: NativeCallContext, key: ImmutableString) -> Result<Dynamic, Box<EvalAltResult>> {
+    let host = with_ctx(|c| c.host.clone()).ok_or_else(|| not_in_run("lookup_user"))?;
+    if key.trim().is_empty() {
+        return Ok(Dynamic::UNIT);
+    }
+    // The host is called outside any borrow of the run state.
+    match host.lookup_user(&key) {
+        Ok(Some(user)) => Ok(user_to_dynamic(&user)),
+        Ok(None) => Ok(Dynamic::UNIT),
+        Err(HostError::Transient(msg)) => Err(fatal(
+            &ctx,
+            RunErrorKind::Transient,
+            format!("lookup_user({:?}): {msg} (transient; the run will be retried)", key.as_str()),
+        )),
+        Err(HostError::Permanent(msg)) => {
+            Err(runtime_error(format!("lookup_user({:?}): {msg}", key.as_str())))
+        }
+    }
+}
+
+fn sleep_for(seconds: f64) -> Result<(), Box<EvalAltResult>> {
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return Ok(());
+    }
+    let Some(deadline) = BUDGET.with(|b| b.get().deadline) else {
+        return Err(not_in_run("sleep"));
+    };
+    let want = Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX);
+    if Instant::now().checked_add(want).is_none_or(|end| end >= deadline) {
+        // Sleeping would outlive the run: fail now instead of holding the thread.
+        BUDGET.with(|cell| {
+            let mut b = cell.get();
+            b.tripped = Some(Trip::Timeout);
+            cell.set(b);
+        });
+        return Err(Box::new(EvalAltResult::ErrorTerminated(
+            TERMINATE_TOKEN.into(),
+            Position::NONE,
+        )));
+    }
+    std::thread::sleep(want);
+    Ok(())
+}
+
+/// Module names: `name` or `dir/name` of `[A-Za-z0-9_-]`, optionally ending in `.rhai`.
+pub(crate) fn check_module_name(path: &str) -> Result<&str, String> {
+    let name = path.strip_suffix(".rhai").unwrap_or(path);
+    let ok = !name.is_empty()
+        && name.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+    if ok {
+        Ok(name)
+    } else {
+        Err(format!(
+            "import {path:?}: modules are imported by name from the stdlib directory (e.g. `import \"okta\" as okta;`); paths with `..`, `/` at the start, `\\` or other characters are not allowed"
+        ))
+    }
+}
+
+/// Resolves `import "name"` to `<stdlib_dir>/name.rhai`, and nothing else. Records the sources it
+/// read so a script's hash covers them.
+pub(crate) struct StdlibResolver {
+    dir: PathBuf,
+    loaded: Mutex<BTreeMap<String, String>>,
+}
+
+impl StdlibResolver {
+    pub(crate) fn new(dir: &Path) -> Self {
+        StdlibResolver {
+            dir: dir.to_path_buf(),
+            loaded: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The (name, source) pairs read since the last call.
+    pub(crate) fn take_loaded(&self) -> BTreeMap<String, String> {
+        match self.loaded.lock() {
+            Ok(mut l) => std::mem::take(&mut *l),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+
+    pub(crate) fn file_of(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.rhai"))
+    }
+
+    fn read(&self, path: &str, pos: Position) -> Result<(String, String), Box<EvalAltResult>> {
+        let name = check_module_name(path).map_err(|m| runtime_error_at(m, pos))?;
+        let file = self.file_of(name);
+        // Refuse symlinks that lead out of the stdlib directory.
+        if let (Ok(real), Ok(root)) = (file.canonicalize(), self.dir.canonicalize())
+            && !real.starts_with(&root)
+        {
+            return Err(runtime_error_at(
+                format!("import {path:?}: the module file lies outside the stdlib directory"),
+                pos,
+            ));
+        }
+        let source = std::fs::read_to_string(&file).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Box::new(EvalAltResult::ErrorModuleNotFound(path.to_string(), pos))
+            }
+            _ => runtime_error_at(format!("import {path:?}: cannot read {}: {e}", file.display()), pos),
+        })?;
+        if let Ok(mut l) = self.loaded.lock() {
+            l.insert(name.to_string(), source.clone());
+        }
+        Ok((name.to_string(), source))
+    }
+
+    fn compile(
+        &self,
+        engine: &Engine,
+        path: &str,
+        pos: Position,
+    ) -> Result<rhai::AST, Box<EvalAltResult>> {
+        let (name, source) = self.read(path, pos)?;
+        let mut ast = engine.compile(&source).map_err(|e| {
+            Box::new(EvalAltResult::ErrorInModule(
+                path.to_string(),
+                Box::new(e.into()),
+                pos,
+            ))
+        })?;
+        ast.set_source(format!("stdlib/{name}.rhai"));
+        Ok(ast)
+    }
+}
+
+fn runtime_error_at(message: String, pos: Position) -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorRuntime(message.into(), pos))
+}
+
+/// Adapter so the resolver can be shared with the loader after the engine owns it.
+struct SharedResolver(Arc<StdlibResolver>);
+
+impl ModuleResolver for SharedResolver {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        _source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<Arc<Module>, Box<EvalAltResult>> {
+        let ast = self.0.compile(engine, path, pos)?;
+        let module = Module::eval_ast_as_new(Scope::new(), &ast, engine).map_err(|e| {
+            Box::new(EvalAltResult::ErrorInModule(path.to_string(), e, pos))
+        })?;
+        Ok(module.into())
+    }
+
+    fn resolve_ast(
+        &self,
+        engine: &Engine,
+        _source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Option<Result<rhai::AST, Box<EvalAltResult>>> {
+        Some(self.0.compile(engine, path, pos))
+    }
+}
+
+/// Builds the sandboxed engine for one script set.
+pub(crate) fn new_engine(stdlib_dir: &Path, limits: &Limits) -> (Engine, Arc<StdlibResolver>) {
+    let resolver = Arc::new(StdlibResolver::new(stdlib_dir));
+    let mut engine = Engine::new();
+    // The interner's lock stalls threads sharing a `sync` engine (FIELD-NOTES).
+    engine.set_max_strings_interned(0);
+    engine.set_strict_variables(true);
+    engine.set_fail_on_invalid_map_property(true);
+    // Constants stay constants, but no functions are called at compile time.
+    engine.set_optimization_level(OptimizationLevel::Simple);
+    engine.set_max_call_levels(limits.max_call_levels);
+    engine.set_max_expr_depths(limits.max_expr_depth, limits.max_function_expr_depth);
+    engine.set_max_string_size(limits.max_string_size);
+    engine.set_max_array_size(limits.max_array_size);
+    engine.set_max_map_size(limits.max_map_size);
+    engine.set_max_modules(limits.max_modules);
+    // Operations are counted per run by `progress` (limits may differ per run).
+    engine.set_max_operations(0);
+    for sym in DISABLED_SYMBOLS {
+        engine.disable_symbol(*sym);
+    }
+    engine.set_module_resolver(SharedResolver(resolver.clone()));
+    engine.on_progress(progress);
+    engine.on_print(|s| push_log(LogLevel::Print, s));
+    engine.on_debug(|s, _source, _pos| push_log(LogLevel::Debug, s));
+
+    engine.register_fn("log", |msg: ImmutableString| push_log(LogLevel::Log, &msg));
+    engine.register_fn("log", |msg: Dynamic| push_log(LogLevel::Log, &dyn_text(&msg)));
+    engine.register_fn("warn", |msg: ImmutableString| push_log(LogLevel::Warn, &msg));
+    engine.register_fn("warn", |msg: Dynamic| push_log(LogLevel::Warn, &dyn_text(&msg)));
+    engine.register_fn("send_email", send_email);
+    engine.register_fn("lookup_user", lookup_user);
+    engine.register_fn("lookup_user", |_: ()| Dynamic::UNIT);
+    // Replace the built-in `sleep`, which blocks past the run's deadline.
+    engine.register_fn("sleep", |s: INT| sleep_for(s as f64));
+    engine.register_fn("sleep", sleep_for);
+    (engine, resolver)
+}

@@ -1,0 +1,344 @@
+//! Running one script on one event: scope set-up, limits, and turning Rhai errors into `RunError`s.
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rhai::{EvalAltResult, Map, Position, Scope};
+use serde::{Deserialize, Serialize};
+
+use super::Limits;
+use super::email::Action;
+use super::engine::{Budget, Fatal, MAX_LOG_LINES, RunCtx, Trip, enter};
+use super::event::{DeliveryInfo, build_event_map, delivery_map, event_id};
+use super::host::Host;
+use super::load::Script;
+
+/// Which function wrote a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Log,
+    Warn,
+    Print,
+    Debug,
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogLevel::Log => "log",
+            LogLevel::Warn => "warn",
+            LogLevel::Print => "print",
+            LogLevel::Debug => "debug",
+        })
+    }
+}
+
+/// One line of a run's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub message: String,
+}
+
+/// What kind of failure a run had; decides whether to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunErrorKind {
+    /// A bug or bad data in the script (or a permanent host error): not retried.
+    Script,
+    /// The run exceeded a limit (`[limits]` or a sandbox size/depth limit): not retried.
+    Limit,
+    /// A host function failed transiently (Okta API down, rate limit): retry the run later.
+    Transient,
+}
+
+/// Why a run failed, with the innermost position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunError {
+    pub kind: RunErrorKind,
+    pub message: String,
+    /// The script's name (file stem).
+    pub script: String,
+    /// The file `line`/`col` refer to: the script (`new-hire.rhai`) or a module
+    /// (`stdlib/okta.rhai`) when the error happened inside one.
+    pub file: String,
+    pub line: Option<usize>,
+    /// 1-based, in characters.
+    pub col: Option<usize>,
+    /// The calls that led to the error, innermost first: `okta::target at new-hire.rhai:12:5`.
+    pub trace: Vec<String>,
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.col {
+                write!(f, ":{col}")?;
+            }
+        }
+        write!(f, ": {}", self.message)?;
+        for t in &self.trace {
+            write!(f, "\n  in {t}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Everything a run produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOutcome {
+    pub log: Vec<LogLine>,
+    /// What the script asked for, in order. Also filled when `result` is `Err` (for display);
+    /// only a successful run's actions may be carried out.
+    pub actions: Vec<Action>,
+    pub result: Result<(), RunError>,
+}
+
+/// Runs `script` on one LogEvent given as JSON.
+pub fn run(
+    script: &Script,
+    event_json: &[u8],
+    delivery: &DeliveryInfo,
+    host: &Arc<dyn Host>,
+    limits: &Limits,
+) -> RunOutcome {
+    match build_event_map(event_json) {
+        Ok(event) => {
+            let id = event_id(&event, event_json);
+            run_map(script, event, &id, delivery, host, limits)
+        }
+        Err(message) => RunOutcome {
+            log: Vec::new(),
+            actions: Vec::new(),
+            result: Err(RunError {
+                kind: RunErrorKind::Script,
+                message,
+                script: script.name.clone(),
+                file: script.file_name.clone(),
+                line: None,
+                col: None,
+                trace: Vec::new(),
+            }),
+        },
+    }
+}
+
+/// Runs `script` on an event map built by [`build_event_map`] (when several scripts share one
+/// event, build it once and clone it). `event_id` feeds the mail ids (see [`super::event_id`]).
+pub fn run_map(
+    script: &Script,
+    event: Map,
+    event_id: &str,
+    delivery: &DeliveryInfo,
+    host: &Arc<dyn Host>,
+    limits: &Limits,
+) -> RunOutcome {
+    let mut scope = Scope::new();
+    scope.push_constant("event", event);
+    scope.push_constant("delivery", delivery_map(delivery));
+
+    let ctx = RunCtx {
+        host: host.clone(),
+        script: script.name.clone(),
+        event_id: event_id.to_string(),
+        max_emails: limits.max_emails,
+        log: Vec::new(),
+        log_dropped: 0,
+        actions: Vec::new(),
+        emails: 0,
+        fatal: None,
+    };
+    let budget = Budget {
+        max_ops: limits.max_operations,
+        deadline: Instant::now().checked_add(Duration::from_millis(limits.timeout_ms)),
+        tripped: None,
+    };
+    let entered = enter(ctx, budget);
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        script.engine().run_ast_with_scope(&mut scope, script.ast())
+    }));
+    let (ctx, budget) = entered.finish();
+    drop(scope);
+
+    let (mut log, actions, fatal, dropped) = match ctx {
+        Some(c) => (c.log, c.actions, c.fatal, c.log_dropped),
+        None => (Vec::new(), Vec::new(), None, 0),
+    };
+    if dropped > 0 {
+        log.push(LogLine {
+            level: LogLevel::Warn,
+            message: format!("{dropped} more log lines dropped (at most {MAX_LOG_LINES} per run)"),
+        });
+    }
+
+    let base = RunError {
+        kind: RunErrorKind::Script,
+        message: String::new(),
+        script: script.name.clone(),
+        file: script.file_name.clone(),
+        line: None,
+        col: None,
+        trace: Vec::new(),
+    };
+    let result = match result {
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            Err(RunError {
+                message: format!("internal error in a host function: {what}"),
+                ..base
+            })
+        }
+        Ok(r) => match (budget.tripped, fatal, r) {
+            (None, None, Ok(())) => Ok(()),
+            (trip, fatal, r) => Err(describe(base, trip, fatal, r.err(), limits)),
+        },
+    };
+    RunOutcome {
+        log,
+        actions,
+        result,
+    }
+}
+
+fn describe(
+    mut out: RunError,
+    trip: Option<Trip>,
+    fatal: Option<Fatal>,
+    err: Option<Box<EvalAltResult>>,
+    limits: &Limits,
+) -> RunError {
+    let script_file = out.file.clone();
+    // Walk to the innermost error, remembering the calls on the way.
+    let mut innermost_file = script_file.clone();
+    let mut inner = err.map(|e| *e);
+    let mut caller_file = script_file.clone();
+    while let Some(e) = inner.take() {
+        match e {
+            EvalAltResult::ErrorInFunctionCall(name, source, next, pos) => {
+                out.trace.push(format!("{name} called at {}", at(&caller_file, pos)));
+                if !source.is_empty() {
+                    caller_file = source;
+                }
+                innermost_file = caller_file.clone();
+                inner = Some(*next);
+            }
+            EvalAltResult::ErrorInModule(name, next, pos) => {
+                out.trace.push(format!("module {name:?} imported at {}", at(&caller_file, pos)));
+                inner = Some(*next);
+            }
+            other => {
+                inner = Some(other);
+                break;
+            }
+        }
+    }
+    out.trace.reverse();
+
+    if let Some(e) = &inner {
+        out.file = innermost_file;
+        out.line = e.position().line();
+        out.col = e.position().position();
+    }
+    let (kind, message) = match (trip, &fatal, &inner) {
+        (_, Some(f), _) => {
+            out.file = f
+                .source
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or(script_file);
+            out.line = f.position.line();
+            out.col = f.position.position();
+            (f.kind, f.message.clone())
+        }
+        (Some(Trip::Operations), ..) => (
+            RunErrorKind::Limit,
+            format!(
+                "script exceeded {} operations (limits.max_operations)",
+                limits.max_operations
+            ),
+        ),
+        (Some(Trip::Timeout), ..) => (
+            RunErrorKind::Limit,
+            format!(
+                "script exceeded its time limit of {} ms (limits.timeout_ms)",
+                limits.timeout_ms
+            ),
+        ),
+        (_, None, Some(e)) => classify(e, limits),
+        (_, None, None) => (RunErrorKind::Script, "run stopped".to_string()),
+    };
+    out.kind = kind;
+    out.message = message;
+    out
+}
+
+fn at(file: &str, pos: Position) -> String {
+    match (pos.line(), pos.position()) {
+        (Some(l), Some(c)) => format!("{file}:{l}:{c}"),
+        (Some(l), None) => format!("{file}:{l}"),
+        _ => file.to_string(),
+    }
+}
+
+fn classify(e: &EvalAltResult, limits: &Limits) -> (RunErrorKind, String) {
+    use EvalAltResult as E;
+    match e {
+        E::ErrorTooManyOperations(_) => (
+            RunErrorKind::Limit,
+            format!(
+                "script exceeded {} operations (limits.max_operations)",
+                limits.max_operations
+            ),
+        ),
+        E::ErrorStackOverflow(_) => (
+            RunErrorKind::Limit,
+            format!(
+                "script exceeded {} nested function calls (limits.max_call_levels)",
+                limits.max_call_levels
+            ),
+        ),
+        E::ErrorDataTooLarge(what, _) => {
+            let (key, max) = if what.contains("string") {
+                ("max_string_size", limits.max_string_size)
+            } else if what.contains("array") {
+                ("max_array_size", limits.max_array_size)
+            } else {
+                ("max_map_size", limits.max_map_size)
+            };
+            (
+                RunErrorKind::Limit,
+                format!("{what} exceeds the limit of {max} (limits.{key})"),
+            )
+        }
+        E::ErrorTooManyModules(_) => (
+            RunErrorKind::Limit,
+            format!("script imported more than {} modules (limits.max_modules)", limits.max_modules),
+        ),
+        E::ErrorTooManyVariables(_) => (RunErrorKind::Limit, "too many variables".to_string()),
+        E::ErrorRuntime(v, _) => (
+            RunErrorKind::Script,
+            match v.read_lock::<rhai::ImmutableString>() {
+                Some(s) => s.to_string(),
+                None => format!("script threw {v}"),
+            },
+        ),
+        other => {
+            let mut e = other.to_string();
+            if let Some(cut) = e.rfind(" (line ") {
+                e.truncate(cut);
+            }
+            (RunErrorKind::Script, e)
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The `engine` binary: help, exit codes, configuration errors, `events`, `send`, `serve`.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::support::*;
+
+#[test]
+fn help_lists_commands_and_bad_usage_exits_2() {
+    let dir = temp_dir();
+    let o = run_engine(dir.path(), &["--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    for cmd in ["serve", "events", "send", "Exit codes"] {
+        assert!(stdout(&o).contains(cmd), "{cmd} missing from --help");
+    }
+    let o = run_engine(dir.path(), &["events", "--bogus"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--bogus"));
+}
+
+/// A config file and what the engine must say about it.
+struct ConfigCase {
+    name: &'static str,
+    toml: &'static str,
+    messages: &'static [&'static str],
+}
+
+#[test]
+fn config_errors_name_the_key_and_line() {
+    let cases = [
+        ConfigCase {
+            name: "unknown key",
+            toml: "listen = \"127.0.0.1:1\"\nlisten_port = 9\n",
+            messages: &["listen_port", "line 2"],
+        },
+        ConfigCase {
+            name: "unknown hook key",
+            toml: "[[hook]]\nid = \"a\"\nsecret_env = \"X\"\nsecret = \"plain\"\n",
+            messages: &["secret", "line 4"],
+        },
+        ConfigCase {
+            name: "bad listen",
+            toml: "\nlisten = \"localhost\"\n",
+            messages: &["engine.toml:2", "`listen`", "not an address", "hint"],
+        },
+        ConfigCase {
+            name: "bad kind",
+            toml: "[[hook]]\nid = \"a\"\nkind = \"slack\"\nsecret_env = \"X\"\n",
+            messages: &["slack", "line 3"],
+        },
+        ConfigCase {
+            name: "bad hook id",
+            toml: "[[hook]]\nid = \"a/b\"\nsecret_env = \"X\"\n",
+            messages: &["engine.toml:2", "hook.id", "a/b"],
+        },
+        ConfigCase {
+            name: "duplicate hook id",
+            toml: "[[hook]]\nid = \"a\"\nsecret_env = \"X\"\n[[hook]]\nid = \"a\"\nsecret_env = \"Y\"\n",
+            messages: &["engine.toml:5", "declared twice"],
+        },
+        ConfigCase {
+            name: "hook without secret",
+            toml: "[[hook]]\nid = \"a\"\n",
+            messages: &["engine.toml:1", "secret_env"],
+        },
+        ConfigCase {
+            name: "secret in the file",
+            toml: "[[hook]]\nid = \"a\"\nsecret_env = \"my secret value!\"\n",
+            messages: &["engine.toml:3", "not an environment variable name"],
+        },
+        ConfigCase {
+            name: "body limit out of range",
+            toml: "max_body_bytes = 5\n",
+            messages: &["engine.toml:1", "max_body_bytes", "out of range"],
+        },
+        ConfigCase {
+            name: "wrong type",
+            toml: "retention_days = \"thirty\"\n",
+            messages: &["retention_days", "line 1"],
+        },
+        ConfigCase {
+            name: "not toml",
+            toml: "listen = \n",
+            messages: &["line 1"],
+        },
+        ConfigCase {
+            name: "bad smtp from",
+            toml: "[smtp]\nurl_env = \"SMTP_URL\"\nfrom = \"nobody\"\n",
+            messages: &["engine.toml:3", "smtp.from"],
+        },
+        ConfigCase {
+            name: "bad okta url",
+            toml: "[okta]\norg_url = \"example.okta.com\"\ntoken_env = \"T\"\n",
+            messages: &["engine.toml:2", "okta.org_url"],
+        },
+    ];
+    for case in cases {
+        let dir = temp_dir();
+        std::fs::write(dir.path().join("engine.toml"), case.toml).unwrap();
+        let o = run_engine(dir.path(), &["events"]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{}: {err}", case.name);
+        assert!(err.starts_with("error: "), "{}: {err}", case.name);
+        for m in case.messages {
+            assert!(err.contains(m), "{}: {err:?} lacks {m:?}", case.name);
+        }
+        assert!(!err.contains("panicked"), "{}", case.name);
+    }
+}
+
+#[test]
+fn missing_secret_variable_is_a_startup_error_naming_it() {
+    let dir = temp_dir();
+    write_config(dir.path(), free_port(), "");
+    let o = engine_bin()
+        .current_dir(dir.path())
+        .env_remove("ENGINE_TEST_SECRET")
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("ENGINE_TEST_SECRET") && err.contains("engine.toml:5"),
+        "{err}"
+    );
+    // An explicit --config that does not exist.
+    let o = run_engine(dir.path(), &["--config", "nope.toml", "events"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("nope.toml"));
+}
+
+#[test]
+fn embedded_defaults_generate_a_private_secret_shown_once() {
+    let dir = temp_dir();
+    // The defaults but for the port (8080 may be taken on a test machine).
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("engine.toml"),
+        format!("listen = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let mut p = ServeProcess::start(dir.path(), port, &[]);
+    let secret_path = dir.path().join("data/hook-secret-default");
+    let secret = std::fs::read_to_string(&secret_path)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(secret.len(), 64);
+    assert_eq!(
+        std::fs::metadata(&secret_path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    p.signal(libc::SIGTERM);
+    let out = p.child.wait_with_output_ref();
+    assert!(out.0.success(), "SIGTERM exits 0");
+    assert!(out.1.contains(&secret), "first start shows the secret");
+    assert!(out.1.contains("/hooks/default"));
+    assert!(!out.2.contains(&secret), "the secret is not logged");
+    // Second start: the same secret, not shown again.
+    let mut p = ServeProcess::start(dir.path(), port, &[]);
+    p.signal(libc::SIGINT);
+    let out = p.child.wait_with_output_ref();
+    assert!(out.0.success(), "SIGINT exits 0");
+    assert!(!out.1.contains(&secret) && !out.2.contains(&secret));
+    assert!(out.1.contains("hook-secret-default"));
+    assert_eq!(
+        std::fs::read_to_string(&secret_path).unwrap().trim(),
+        secret
+    );
+}
+
+trait WaitRef {
+    fn wait_with_output_ref(&mut self) -> (std::process::ExitStatus, String, String);
+}
+
+impl WaitRef for std::process::Child {
+    fn wait_with_output_ref(&mut self) -> (std::process::ExitStatus, String, String) {
+        use std::io::Read;
+        let status = self.wait().unwrap();
+        let mut out = String::new();
+        let mut err = String::new();
+        if let Some(o) = self.stdout.as_mut() {
+            o.read_to_string(&mut out).unwrap();
+        }
+        if let Some(e) = self.stderr.as_mut() {
+            e.read_to_string(&mut err).unwrap();
+        }
+        (status, out, err)
+    }
+}
+
+#[test]
+fn send_events_and_quarantine_through_the_binary() {
+    let dir = temp_dir();
+    let port = free_port();
+    write_config(dir.path(), port, "");
+    let env = [("ENGINE_TEST_SECRET", SECRET)];
+    let p = ServeProcess::start(dir.path(), port, &env);
+    let url = format!("{}/hooks/test", p.url);
+    let auth = format!("Authorization: {SECRET}");
+    // A single LogEvent is wrapped into an envelope.
+    let payload = format!("{FIXTURES}/event.user.lifecycle.deactivate.json");
+    let o = run_engine(
+        dir.path(),
+        &["send", &payload, "--url", &url, "--header", &auth],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("verification GET: 200") && out.contains("delivery POST: 200"),
+        "{out}"
+    );
+    // An envelope as it is.
+    let payload = format!("{FIXTURES}/envelope.user.session.start.json");
+    let o = run_engine(
+        dir.path(),
+        &["send", &payload, "--url", &url, "--header", &auth],
+    );
+    assert_eq!(o.status.code(), Some(0));
+    // Wrong secret: reported, exit 1, and the secret we sent is not echoed.
+    let o = run_engine(
+        dir.path(),
+        &[
+            "send",
+            &payload,
+            "--url",
+            &url,
+            "--header",
+            "Authorization: wrong-one",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("delivery POST: 401"));
+    // Bad payload and bad header are usage errors.
+    std::fs::write(dir.path().join("bad.json"), "[1,2]").unwrap();
+    let o = run_engine(dir.path(), &["send", "bad.json", "--url", &url]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("bad.json"));
+    let o = run_engine(
+        dir.path(),
+        &["send", &payload, "--url", &url, "--header", "no colon"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let o = run_engine(
+        dir.path(),
+        &["send", &payload, "--url", "https://example.com/hooks/x"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("only http://"));
+    // An authenticated body that is not an envelope goes to quarantine.
+    let o = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            &auth,
+            "--data",
+            "{\"data\":{\"events\":[]}}",
+            &url,
+        ])
+        .output();
+    if let Ok(o) = o {
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "400");
+    }
+
+    // History while the server runs.
+    let o = run_engine(dir.path(), &["events"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let table = stdout(&o);
+    assert!(table.starts_with("SEQ"), "{table}");
+    assert!(
+        table.contains("user.lifecycle.deactivate") && table.contains("user.session.start"),
+        "{table}"
+    );
+    let o = run_engine(dir.path(), &["events", "--format", "json", "--limit", "1"]);
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(rows[0]["event_type"], "user.session.start", "newest first");
+    assert_eq!(rows[0]["hook"], "test");
+    let o = run_engine(dir.path(), &["events", "--quarantine", "--format", "json"]);
+    let q: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let q = q.as_array().unwrap();
+    assert!(
+        q.iter()
+            .all(|r| r["reason"].as_str().unwrap().contains("data.events"))
+    );
+    // The secret never appears in the server's output.
+    p.signal(libc::SIGTERM);
+    let mut p = p;
+    let out = p.child.wait_with_output_ref();
+    assert!(out.0.success());
+    assert!(
+        !out.1.contains(SECRET) && !out.2.contains(SECRET),
+        "secret leaked"
+    );
+    // History after the server stopped.
+    let o = run_engine(dir.path(), &["events", "--format", "json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn events_on_an_empty_data_dir() {
+    let dir = temp_dir();
+    let o = run_engine(dir.path(), &["events"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stdout(&o).trim(), "(none)");
+    let o = run_engine(dir.path(), &["events", "--format", "json"]);
+    assert_eq!(stdout(&o).trim(), "[]");
+}

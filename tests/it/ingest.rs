@@ -1,0 +1,499 @@
+//! The HTTP front door against the real server on a loopback port and a real redb file.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use engine::client;
+use hyper::Method;
+
+use crate::support::*;
+
+fn json_body(a: &client::Answer) -> serde_json::Value {
+    serde_json::from_slice(&a.body).unwrap_or_else(|_| panic!("JSON body, got {:?}", a.text()))
+}
+
+#[tokio::test]
+async fn verification_echoes_the_challenge_exactly() {
+    let dir = temp_dir();
+    let s = TestServer::start(dir.path()).await;
+    let challenges = [
+        "simple",
+        "with spaces and \"quotes\" and \\backslash\\",
+        "Zm9vYmFy+/=",
+        "ünïcödé-ish? no: only visible ascii & symbols !#$%&'()*+,-./:;<=>?@[]^_`{|}~",
+    ];
+    for (i, c) in challenges.iter().enumerate() {
+        // Any header-name case.
+        let name = [
+            "x-okta-verification-challenge",
+            "X-Okta-Verification-Challenge",
+            "X-OKTA-VERIFICATION-CHALLENGE",
+        ][i % 3];
+        let a = s.get("/hooks/test", &[(name, c)]).await;
+        assert_eq!(a.status, 200, "{c}");
+        assert_eq!(a.headers["content-type"], "application/json");
+        assert_eq!(json_body(&a), serde_json::json!({ "verification": c }));
+    }
+    // The right auth header on the GET is allowed; a wrong one is refused.
+    let a = s
+        .get(
+            "/hooks/test",
+            &[
+                ("x-okta-verification-challenge", "v"),
+                ("authorization", SECRET),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    let a = s
+        .get(
+            "/hooks/test",
+            &[
+                ("x-okta-verification-challenge", "v"),
+                ("authorization", "nope"),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, 401);
+    // Unknown hook, missing challenge.
+    let a = s
+        .get("/hooks/nope", &[("x-okta-verification-challenge", "v")])
+        .await;
+    assert_eq!(a.status, 404);
+    assert_eq!(json_body(&a)["error"], "unknown_hook");
+    let a = s.get("/hooks/test", &[]).await;
+    assert_eq!(a.status, 400);
+    assert_eq!(json_body(&a)["error"], "missing_challenge");
+    s.stop().await;
+}
+
+/// One bad request: what is sent and what must come back; nothing may be stored.
+struct Bad {
+    name: &'static str,
+    hook: &'static str,
+    secret: Option<&'static str>,
+    body: Vec<u8>,
+    status: u16,
+    code: &'static str,
+    message: &'static str,
+}
+
+#[tokio::test]
+async fn bad_requests_get_precise_answers_and_store_no_event() {
+    let dir = temp_dir();
+    let s = TestServer::start_with(dir.path(), 4096).await;
+    let (good, _) = envelope(1);
+    let cases = vec![
+        Bad {
+            name: "no secret",
+            hook: "test",
+            secret: None,
+            body: good.clone().into(),
+            status: 401,
+            code: "unauthorized",
+            message: "missing the `authorization` header",
+        },
+        Bad {
+            name: "wrong secret",
+            hook: "test",
+            secret: Some("test-secret-0123456788"),
+            body: good.clone().into(),
+            status: 401,
+            code: "unauthorized",
+            message: "does not match",
+        },
+        Bad {
+            name: "secret prefix",
+            hook: "test",
+            secret: Some("test-secret"),
+            body: good.clone().into(),
+            status: 401,
+            code: "unauthorized",
+            message: "does not match",
+        },
+        Bad {
+            name: "unknown hook",
+            hook: "nope",
+            secret: Some(SECRET),
+            body: good.clone().into(),
+            status: 404,
+            code: "unknown_hook",
+            message: "`nope`",
+        },
+        Bad {
+            name: "too large",
+            hook: "test",
+            secret: Some(SECRET),
+            body: vec![b' '; 5000],
+            status: 413,
+            code: "body_too_large",
+            message: "4096 bytes",
+        },
+        Bad {
+            name: "not json",
+            hook: "test",
+            secret: Some(SECRET),
+            body: b"{\"data\": ".to_vec(),
+            status: 400,
+            code: "invalid_json",
+            message: "not valid JSON",
+        },
+        Bad {
+            name: "not utf-8",
+            hook: "test",
+            secret: Some(SECRET),
+            body: vec![0xff, 0xfe],
+            status: 400,
+            code: "invalid_json",
+            message: "UTF-8",
+        },
+        Bad {
+            name: "array",
+            hook: "test",
+            secret: Some(SECRET),
+            body: b"[]".to_vec(),
+            status: 400,
+            code: "invalid_envelope",
+            message: "expected a JSON object, found an array",
+        },
+        Bad {
+            name: "a LogEvent, not an envelope",
+            hook: "test",
+            secret: Some(SECRET),
+            body: fixture("event.user.lifecycle.deactivate.json").into(),
+            status: 400,
+            code: "invalid_envelope",
+            message: "`data` is missing",
+        },
+        Bad {
+            name: "events missing",
+            hook: "test",
+            secret: Some(SECRET),
+            body: br#"{"data":{}}"#.to_vec(),
+            status: 400,
+            code: "invalid_envelope",
+            message: "`data.events` is missing",
+        },
+        Bad {
+            name: "events empty",
+            hook: "test",
+            secret: Some(SECRET),
+            body: br#"{"eventId":"x","data":{"events":[]}}"#.to_vec(),
+            status: 400,
+            code: "invalid_envelope",
+            message: "`data.events` is empty",
+        },
+        Bad {
+            name: "event not an object",
+            hook: "test",
+            secret: Some(SECRET),
+            body: br#"{"data":{"events":[{"uuid":"a"},"b"]}}"#.to_vec(),
+            status: 400,
+            code: "invalid_envelope",
+            message: "`data.events[1]` must be an object",
+        },
+        Bad {
+            name: "generic hook, not json",
+            hook: "gen",
+            secret: Some(SECRET),
+            body: b"hello".to_vec(),
+            status: 400,
+            code: "invalid_json",
+            message: "not valid JSON",
+        },
+    ];
+    let mut quarantined = 0;
+    for case in &cases {
+        let mut headers = Vec::new();
+        if let Some(sec) = case.secret {
+            headers.push(("Authorization".to_string(), sec.to_string()));
+        }
+        let a = client::request(
+            Method::POST,
+            &s.hook_url(case.hook),
+            &headers,
+            Bytes::from(case.body.clone()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(a.status, case.status, "{}: {}", case.name, a.text());
+        let body = json_body(&a);
+        assert_eq!(body["error"], case.code, "{}", case.name);
+        let msg = body["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(case.message),
+            "{}: message {msg:?} lacks {:?}",
+            case.name,
+            case.message
+        );
+        if case.status == 400 {
+            quarantined += 1;
+        }
+    }
+    // A wrong method on a hook.
+    let a = client::request(Method::PUT, &s.hook_url("test"), &[], Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(a.status, 405);
+    s.stop().await;
+    assert!(
+        stored_events(dir.path()).is_empty(),
+        "a bad request stored an event"
+    );
+    // Authenticated bodies that were not deliveries are kept in quarantine, and only those.
+    let q = engine::store::History::open(dir.path())
+        .unwrap()
+        .unwrap()
+        .quarantine(100)
+        .unwrap();
+    assert_eq!(q.len(), quarantined);
+    assert!(q.iter().all(|r| r.hook == "test" || r.hook == "gen"));
+}
+
+#[tokio::test]
+async fn oversized_body_without_content_length_is_refused() {
+    let dir = temp_dir();
+    let s = TestServer::start_with(dir.path(), 2048).await;
+    // A chunked body: the limit must be enforced while reading, not from the header alone.
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let chunk = vec![b'x'; 1000];
+    let mut req = format!(
+        "POST /hooks/test HTTP/1.1\r\nHost: x\r\nAuthorization: {SECRET}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for _ in 0..5 {
+        req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        req.extend_from_slice(&chunk);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    stream.write_all(&req).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    s.stop().await;
+    assert!(stored_events(dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn every_real_sample_and_odd_envelope_is_accepted() {
+    let dir = temp_dir();
+    let s = TestServer::start(dir.path()).await;
+    let mut bodies: Vec<(String, String)> = Vec::new();
+    for entry in std::fs::read_dir(FIXTURES).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if name.starts_with("envelope.") {
+            bodies.push((name, text));
+        } else if name.starts_with("event.") {
+            bodies.push((name, wrap(&text)));
+        }
+    }
+    assert!(bodies.len() >= 4, "the real samples are in tests/fixtures");
+    let odd = [
+        (
+            "nulls where objects usually are",
+            r#"{"eventId":"odd-1","eventTime":null,"source":null,"data":{"events":[{"uuid":"odd-e1","published":null,"eventType":"user.lifecycle.create","actor":null,"target":null,"client":null,"outcome":null,"request":null,"debugContext":null,"securityContext":null,"authenticationContext":null,"transaction":null}]}}"#,
+        ),
+        (
+            "six-digit fractions",
+            r#"{"eventId":"odd-2","data":{"events":[{"uuid":"odd-e2","published":"2024-05-01T10:00:00.123456Z","eventType":"user.session.start"}]}}"#,
+        ),
+        (
+            "unknown fields and any key order",
+            r#"{"data":{"extra":{"x":[1,2]},"events":[{"zzz":true,"eventType":"user.account.lock","uuid":"odd-e3","newField":{"a":null}}]},"somethingNew":1,"eventId":"odd-3"}"#,
+        ),
+        (
+            "no eventId, event without uuid",
+            r#"{"data":{"events":[{"eventType":"user.account.lock","published":"2024-05-01T10:00:00Z"}]}}"#,
+        ),
+        (
+            "mixed-case event type",
+            r#"{"eventId":"odd-5","data":{"events":[{"uuid":"odd-e5","eventType":"user.authentication.auth_via_IDP"}]}}"#,
+        ),
+    ];
+    for (name, body) in odd {
+        bodies.push((name.to_string(), body.to_string()));
+    }
+    let (hundred, _) = envelope(100);
+    bodies.push(("100 events".into(), hundred));
+    for (name, body) in &bodies {
+        let a = s.post("test", body.clone()).await;
+        assert_eq!(a.status, 200, "{name}: {}", a.text());
+        assert!(a.body.is_empty(), "{name}: a 200 has an empty body");
+    }
+    // Generic hook: any JSON is one event.
+    let a = s.post("gen", r#"{"anything": [1, 2, 3]}"#).await;
+    assert_eq!(a.status, 200);
+    s.stop().await;
+    let events = stored_events(dir.path());
+    // 4 samples with one event each, 5 odd ones, 100, 1 generic.
+    assert_eq!(events.len(), 4 + 5 + 100 + 1);
+    let types: HashSet<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    for t in [
+        "user.session.start",
+        "user.lifecycle.deactivate",
+        "group.user_membership.add",
+        "user.authentication.sso",
+        "user.authentication.auth_via_IDP",
+        "generic",
+    ] {
+        assert!(types.contains(t), "missing {t}");
+    }
+}
+
+#[tokio::test]
+async fn events_are_stored_once_each_and_duplicates_are_dropped() {
+    let dir = temp_dir();
+    let s = TestServer::start(dir.path()).await;
+    let (body, uuids) = envelope(7);
+    assert_eq!(s.post("test", body.clone()).await.status, 200);
+    // The same delivery again (Okta's retry).
+    assert_eq!(s.post("test", body.clone()).await.status, 200);
+    // A new delivery re-sending one known event and one new one.
+    let new = engine::util::new_uuid();
+    let again = envelope_with("another-delivery", &[uuids[3].clone(), new.clone()]);
+    assert_eq!(s.post("test", again).await.status, 200);
+    // Two copies of one event inside one delivery.
+    let twin = engine::util::new_uuid();
+    let twins = envelope_with("twins", &[twin.clone(), twin.clone()]);
+    assert_eq!(s.post("test", twins).await.status, 200);
+    let metrics = s.get("/metrics", &[]).await.text();
+    s.stop().await;
+    let events = stored_events(dir.path());
+    let mut stored: Vec<String> = events.iter().map(|e| e.uuid.clone()).collect();
+    stored.sort();
+    let mut want: Vec<String> = uuids.clone();
+    want.push(new);
+    want.push(twin);
+    want.sort();
+    assert_eq!(stored, want);
+    assert!(events.iter().all(|e| e.status == "queued"));
+    assert!(
+        metrics.contains("engine_deliveries_total{hook=\"test\",status=\"accepted\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("engine_deliveries_total{hook=\"test\",status=\"duplicate\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("engine_events_total{hook=\"test\"} 9"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("engine_duplicate_events_total{hook=\"test\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("engine_queue_depth 9"), "{metrics}");
+}
+
+#[tokio::test]
+async fn events_of_a_delivery_are_queued_in_published_order() {
+    let dir = temp_dir();
+    let s = TestServer::start(dir.path()).await;
+    let body = r#"{"eventId":"ord","data":{"events":[
+        {"uuid":"c","published":"2024-05-01T10:00:02.000Z"},
+        {"uuid":"a","published":"2024-05-01T10:00:00.000001Z"},
+        {"uuid":"b","published":"2024-05-01T10:00:01Z"}]}}"#;
+    assert_eq!(s.post("test", body).await.status, 200);
+    s.stop().await;
+    let mut events = stored_events(dir.path());
+    events.sort_by_key(|e| e.seq);
+    let order: Vec<&str> = events.iter().map(|e| e.uuid.as_str()).collect();
+    assert_eq!(order, ["a", "b", "c"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clients_are_all_answered_and_nothing_is_lost() {
+    let dir = temp_dir();
+    let s = TestServer::start(dir.path()).await;
+    let url = s.hook_url("test");
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = client::Conn::open(&url).await.unwrap();
+            let mut accepted = Vec::new();
+            for _ in 0..20 {
+                let (body, uuids) = envelope(3);
+                let headers = vec![("Authorization".to_string(), SECRET.to_string())];
+                let a = conn
+                    .send(Method::POST, "/hooks/test", &headers, Bytes::from(body))
+                    .await
+                    .unwrap();
+                assert_eq!(a.status, 200);
+                accepted.extend(uuids);
+            }
+            accepted
+        }));
+    }
+    let mut accepted = HashSet::new();
+    for t in tasks {
+        accepted.extend(t.await.unwrap());
+    }
+    s.stop().await;
+    let stored: HashSet<String> = stored_events(dir.path())
+        .into_iter()
+        .map(|e| e.uuid)
+        .collect();
+    assert_eq!(accepted.len(), 32 * 20 * 3);
+    assert_eq!(stored, accepted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_requests_in_flight() {
+    let dir = temp_dir();
+    let s = TestServer::start(dir.path()).await;
+    let addr = s.url.trim_start_matches("http://").to_string();
+    // A request whose body is still arriving when shutdown starts.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (body, uuids) = envelope(2);
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /hooks/test HTTP/1.1\r\nHost: x\r\nAuthorization: {SECRET}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..10]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let stopping = tokio::spawn(s.stop());
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // New connections are refused once shutdown has begun.
+    assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
+    stream.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    stopping.await.unwrap();
+    let stored: HashSet<String> = stored_events(dir.path())
+        .into_iter()
+        .map(|e| e.uuid)
+        .collect();
+    assert_eq!(stored, uuids.into_iter().collect());
+}
+
+#[tokio::test]
+async fn healthz_and_metrics_answer() {
+    let dir = temp_dir();
+    let s = TestServer::start(dir.path()).await;
+    let a = s.get("/healthz", &[]).await;
+    assert_eq!(a.status, 200);
+    let a = s.get("/metrics", &[]).await;
+    assert_eq!(a.status, 200);
+    assert!(
+        a.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert!(a.text().contains("# TYPE engine_deliveries_total counter"));
+    let a = s.get("/nothing-here", &[]).await;
+    assert_eq!(a.status, 404);
+    s.stop().await;
+}

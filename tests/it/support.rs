@@ -1,0 +1,258 @@
+//! Helpers shared by the integration tests: temp dirs, an in-process server on port 0, HTTP
+//! calls, running the built binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use engine::client::{self, Answer};
+use engine::config::{HookConfig, HookKind, SecretSource};
+use engine::server::App;
+use engine::store::{CommitMode, History, Store};
+use hyper::Method;
+use tokio::sync::oneshot;
+
+pub const SECRET: &str = "test-secret-0123456789";
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+pub fn fixture(name: &str) -> String {
+    std::fs::read_to_string(Path::new(FIXTURES).join(name)).expect("fixture exists")
+}
+
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("engine-it-")
+        .tempdir()
+        .expect("temp dir")
+}
+
+pub fn hook(id: &str, kind: HookKind) -> HookConfig {
+    HookConfig {
+        id: id.to_string(),
+        kind,
+        auth_header: "authorization".to_string(),
+        secret: SecretSource::Generated,
+        capture: true,
+    }
+}
+
+/// A server running in this process on 127.0.0.1:<free port>.
+pub struct TestServer {
+    pub url: String,
+    pub data_dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// One `okta` hook `test` and one `generic` hook `gen`, both with [`SECRET`].
+    pub async fn start(data_dir: &Path) -> TestServer {
+        Self::start_with(data_dir, DEFAULT_MAX_BODY).await
+    }
+
+    pub async fn start_with(data_dir: &Path, max_body: usize) -> TestServer {
+        let store = Store::open(data_dir, CommitMode::Group).expect("store opens");
+        let hooks = vec![
+            (
+                hook("test", HookKind::Okta),
+                engine::config::Secret::new(SECRET.into()),
+            ),
+            (
+                hook("gen", HookKind::Generic),
+                engine::config::Secret::new(SECRET.into()),
+            ),
+        ];
+        let app = App::new(hooks, store, max_body);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(async move {
+            engine::serve::run_app(listener, app, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        TestServer {
+            url,
+            data_dir: data_dir.to_path_buf(),
+            stop: Some(stop),
+            done: Some(done),
+        }
+    }
+
+    /// Signals shutdown and waits until the server has stopped and closed its store.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(d) = self.done.take() {
+            d.await.unwrap();
+        }
+    }
+
+    pub fn hook_url(&self, id: &str) -> String {
+        format!("{}/hooks/{id}", self.url)
+    }
+
+    pub async fn post(&self, hook: &str, body: impl Into<Bytes>) -> Answer {
+        post_with(&self.hook_url(hook), SECRET, body).await
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        client::request(
+            Method::GET,
+            &format!("{}{path}", self.url),
+            &headers,
+            Bytes::new(),
+        )
+        .await
+        .expect("request answered")
+    }
+}
+
+pub const DEFAULT_MAX_BODY: usize = engine::config::DEFAULT_MAX_BODY_BYTES;
+
+pub async fn post_with(url: &str, secret: &str, body: impl Into<Bytes>) -> Answer {
+    let headers = vec![("Authorization".to_string(), secret.to_string())];
+    client::request(Method::POST, url, &headers, body.into())
+        .await
+        .expect("request answered")
+}
+
+/// Reads the stored events of a data dir (server stopped or running).
+pub fn stored_events(data_dir: &Path) -> Vec<engine::store::EventRow> {
+    match History::open(data_dir).expect("history opens") {
+        Some(h) => h.recent_events(usize::MAX).expect("events read"),
+        None => Vec::new(),
+    }
+}
+
+/// An envelope with `n` events, fresh ids.
+pub fn envelope(n: usize) -> (String, Vec<String>) {
+    let uuids: Vec<String> = (0..n).map(|_| engine::util::new_uuid()).collect();
+    (envelope_with(&engine::util::new_uuid(), &uuids), uuids)
+}
+
+pub fn envelope_with(event_id: &str, uuids: &[String]) -> String {
+    let events: Vec<String> = uuids
+        .iter()
+        .map(|u| {
+            format!(
+                r#"{{"uuid":"{u}","published":"2024-05-01T10:00:00.000Z","eventType":"user.lifecycle.create","actor":null,"target":null}}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"eventType":"com.okta.event_hook","eventId":"{event_id}","data":{{"events":[{}]}}}}"#,
+        events.join(",")
+    )
+}
+
+/// Wraps one LogEvent into an envelope the way `engine send` does.
+pub fn wrap(event_json: &str) -> String {
+    engine::cli::delivery_body(event_json).expect("wraps")
+}
+
+/// The built binary.
+pub fn engine_bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_engine"));
+    c.env_remove("ENGINE_LOG");
+    c
+}
+
+pub fn run_engine(dir: &Path, args: &[&str]) -> Output {
+    engine_bin()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("engine runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `engine serve` as a child process in `dir` with a config listening on `port`.
+pub struct ServeProcess {
+    pub child: Child,
+    pub url: String,
+}
+
+impl ServeProcess {
+    pub fn start(dir: &Path, port: u16, envs: &[(&str, &str)]) -> ServeProcess {
+        let mut cmd = engine_bin();
+        cmd.current_dir(dir)
+            .args(["serve"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("engine serve starts");
+        let url = format!("http://127.0.0.1:{port}");
+        let p = ServeProcess { child, url };
+        p.wait_ready();
+        p
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = self.url.trim_start_matches("http://").to_string();
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("engine serve did not start listening on {addr}");
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn write_config(dir: &Path, port: u16, extra: &str) {
+    std::fs::write(
+        dir.join("engine.toml"),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\n\n[[hook]]\nid = \"test\"\nsecret_env = \"ENGINE_TEST_SECRET\"\n{extra}"
+        ),
+    )
+    .unwrap();
+}
+
+pub fn shared(app: App) -> Arc<App> {
+    Arc::new(app)
+}
