@@ -98,7 +98,39 @@ pub fn parse(kind: HookKind, body: &[u8]) -> Result<ParsedDelivery, EnvelopeErro
     }
 }
 
+/// The whole envelope in one pass; any surprise falls back to [`diagnose_okta`].
+#[derive(Deserialize)]
+struct FastEnvelope<'a> {
+    #[serde(borrow, rename = "eventId", default)]
+    event_id: Option<&'a RawValue>,
+    #[serde(borrow, rename = "eventTime", default)]
+    event_time: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    source: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    data: Option<FastData<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FastData<'a> {
+    #[serde(borrow, default)]
+    events: Option<Vec<&'a RawValue>>,
+}
+
 fn parse_okta(text: &str) -> Result<ParsedDelivery, EnvelopeError> {
+    if text.trim_start().starts_with('{')
+        && let Ok(env) = serde_json::from_str::<FastEnvelope>(text)
+        && let Some(items) = env.data.and_then(|d| d.events)
+        && !items.is_empty()
+        && items.iter().all(|i| i.get().starts_with('{'))
+    {
+        return delivery(text, env.event_id, env.event_time, env.source, &items);
+    }
+    diagnose_okta(text)
+}
+
+/// The slow path: walks the body level by level to say precisely what is wrong with it.
+fn diagnose_okta(text: &str) -> Result<ParsedDelivery, EnvelopeError> {
     let root: &RawValue =
         serde_json::from_str(text).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
     if !root.get().starts_with('{') {
@@ -138,6 +170,16 @@ fn parse_okta(text: &str) -> Result<ParsedDelivery, EnvelopeError> {
             "`data.events` is empty: a delivery needs at least one event".into(),
         ));
     }
+    delivery(text, env.event_id, env.event_time, env.source, &items)
+}
+
+fn delivery(
+    text: &str,
+    event_id: Option<&RawValue>,
+    event_time: Option<&RawValue>,
+    source: Option<&RawValue>,
+    items: &[&RawValue],
+) -> Result<ParsedDelivery, EnvelopeError> {
     let base = text.as_ptr() as usize;
     let mut parsed = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
@@ -172,9 +214,9 @@ fn parse_okta(text: &str) -> Result<ParsedDelivery, EnvelopeError> {
     }
     order_by_published(&mut parsed);
     Ok(ParsedDelivery {
-        delivery_id: env.event_id.and_then(as_str).map(Cow::into_owned),
-        event_time: owned(env.event_time),
-        source: owned(env.source),
+        delivery_id: event_id.and_then(as_str).map(Cow::into_owned),
+        event_time: owned(event_time),
+        source: owned(source),
         events: parsed,
     })
 }
@@ -319,6 +361,17 @@ mod tests {
             assert!(err.contains(want), "{body}: {err}");
         }
         assert!(matches!(okta("{nope"), Err(EnvelopeError::NotJson(_))));
+    }
+
+    #[test]
+    fn fast_and_diagnosing_paths_agree_on_good_bodies() {
+        let bodies = [
+            r#"{"eventId":"d","eventTime":"t","source":"s","data":{"events":[{"uuid":"a","published":"2024-01-01T00:00:01Z"},{"uuid":"b","published":"2024-01-01T00:00:00Z"}]}}"#,
+            r#"  {"data":{"x":1,"events":[{"uuid":"\u0041"}]},"eventId":null}"#,
+        ];
+        for body in bodies {
+            assert_eq!(parse_okta(body), diagnose_okta(body), "{body}");
+        }
     }
 
     #[test]

@@ -44,8 +44,10 @@ type DeliveryValue = (
 const DELIVERIES: TableDefinition<u64, DeliveryValue> = TableDefinition::new("deliveries");
 /// envelope eventId → delivery seq (deduplication)
 const DELIVERY_IDS: TableDefinition<&str, u64> = TableDefinition::new("delivery_ids");
-/// seq → (delivery seq, uuid, eventType, published, raw event JSON)
-const EVENTS: TableDefinition<u64, (u64, &str, &str, &str, &[u8])> = TableDefinition::new("events");
+/// seq → (delivery seq, uuid, eventType, published, offset, length): the event's JSON is that byte
+/// range of its delivery's body, so each byte Okta sent is written once.
+const EVENTS: TableDefinition<u64, (u64, &str, &str, &str, u32, u32)> =
+    TableDefinition::new("events");
 /// event uuid → event seq (deduplication)
 const EVENT_UUIDS: TableDefinition<&str, u64> = TableDefinition::new("event_uuids");
 /// event seq → () for every event not yet processed; workers take them in key order.
@@ -381,12 +383,19 @@ fn apply_batch(
             match job {
                 Job::Delivery(d, _) => {
                     let id = d.parsed.delivery_id.as_deref().unwrap_or("");
-                    if !id.is_empty() && delivery_ids.get(id).map_err(storage)?.is_some() {
-                        stored.duplicate_delivery = true;
-                        results.push(stored);
-                        continue;
-                    }
                     let dseq = next.delivery;
+                    if !id.is_empty() {
+                        let previous = delivery_ids
+                            .insert(id, dseq)
+                            .map_err(storage)?
+                            .map(|g| g.value());
+                        if let Some(previous) = previous {
+                            delivery_ids.insert(id, previous).map_err(storage)?;
+                            stored.duplicate_delivery = true;
+                            results.push(stored);
+                            continue;
+                        }
+                    }
                     next.delivery += 1;
                     deliveries
                         .insert(
@@ -401,17 +410,22 @@ fn apply_batch(
                             ),
                         )
                         .map_err(storage)?;
-                    if !id.is_empty() {
-                        delivery_ids.insert(id, dseq).map_err(storage)?;
-                    }
                     for ev in &d.parsed.events {
-                        if uuids.get(ev.uuid.as_str()).map_err(storage)?.is_some() {
+                        let eseq = next.event;
+                        // One traversal: insert, and put the old value back in the rare case
+                        // that the uuid was known.
+                        let previous = uuids
+                            .insert(ev.uuid.as_str(), eseq)
+                            .map_err(storage)?
+                            .map(|g| g.value());
+                        if let Some(previous) = previous {
+                            uuids.insert(ev.uuid.as_str(), previous).map_err(storage)?;
                             stored.duplicate_events += 1;
                             continue;
                         }
-                        let eseq = next.event;
                         next.event += 1;
-                        let raw = d.body.get(ev.span.clone()).unwrap_or_default();
+                        // Bodies are capped far below 4 GiB (MAX_BODY_BYTES_CEILING).
+                        let (offset, len) = (ev.span.start as u32, ev.span.len() as u32);
                         events
                             .insert(
                                 eseq,
@@ -420,11 +434,11 @@ fn apply_batch(
                                     ev.uuid.as_str(),
                                     ev.event_type.as_str(),
                                     ev.published.as_str(),
-                                    raw,
+                                    offset,
+                                    len,
                                 ),
                             )
                             .map_err(storage)?;
-                        uuids.insert(ev.uuid.as_str(), eseq).map_err(storage)?;
                         queue.insert(eseq, ()).map_err(storage)?;
                         stored.events += 1;
                     }
@@ -549,7 +563,7 @@ impl History<'_> {
         let mut rows = Vec::new();
         for entry in events.iter().map_err(read_err)?.rev().take(limit) {
             let (k, v) = entry.map_err(read_err)?;
-            let (dseq, uuid, event_type, published, _) = v.value();
+            let (dseq, uuid, event_type, published, _, _) = v.value();
             let seq = k.value();
             let (hook, received, delivery_id) = match deliveries.get(dseq).map_err(read_err)? {
                 Some(d) => {
@@ -581,10 +595,15 @@ impl History<'_> {
             return Ok(None);
         };
         let events = txn.open_table(EVENTS).map_err(read_err)?;
-        Ok(events
-            .get(seq)
-            .map_err(read_err)?
-            .map(|g| g.value().4.to_vec()))
+        let Some((dseq, offset, len)) = events.get(seq).map_err(read_err)?.map(|g| {
+            let v = g.value();
+            (v.0, v.4 as usize, v.5 as usize)
+        }) else {
+            return Ok(None);
+        };
+        let deliveries = txn.open_table(DELIVERIES).map_err(read_err)?;
+        let delivery = deliveries.get(dseq).map_err(read_err)?;
+        Ok(delivery.and_then(|d| d.value().5.get(offset..offset + len).map(<[u8]>::to_vec)))
     }
 
     /// The newest `limit` quarantined bodies, newest first.

@@ -281,7 +281,15 @@ fn compile_script(engine: &Arc<Engine>, resolver: &StdlibResolver, path: &Path) 
     // First pass: syntax, strict variables, and imports checked with their positions.
     let plain = engine
         .compile_with_scope(&scope, &source)
-        .map_err(|e| LoadError::new(path, e.0.to_string()).at_pos(&source, e.1))?;
+        .map_err(|e| {
+            let le = LoadError::new(path, e.0.to_string()).at_pos(&source, e.1);
+            match *e.0 {
+                rhai::ParseErrorType::VariableUndefined(_) => le.hint(
+                    "scripts see `event` and `delivery`; declare other variables with `let` first",
+                ),
+                _ => le,
+            }
+        })?;
     check_ast(&plain, path, &source, resolver)?;
 
     // Second pass: the same code with the stdlib modules embedded.

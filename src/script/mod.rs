@@ -114,12 +114,13 @@ pub const DEFAULT_MAX_FUNCTION_EXPR_DEPTH: usize = 32;
 /// 1 Mi characters: the whole delivery body is capped at 1 MiB (`max_body_bytes`), so no single
 /// event's strings come near it, while `s += s` loops stop after ~20 doublings.
 pub const DEFAULT_MAX_STRING_SIZE: usize = 1 << 20;
-/// 64 Ki elements: a LogEvent has a handful of targets and ipChain entries; 100-event deliveries
-/// are split before scripts see them, so this only bounds what a script builds itself.
-pub const DEFAULT_MAX_ARRAY_SIZE: usize = 1 << 16;
-/// 64 Ki entries (nested): a large LogEvent has ~150 entries in all, so even an event copied into
-/// a script-built map of many events stays far below.
-pub const DEFAULT_MAX_MAP_SIZE: usize = 1 << 16;
+/// A LogEvent has a handful of targets and ipChain entries and deliveries are split before
+/// scripts see them, so this only bounds what a script builds itself. Rhai re-measures an array
+/// on every push (quadratic), so a much larger cap would let a push loop burn the whole timeout.
+pub const DEFAULT_MAX_ARRAY_SIZE: usize = 10_000;
+/// Entries of one map, nested: a large LogEvent has ~150 in all (a 100-event delivery ~15,000,
+/// but scripts get one event at a time); same quadratic re-measuring as arrays.
+pub const DEFAULT_MAX_MAP_SIZE: usize = 10_000;
 /// Imports per script: the stdlib is small; this only stops import cycles and abuse.
 pub const DEFAULT_MAX_MODULES: usize = 16;
 

@@ -309,17 +309,24 @@ fn classify(e: &EvalAltResult, limits: &Limits) -> (RunErrorKind, String) {
             ),
         ),
         E::ErrorDataTooLarge(what, _) => {
-            let (key, max) = if what.contains("string") {
-                ("max_string_size", limits.max_string_size)
+            let what = what.to_ascii_lowercase();
+            let message = if what.contains("string") {
+                format!(
+                    "a string grew past {} characters (limits.max_string_size)",
+                    limits.max_string_size
+                )
             } else if what.contains("array") {
-                ("max_array_size", limits.max_array_size)
+                format!(
+                    "an array grew past {} elements (limits.max_array_size)",
+                    limits.max_array_size
+                )
             } else {
-                ("max_map_size", limits.max_map_size)
+                format!(
+                    "a map grew past {} entries (limits.max_map_size)",
+                    limits.max_map_size
+                )
             };
-            (
-                RunErrorKind::Limit,
-                format!("{what} exceeds the limit of {max} (limits.{key})"),
-            )
+            (RunErrorKind::Limit, message)
         }
         E::ErrorTooManyModules(_) => (
             RunErrorKind::Limit,

@@ -1,0 +1,170 @@
+//! Ingest benchmark: durable deliveries/s, events/s and answer latency (p50/p99) of the real
+//! server on loopback, for 1 and 32 connections, 1- and 10-event deliveries, with group commit
+//! against one commit per request. Every request has a fresh eventId and fresh uuids.
+//!
+//! Run: `cargo bench --bench ingest` (optional: `-- --seconds 5`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use engine::client::Conn;
+use engine::config::{HookConfig, HookKind, Secret, SecretSource};
+use engine::server::App;
+use engine::store::{CommitMode, Store};
+use hyper::Method;
+
+const SECRET: &str = "bench-secret";
+const EVENT: &str = include_str!("../tests/fixtures/event.user.lifecycle.deactivate.json");
+
+struct Result {
+    deliveries: u64,
+    latencies_us: Vec<u64>,
+    elapsed: Duration,
+}
+
+fn body(event_template: &str, conn: usize, i: u64, events: usize) -> Bytes {
+    let evs: Vec<String> = (0..events)
+        .map(|e| {
+            event_template.replacen(
+                "ab62c0bc-2837-11eb-9823-9fb8f750c5a9",
+                &format!("{conn}-{i}-{e}-{}", std::process::id()),
+                1,
+            )
+        })
+        .collect();
+    Bytes::from(format!(
+        r#"{{"eventType":"com.okta.event_hook","eventTypeVersion":"1.0","cloudEventsVersion":"0.1","source":"bench","eventId":"d-{conn}-{i}-{}","eventTime":"2024-05-01T10:00:00.000Z","contentType":"application/json","data":{{"events":[{}]}}}}"#,
+        std::process::id(),
+        evs.join(",")
+    ))
+}
+
+fn run_case(mode: CommitMode, conns: usize, events: usize, seconds: f64) -> Result {
+    let dir = tempfile::Builder::new()
+        .prefix("engine-bench-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (addr, stop_tx, done) = server_rt.block_on(async {
+        let store = Store::open(dir.path(), mode).unwrap();
+        let hook = HookConfig {
+            id: "bench".into(),
+            kind: HookKind::Okta,
+            auth_header: "authorization".into(),
+            secret: SecretSource::Generated,
+            capture: false,
+        };
+        let app = App::new(
+            vec![(hook, Secret::new(SECRET.into()))],
+            store,
+            4 * 1024 * 1024,
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let done = tokio::spawn(engine::serve::run_app(listener, app, async {
+            let _ = stop_rx.await;
+        }));
+        (addr, stop_tx, done)
+    });
+    let template = Arc::new(EVENT.to_string());
+    let load_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let result = load_rt.block_on(async move {
+        let url = format!("http://{addr}/hooks/bench");
+        let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..conns {
+            let url = url.clone();
+            let template = template.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut conn = Conn::open(&url).await.unwrap();
+                let headers = vec![("Authorization".to_string(), SECRET.to_string())];
+                let mut lat = Vec::new();
+                let mut i = 0u64;
+                while Instant::now() < deadline {
+                    let b = body(&template, c, i, events);
+                    i += 1;
+                    let t = Instant::now();
+                    let a = conn
+                        .send(Method::POST, "/hooks/bench", &headers, b)
+                        .await
+                        .unwrap();
+                    assert_eq!(a.status, 200, "{}", a.text());
+                    lat.push(t.elapsed().as_micros() as u64);
+                }
+                lat
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        Result {
+            deliveries: all.len() as u64,
+            latencies_us: all,
+            elapsed: start.elapsed(),
+        }
+    });
+    let _ = stop_tx.send(());
+    server_rt.block_on(done).unwrap();
+    result
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+fn main() {
+    let mut seconds = 3.0;
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--seconds") {
+        seconds = args
+            .get(i + 1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(seconds);
+    }
+    println!(
+        "ingest benchmark: real server on loopback, redb durable commits, {seconds} s per case"
+    );
+    println!(
+        "{:<12} {:>5} {:>6} {:>14} {:>12} {:>9} {:>9}",
+        "commit", "conns", "events", "deliveries/s", "events/s", "p50 ms", "p99 ms"
+    );
+    for mode in [CommitMode::Group, CommitMode::PerRequest] {
+        for conns in [1, 32] {
+            for events in [1, 10] {
+                let mut r = run_case(mode, conns, events, seconds);
+                r.latencies_us.sort_unstable();
+                let secs = r.elapsed.as_secs_f64();
+                let dps = r.deliveries as f64 / secs;
+                println!(
+                    "{:<12} {:>5} {:>6} {:>14.0} {:>12.0} {:>9.2} {:>9.2}",
+                    match mode {
+                        CommitMode::Group => "group",
+                        CommitMode::PerRequest => "per-request",
+                    },
+                    conns,
+                    events,
+                    dps,
+                    dps * events as f64,
+                    pct(&r.latencies_us, 0.50),
+                    pct(&r.latencies_us, 0.99),
+                );
+            }
+        }
+    }
+}
