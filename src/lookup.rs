@@ -324,7 +324,10 @@ fn read_directory(path: &Path) -> Result<(Vec<User>, (SystemTime, u64)), String>
     let is_json = match path.extension().and_then(|e| e.to_str()) {
         Some(ext) if ext.eq_ignore_ascii_case("json") => true,
         Some(ext) if ext.eq_ignore_ascii_case("csv") => false,
-        _ => text.trim_start_matches('\u{feff}').trim_start().starts_with('['),
+        _ => text
+            .trim_start_matches('\u{feff}')
+            .trim_start()
+            .starts_with('['),
     };
     let users = if is_json {
         parse_json_directory(&text)
@@ -364,11 +367,11 @@ pub fn parse_csv_directory(text: &str) -> Result<Vec<User>, String> {
     let Some((_, header)) = rows.next() else {
         return Ok(Vec::new());
     };
-    let names: Vec<String> = header
+    let names: Vec<String> = header.iter().map(|h| canonical_column(h.trim())).collect();
+    if !names
         .iter()
-        .map(|h| canonical_column(h.trim()))
-        .collect();
-    if !names.iter().any(|n| n == "id" || n == "login" || n == "email") {
+        .any(|n| n == "id" || n == "login" || n == "email")
+    {
         return Err("1: the header row has none of the columns id, login, email".to_string());
     }
     let mut users = Vec::new();
@@ -453,7 +456,11 @@ fn parse_csv(text: &str) -> Result<Vec<(usize, Vec<String>)>, String> {
                 in_quotes = true;
                 quoted_field = true;
             }
-            '"' => return Err(format!("{line}: a `\"` inside an unquoted field (quote the whole field and double the `\"`)")),
+            '"' => {
+                return Err(format!(
+                    "{line}: a `\"` inside an unquoted field (quote the whole field and double the `\"`)"
+                ));
+            }
             ',' => {
                 fields.push(std::mem::take(&mut field));
                 quoted_field = false;
@@ -467,9 +474,7 @@ fn parse_csv(text: &str) -> Result<Vec<(usize, Vec<String>)>, String> {
                 start_line = line;
             }
             _ if quoted_field => {
-                return Err(format!(
-                    "{line}: text after the closing quote of a field"
-                ));
+                return Err(format!("{line}: text after the closing quote of a field"));
             }
             _ => field.push(c),
         }
@@ -574,9 +579,9 @@ impl OktaClient {
                             "Okta answered 200 for user {key:?} with a body that is not a user object: {e}"
                         ))
                     })?;
-                    return user_from_json(&obj).map(Some).map_err(|e| {
-                        LookupError::Transient(format!("Okta user {key:?}: {e}"))
-                    });
+                    return user_from_json(&obj)
+                        .map(Some)
+                        .map_err(|e| LookupError::Transient(format!("Okta user {key:?}: {e}")));
                 }
                 StatusCode::NOT_FOUND => {
                     if okta_error(&body).0.as_deref() == Some("E0000007") {
@@ -636,7 +641,10 @@ impl OktaClient {
                 format!("SSWS {}", self.token.expose()),
             )
             .header(header::ACCEPT, "application/json")
-            .header(header::USER_AGENT, concat!("engine/", env!("CARGO_PKG_VERSION")))
+            .header(
+                header::USER_AGENT,
+                concat!("engine/", env!("CARGO_PKG_VERSION")),
+            )
             .body(Empty::<Bytes>::new())
             .map_err(|_| {
                 LookupError::Permanent(
@@ -646,14 +654,21 @@ impl OktaClient {
             })?;
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| {
-                LookupError::Transient(format!("cannot reach Okta at {}: {}", self.org_url, chain(&e)))
+                LookupError::Transient(format!(
+                    "cannot reach Okta at {}: {}",
+                    self.org_url,
+                    chain(&e)
+                ))
             })?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_OKTA_BODY_BYTES)
                 .collect()
                 .await
                 .map_err(|e| {
-                    LookupError::Transient(format!("reading Okta's answer from {}: {e}", self.org_url))
+                    LookupError::Transient(format!(
+                        "reading Okta's answer from {}: {e}",
+                        self.org_url
+                    ))
                 })?
                 .to_bytes();
             Ok((parts.status, parts.headers, body))
@@ -749,7 +764,10 @@ impl fmt::Debug for Lookup {
 impl Lookup {
     /// With Okta, this must be called inside the tokio runtime: its handle is kept for
     /// [`Lookup::lookup_blocking`].
-    pub fn new(directory: Option<Directory>, okta: Option<OktaClient>) -> Result<Lookup, LookupError> {
+    pub fn new(
+        directory: Option<Directory>,
+        okta: Option<OktaClient>,
+    ) -> Result<Lookup, LookupError> {
         let handle = tokio::runtime::Handle::try_current().ok();
         if okta.is_some() && handle.is_none() {
             return Err(LookupError::Permanent(
@@ -780,7 +798,8 @@ impl Lookup {
 
     /// Okta lookups done (cache misses that reached the API), for metrics.
     pub fn okta_requests(&self) -> u64 {
-        self.okta_requests.load(std::sync::atomic::Ordering::Relaxed)
+        self.okta_requests
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The directory first (always current), then Okta (cached). `Ok(None)`: no such user.

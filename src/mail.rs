@@ -49,10 +49,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
-use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::Secret;
@@ -173,7 +173,14 @@ impl fmt::Debug for SmtpTransport {
             .field("server", &self.server)
             .field("tls", &self.tls.name())
             .field("user", &self.user)
-            .field("password", &if self.redact.is_empty() { "none" } else { "***" })
+            .field(
+                "password",
+                &if self.redact.is_empty() {
+                    "none"
+                } else {
+                    "***"
+                },
+            )
             .finish()
     }
 }

@@ -50,8 +50,9 @@ const EVENTS: TableDefinition<u64, (u64, &str, &str, &str, u32, u32)> =
     TableDefinition::new("events");
 /// event uuid → event seq (deduplication)
 const EVENT_UUIDS: TableDefinition<&str, u64> = TableDefinition::new("event_uuids");
-/// event seq → () for every event not yet processed; workers take them in key order.
-const QUEUE: TableDefinition<u64, ()> = TableDefinition::new("queue");
+/// The processing queue is implicit: event seqs are contiguous and given in commit order, so
+/// every event above this cursor (in META) has not been handed to the scripts yet.
+pub const DISPATCH_CURSOR: &str = "dispatched_event_seq";
 /// seq → (hook, received ms, reason, raw body): authenticated bodies that were not deliveries.
 const QUARANTINE: TableDefinition<u64, (&str, u64, &str, &[u8])> =
     TableDefinition::new("quarantine");
@@ -311,7 +312,6 @@ fn init_tables(db: &Database) -> Result<NextSeq, redb::Error> {
     };
     txn.open_table(DELIVERY_IDS)?;
     txn.open_table(EVENT_UUIDS)?;
-    txn.open_table(QUEUE)?;
     txn.open_table(META)?;
     txn.open_table(QUARANTINE)?;
     txn.commit()?;
@@ -377,7 +377,6 @@ fn apply_batch(
         let mut delivery_ids = txn.open_table(DELIVERY_IDS).map_err(storage)?;
         let mut events = txn.open_table(EVENTS).map_err(storage)?;
         let mut uuids = txn.open_table(EVENT_UUIDS).map_err(storage)?;
-        let mut queue = txn.open_table(QUEUE).map_err(storage)?;
         for job in batch {
             let mut stored = Stored::default();
             match job {
@@ -439,7 +438,6 @@ fn apply_batch(
                                 ),
                             )
                             .map_err(storage)?;
-                        queue.insert(eseq, ()).map_err(storage)?;
                         stored.events += 1;
                     }
                 }
@@ -469,6 +467,24 @@ fn apply_batch(
     }
     txn.commit().map_err(storage)?;
     Ok(results)
+}
+
+fn dispatch_cursor(txn: &ReadTransaction) -> Result<u64, ReadError> {
+    let meta = txn.open_table(META).map_err(read_err)?;
+    Ok(meta
+        .get(DISPATCH_CURSOR)
+        .map_err(read_err)?
+        .map(|g| g.value())
+        .unwrap_or(0))
+}
+
+fn last_event_seq(txn: &ReadTransaction) -> Result<u64, ReadError> {
+    let events = txn.open_table(EVENTS).map_err(read_err)?;
+    Ok(events
+        .last()
+        .map_err(read_err)?
+        .map(|(k, _)| k.value())
+        .unwrap_or(0))
 }
 
 /// One stored event, as the history commands show it.
@@ -559,7 +575,7 @@ impl History<'_> {
         let txn = self.read()?;
         let events = txn.open_table(EVENTS).map_err(read_err)?;
         let deliveries = txn.open_table(DELIVERIES).map_err(read_err)?;
-        let queue = txn.open_table(QUEUE).map_err(read_err)?;
+        let cursor = dispatch_cursor(&txn)?;
         let mut rows = Vec::new();
         for entry in events.iter().map_err(read_err)?.rev().take(limit) {
             let (k, v) = entry.map_err(read_err)?;
@@ -572,7 +588,7 @@ impl History<'_> {
                 }
                 None => Default::default(),
             };
-            let queued = queue.get(seq).map_err(read_err)?.is_some();
+            let queued = seq > cursor;
             rows.push(EventRow {
                 seq,
                 uuid: uuid.to_string(),
@@ -641,7 +657,7 @@ impl History<'_> {
             Err(_) => 0,
         };
         Ok(Depths {
-            queued: len(txn.open_table(QUEUE).map_err(read_err)?.len())?,
+            queued: last_event_seq(&txn)?.saturating_sub(dispatch_cursor(&txn)?),
             events: len(txn.open_table(EVENTS).map_err(read_err)?.len())?,
             quarantined,
         })

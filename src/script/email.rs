@@ -60,7 +60,12 @@ pub fn mail_id(event_id: &str, script: &str, position: usize, email: &Email) -> 
         }
         h.update([0u8]);
     }
-    for part in [&email.reply_to, &Some(email.subject.clone()), &Some(email.body.clone()), &email.html] {
+    for part in [
+        &email.reply_to,
+        &Some(email.subject.clone()),
+        &Some(email.body.clone()),
+        &email.html,
+    ] {
         match part {
             Some(s) => {
                 h.update([1u8]);
@@ -154,7 +159,12 @@ fn required_string(map: &Map, key: &str) -> Result<String, String> {
         .ok_or_else(|| format!("send_email: `{key}` is required"))?;
     v.read_lock::<ImmutableString>()
         .map(|s| s.to_string())
-        .ok_or_else(|| format!("send_email: `{key}` must be a string, not {}", v.type_name()))
+        .ok_or_else(|| {
+            format!(
+                "send_email: `{key}` must be a string, not {}",
+                v.type_name()
+            )
+        })
 }
 
 /// `to`/`cc`/`bcc`/`reply_to`: a string, a user map (its `email`), an array of those, or `()`.
@@ -182,11 +192,13 @@ fn one_address(v: &Dynamic, what: &str, out: &mut Vec<String>) -> Result<(), Str
     }
     if let Some(m) = v.read_lock::<Map>() {
         let email = m.get("email").ok_or_else(|| {
-            format!("send_email: `{what}` is a map without `email` (expected a user from lookup_user)")
+            format!(
+                "send_email: `{what}` is a map without `email` (expected a user from lookup_user)"
+            )
         })?;
-        let s = email.read_lock::<ImmutableString>().ok_or_else(|| {
-            format!("send_email: `{what}` is a user without an email address")
-        })?;
+        let s = email
+            .read_lock::<ImmutableString>()
+            .ok_or_else(|| format!("send_email: `{what}` is a user without an email address"))?;
         validate_address(&s).map_err(|e| format!("send_email: `{what}`: {e}"))?;
         out.push(s.to_string());
         return Ok(());
@@ -204,7 +216,9 @@ fn one_address(v: &Dynamic, what: &str, out: &mut Vec<String>) -> Result<(), Str
 
 /// RFC 5322 atext (plus UTF-8 for RFC 6531 addresses).
 fn is_atext(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || (!c.is_ascii() && !c.is_control())
+    c.is_ascii_alphanumeric()
+        || "!#$%&'*+-/=?^_`{|}~".contains(c)
+        || (!c.is_ascii() && !c.is_control())
 }
 
 /// A bare RFC 5322 addr-spec on one line: dot-atom or quoted local part, `@`, a host name (or an
@@ -240,17 +254,18 @@ pub(crate) fn validate_address(s: &str) -> Result<(), String> {
         let mut chars = inner.chars();
         while let Some(c) = chars.next() {
             match c {
-                '\\' => {
-                    if chars.next().is_none_or(|n| n.is_control() && n != '\t') {
-                        return bad("bad escape in quoted local part");
-                    }
+                '\\' if chars.next().is_none_or(|n| n.is_control() && n != '\t') => {
+                    return bad("bad escape in quoted local part");
                 }
                 '"' => return bad("unescaped quote in quoted local part"),
                 c if c.is_control() && c != '\t' => return bad("control character"),
                 _ => {}
             }
         }
-    } else if local.split('.').any(|atom| atom.is_empty() || !atom.chars().all(is_atext)) {
+    } else if local
+        .split('.')
+        .any(|atom| atom.is_empty() || !atom.chars().all(is_atext))
+    {
         return bad("local part");
     }
     if let Some(lit) = domain.strip_prefix('[') {
@@ -271,9 +286,9 @@ pub(crate) fn validate_address(s: &str) -> Result<(), String> {
             && label.len() <= MAX_LABEL_LEN
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && c.is_alphanumeric()));
+            && label.chars().all(|c| {
+                c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && c.is_alphanumeric())
+            });
         if !label_ok {
             return bad("domain");
         }

@@ -137,7 +137,7 @@ fn progress(ops: u64) -> Option<Dynamic> {
         if b.tripped.is_none() {
             if ops > b.max_ops {
                 b.tripped = Some(Trip::Operations);
-            } else if ops % CLOCK_CHECK_INTERVAL == 0
+            } else if ops.is_multiple_of(CLOCK_CHECK_INTERVAL)
                 && b.deadline.is_some_and(|d| Instant::now() >= d)
             {
                 b.tripped = Some(Trip::Timeout);
@@ -151,11 +151,7 @@ fn progress(ops: u64) -> Option<Dynamic> {
 }
 
 /// Records a sticky error and returns the error that stops the script.
-fn fatal(
-    ctx: &NativeCallContext,
-    kind: RunErrorKind,
-    message: String,
-) -> Box<EvalAltResult> {
+fn fatal(ctx: &NativeCallContext, kind: RunErrorKind, message: String) -> Box<EvalAltResult> {
     let position = ctx.call_position();
     let source = ctx.call_source().map(str::to_string);
     with_ctx(|c| {
@@ -173,7 +169,10 @@ fn fatal(
         b.tripped = Some(Trip::Fatal);
         cell.set(b);
     });
-    Box::new(EvalAltResult::ErrorTerminated(TERMINATE_TOKEN.into(), Position::NONE))
+    Box::new(EvalAltResult::ErrorTerminated(
+        TERMINATE_TOKEN.into(),
+        Position::NONE,
+    ))
 }
 
 fn runtime_error(message: String) -> Box<EvalAltResult> {
@@ -192,7 +191,7 @@ pub(crate) fn push_log(level: LogLevel, message: &str) {
         }
         let message = if message.chars().count() > MAX_LOG_LINE_CHARS {
             let mut m: String = message.chars().take(MAX_LOG_LINE_CHARS).collect();
-            m.push_str("…");
+            m.push('…');
             m
         } else {
             message.to_string()
@@ -232,7 +231,10 @@ fn send_email(ctx: NativeCallContext, map: Map) -> Result<ImmutableString, Box<E
     }
 }
 
-fn lookup_user(ctx: NativeCallContext, key: ImmutableString) -> Result<Dynamic, Box<EvalAltResult>> {
+fn lookup_user(
+    ctx: NativeCallContext,
+    key: ImmutableString,
+) -> Result<Dynamic, Box<EvalAltResult>> {
     let host = with_ctx(|c| c.host.clone()).ok_or_else(|| not_in_run("lookup_user"))?;
     if key.trim().is_empty() {
         return Ok(Dynamic::UNIT);
@@ -244,11 +246,15 @@ fn lookup_user(ctx: NativeCallContext, key: ImmutableString) -> Result<Dynamic, 
         Err(HostError::Transient(msg)) => Err(fatal(
             &ctx,
             RunErrorKind::Transient,
-            format!("lookup_user({:?}): {msg} (transient; the run will be retried)", key.as_str()),
+            format!(
+                "lookup_user({:?}): {msg} (transient; the run will be retried)",
+                key.as_str()
+            ),
         )),
-        Err(HostError::Permanent(msg)) => {
-            Err(runtime_error(format!("lookup_user({:?}): {msg}", key.as_str())))
-        }
+        Err(HostError::Permanent(msg)) => Err(runtime_error(format!(
+            "lookup_user({:?}): {msg}",
+            key.as_str()
+        ))),
     }
 }
 
@@ -260,7 +266,10 @@ fn sleep_for(seconds: f64) -> Result<(), Box<EvalAltResult>> {
         return Err(not_in_run("sleep"));
     };
     let want = Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX);
-    if Instant::now().checked_add(want).is_none_or(|end| end >= deadline) {
+    if Instant::now()
+        .checked_add(want)
+        .is_none_or(|end| end >= deadline)
+    {
         // Sleeping would outlive the run: fail now instead of holding the thread.
         BUDGET.with(|cell| {
             let mut b = cell.get();
@@ -338,7 +347,10 @@ impl StdlibResolver {
             std::io::ErrorKind::NotFound => {
                 Box::new(EvalAltResult::ErrorModuleNotFound(path.to_string(), pos))
             }
-            _ => runtime_error_at(format!("import {path:?}: cannot read {}: {e}", file.display()), pos),
+            _ => runtime_error_at(
+                format!("import {path:?}: cannot read {}: {e}", file.display()),
+                pos,
+            ),
         })?;
         if let Ok(mut l) = self.loaded.lock() {
             l.insert(name.to_string(), source.clone());
@@ -381,9 +393,8 @@ impl ModuleResolver for SharedResolver {
         pos: Position,
     ) -> Result<Arc<Module>, Box<EvalAltResult>> {
         let ast = self.0.compile(engine, path, pos)?;
-        let module = Module::eval_ast_as_new(Scope::new(), &ast, engine).map_err(|e| {
-            Box::new(EvalAltResult::ErrorInModule(path.to_string(), e, pos))
-        })?;
+        let module = Module::eval_ast_as_new(Scope::new(), &ast, engine)
+            .map_err(|e| Box::new(EvalAltResult::ErrorInModule(path.to_string(), e, pos)))?;
         Ok(module.into())
     }
 
@@ -425,9 +436,15 @@ pub(crate) fn new_engine(stdlib_dir: &Path, limits: &Limits) -> (Engine, Arc<Std
     engine.on_debug(|s, _source, _pos| push_log(LogLevel::Debug, s));
 
     engine.register_fn("log", |msg: ImmutableString| push_log(LogLevel::Log, &msg));
-    engine.register_fn("log", |msg: Dynamic| push_log(LogLevel::Log, &dyn_text(&msg)));
-    engine.register_fn("warn", |msg: ImmutableString| push_log(LogLevel::Warn, &msg));
-    engine.register_fn("warn", |msg: Dynamic| push_log(LogLevel::Warn, &dyn_text(&msg)));
+    engine.register_fn("log", |msg: Dynamic| {
+        push_log(LogLevel::Log, &dyn_text(&msg))
+    });
+    engine.register_fn("warn", |msg: ImmutableString| {
+        push_log(LogLevel::Warn, &msg)
+    });
+    engine.register_fn("warn", |msg: Dynamic| {
+        push_log(LogLevel::Warn, &dyn_text(&msg))
+    });
     engine.register_fn("send_email", send_email);
     engine.register_fn("lookup_user", lookup_user);
     engine.register_fn("lookup_user", |_: ()| Dynamic::UNIT);

@@ -5,7 +5,10 @@
 //! `event.target == ()` while a misspelt `event.actr` fails at run time. Undocumented fields in the
 //! payload are kept as they are.
 
+use std::fmt;
+
 use rhai::{Dynamic, Map};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use sha2::{Digest, Sha256};
 
 /// The documented top-level fields of an Okta LogEvent.
@@ -85,6 +88,29 @@ pub struct DeliveryInfo {
 }
 
 /// `#{ id, time, hook, source }`.
+/// A JSON value (e.g. a user's profile) as a Rhai value.
+pub(crate) fn json_to_dynamic(v: &serde_json::Value) -> Dynamic {
+    match v {
+        serde_json::Value::Null => Dynamic::UNIT,
+        serde_json::Value::Bool(b) => (*b).into(),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => (i as rhai::INT).into(),
+            None => (n.as_f64().unwrap_or(f64::NAN) as rhai::FLOAT).into(),
+        },
+        serde_json::Value::String(s) => s.as_str().into(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .map(json_to_dynamic)
+            .collect::<rhai::Array>()
+            .into(),
+        serde_json::Value::Object(o) => o
+            .iter()
+            .map(|(k, v)| (k.as_str().into(), json_to_dynamic(v)))
+            .collect::<Map>()
+            .into(),
+    }
+}
+
 pub fn delivery_map(d: &DeliveryInfo) -> Map {
     let mut m = Map::new();
     m.insert("id".into(), d.id.clone().into());
@@ -95,9 +121,12 @@ pub fn delivery_map(d: &DeliveryInfo) -> Map {
 }
 
 /// Builds the `event` map from one LogEvent's JSON.
+///
+/// (Rhai *shared* sub-values would make passing `event` to functions cheaper, but rhai 1.27's
+/// size check panics on shared values nested in data, e.g. `#{ ev: event }`: do not use them.)
 pub fn build_event_map(event_json: &[u8]) -> Result<Map, String> {
-    let value: Dynamic = serde_json::from_slice(event_json)
-        .map_err(|e| format!("event is not valid JSON: {e}"))?;
+    let JsonDynamic(value) =
+        serde_json::from_slice(event_json).map_err(|e| format!("event is not valid JSON: {e}"))?;
     let mut map = value
         .try_cast::<Map>()
         .ok_or_else(|| "event JSON is not an object".to_string())?;
@@ -110,9 +139,114 @@ pub fn build_event_map(event_json: &[u8]) -> Result<Map, String> {
     Ok(map)
 }
 
+/// JSON → `Dynamic` without the detours of rhai's own `Deserialize` (keys are not allocated as
+/// `String`s first). `null` → `()`, integers beyond `i64` → float.
+struct JsonDynamic(Dynamic);
+
+impl<'de> Deserialize<'de> for JsonDynamic {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(DynamicVisitor)
+    }
+}
+
+struct DynamicVisitor;
+
+impl<'de> Visitor<'de> for DynamicVisitor {
+    type Value = JsonDynamic;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(JsonDynamic(v.into()))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(JsonDynamic((v as rhai::INT).into()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(JsonDynamic(match rhai::INT::try_from(v) {
+            Ok(i) => i.into(),
+            Err(_) => (v as rhai::FLOAT).into(),
+        }))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(JsonDynamic((v as rhai::FLOAT).into()))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(JsonDynamic(v.into()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(JsonDynamic(v.into()))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(JsonDynamic(Dynamic::UNIT))
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(JsonDynamic(Dynamic::UNIT))
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        JsonDynamic::deserialize(d)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut arr = rhai::Array::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(JsonDynamic(v)) = seq.next_element()? {
+            arr.push(v);
+        }
+        Ok(JsonDynamic(arr.into()))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        let mut m = Map::new();
+        while let Some(key) = access.next_key::<JsonKey>()? {
+            let JsonDynamic(v) = access.next_value()?;
+            m.insert(key.as_str().into(), v);
+        }
+        Ok(JsonDynamic(m.into()))
+    }
+}
+
+/// A map key, borrowed from the input when it has no escapes.
+enum JsonKey<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl JsonKey<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            JsonKey::Borrowed(s) => s,
+            JsonKey::Owned(s) => s,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonKey<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = JsonKey<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonKey::Borrowed(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JsonKey::Owned(v.to_string()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(JsonKey::Owned(v))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
 /// The event's `uuid`, or (for events without one) the sha256 hex of its JSON bytes.
 pub fn event_id(event: &Map, event_json: &[u8]) -> String {
-    match event.get("uuid").and_then(|v| v.read_lock::<rhai::ImmutableString>()) {
+    match event
+        .get("uuid")
+        .and_then(|v| v.read_lock::<rhai::ImmutableString>())
+    {
         Some(s) if !s.is_empty() => s.to_string(),
         _ => hex::encode(Sha256::digest(event_json)),
     }
@@ -240,8 +374,8 @@ mod tests {
 
     #[test]
     fn fills_documented_fields() {
-        let m = build_event_map(br#"{"eventType":"x","target":[{"id":"1"}],"actor":null}"#)
-            .unwrap();
+        let m =
+            build_event_map(br#"{"eventType":"x","target":[{"id":"1"}],"actor":null}"#).unwrap();
         for f in LOGEVENT_FIELDS {
             assert!(m.contains_key(*f), "{f}");
         }

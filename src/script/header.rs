@@ -179,7 +179,9 @@ fn parse_list(
 
 fn check_pattern(p: &str) -> Result<(), String> {
     if p.len() > MAX_PATTERN_LEN {
-        return Err(format!("event type pattern longer than {MAX_PATTERN_LEN} characters"));
+        return Err(format!(
+            "event type pattern longer than {MAX_PATTERN_LEN} characters"
+        ));
     }
     let body = p.strip_suffix('*').unwrap_or(p);
     if body.contains('*') {
@@ -235,7 +237,10 @@ mod tests {
         assert_eq!((e.line, e.col), (1, 5));
         assert!(pattern_matches("user.*", "user.lifecycle.create"));
         assert!(pattern_matches("*", "x"));
-        assert!(pattern_matches("user.authentication.auth_via_idp", "user.authentication.auth_via_IDP"));
+        assert!(pattern_matches(
+            "user.authentication.auth_via_idp",
+            "user.authentication.auth_via_IDP"
+        ));
         assert!(!pattern_matches("user.lifecycle", "user.lifecycle.create"));
     }
 }

@@ -3,6 +3,8 @@
 use rhai::{Dynamic, Map};
 use serde::{Deserialize, Serialize};
 
+use super::event::json_to_dynamic;
+
 /// A user as `lookup_user` returns it. Field names follow Okta's user profile (camelCase), so a
 /// `[directory]` JSON file or an Okta profile deserializes into it directly.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -100,7 +102,11 @@ pub fn user_to_dynamic(u: &User) -> Dynamic {
     m.insert("manager".into(), opt(&u.manager));
     m.insert("department".into(), opt(&u.department));
     m.insert("title".into(), opt(&u.title));
-    let profile = rhai::serde::to_dynamic(&u.profile).unwrap_or_else(|_| Map::new().into());
-    m.insert("profile".into(), profile);
+    let profile: Map = u
+        .profile
+        .iter()
+        .map(|(k, v)| (k.as_str().into(), json_to_dynamic(v)))
+        .collect();
+    m.insert("profile".into(), profile.into());
     m.into()
 }

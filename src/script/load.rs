@@ -1,5 +1,8 @@
 //! Loading scripts: header, compilation into self-contained ASTs, import checks and hashes.
 
+// A `LoadError` is built at most once per file, when loading fails: boxing it buys nothing.
+#![allow(clippy::result_large_err)]
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -82,7 +85,8 @@ impl LoadError {
     fn at(mut self, source: &str, line: Option<usize>, col: Option<usize>) -> Self {
         self.line = line;
         self.col = col;
-        self.source_line = line.and_then(|l| source.lines().nth(l.saturating_sub(1)).map(str::to_string));
+        self.source_line =
+            line.and_then(|l| source.lines().nth(l.saturating_sub(1)).map(str::to_string));
         self
     }
 
@@ -167,7 +171,11 @@ impl ScriptSet {
 
     /// Compiles every `*.rhai` file directly in `scripts_dir` (hidden files skipped). A script
     /// that fails is reported in the errors and left out; the others load.
-    pub fn load(scripts_dir: &Path, stdlib_dir: &Path, limits: &Limits) -> (ScriptSet, Vec<LoadError>) {
+    pub fn load(
+        scripts_dir: &Path,
+        stdlib_dir: &Path,
+        limits: &Limits,
+    ) -> (ScriptSet, Vec<LoadError>) {
         let mut errors = Vec::new();
         let mut files: Vec<PathBuf> = match std::fs::read_dir(scripts_dir) {
             Ok(rd) => rd
@@ -182,8 +190,11 @@ impl ScriptSet {
                 .collect(),
             Err(e) => {
                 errors.push(
-                    LoadError::new(scripts_dir, format!("cannot read the scripts directory: {e}"))
-                        .hint("set `scripts_dir` in engine.toml or create the directory"),
+                    LoadError::new(
+                        scripts_dir,
+                        format!("cannot read the scripts directory: {e}"),
+                    )
+                    .hint("set `scripts_dir` in engine.toml or create the directory"),
                 );
                 return (ScriptSet::empty(), errors);
             }
@@ -203,7 +214,11 @@ impl ScriptSet {
     }
 
     /// Compiles one script file the same way `load` does (with an engine of its own).
-    pub fn load_one(path: &Path, stdlib_dir: &Path, limits: &Limits) -> Result<Arc<Script>, LoadError> {
+    pub fn load_one(
+        path: &Path,
+        stdlib_dir: &Path,
+        limits: &Limits,
+    ) -> Result<Arc<Script>, LoadError> {
         let (engine, resolver) = new_engine(stdlib_dir, limits);
         compile_script(&Arc::new(engine), &resolver, path).map(Arc::new)
     }
@@ -249,7 +264,11 @@ pub(crate) fn compile_scope() -> Scope<'static> {
     scope
 }
 
-fn compile_script(engine: &Arc<Engine>, resolver: &StdlibResolver, path: &Path) -> Result<Script, LoadError> {
+fn compile_script(
+    engine: &Arc<Engine>,
+    resolver: &StdlibResolver,
+    path: &Path,
+) -> Result<Script, LoadError> {
     let size = std::fs::metadata(path)
         .map_err(|e| LoadError::new(path, format!("cannot read: {e}")))?
         .len();
@@ -259,7 +278,8 @@ fn compile_script(engine: &Arc<Engine>, resolver: &StdlibResolver, path: &Path) 
             format!("script is {size} bytes, more than the {MAX_SCRIPT_BYTES} allowed"),
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| LoadError::new(path, format!("cannot read: {e}")))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| LoadError::new(path, format!("cannot read: {e}")))?;
     let source = String::from_utf8(bytes)
         .map_err(|e| LoadError::new(path, format!("not UTF-8 text: {e}")))?;
     let name = path
@@ -279,17 +299,15 @@ fn compile_script(engine: &Arc<Engine>, resolver: &StdlibResolver, path: &Path) 
 
     let scope = compile_scope();
     // First pass: syntax, strict variables, and imports checked with their positions.
-    let plain = engine
-        .compile_with_scope(&scope, &source)
-        .map_err(|e| {
-            let le = LoadError::new(path, e.0.to_string()).at_pos(&source, e.1);
-            match *e.0 {
-                rhai::ParseErrorType::VariableUndefined(_) => le.hint(
-                    "scripts see `event` and `delivery`; declare other variables with `let` first",
-                ),
-                _ => le,
-            }
-        })?;
+    let plain = engine.compile_with_scope(&scope, &source).map_err(|e| {
+        let le = LoadError::new(path, e.0.to_string()).at_pos(&source, e.1);
+        match *e.0 {
+            rhai::ParseErrorType::VariableUndefined(_) => le.hint(
+                "scripts see `event` and `delivery`; declare other variables with `let` first",
+            ),
+            _ => le,
+        }
+    })?;
     check_ast(&plain, path, &source, resolver)?;
 
     // Second pass: the same code with the stdlib modules embedded.
@@ -323,7 +341,12 @@ fn compile_script(engine: &Arc<Engine>, resolver: &StdlibResolver, path: &Path) 
 
 /// Import statements must name an existing stdlib module by a literal; no host function may be
 /// redefined.
-fn check_ast(ast: &AST, path: &Path, source: &str, resolver: &StdlibResolver) -> Result<(), LoadError> {
+fn check_ast(
+    ast: &AST,
+    path: &Path,
+    source: &str,
+    resolver: &StdlibResolver,
+) -> Result<(), LoadError> {
     let mut problem: Option<LoadError> = None;
     ast.walk(&mut |nodes: &[ASTNode]| {
         if let Some(ASTNode::Stmt(Stmt::Import(x, pos))) = nodes.last() {
@@ -331,8 +354,14 @@ fn check_ast(ast: &AST, path: &Path, source: &str, resolver: &StdlibResolver) ->
                 Expr::StringConstant(s, _) => match check_module_name(s) {
                     Err(m) => Some(LoadError::new(path, m)),
                     Ok(name) if !resolver.file_of(name).is_file() => Some(
-                        LoadError::new(path, format!("module {s:?} not found in the stdlib directory"))
-                            .hint(format!("expected the file {}", resolver.file_of(name).display())),
+                        LoadError::new(
+                            path,
+                            format!("module {s:?} not found in the stdlib directory"),
+                        )
+                        .hint(format!(
+                            "expected the file {}",
+                            resolver.file_of(name).display()
+                        )),
                     ),
                     Ok(_) => None,
                 },
@@ -359,7 +388,10 @@ fn check_ast(ast: &AST, path: &Path, source: &str, resolver: &StdlibResolver) ->
                 .map(|i| i + 1);
             return Err(LoadError::new(
                 path,
-                format!("function `{}` redefines the host function of that name", f.name),
+                format!(
+                    "function `{}` redefines the host function of that name",
+                    f.name
+                ),
             )
             .at(source, line, line.map(|_| 1))
             .hint("rename your function"));
@@ -370,7 +402,12 @@ fn check_ast(ast: &AST, path: &Path, source: &str, resolver: &StdlibResolver) ->
 
 /// Errors of `compile_into_self_contained` come from modules: report the innermost position,
 /// in the module's file.
-fn module_load_error(path: &Path, source: &str, resolver: &StdlibResolver, e: &EvalAltResult) -> LoadError {
+fn module_load_error(
+    path: &Path,
+    source: &str,
+    resolver: &StdlibResolver,
+    e: &EvalAltResult,
+) -> LoadError {
     let mut err = e;
     let mut module: Option<String> = None;
     while let EvalAltResult::ErrorInModule(name, inner, _) = err {

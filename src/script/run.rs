@@ -226,7 +226,8 @@ fn describe(
     while let Some(e) = inner.take() {
         match e {
             EvalAltResult::ErrorInFunctionCall(name, source, next, pos) => {
-                out.trace.push(format!("{name} called at {}", at(&caller_file, pos)));
+                out.trace
+                    .push(format!("{name} called at {}", at(&caller_file, pos)));
                 if !source.is_empty() {
                     caller_file = source;
                 }
@@ -234,7 +235,10 @@ fn describe(
                 inner = Some(*next);
             }
             EvalAltResult::ErrorInModule(name, next, pos) => {
-                out.trace.push(format!("module {name:?} imported at {}", at(&caller_file, pos)));
+                out.trace.push(format!(
+                    "module {name:?} imported at {}",
+                    at(&caller_file, pos)
+                ));
                 inner = Some(*next);
             }
             other => {
@@ -330,7 +334,10 @@ fn classify(e: &EvalAltResult, limits: &Limits) -> (RunErrorKind, String) {
         }
         E::ErrorTooManyModules(_) => (
             RunErrorKind::Limit,
-            format!("script imported more than {} modules (limits.max_modules)", limits.max_modules),
+            format!(
+                "script imported more than {} modules (limits.max_modules)",
+                limits.max_modules
+            ),
         ),
         E::ErrorTooManyVariables(_) => (RunErrorKind::Limit, "too many variables".to_string()),
         E::ErrorRuntime(v, _) => (
