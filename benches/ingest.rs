@@ -132,7 +132,11 @@ fn main() {
     let mut seconds = 3.0;
     let args: Vec<String> = std::env::args().collect();
     // `--only group|per-request` limits the run (for profiling one mode).
-    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     if let Some(i) = args.iter().position(|a| a == "--seconds") {
         seconds = args
             .get(i + 1)
@@ -147,7 +151,10 @@ fn main() {
         "commit", "conns", "events", "deliveries/s", "events/s", "p50 ms", "p99 ms"
     );
     for mode in [CommitMode::Group, CommitMode::PerRequest] {
-        let name = match mode { CommitMode::Group => "group", CommitMode::PerRequest => "per-request" };
+        let name = match mode {
+            CommitMode::Group => "group",
+            CommitMode::PerRequest => "per-request",
+        };
         if only.as_deref().is_some_and(|o| o != name) {
             continue;
         }

@@ -21,6 +21,8 @@ pub mod client;
 pub mod config;
 pub mod envelope;
 pub mod metrics;
+pub mod runs;
+pub mod script;
 pub mod secrets;
 pub mod serve;
 pub mod server;

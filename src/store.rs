@@ -8,6 +8,7 @@
 //! whether or not a server holds the file, because the server opens it in redb's single-writer
 //! mode, which lets other processes open it read-only and follow its commits.
 
+use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -19,7 +20,7 @@ use redb::{
     ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 use serde::Serialize;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use crate::envelope::ParsedDelivery;
 
@@ -94,6 +95,12 @@ pub enum WriteError {
 #[error("cannot read the store: {0}")]
 pub struct ReadError(String);
 
+impl ReadError {
+    pub fn new(message: String) -> Self {
+        ReadError(message)
+    }
+}
+
 /// Any store error, for callers that do not care which.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -151,6 +158,22 @@ enum Job {
         reply: oneshot::Sender<Result<(), WriteError>>,
     },
     Probe(oneshot::Sender<Result<(), WriteError>>),
+    /// Any other write (runs, outbox): applied inside the shared transaction; its value is
+    /// handed back only after the commit.
+    Txn(
+        TxnFn,
+        oneshot::Sender<Result<Box<dyn Any + Send>, WriteError>>,
+    ),
+}
+
+/// A write applied by the writer thread inside a batch's transaction.
+pub type TxnFn =
+    Box<dyn FnOnce(&WriteTransaction) -> Result<Box<dyn Any + Send>, WriteError> + Send>;
+
+/// What one job of a batch produced.
+enum Done {
+    Stored(Stored),
+    Value(Box<dyn Any + Send>),
 }
 
 impl Job {
@@ -158,7 +181,7 @@ impl Job {
         match self {
             Job::Delivery(d, _) => d.body.len(),
             Job::Quarantine { body, .. } => body.len(),
-            Job::Probe(_) => 0,
+            Job::Probe(_) | Job::Txn(..) => 0,
         }
     }
 }
@@ -166,6 +189,7 @@ impl Job {
 /// The server's handle on the store: submits writes to the writer thread and reads directly.
 pub struct Store {
     db: Arc<Database>,
+    events_committed: Arc<Notify>,
     tx: Option<mpsc::Sender<Job>>,
     writer: Option<JoinHandle<()>>,
     path: PathBuf,
@@ -199,15 +223,18 @@ impl Store {
         })?;
         let (tx, rx) = mpsc::channel();
         let writer_db = db.clone();
+        let events_committed = Arc::new(Notify::new());
+        let notify = events_committed.clone();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(&writer_db, rx, mode, next))
+            .spawn(move || writer_loop(&writer_db, rx, mode, next, &notify))
             .map_err(|e| OpenError::Init {
                 path: path.clone(),
                 source: redb::Error::Io(e),
             })?;
         Ok(Store {
             db,
+            events_committed,
             tx: Some(tx),
             writer: Some(writer),
             path,
@@ -255,6 +282,33 @@ impl Store {
             Some(rx) => rx.await.unwrap_or(Err(WriteError::Closed)),
             None => Err(WriteError::Closed),
         }
+    }
+
+    /// Applies `f` in the writer's next transaction and returns its value once that transaction
+    /// has committed durably. `f` must not block: it runs on the writer thread.
+    pub async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, WriteError> + Send + 'static,
+    ) -> Result<T, WriteError> {
+        let f: TxnFn = Box::new(move |txn| f(txn).map(|v| Box::new(v) as Box<dyn Any + Send>));
+        let rx = self
+            .submit(|reply| Job::Txn(f, reply))
+            .ok_or(WriteError::Closed)?;
+        let value = rx.await.unwrap_or(Err(WriteError::Closed))?;
+        value
+            .downcast::<T>()
+            .map(|b| *b)
+            .map_err(|_| WriteError::Storage("internal: write result of the wrong type".into()))
+    }
+
+    /// Woken after every commit that stored new events.
+    pub fn events_committed(&self) -> Arc<Notify> {
+        self.events_committed.clone()
+    }
+
+    /// Read access for modules that keep their own tables in this file.
+    pub fn db(&self) -> &Database {
+        &self.db
     }
 
     /// Commits a small write: proves the store is writable (for `/healthz`).
@@ -314,11 +368,18 @@ fn init_tables(db: &Database) -> Result<NextSeq, redb::Error> {
     txn.open_table(EVENT_UUIDS)?;
     txn.open_table(META)?;
     txn.open_table(QUARANTINE)?;
+    crate::runs::init(&txn).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
     txn.commit()?;
     Ok(next)
 }
 
-fn writer_loop(db: &Database, rx: mpsc::Receiver<Job>, mode: CommitMode, mut next: NextSeq) {
+fn writer_loop(
+    db: &Database,
+    rx: mpsc::Receiver<Job>,
+    mode: CommitMode,
+    mut next: NextSeq,
+    events_committed: &Notify,
+) {
     let max_jobs = match mode {
         CommitMode::Group => MAX_BATCH_JOBS,
         CommitMode::PerRequest => 1,
@@ -337,8 +398,11 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Job>, mode: CommitMode, mut nex
             }
         }
         let before = next;
-        match apply_batch(db, &batch, &mut next) {
+        match apply_batch(db, &mut batch, &mut next) {
             Ok(results) => {
+                if next.event != before.event {
+                    events_committed.notify_one();
+                }
                 for (job, result) in batch.drain(..).zip(results) {
                     answer(job, Ok(result));
                 }
@@ -354,30 +418,39 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Job>, mode: CommitMode, mut nex
     }
 }
 
-fn answer(job: Job, result: Result<Stored, WriteError>) {
+fn answer(job: Job, result: Result<Done, WriteError>) {
     match job {
         Job::Delivery(_, reply) => {
-            let _ = reply.send(result);
+            let _ = reply.send(result.map(|d| match d {
+                Done::Stored(s) => s,
+                Done::Value(_) => Stored::default(),
+            }));
         }
         Job::Quarantine { reply, .. } | Job::Probe(reply) => {
             let _ = reply.send(result.map(|_| ()));
+        }
+        Job::Txn(_, reply) => {
+            let _ = reply.send(result.map(|d| match d {
+                Done::Value(v) => v,
+                Done::Stored(_) => Box::new(()) as Box<dyn Any + Send>,
+            }));
         }
     }
 }
 
 fn apply_batch(
     db: &Database,
-    batch: &[Job],
+    batch: &mut [Job],
     next: &mut NextSeq,
-) -> Result<Vec<Stored>, WriteError> {
+) -> Result<Vec<Done>, WriteError> {
     let txn = db.begin_write().map_err(storage)?;
-    let mut results = Vec::with_capacity(batch.len());
+    let mut results: Vec<Option<Done>> = Vec::with_capacity(batch.len());
     {
         let mut deliveries = txn.open_table(DELIVERIES).map_err(storage)?;
         let mut delivery_ids = txn.open_table(DELIVERY_IDS).map_err(storage)?;
         let mut events = txn.open_table(EVENTS).map_err(storage)?;
         let mut uuids = txn.open_table(EVENT_UUIDS).map_err(storage)?;
-        for job in batch {
+        for job in batch.iter() {
             let mut stored = Stored::default();
             match job {
                 Job::Delivery(d, _) => {
@@ -391,7 +464,7 @@ fn apply_batch(
                         if let Some(previous) = previous {
                             delivery_ids.insert(id, previous).map_err(storage)?;
                             stored.duplicate_delivery = true;
-                            results.push(stored);
+                            results.push(Some(Done::Stored(stored)));
                             continue;
                         }
                     }
@@ -461,12 +534,58 @@ fn apply_batch(
                     meta.insert("probe_ms", crate::util::now_ms())
                         .map_err(storage)?;
                 }
+                // Applied below, once the ingest tables are closed, so that they may open any
+                // table themselves.
+                Job::Txn(..) => {
+                    results.push(None);
+                    continue;
+                }
             }
-            results.push(stored);
+            results.push(Some(Done::Stored(stored)));
+        }
+    }
+    for (job, result) in batch.iter_mut().zip(results.iter_mut()) {
+        if let Job::Txn(f, _) = job {
+            let f = std::mem::replace(f, Box::new(|_| Ok(Box::new(()))));
+            *result = Some(Done::Value(f(&txn)?));
         }
     }
     txn.commit().map_err(storage)?;
-    Ok(results)
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or(Done::Stored(Stored::default())))
+        .collect())
+}
+
+fn stored_event(
+    deliveries: &redb::ReadOnlyTable<u64, DeliveryValue>,
+    seq: u64,
+    v: (u64, &str, &str, &str, u32, u32),
+) -> Result<StoredEvent, ReadError> {
+    let (dseq, uuid, event_type, published, offset, len) = v;
+    let mut e = StoredEvent {
+        seq,
+        uuid: uuid.to_string(),
+        event_type: event_type.to_string(),
+        published: published.to_string(),
+        hook: String::new(),
+        delivery_id: String::new(),
+        event_time: String::new(),
+        source: String::new(),
+        received_ms: 0,
+        json: Vec::new(),
+    };
+    if let Some(d) = deliveries.get(dseq).map_err(read_err)? {
+        let (hook, ms, id, time, source, body) = d.value();
+        e.hook = hook.to_string();
+        e.received_ms = ms;
+        e.delivery_id = id.to_string();
+        e.event_time = time.to_string();
+        e.source = source.to_string();
+        let (offset, len) = (offset as usize, len as usize);
+        e.json = body.get(offset..offset + len).unwrap_or_default().to_vec();
+    }
+    Ok(e)
 }
 
 fn dispatch_cursor(txn: &ReadTransaction) -> Result<u64, ReadError> {
@@ -485,6 +604,28 @@ fn last_event_seq(txn: &ReadTransaction) -> Result<u64, ReadError> {
         .map_err(read_err)?
         .map(|(k, _)| k.value())
         .unwrap_or(0))
+}
+
+/// A stored event with what a run needs: its JSON and the envelope it came in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub uuid: String,
+    pub event_type: String,
+    pub published: String,
+    pub hook: String,
+    pub delivery_id: String,
+    pub event_time: String,
+    pub source: String,
+    pub received_ms: u64,
+    pub json: Vec<u8>,
+}
+
+/// Sets the dispatch cursor inside a write transaction (only the dispatcher moves it, forward).
+pub fn set_dispatch_cursor(txn: &WriteTransaction, seq: u64) -> Result<(), WriteError> {
+    let mut meta = txn.open_table(META).map_err(storage)?;
+    meta.insert(DISPATCH_CURSOR, seq).map_err(storage)?;
+    Ok(())
 }
 
 /// One stored event, as the history commands show it.
@@ -561,6 +702,11 @@ impl History<'static> {
 }
 
 impl History<'_> {
+    /// A read transaction on the store.
+    pub fn read_txn(&self) -> Result<ReadTransaction, ReadError> {
+        self.read()
+    }
+
     fn read(&self) -> Result<ReadTransaction, ReadError> {
         match &self.0 {
             HistoryDb::Shared(db) => db.begin_read(),
@@ -601,6 +747,45 @@ impl History<'_> {
             });
         }
         Ok(rows)
+    }
+
+    /// The dispatch cursor: events above it have not been handed to the scripts yet.
+    pub fn dispatch_cursor(&self) -> Result<u64, ReadError> {
+        dispatch_cursor(&self.read()?)
+    }
+
+    /// Up to `limit` events with seq > `after`, in seq order, with their JSON.
+    pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, ReadError> {
+        let txn = self.read()?;
+        let events = txn.open_table(EVENTS).map_err(read_err)?;
+        let deliveries = txn.open_table(DELIVERIES).map_err(read_err)?;
+        let mut out = Vec::new();
+        for entry in events.range(after + 1..).map_err(read_err)?.take(limit) {
+            let (k, v) = entry.map_err(read_err)?;
+            out.push(stored_event(&deliveries, k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// One event by its seq.
+    pub fn event_by_seq(&self, seq: u64) -> Result<Option<StoredEvent>, ReadError> {
+        Ok(self
+            .events_after(seq.saturating_sub(1), 1)?
+            .into_iter()
+            .find(|e| e.seq == seq))
+    }
+
+    /// One event by its uuid.
+    pub fn event_by_uuid(&self, uuid: &str) -> Result<Option<StoredEvent>, ReadError> {
+        let seq = {
+            let txn = self.read()?;
+            let uuids = txn.open_table(EVENT_UUIDS).map_err(read_err)?;
+            uuids.get(uuid).map_err(read_err)?.map(|g| g.value())
+        };
+        match seq {
+            Some(seq) => self.event_by_seq(seq),
+            None => Ok(None),
+        }
     }
 
     /// The raw JSON of a stored event, by uuid.

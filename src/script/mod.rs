@@ -11,6 +11,8 @@
 //! ScriptSet::load_one(path: &Path, stdlib_dir: &Path, limits: &Limits) -> Result<Arc<Script>, LoadError>
 //! ScriptSet::matching(&self, hook: &str, event_type: &str) -> Vec<Arc<Script>>   // by script name
 //! ScriptSet::scripts(&self) -> &[Arc<Script>]                                       // by script name
+//! ScriptSet::get(&self, name) -> Option<&Arc<Script>>;  ScriptSet::empty()
+//! ScriptSet::keep_previous(&mut self, previous: &ScriptSet, errors: &[LoadError])  // hot reload
 //! Script { name, path, file_name, hash, on, hooks, source }  + Script::matches(hook, event_type),
 //!                                                          Script::ast(), Script::engine()
 //! LoadError { file, line, col, message, hint, source_line }  // Display: `file:line:col: message`
@@ -22,7 +24,8 @@
 //!     host: &Arc<dyn Host>, limits: &Limits) -> RunOutcome  // when the map is already built
 //! RunOutcome { log: Vec<LogLine>, actions: Vec<Action>, result: Result<(), RunError> }
 //! RunError { kind: RunErrorKind::{Script, Limit, Transient}, message, script, file, line, col,
-//!            call_site }                              // Display: `new-hire.rhai:12:5: message`
+//!            trace: Vec<String> }                     // Display: `new-hire.rhai:12:5: message`
+//! LogLine { level: LogLevel::{Log, Warn, Print, Debug}, message }   // all serde
 //! Action::Email(Email { id, position, to, cc, bcc, reply_to, subject, body, html })  // serde
 //!
 //! // Host side

@@ -6,3 +6,4 @@ mod support;
 mod cli;
 mod crash;
 mod ingest;
+mod scripts;

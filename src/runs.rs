@@ -1,0 +1,258 @@
+//! Script runs in redb: one record per (event, script) run, and the pending set that survives
+//! crashes. A run leaves the pending set in the same transaction that records its result, so it
+//! is completed exactly once (unless replayed, which records a new run).
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use crate::script::{Action, LogLine, RunError};
+use crate::store::{ReadError, WriteError};
+
+/// run id → the run's record as JSON (records evolve; JSON keeps old ones readable).
+const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
+/// run id → earliest time (ms since epoch) it may be attempted: every run not finished yet.
+const PENDING_RUNS: TableDefinition<u64, u64> = TableDefinition::new("pending_runs");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Waiting for a worker (new, or interrupted by a crash).
+    Pending,
+    /// Failed on a transient host error; attempted again at `next_attempt`.
+    Retrying,
+    Succeeded,
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Retrying => "retrying",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+/// Everything recorded about one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: u64,
+    pub event_seq: u64,
+    pub event_uuid: String,
+    pub event_type: String,
+    pub hook: String,
+    pub script: String,
+    /// The hash of the script version that ran (set when it runs).
+    pub script_hash: Option<String>,
+    pub status: RunStatus,
+    pub attempts: u32,
+    pub created: String,
+    pub started: Option<String>,
+    pub finished: Option<String>,
+    pub next_attempt: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub log: Vec<LogLine>,
+    pub error: Option<RunError>,
+    pub actions: Vec<Action>,
+    /// The run this one replays.
+    pub replay_of: Option<u64>,
+}
+
+impl RunRecord {
+    pub fn new(
+        id: u64,
+        event: &crate::store::StoredEvent,
+        script: &str,
+        replay_of: Option<u64>,
+    ) -> Self {
+        RunRecord {
+            id,
+            event_seq: event.seq,
+            event_uuid: event.uuid.clone(),
+            event_type: event.event_type.clone(),
+            hook: event.hook.clone(),
+            script: script.to_string(),
+            script_hash: None,
+            status: RunStatus::Pending,
+            attempts: 0,
+            created: crate::util::format_ms(crate::util::now_ms()),
+            started: None,
+            finished: None,
+            next_attempt: None,
+            duration_ms: None,
+            log: Vec::new(),
+            error: None,
+            actions: Vec::new(),
+            replay_of,
+        }
+    }
+
+    /// `script:line:col: message` of the error, if any.
+    pub fn error_text(&self) -> String {
+        self.error
+            .as_ref()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+}
+
+fn storage<E: std::fmt::Display>(e: E) -> WriteError {
+    WriteError::Storage(e.to_string())
+}
+
+fn read_err<E: std::fmt::Display>(e: E) -> ReadError {
+    ReadError::new(e.to_string())
+}
+
+/// Creates the runs tables (so that readers in other processes find them).
+pub fn init(txn: &WriteTransaction) -> Result<(), WriteError> {
+    txn.open_table(RUNS).map_err(storage)?;
+    txn.open_table(PENDING_RUNS).map_err(storage)?;
+    Ok(())
+}
+
+/// Inserts new pending runs, giving them ids; returns the ids.
+pub fn create(txn: &WriteTransaction, mut records: Vec<RunRecord>) -> Result<Vec<u64>, WriteError> {
+    let mut runs = txn.open_table(RUNS).map_err(storage)?;
+    let mut pending = txn.open_table(PENDING_RUNS).map_err(storage)?;
+    let mut next = runs
+        .last()
+        .map_err(storage)?
+        .map(|(k, _)| k.value() + 1)
+        .unwrap_or(1);
+    let mut ids = Vec::with_capacity(records.len());
+    for r in records.iter_mut() {
+        r.id = next;
+        next += 1;
+        let json = serde_json::to_vec(r).map_err(storage)?;
+        runs.insert(r.id, json.as_slice()).map_err(storage)?;
+        pending.insert(r.id, 0).map_err(storage)?;
+        ids.push(r.id);
+    }
+    Ok(ids)
+}
+
+/// Records a run's new state: finished runs leave the pending set, retrying ones stay with
+/// their next attempt time.
+pub fn save(
+    txn: &WriteTransaction,
+    record: &RunRecord,
+    not_before_ms: u64,
+) -> Result<(), WriteError> {
+    let mut runs = txn.open_table(RUNS).map_err(storage)?;
+    let mut pending = txn.open_table(PENDING_RUNS).map_err(storage)?;
+    let json = serde_json::to_vec(record).map_err(storage)?;
+    runs.insert(record.id, json.as_slice()).map_err(storage)?;
+    match record.status {
+        RunStatus::Succeeded | RunStatus::Failed => {
+            pending.remove(record.id).map_err(storage)?;
+        }
+        RunStatus::Pending | RunStatus::Retrying => {
+            pending.insert(record.id, not_before_ms).map_err(storage)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads runs; works on a server's database or one opened by a command.
+pub struct RunsView<'a>(pub &'a dyn ReadTxnSource);
+
+/// Anything that can start a read transaction.
+pub trait ReadTxnSource {
+    fn begin(&self) -> Result<redb::ReadTransaction, ReadError>;
+}
+
+impl ReadTxnSource for redb::Database {
+    fn begin(&self) -> Result<redb::ReadTransaction, ReadError> {
+        self.begin_read().map_err(read_err)
+    }
+}
+
+impl ReadTxnSource for crate::store::History<'_> {
+    fn begin(&self) -> Result<redb::ReadTransaction, ReadError> {
+        self.read_txn()
+    }
+}
+
+impl RunsView<'_> {
+    pub fn get(&self, id: u64) -> Result<Option<RunRecord>, ReadError> {
+        let txn = self.0.begin()?;
+        let runs = match txn.open_table(RUNS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(read_err(e)),
+        };
+        match runs.get(id).map_err(read_err)? {
+            Some(g) => Ok(Some(serde_json::from_slice(g.value()).map_err(read_err)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Pending runs with their earliest attempt time, oldest first.
+    pub fn pending(&self) -> Result<Vec<(u64, u64)>, ReadError> {
+        let txn = self.0.begin()?;
+        let pending = match txn.open_table(PENDING_RUNS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(read_err(e)),
+        };
+        let mut out = Vec::new();
+        for entry in pending.iter().map_err(read_err)? {
+            let (k, v) = entry.map_err(read_err)?;
+            out.push((k.value(), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// The newest runs first, optionally only failed ones; `limit` rows at most.
+    pub fn recent(&self, limit: usize, failed_only: bool) -> Result<Vec<RunRecord>, ReadError> {
+        self.scan(limit, |r| !failed_only || r.status == RunStatus::Failed)
+    }
+
+    /// The newest runs of one event, newest first.
+    pub fn of_event(&self, event_uuid: &str) -> Result<Vec<RunRecord>, ReadError> {
+        self.scan(usize::MAX, |r| r.event_uuid == event_uuid)
+    }
+
+    fn scan(
+        &self,
+        limit: usize,
+        keep: impl Fn(&RunRecord) -> bool,
+    ) -> Result<Vec<RunRecord>, ReadError> {
+        let txn = self.0.begin()?;
+        let runs = match txn.open_table(RUNS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(read_err(e)),
+        };
+        let mut out = Vec::new();
+        for entry in runs.iter().map_err(read_err)?.rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, v) = entry.map_err(read_err)?;
+            let r: RunRecord = serde_json::from_slice(v.value()).map_err(read_err)?;
+            if keep(&r) {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The latest run of each (event, script) whose latest run failed: what `replay --failed`
+    /// runs again.
+    pub fn latest_failed(&self) -> Result<Vec<RunRecord>, ReadError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for r in self.scan(usize::MAX, |_| true)? {
+            if seen.insert((r.event_uuid.clone(), r.script.clone()))
+                && r.status == RunStatus::Failed
+            {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,412 @@
+//! Golden tests of the script layer: each `tests/scripts/<case>.rhai` is a script plus, in its
+//! `// key: value` comment lines, the input event, the directory users and the expected outcome.
+//!
+//! Keys (all optional except an `expect…`):
+//! - `input: fixtures/x.json` (relative to `tests/`; an envelope or one LogEvent) or
+//!   `input-json: {…}` (one line); default: a minimal `user.lifecycle.create` event.
+//! - `patch: {…}`: top-level fields replaced in every input event (`null` included).
+//! - `script: scripts/x.rhai`: run that file (relative to the repo) instead of the case itself.
+//! - `delivery-hook: id` (default `default`); `limits: {…}` merged into `Limits::default()`.
+//! - `user: {…}` (repeatable) directory entries; `transient: key` / `permanent: key` /
+//!   `panic: key`: `lookup_user(key)` fails that way.
+//! - `expect: ok`, `expect-error: <Script|Limit|Transient> <line:col|-|*> <message substring>`
+//!   (`-`: no position, `*`: any),
+//!   `expect-error-file: stdlib/okta.rhai`, or `expect-load-error: <line:col|-> <substring>`.
+//! - `expect-log: <level>: <message>` (repeatable, exact and complete; `expect-log: none`).
+//! - `expect-email: to=a@x.com,b@y.com; cc=…; subject~text; body~text` (repeatable, one per
+//!   mail, complete; `=` exact, `~` substring); `expect-emails: 0` for none.
+//!
+//! The cases live in the main repository: `$ENGINE_REPO/tests/scripts`, where `ENGINE_REPO`
+//! defaults to this crate's directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use engine::script::{
+    Action, DeliveryInfo, Host, HostError, Limits, RunOutcome, ScriptSet, StaticDirectory, User,
+    build_event_map, event_id, run, run_map, split_payload,
+};
+
+fn repo() -> PathBuf {
+    std::env::var_os("ENGINE_REPO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// A directory whose lookups can be made to fail.
+struct TestHost {
+    dir: StaticDirectory,
+    transient: Vec<String>,
+    permanent: Vec<String>,
+    panic: Vec<String>,
+}
+
+impl Host for TestHost {
+    fn lookup_user(&self, key: &str) -> Result<Option<User>, HostError> {
+        if self.transient.iter().any(|k| k == key) {
+            return Err(HostError::Transient("Okta API answered 503".into()));
+        }
+        if self.permanent.iter().any(|k| k == key) {
+            return Err(HostError::Permanent("Okta API answered 403".into()));
+        }
+        if self.panic.iter().any(|k| k == key) {
+            panic!("test host panics on {key}");
+        }
+        self.dir.lookup_user(key)
+    }
+}
+
+const DEFAULT_EVENT: &str = r#"{"uuid":"00000000-0000-0000-0000-000000000001","eventType":"user.lifecycle.create","published":"2024-01-01T00:00:00.000Z","target":[{"id":"00u1","type":"User","alternateId":"new.hire@example.com","displayName":"New Hire"}]}"#;
+
+/// The `// key: value` lines of a case.
+fn directives(source: &str) -> Vec<(String, String)> {
+    source
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("// "))
+        .filter_map(|l| {
+            l.split_once(": ")
+                .or_else(|| l.strip_suffix(':').map(|k| (k, "")))
+        })
+        .filter(|(k, _)| !k.contains(' '))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// `line:col` or `-`.
+fn position(s: &str) -> Option<(usize, usize)> {
+    let (l, c) = s.split_once(':')?;
+    Some((l.parse().ok()?, c.parse().ok()?))
+}
+
+fn check_email(spec: &str, action: &Action) -> Result<(), String> {
+    let Action::Email(mail) = action;
+    for part in spec.split("; ").filter(|p| !p.is_empty()) {
+        let (key, exact, want) = match (part.split_once('='), part.split_once('~')) {
+            (Some((k, v)), None) => (k, true, v),
+            (None, Some((k, v))) => (k, false, v),
+            (Some((k1, v1)), Some((k2, v2))) => {
+                if k1.len() < k2.len() {
+                    (k1, true, v1)
+                } else {
+                    (k2, false, v2)
+                }
+            }
+            _ => return Err(format!("bad expect-email part {part:?}")),
+        };
+        let got = match key.trim() {
+            "to" => mail.to.join(","),
+            "cc" => mail.cc.join(","),
+            "bcc" => mail.bcc.join(","),
+            "reply_to" => mail.reply_to.clone().unwrap_or_default(),
+            "subject" => mail.subject.clone(),
+            "body" => mail.body.clone(),
+            "html" => mail.html.clone().unwrap_or_default(),
+            other => return Err(format!("unknown expect-email key {other:?}")),
+        };
+        let ok = if exact {
+            got == want
+        } else {
+            got.contains(want)
+        };
+        if !ok {
+            return Err(format!(
+                "email {key}: expected {}{want:?}, got {got:?}",
+                if exact { "" } else { "to contain " }
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Runs one case; `Err` describes every mismatch.
+fn run_case(case: &Path) -> Result<(), String> {
+    let source = std::fs::read_to_string(case).map_err(|e| e.to_string())?;
+    let d = directives(&source);
+    let get = |k: &'static str| {
+        d.iter()
+            .filter(move |(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let tests_dir = repo().join("tests");
+
+    let mut limits = Limits::default();
+    if let Some(l) = get("limits").next() {
+        let mut base = serde_json::to_value(&limits).map_err(|e| e.to_string())?;
+        let patch: serde_json::Value =
+            serde_json::from_str(l).map_err(|e| format!("limits: {e}"))?;
+        if let (Some(b), Some(p)) = (base.as_object_mut(), patch.as_object()) {
+            b.extend(p.clone());
+        }
+        limits = serde_json::from_value(base).map_err(|e| format!("limits: {e}"))?;
+    }
+    let script_path = match get("script").next() {
+        Some(p) => repo().join(p),
+        None => case.to_path_buf(),
+    };
+    let stdlib = repo().join("stdlib");
+    let script = match ScriptSet::load_one(&script_path, &stdlib, &limits) {
+        Ok(s) => s,
+        Err(e) => {
+            let Some(want) = get("expect-load-error").next() else {
+                return Err(format!("load failed: {e}"));
+            };
+            let (pos, text) = want.split_once(' ').unwrap_or((want, ""));
+            let got_pos = e.line.zip(e.col);
+            if position(pos) != got_pos {
+                return Err(format!("load error at {got_pos:?}, expected {pos}: {e}"));
+            }
+            if !e.to_string().contains(text) {
+                return Err(format!("load error {e:?} does not contain {text:?}"));
+            }
+            if e.hint.is_none() && e.line == Some(1) {
+                return Err(format!("header error without a hint: {e}"));
+            }
+            return Ok(());
+        }
+    };
+    if get("expect-load-error").next().is_some() {
+        return Err("expected a load error, but the script loaded".into());
+    }
+
+    let hook = get("delivery-hook").next().unwrap_or("default");
+    let payload = match (get("input").next(), get("input-json").next()) {
+        (Some(f), _) => std::fs::read(tests_dir.join(f)).map_err(|e| format!("input {f}: {e}"))?,
+        (None, Some(j)) => j.as_bytes().to_vec(),
+        (None, None) => DEFAULT_EVENT.as_bytes().to_vec(),
+    };
+    let mut events = split_payload(&payload, hook)?;
+    for patch in get("patch") {
+        let patch: serde_json::Value =
+            serde_json::from_str(patch).map_err(|e| format!("patch: {e}"))?;
+        for (_, bytes) in events.iter_mut() {
+            let mut ev: serde_json::Value =
+                serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+            if let (Some(o), Some(p)) = (ev.as_object_mut(), patch.as_object()) {
+                o.extend(p.clone());
+            }
+            *bytes = serde_json::to_vec(&ev).map_err(|e| e.to_string())?;
+        }
+    }
+    let users: Vec<User> = get("user")
+        .map(|u| serde_json::from_str(u).map_err(|e| format!("user: {e}")))
+        .collect::<Result<_, _>>()?;
+    let host: Arc<dyn Host> = Arc::new(TestHost {
+        dir: StaticDirectory::new(users),
+        transient: get("transient").map(String::from).collect(),
+        permanent: get("permanent").map(String::from).collect(),
+        panic: get("panic").map(String::from).collect(),
+    });
+
+    let mut all = RunOutcome {
+        log: Vec::new(),
+        actions: Vec::new(),
+        result: Ok(()),
+    };
+    for (delivery, event) in &events {
+        let out = run(&script, event, delivery, &host, &limits);
+        all.log.extend(out.log);
+        all.actions.extend(out.actions);
+        if all.result.is_ok() {
+            all.result = out.result;
+        }
+    }
+
+    let mut problems = Vec::new();
+    match (
+        get("expect").next(),
+        get("expect-error").next(),
+        &all.result,
+    ) {
+        (Some("ok"), None, Ok(())) => {}
+        (Some("ok"), None, Err(e)) => problems.push(format!("expected ok, got error: {e}")),
+        (None, Some(want), result) => {
+            let mut parts = want.splitn(3, ' ');
+            let (kind, pos, text) = (
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+            );
+            match result {
+                Ok(()) => problems.push(format!("expected {want}, but the run succeeded")),
+                Err(e) => {
+                    if format!("{:?}", e.kind) != kind {
+                        problems.push(format!("expected kind {kind}, got {:?}: {e}", e.kind));
+                    }
+                    if pos != "*" && position(pos) != e.line.zip(e.col) {
+                        problems.push(format!(
+                            "expected position {pos}, got {:?}:{:?}: {e}",
+                            e.line, e.col
+                        ));
+                    }
+                    if !e.message.contains(text) {
+                        problems.push(format!("message {:?} does not contain {text:?}", e.message));
+                    }
+                    if let Some(file) = get("expect-error-file").next()
+                        && e.file != file
+                    {
+                        problems.push(format!("expected the error in {file}, got {}", e.file));
+                    }
+                }
+            }
+        }
+        _ => problems.push("a case needs exactly one of `expect: ok`, `expect-error:`".into()),
+    }
+
+    let want_log: Vec<&str> = get("expect-log").collect();
+    if !want_log.is_empty() {
+        let got: Vec<String> = all
+            .log
+            .iter()
+            .map(|l| format!("{}: {}", l.level, l.message))
+            .collect();
+        let want: Vec<&str> = want_log.into_iter().filter(|l| *l != "none").collect();
+        if got != want {
+            problems.push(format!(
+                "log mismatch\n  expected: {want:#?}\n  got: {got:#?}"
+            ));
+        }
+    }
+    let want_mail: Vec<&str> = get("expect-email").collect();
+    let want_count = get("expect-emails")
+        .next()
+        .and_then(|n| n.parse::<usize>().ok());
+    if !want_mail.is_empty() || want_count.is_some() {
+        let n = want_count.unwrap_or(want_mail.len());
+        if all.actions.len() != n {
+            problems.push(format!(
+                "expected {n} emails, got {}: {:#?}",
+                all.actions.len(),
+                all.actions
+            ));
+        }
+        for (spec, action) in want_mail.iter().zip(&all.actions) {
+            if let Err(p) = check_email(spec, action) {
+                problems.push(p);
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+#[test]
+fn golden_cases() {
+    let dir = repo().join("tests/scripts");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
+        .collect();
+    cases.sort();
+    assert!(!cases.is_empty(), "no cases in {}", dir.display());
+    let mut failed = Vec::new();
+    for case in &cases {
+        let name = case
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match run_case(case) {
+            Ok(()) => println!("ok   {name}"),
+            Err(e) => {
+                println!("FAIL {name}\n  {}", e.replace('\n', "\n  "));
+                failed.push(name);
+            }
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} golden cases failed: {failed:?}",
+        failed.len(),
+        cases.len()
+    );
+}
+
+/// One bad script does not stop the others from loading, and a failing run does not affect a
+/// good one on the same event; runs on several threads share one set.
+#[test]
+fn scripts_fail_independently() {
+    let tmp =
+        std::env::temp_dir().join(format!("engine-script-independent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).expect("temp dir");
+    let on = "//! on: user.lifecycle.deactivate\n";
+    std::fs::write(tmp.join("a-broken.rhai"), "let x = 1;\n").expect("write");
+    std::fs::write(
+        tmp.join("b-throws.rhai"),
+        format!("{on}log(\"before\");\nlet a = event.actr;\n"),
+    )
+    .expect("write");
+    std::fs::write(
+        tmp.join("c-good.rhai"),
+        format!("{on}import \"okta\" as okta;\nsend_email(#{{ to: \"it@example.com\", subject: `Gone: ${{okta::target_user(event).alternateId}}`, body: \"x\" }});\n"),
+    )
+    .expect("write");
+    std::fs::write(
+        tmp.join("d-other.rhai"),
+        "//! on: user.session.*\nlog(\"no\");\n",
+    )
+    .expect("write");
+
+    let limits = Limits::default();
+    let (set, errors) = ScriptSet::load(&tmp, &repo().join("stdlib"), &limits);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].script.ends_with("a-broken.rhai"), "{}", errors[0]);
+    assert_eq!(set.scripts().len(), 3);
+
+    let payload = std::fs::read(repo().join("tests/fixtures/event.user.lifecycle.deactivate.json"))
+        .expect("fixture");
+    let event = build_event_map(&payload).expect("event");
+    let id = event_id(&event, &payload);
+    let delivery = DeliveryInfo {
+        id: "d1".into(),
+        time: "t".into(),
+        hook: "default".into(),
+        source: "s".into(),
+    };
+    let host: Arc<dyn Host> = Arc::new(StaticDirectory::default());
+    let matching = set.matching("default", "user.lifecycle.deactivate");
+    let names: Vec<&str> = matching.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["b-throws", "c-good"]);
+
+    let bad = run_map(&matching[0], event.clone(), &id, &delivery, &host, &limits);
+    let good = run_map(&matching[1], event.clone(), &id, &delivery, &host, &limits);
+    let err = bad.result.expect_err("b-throws must fail");
+    assert_eq!((err.line, err.col), (Some(3), Some(15)), "{err}");
+    assert_eq!(bad.log.len(), 1);
+    assert!(good.result.is_ok(), "{:?}", good.result);
+    assert_eq!(good.actions.len(), 1);
+    let Action::Email(mail) = &good.actions[0];
+    assert_eq!(mail.subject, "Gone: john.doe@example.com");
+
+    // The same set on four threads at once gives the same mail ids.
+    let set = Arc::new(set);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (set, payload, host, delivery, limits) = (
+                set.clone(),
+                payload.clone(),
+                host.clone(),
+                delivery.clone(),
+                limits.clone(),
+            );
+            std::thread::spawn(move || {
+                let script = set.get("c-good").expect("c-good").clone();
+                (0..50)
+                    .map(|_| run(&script, &payload, &delivery, &host, &limits))
+                    .map(|o| match &o.actions[..] {
+                        [Action::Email(m)] => m.id.clone(),
+                        _ => String::new(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for t in threads {
+        let ids = t.join().expect("thread");
+        assert!(ids.iter().all(|i| i == &mail.id), "{ids:?} vs {}", mail.id);
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
