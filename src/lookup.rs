@@ -32,7 +32,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::{OktaConfig, Secret};
@@ -67,24 +66,8 @@ pub const CACHE_MAX_ENTRIES: usize = 10_000;
 /// Longest lookup key accepted; logins and emails are at most a few hundred characters.
 const MAX_KEY_LEN: usize = 1024;
 
-/// A user as `lookup_user` returns it (camelCase like Okta's profile).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct User {
-    pub id: String,
-    pub status: Option<String>,
-    pub login: Option<String>,
-    pub email: Option<String>,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub display_name: Option<String>,
-    pub manager_id: Option<String>,
-    pub manager: Option<String>,
-    pub department: Option<String>,
-    pub title: Option<String>,
-    /// The full profile, including custom attributes.
-    pub profile: Map<String, Value>,
-}
+/// A user as `lookup_user` returns it: the script layer's type (camelCase like Okta's profile).
+pub use crate::script::User;
 
 /// Why a lookup failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -635,11 +618,16 @@ impl OktaClient {
     }
 
     async fn get(&self, url: &str) -> Result<(StatusCode, hyper::HeaderMap, Bytes), LookupError> {
+        let mut auth = header::HeaderValue::try_from(format!("SSWS {}", self.token.expose()))
+            .map_err(|_| {
+                LookupError::Permanent(
+                    "the Okta API token is not a valid header value (check okta.token_env)"
+                        .to_string(),
+                )
+            })?;
+        auth.set_sensitive(true);
         let request = Request::get(url)
-            .header(
-                header::AUTHORIZATION,
-                format!("SSWS {}", self.token.expose()),
-            )
+            .header(header::AUTHORIZATION, auth)
             .header(header::ACCEPT, "application/json")
             .header(
                 header::USER_AGENT,
@@ -647,10 +635,7 @@ impl OktaClient {
             )
             .body(Empty::<Bytes>::new())
             .map_err(|_| {
-                LookupError::Permanent(
-                    "cannot build the Okta request (is the API token a valid header value?)"
-                        .to_string(),
-                )
+                LookupError::Permanent(format!("cannot build the Okta request for {url}"))
             })?;
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| {
@@ -803,6 +788,8 @@ impl Lookup {
     }
 
     /// The directory first (always current), then Okta (cached). `Ok(None)`: no such user.
+    /// A directory reload (at most once per [`DIRECTORY_CHECK_INTERVAL`], only after the file
+    /// changed) reads the file on the calling thread; directory files are small.
     pub async fn lookup(&self, key: &str) -> Result<Option<User>, LookupError> {
         let key = key.trim();
         if key.is_empty() {

@@ -54,29 +54,39 @@
 
 use std::fmt;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use lettre::Message;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
-use lettre::transport::smtp::PoolConfig;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 use crate::config::Secret;
 
-/// How long lettre waits for any one SMTP read or write. Servers answer commands in well under a
-/// second; 30 s tolerates a slow relay doing DNS/antispam checks on DATA while a dead one is
-/// noticed quickly (lettre's own default is 60 s).
-pub const SMTP_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
-/// Upper bound for one whole send (connect, TLS, AUTH, envelope, DATA). Guards against a server
-/// that trickles bytes and so never trips the per-command timeout.
+/// Connecting (DNS, TCP, TLS, greeting, EHLO, STARTTLS, AUTH) may take this long. Servers answer
+/// in well under a second; 30 s tolerates a slow relay doing reverse-DNS/antispam checks on
+/// connect, while a dead one is noticed within the same retry.
+pub const SMTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upper bound for one whole send (connect or reuse, envelope, DATA and the final answer). Also
+/// guards against a server that trickles bytes or never answers DATA.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(120);
-/// Pooled connections kept open. The outbox sends a handful of mails concurrently; more than this
+/// The `NOOP` that checks a pooled connection before reuse; a live server answers at once.
+pub const POOL_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// `QUIT` when closing a connection is a courtesy: never wait long for it.
+const QUIT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Idle connections kept open. The outbox sends a handful of mails concurrently; more than this
 /// open at once would look like abuse to most relays.
-pub const POOL_MAX_SIZE: u32 = 10;
-/// A pooled connection unused this long is closed; most servers drop idle clients after 60–300 s.
+pub const POOL_MAX_SIZE: usize = 10;
+/// An idle connection older than this is closed instead of reused; most servers drop idle
+/// clients after 60–300 s.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long transient failures are retried before a mail is given up (SPEC: 24 h).
 pub const MAX_RETRY_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
@@ -94,6 +104,8 @@ const MAX_ID_LEN: usize = 128;
 const SMTP_PORT: u16 = 25;
 const SUBMISSION_PORT: u16 = 587;
 const SUBMISSIONS_PORT: u16 = 465;
+/// AUTH mechanisms offered, in order (both need TLS unless `tls=none`).
+const AUTH_MECHANISMS: &[Mechanism] = &[Mechanism::Plain, Mechanism::Login];
 
 /// One mail to deliver, as the outbox stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,22 +151,34 @@ pub struct SendReceipt {
 
 /// Where mail goes.
 pub enum Transport {
-    /// A pooled SMTP transport built from the `[smtp]` URL.
-    Smtp(SmtpTransport),
+    /// Pooled SMTP connections built from the `[smtp]` URL.
+    Smtp(Box<SmtpTransport>),
     /// `.eml` files in this directory (created on first send).
     Files(PathBuf),
 }
 
-/// The SMTP side of [`Transport`]: lettre's pooled transport plus what is needed to describe it
-/// and to keep the password out of error text.
+/// The SMTP side of [`Transport`]: how to connect, and the idle connections.
 pub struct SmtpTransport {
-    inner: AsyncSmtpTransport<Tokio1Executor>,
+    host: String,
+    port: u16,
+    tls: TlsMode,
+    /// For STARTTLS (lettre upgrades the connection with it).
+    starttls: Option<TlsParameters>,
+    /// For implicit TLS (`smtps://`).
+    implicit_tls: Option<tokio_rustls::TlsConnector>,
+    hello: ClientId,
+    credentials: Option<Credentials>,
     /// `host:port` for messages.
     server: String,
-    tls: TlsMode,
     user: Option<String>,
     /// Strings never to show (the password, raw and percent-encoded).
     redact: Vec<String>,
+    idle: Mutex<Vec<Parked>>,
+}
+
+struct Parked {
+    conn: AsyncSmtpConnection,
+    since: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,10 +208,10 @@ impl fmt::Debug for SmtpTransport {
             .field("user", &self.user)
             .field(
                 "password",
-                &if self.redact.is_empty() {
-                    "none"
-                } else {
+                &if self.credentials.is_some() {
                     "***"
+                } else {
+                    "none"
                 },
             )
             .finish()
@@ -227,7 +251,7 @@ impl Transport {
     }
 
     /// A pooled SMTP transport from an `smtp://` or `smtps://` URL (see the module docs). Errors
-    /// never contain the URL (it holds the password). Must run inside a tokio runtime.
+    /// never contain the URL (it holds the password). Nothing connects until the first send.
     pub fn from_url(url: &Secret) -> Result<Transport, MailError> {
         let invalid = |what: &str| {
             MailError::Permanent(format!(
@@ -276,66 +300,276 @@ impl Transport {
             TlsMode::Required | TlsMode::Opportunistic => SUBMISSION_PORT,
             TlsMode::None => SMTP_PORT,
         });
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(MailError::Permanent(
-                "the SMTP transport must be created inside the tokio runtime".to_string(),
-            ));
-        }
-
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
-            .port(port)
-            .timeout(Some(SMTP_COMMAND_TIMEOUT))
-            .pool_config(
-                PoolConfig::new()
-                    .max_size(POOL_MAX_SIZE)
-                    .idle_timeout(POOL_IDLE_TIMEOUT),
-            );
-        let tls_params = || {
-            TlsParameters::new(host.clone())
-                .map_err(|e| invalid(&format!("TLS setup for {host}: {e}")))
+        let starttls = match tls {
+            TlsMode::Required | TlsMode::Opportunistic => Some(
+                TlsParameters::new(host.clone())
+                    .map_err(|e| invalid(&format!("TLS setup for {host}: {e}")))?,
+            ),
+            TlsMode::Wrapper | TlsMode::None => None,
         };
-        builder = match tls {
-            TlsMode::Wrapper => builder.tls(Tls::Wrapper(tls_params()?)),
-            TlsMode::Required => builder.tls(Tls::Required(tls_params()?)),
-            TlsMode::Opportunistic => builder.tls(Tls::Opportunistic(tls_params()?)),
-            TlsMode::None => builder.tls(Tls::None),
+        let implicit_tls = match tls {
+            TlsMode::Wrapper => Some(implicit_tls_connector().map_err(|e| invalid(&e))?),
+            _ => None,
         };
         let helo = parsed.path().trim_matches('/');
-        if !helo.is_empty() {
-            builder = builder.hello_name(ClientId::Domain(helo.to_string()));
-        }
+        let hello = if helo.is_empty() {
+            ClientId::default()
+        } else {
+            ClientId::Domain(helo.to_string())
+        };
         let mut redact = Vec::new();
-        if let Some(p) = &password {
-            builder = builder.credentials(Credentials::new(
-                user.clone().unwrap_or_default(),
-                p.clone(),
-            ));
+        let credentials = password.as_ref().map(|p| {
             if let Some(raw) = parsed.password() {
                 redact.push(raw.to_string());
             }
             redact.push(p.clone());
-            redact.retain(|s| !s.is_empty());
-            redact.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        }
+            Credentials::new(user.clone().unwrap_or_default(), p.clone())
+        });
+        redact.retain(|s| !s.is_empty());
+        redact.sort_by_key(|s| std::cmp::Reverse(s.len()));
         let server = if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
             format!("{host}:{port}")
         };
-        Ok(Transport::Smtp(SmtpTransport {
-            inner: builder.build(),
-            server,
+        Ok(Transport::Smtp(Box::new(SmtpTransport {
+            host,
+            port,
             tls,
+            starttls,
+            implicit_tls,
+            hello,
+            credentials,
+            server,
             user,
             redact,
-        }))
+            idle: Mutex::new(Vec::new()),
+        })))
     }
 
-    /// Closes pooled connections (QUIT is not awaited per connection; they are aborted). Call at
-    /// shutdown; sends after this fail as transient.
+    /// Closes the idle connections (with `QUIT`). Call at shutdown.
     pub async fn shutdown(&self) {
         if let Transport::Smtp(s) = self {
-            s.inner.shutdown().await;
+            let parked: Vec<Parked> = std::mem::take(&mut *s.lock_idle());
+            for p in parked {
+                close(p.conn).await;
+            }
+        }
+    }
+}
+
+/// rustls with the `ring` provider and the Mozilla roots, for `smtps://`.
+fn implicit_tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// An implicit-TLS stream handed to lettre as its transport.
+struct ImplicitTls(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl fmt::Debug for ImplicitTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ImplicitTls")
+    }
+}
+
+impl AsyncRead for ImplicitTls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ImplicitTls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+/// Sends `QUIT` (briefly) and drops the connection.
+async fn close(mut conn: AsyncSmtpConnection) {
+    let _ = tokio::time::timeout(QUIT_TIMEOUT, conn.quit()).await;
+}
+
+impl SmtpTransport {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Parked>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in &self.redact {
+            out = out.replace(s.as_str(), "***");
+        }
+        out
+    }
+
+    /// 5xx answers and mails lettre cannot send (e.g. non-ASCII addresses without SMTPUTF8) are
+    /// permanent; everything else (4xx, network, TLS, bad responses) transient.
+    fn classify(&self, e: &lettre::transport::smtp::Error) -> MailError {
+        let text = self.scrub(&format!("SMTP {}: {e}", self.server));
+        if e.is_permanent() || e.is_client() {
+            MailError::Permanent(text)
+        } else {
+            MailError::Transient(text)
+        }
+    }
+
+    fn transient(&self, what: impl fmt::Display) -> MailError {
+        MailError::Transient(self.scrub(&format!("SMTP {}: {what}", self.server)))
+    }
+
+    /// An idle connection that still answers `NOOP`, or a new one.
+    async fn checkout(&self) -> Result<AsyncSmtpConnection, MailError> {
+        loop {
+            let parked = self.lock_idle().pop();
+            let Some(p) = parked else { break };
+            if p.since.elapsed() >= POOL_IDLE_TIMEOUT {
+                close(p.conn).await;
+                continue;
+            }
+            let mut conn = p.conn;
+            let alive = tokio::time::timeout(POOL_CHECK_TIMEOUT, conn.test_connected()).await;
+            if alive == Ok(true) {
+                return Ok(conn);
+            }
+        }
+        match tokio::time::timeout(SMTP_CONNECT_TIMEOUT, self.connect()).await {
+            Ok(r) => r,
+            Err(_) => Err(self.transient(format_args!(
+                "no connection within {} s",
+                SMTP_CONNECT_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// TCP (with `TCP_NODELAY`), TLS as configured, greeting and EHLO, STARTTLS, AUTH.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, MailError> {
+        let addrs = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| self.transient(format_args!("cannot resolve the host: {e}")))?;
+        let mut last_error = None;
+        let mut tcp = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        let tcp = match (tcp, last_error) {
+            (Some(s), _) => s,
+            (None, Some(e)) => return Err(self.transient(format_args!("cannot connect: {e}"))),
+            (None, None) => return Err(self.transient("the host has no address")),
+        };
+        tcp.set_nodelay(true)
+            .map_err(|e| self.transient(format_args!("cannot set TCP_NODELAY: {e}")))?;
+        let stream: Box<dyn AsyncTokioStream> = match &self.implicit_tls {
+            Some(connector) => {
+                let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+                    .map_err(|e| self.transient(format_args!("TLS server name: {e}")))?;
+                let tls = connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| self.transient(format_args!("TLS handshake failed: {e}")))?;
+                Box::new(ImplicitTls(tls))
+            }
+            None => Box::new(tcp),
+        };
+        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
+            .await
+            .map_err(|e| self.classify(&e))?;
+        let mut encrypted = self.implicit_tls.is_some();
+        if let Some(params) = &self.starttls {
+            if conn.can_starttls() {
+                conn.starttls(params.clone(), &self.hello)
+                    .await
+                    .map_err(|e| self.transient(format_args!("STARTTLS failed: {e}")))?;
+                encrypted = true;
+            } else if self.tls == TlsMode::Required {
+                close(conn).await;
+                return Err(self.transient(
+                    "the server does not offer STARTTLS (tls=required; use tls=opportunistic or tls=none if that is expected)",
+                ));
+            }
+        }
+        if let Some(credentials) = &self.credentials {
+            if !encrypted && self.tls != TlsMode::None {
+                close(conn).await;
+                return Err(self.transient(
+                    "the server offers no STARTTLS; not sending the password in clear (tls=none allows it)",
+                ));
+            }
+            conn.auth(AUTH_MECHANISMS, credentials)
+                .await
+                .map_err(|e| self.classify(&e))?;
+        }
+        Ok(conn)
+    }
+
+    /// Puts a healthy connection back (or closes it when the pool is full).
+    async fn checkin(&self, conn: AsyncSmtpConnection) {
+        if conn.has_broken() {
+            return;
+        }
+        let overflow = {
+            let mut idle = self.lock_idle();
+            if idle.len() < POOL_MAX_SIZE {
+                idle.push(Parked {
+                    conn,
+                    since: Instant::now(),
+                });
+                None
+            } else {
+                Some(conn)
+            }
+        };
+        if let Some(conn) = overflow {
+            close(conn).await;
+        }
+    }
+
+    async fn send(&self, message: &Message) -> Result<String, MailError> {
+        let mut conn = self.checkout().await?;
+        let result = conn.send(message.envelope(), &message.formatted()).await;
+        match result {
+            Ok(response) => {
+                self.checkin(conn).await;
+                let text: Vec<&str> = response.message().collect();
+                Ok(self.scrub(&format!("{} {}", response.code(), text.join(" "))))
+            }
+            // lettre has already aborted the connection (QUIT) on any error.
+            Err(e) => Err(self.classify(&e)),
         }
     }
 }
@@ -421,21 +655,15 @@ pub async fn send(transport: &Transport, mail: &OutgoingMail) -> Result<SendRece
     match transport {
         Transport::Smtp(smtp) => {
             let message = build_message(mail)?;
-            let result = tokio::time::timeout(SEND_TIMEOUT, smtp.inner.send(message)).await;
-            match result {
-                Err(_) => Err(MailError::Transient(format!(
-                    "SMTP {}: no answer within {} s",
-                    smtp.server,
+            match tokio::time::timeout(SEND_TIMEOUT, smtp.send(&message)).await {
+                Ok(detail) => Ok(SendReceipt {
+                    message_id,
+                    detail: detail?,
+                }),
+                Err(_) => Err(smtp.transient(format_args!(
+                    "no answer within {} s",
                     SEND_TIMEOUT.as_secs()
                 ))),
-                Ok(Ok(response)) => {
-                    let text: Vec<&str> = response.message().collect();
-                    Ok(SendReceipt {
-                        message_id,
-                        detail: smtp.scrub(&format!("{} {}", response.code(), text.join(" "))),
-                    })
-                }
-                Ok(Err(e)) => Err(smtp.classify(&e)),
             }
         }
         Transport::Files(dir) => {
@@ -453,25 +681,6 @@ pub async fn send(transport: &Transport, mail: &OutgoingMail) -> Result<SendRece
     }
 }
 
-impl SmtpTransport {
-    fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for s in &self.redact {
-            out = out.replace(s.as_str(), "***");
-        }
-        out
-    }
-
-    fn classify(&self, e: &lettre::transport::smtp::Error) -> MailError {
-        let text = self.scrub(&format!("SMTP {}: {e}", self.server));
-        if e.is_permanent() || e.is_client() {
-            MailError::Permanent(text)
-        } else {
-            MailError::Transient(text)
-        }
-    }
-}
-
 /// Writes `<dir>/<id>.eml` atomically; an existing file for the id is kept as it is.
 fn write_eml(dir: &Path, id: &str, message: &Message) -> Result<String, MailError> {
     let io = |what: &str, path: &Path, e: std::io::Error| {
@@ -482,7 +691,10 @@ fn write_eml(dir: &Path, id: &str, message: &Message) -> Result<String, MailErro
         return Ok(format!("{} (already written)", target.display()));
     }
     std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
-    let tmp = dir.join(format!(".{id}.eml.{}.tmp", std::process::id()));
+    // Unique per process and call, so two writers of the same id never share a temp file.
+    static TMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = TMP_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{id}.eml.{}-{seq}.tmp", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&message.formatted())?;

@@ -117,15 +117,14 @@ pub fn init(txn: &WriteTransaction) -> Result<(), WriteError> {
 pub fn create(txn: &WriteTransaction, mut records: Vec<RunRecord>) -> Result<Vec<u64>, WriteError> {
     let mut runs = txn.open_table(RUNS).map_err(storage)?;
     let mut pending = txn.open_table(PENDING_RUNS).map_err(storage)?;
-    let mut next = runs
+    let first = runs
         .last()
         .map_err(storage)?
         .map(|(k, _)| k.value() + 1)
         .unwrap_or(1);
     let mut ids = Vec::with_capacity(records.len());
-    for r in records.iter_mut() {
-        r.id = next;
-        next += 1;
+    for (r, id) in records.iter_mut().zip(first..) {
+        r.id = id;
         let json = serde_json::to_vec(r).map_err(storage)?;
         runs.insert(r.id, json.as_slice()).map_err(storage)?;
         pending.insert(r.id, 0).map_err(storage)?;
@@ -153,6 +152,13 @@ pub fn save(
             pending.insert(record.id, not_before_ms).map_err(storage)?;
         }
     }
+    Ok(())
+}
+
+/// Drops a pending run whose record or event is gone (it can never run).
+pub fn forget(txn: &WriteTransaction, id: u64) -> Result<(), WriteError> {
+    let mut pending = txn.open_table(PENDING_RUNS).map_err(storage)?;
+    pending.remove(id).map_err(storage)?;
     Ok(())
 }
 

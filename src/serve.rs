@@ -1,16 +1,30 @@
-//! `engine serve`: assembles the store and the hooks from the configuration and runs the server
-//! until shutdown, then closes the store after every accepted request has been answered.
+//! `engine serve`: assembles the store, hooks, scripts, processor and outbox from the
+//! configuration, runs the server until shutdown, then stops in order: stop accepting, answer
+//! requests in flight, finish runs in flight, close the store.
 
 use std::future::Future;
 use std::io::Write;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
 
 use crate::config::{Config, ConfigError, SecretSource};
+use crate::lookup::{Directory, Lookup, LookupError, OktaClient};
+use crate::mail::{MailError, Transport};
+use crate::script::{Host, HostError, ScriptSet, User};
+
 use crate::secrets::{self, SecretError};
-use crate::server::{self, App};
+use crate::sender::OutboxSender;
+use crate::server::{self, App, Runtime};
 use crate::store::{CommitMode, OpenError, Store};
+use crate::worker::{self, Processor};
+
+/// The file holding the token for `/admin/*` (replay while the server runs).
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// The sender address when `[smtp]` is absent (mail goes to `.eml` files).
+pub const DEFAULT_FROM: &str = "engine@localhost";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -20,6 +34,10 @@ pub enum ServeError {
     Secret(#[from] SecretError),
     #[error(transparent)]
     Store(#[from] OpenError),
+    #[error("[smtp]: {0}")]
+    Mail(MailError),
+    #[error("lookup_user: {0}")]
+    Lookup(LookupError),
     #[error(
         "cannot listen on {addr}: {source}\n  hint: is another engine (or program) using that port? Change `listen` in engine.toml"
     )]
@@ -29,8 +47,61 @@ pub enum ServeError {
     },
 }
 
-/// Opens the store and resolves every hook's secret. What the admin must configure in Okta is
-/// written to `out` (a generated secret only the first time, when it is created).
+/// `lookup_user` for scripts: the `[directory]` file, then the Okta Users API.
+pub struct LookupHost(pub Lookup);
+
+impl Host for LookupHost {
+    fn lookup_user(&self, key: &str) -> Result<Option<User>, HostError> {
+        match self.0.lookup_blocking(key) {
+            Ok(u) => Ok(u),
+            Err(LookupError::Transient(m)) => Err(HostError::Transient(m)),
+            Err(e) => Err(HostError::Permanent(e.to_string())),
+        }
+    }
+}
+
+/// Builds the `lookup_user` host from `[directory]` and `[okta]`. Must run inside the runtime.
+pub fn build_host(config: &Config) -> Result<Arc<dyn Host>, ServeError> {
+    let directory = match &config.directory {
+        Some(path) => Some(Directory::load(path).map_err(ServeError::Lookup)?),
+        None => None,
+    };
+    let okta = match &config.okta {
+        Some(o) => {
+            let token = config.read_env(&o.token_env, "okta.token_env", o.token_env_line)?;
+            Some(OktaClient::from_config(o, token).map_err(ServeError::Lookup)?)
+        }
+        None => None,
+    };
+    let lookup = Lookup::new(directory, okta).map_err(ServeError::Lookup)?;
+    Ok(Arc::new(LookupHost(lookup)))
+}
+
+/// Loads the scripts; errors are reported and the failing scripts left out.
+pub fn load_scripts(config: &Config, out: &mut dyn Write) -> ScriptSet {
+    let limits = worker::limits_from(&config.limits);
+    let (set, errors) = ScriptSet::load(&config.scripts_dir, &config.stdlib_dir, &limits);
+    for e in &errors {
+        tracing::error!(file = %e.file.display(), error = %e, "script not loaded");
+        let _ = writeln!(out, "engine: script not loaded: {e}");
+    }
+    let names: Vec<&str> = set.scripts().iter().map(|s| s.name.as_str()).collect();
+    let _ = writeln!(
+        out,
+        "engine: {} script(s) from {}: {}",
+        names.len(),
+        config.scripts_dir.display(),
+        if names.is_empty() {
+            "(none)".to_string()
+        } else {
+            names.join(", ")
+        }
+    );
+    set
+}
+
+/// Opens the store, resolves every hook's secret and builds the processing runtime. What the
+/// admin must configure in Okta is written to `out` (a generated secret only the first time).
 pub fn prepare(config: &Config, mode: CommitMode, out: &mut dyn Write) -> Result<App, ServeError> {
     let mut hooks = Vec::new();
     let mut notes = Vec::new();
@@ -38,38 +109,40 @@ pub fn prepare(config: &Config, mode: CommitMode, out: &mut dyn Write) -> Result
         let secret = match &hook.secret {
             SecretSource::Env { var, line } => {
                 let s = config.read_env(var, "hook.secret_env", *line)?;
-                notes.push((hook.id.clone(), format!("the value of ${var}")));
+                notes.push(format!("the value of ${var}"));
                 s
             }
             SecretSource::Generated => {
-                std::fs::create_dir_all(&config.data_dir).map_err(|source| {
-                    OpenError::CreateDir {
-                        path: config.data_dir.clone(),
-                        source,
-                    }
-                })?;
+                create_data_dir(config)?;
                 let path = config.generated_secret_path(&hook.id);
                 let (s, created) = secrets::ensure(&path)?;
                 if created {
-                    notes.push((
-                        hook.id.clone(),
-                        format!("{}\n    (generated now and stored in {}, mode 0600; it is not printed again)", s.expose(), path.display()),
+                    notes.push(format!(
+                        "{}\n    (generated now and stored in {}, mode 0600; it is not printed again)",
+                        s.expose(),
+                        path.display()
                     ));
                 } else {
-                    notes.push((
-                        hook.id.clone(),
-                        format!("the secret stored in {}", path.display()),
-                    ));
+                    notes.push(format!("the secret stored in {}", path.display()));
                 }
                 s
             }
         };
         hooks.push((hook.clone(), secret));
     }
+    let smtp_url = match &config.smtp {
+        Some(s) => Some(config.read_env(&s.url_env, "smtp.url_env", s.url_env_line)?),
+        None => None,
+    };
+    let transport =
+        Transport::new(smtp_url.as_ref(), &config.data_dir).map_err(ServeError::Mail)?;
+    let host = build_host(config)?;
+    create_data_dir(config)?;
+    let (admin_token, _) = secrets::ensure(&config.data_dir.join(ADMIN_TOKEN_FILE))?;
     let store = Store::open(&config.data_dir, mode)?;
     let base = format!("http://{}", config.listen);
     let _ = writeln!(out, "engine: store {}", store.path().display());
-    for ((hook, _), (_, value)) in hooks.iter().zip(&notes) {
+    for ((hook, _), value) in hooks.iter().zip(&notes) {
         let _ = writeln!(out, "engine: hook `{}` ({:?})", hook.id, hook.kind);
         let _ = writeln!(
             out,
@@ -83,8 +156,60 @@ pub fn prepare(config: &Config, mode: CommitMode, out: &mut dyn Write) -> Result
         );
         let _ = writeln!(out, "  Authentication secret: {value}");
     }
+    match &config.smtp {
+        Some(s) => {
+            let _ = writeln!(out, "engine: mail via SMTP (from {})", s.from);
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "engine: mail written as .eml files under {}",
+                config.data_dir.join(crate::mail::OUTBOX_MAIL_DIR).display()
+            );
+        }
+    }
+    let scripts = Arc::new(ArcSwap::from_pointee(load_scripts(config, out)));
     let _ = out.flush();
-    Ok(App::new(hooks, store, config.max_body_bytes))
+    let app = App::new(hooks, store, config.max_body_bytes);
+    let store = app.store().clone();
+    let outbox_wake = Arc::new(Notify::new());
+    let from = config
+        .smtp
+        .as_ref()
+        .map(|s| s.from.clone())
+        .unwrap_or_else(|| DEFAULT_FROM.to_string());
+    let outbox = Arc::new(OutboxSender::new(
+        store.clone(),
+        transport,
+        from,
+        outbox_wake.clone(),
+    ));
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let processor = Processor::new(
+        store,
+        scripts.clone(),
+        host,
+        worker::limits_from(&config.limits),
+        workers,
+        outbox_wake,
+    );
+    Ok(app.with_runtime(
+        Runtime {
+            scripts,
+            processor,
+            outbox,
+        },
+        admin_token,
+    ))
+}
+
+fn create_data_dir(config: &Config) -> Result<(), OpenError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| OpenError::CreateDir {
+        path: config.data_dir.clone(),
+        source,
+    })
 }
 
 fn display_header(lower: &str) -> String {
@@ -123,16 +248,24 @@ pub async fn serve(
     Ok(())
 }
 
-/// Runs a prepared app on a bound listener and closes the store afterwards.
+/// Runs a prepared app on a bound listener: the server, and (when attached) the processor and
+/// the outbox sender. On shutdown: stop accepting and answer requests in flight, then let the
+/// runs and sends in flight finish, then close the store.
 pub async fn run_app(listener: TcpListener, app: App, shutdown: impl Future<Output = ()>) {
     let app = Arc::new(app);
-    server::run(listener, app.clone(), shutdown).await;
-    // Connections that outlived the grace period may still hold the app; the store closes
-    // when the last of them is gone.
-    if let Ok(app) = Arc::try_unwrap(app) {
-        let store = app.into_store();
-        tokio::task::spawn_blocking(move || store.close())
-            .await
-            .ok();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    if let Some(rt) = app.runtime() {
+        tasks.push(tokio::spawn(rt.processor.clone().run(stop_rx.clone())));
+        tasks.push(tokio::spawn(rt.outbox.clone().run(stop_rx.clone())));
     }
+    server::run(listener, app.clone(), shutdown).await;
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let store = app.store().clone();
+    drop(app);
+    // The last holder closes the store (joining its writer) off the async threads.
+    tokio::task::spawn_blocking(move || drop(store)).await.ok();
 }

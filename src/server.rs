@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -27,6 +28,12 @@ use crate::config::{HookConfig, Secret};
 use crate::envelope;
 use crate::metrics::{self, HookMetrics, Outcome};
 use crate::store::{NewDelivery, Store};
+use crate::worker::{LiveScripts, Processor};
+
+/// The header carrying the admin token (from `data_dir/admin-token`) on `/admin/*` requests.
+pub const ADMIN_TOKEN_HEADER: &str = "x-engine-admin-token";
+/// Admin request bodies are tiny JSON objects.
+pub const MAX_ADMIN_BODY_BYTES: usize = 4096;
 
 /// The header Okta's verification request carries (matched case-insensitively by hyper).
 pub const VERIFICATION_HEADER: &str = "x-okta-verification-challenge";
@@ -42,13 +49,22 @@ pub struct Hook {
     pub metrics: HookMetrics,
 }
 
+/// Script processing attached to a server: the live scripts and the processor running them.
+pub struct Runtime {
+    pub scripts: LiveScripts,
+    pub processor: Arc<Processor>,
+    pub outbox: Arc<crate::sender::OutboxSender>,
+}
+
 /// Everything a request needs.
 pub struct App {
     hooks: HashMap<String, Hook>,
     hook_order: Vec<String>,
-    store: Store,
+    store: Arc<Store>,
     max_body_bytes: usize,
     unknown_hook_requests: AtomicU64,
+    runtime: Option<Runtime>,
+    admin_token: Option<Secret>,
 }
 
 impl App {
@@ -70,19 +86,27 @@ impl App {
         App {
             hooks,
             hook_order,
-            store,
+            store: Arc::new(store),
             max_body_bytes,
             unknown_hook_requests: AtomicU64::new(0),
+            runtime: None,
+            admin_token: None,
         }
     }
 
-    pub fn store(&self) -> &Store {
+    /// Attaches script processing (and the admin endpoint that `engine replay` uses).
+    pub fn with_runtime(mut self, runtime: Runtime, admin_token: Secret) -> App {
+        self.runtime = Some(runtime);
+        self.admin_token = Some(admin_token);
+        self
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
 
-    /// Takes the store back once the server has stopped (to close it cleanly).
-    pub fn into_store(self) -> Store {
-        self.store
+    pub fn runtime(&self) -> Option<&Runtime> {
+        self.runtime.as_ref()
     }
 }
 
@@ -99,7 +123,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(s) => s,
                     Err(error) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -114,7 +138,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
                     TokioIo::new(stream),
                     service_fn(move |req| {
                         let app = app.clone();
-                        async move { Ok::<_, Infallible>(handle(&app, req).await) }
+                        async move { Ok::<_, Infallible>(handle(&app, req, peer).await) }
                     }),
                 );
                 let conn = graceful.watch(conn);
@@ -136,8 +160,12 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     }
 }
 
-async fn handle(app: &App, req: Request<Incoming>) -> Answer {
+async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Answer {
     let path = req.uri().path();
+    if let Some(action) = path.strip_prefix("/admin/") {
+        let action = action.to_string();
+        return admin(app, &action, req, peer).await;
+    }
     if let Some(id) = path.strip_prefix("/hooks/") {
         let id = id.trim_end_matches('/').to_string();
         return hook_request(app, &id, req).await;
@@ -334,6 +362,101 @@ async fn deliver(app: &App, hook: &Hook, req: Request<Incoming>) -> Answer {
             Response::new(Full::new(Bytes::new()))
         }
         Err(cause) => unavailable(m, &cause),
+    }
+}
+
+/// `/admin/replay`: for `engine replay` while the server holds the store. Only from loopback,
+/// and only with the token that only readers of the data dir can know.
+async fn admin(app: &App, action: &str, req: Request<Incoming>, peer: SocketAddr) -> Answer {
+    let (Some(runtime), Some(token)) = (&app.runtime, &app.admin_token) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no admin endpoint on this server",
+        );
+    };
+    if !peer.ip().is_loopback() {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "admin requests are accepted from loopback only",
+        );
+    }
+    let given = req
+        .headers()
+        .get(ADMIN_TOKEN_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !bool::from(given.ct_eq(token.expose().as_bytes())) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong admin token",
+        );
+    }
+    if req.method() != Method::POST || action != "replay" {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the admin endpoint is POST /admin/replay",
+        );
+    }
+    let body = match Limited::new(req.into_body(), MAX_ADMIN_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "unreadable or too large admin request",
+            );
+        }
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Replay {
+        uuid: Option<String>,
+        #[serde(default)]
+        failed: bool,
+    }
+    let replay: Replay = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error_owned(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("bad replay request: {e}"),
+            );
+        }
+    };
+    let result = match (replay.uuid, replay.failed) {
+        (Some(uuid), false) => runtime.processor.replay_event(&uuid).await,
+        (None, true) => runtime.processor.replay_failed().await,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "give either `uuid` or `failed: true`",
+            );
+        }
+    };
+    match result {
+        Ok(ids) => json(
+            StatusCode::OK,
+            serde_json::json!({ "runs": ids }).to_string(),
+        ),
+        Err(crate::worker::ReplayError::NoSuchEvent(uuid)) => error_owned(
+            StatusCode::NOT_FOUND,
+            "no_such_event",
+            format!("no stored event has uuid `{}`", printable(&uuid)),
+        ),
+        Err(e) => error_owned(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            e.to_string(),
+        ),
     }
 }
 

@@ -6,4 +6,6 @@ mod support;
 mod cli;
 mod crash;
 mod ingest;
+mod lookup;
+mod mail;
 mod scripts;

@@ -15,6 +15,8 @@ Modes:
     --delay-ms N      wait N ms before answering DATA
     --auth USER:PASS  require AUTH PLAIN/LOGIN with these credentials (no TLS needed)
     --no-store        accept but write nothing (for benchmarks)
+    --starttls        offer STARTTLS with a throw-away self-signed certificate (made with the
+                      openssl command into OUT_DIR); clients that check certificates refuse it
 
 Prints "LISTENING 127.0.0.1:PORT" on stdout once it accepts connections; stops on
 SIGTERM/SIGINT. Needs `pip install aiosmtpd`.
@@ -27,6 +29,8 @@ import email.policy
 import json
 import os
 import signal
+import ssl
+import subprocess
 import sys
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
@@ -100,6 +104,19 @@ def write_atomically(path, data):
     os.replace(tmp, path)
 
 
+def self_signed_context(out_dir):
+    key = os.path.join(out_dir, "tls-key.pem")
+    cert = os.path.join(out_dir, "tls-cert.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
 def authenticator_for(user, password):
     def authenticate(server, session, envelope, mechanism, auth_data):
         ok = (
@@ -121,11 +138,14 @@ async def main():
     ap.add_argument("--delay-ms", type=int, default=0)
     ap.add_argument("--auth", metavar="USER:PASS")
     ap.add_argument("--no-store", action="store_true")
+    ap.add_argument("--starttls", action="store_true")
     args = ap.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
 
     handler = Handler(args)
     smtp_kwargs = {"hostname": "smtp.test", "data_size_limit": 10 * 1024 * 1024}
+    if args.starttls:
+        smtp_kwargs["tls_context"] = self_signed_context(args.out_dir)
     if args.auth:
         user, _, password = args.auth.partition(":")
         smtp_kwargs.update(
