@@ -56,6 +56,47 @@ pub enum Command {
         #[arg(long)]
         quarantine: bool,
     },
+    /// Show script runs, newest first (works whether or not the server runs)
+    Runs {
+        /// Only failed runs
+        #[arg(long)]
+        failed: bool,
+        #[arg(long, default_value_t = DEFAULT_LIMIT)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Run the subscribed scripts again on a stored event (current script versions)
+    #[command(group = clap::ArgGroup::new("what").required(true).args(["event_uuid", "failed"]))]
+    Replay {
+        /// The event's uuid (see `engine events`)
+        event_uuid: Option<String>,
+        /// Replay the latest failed run of every (event, script)
+        #[arg(long)]
+        failed: bool,
+    },
+    /// Dry-run one script on a payload: prints its log and the mail it would send; sends nothing
+    Run {
+        /// The script file
+        script: PathBuf,
+        /// An event-hook envelope or a single LogEvent
+        payload: PathBuf,
+        /// The hook id the payload is taken to come from (for `delivery.hook` and `hook:`)
+        #[arg(long, default_value = crate::config::DEFAULT_HOOK_ID)]
+        hook: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show the mail outbox, newest first: state, attempts, last error
+    Outbox {
+        /// Only mails that failed permanently
+        #[arg(long)]
+        failed: bool,
+        #[arg(long, default_value_t = DEFAULT_LIMIT)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Do what Okta does: the verification GET, then the delivery POST of PAYLOAD
     Send {
         /// An event-hook envelope, or a single LogEvent (wrapped into an envelope)
@@ -144,6 +185,28 @@ async fn dispatch(command: Command, config: Config) -> u8 {
             url,
             headers,
         } => send(&payload, &url, &headers).await,
+        Command::Runs {
+            failed,
+            limit,
+            format,
+        } => crate::commands::runs(&config, failed, limit, format == Format::Json),
+        Command::Outbox {
+            failed,
+            limit,
+            format,
+        } => crate::commands::outbox(&config, failed, limit, format == Format::Json),
+        Command::Replay { event_uuid, failed } => {
+            crate::commands::replay(&config, event_uuid.as_deref(), failed).await
+        }
+        Command::Run {
+            script,
+            payload,
+            hook,
+            format,
+        } => {
+            crate::commands::dry_run(&config, &script, &payload, &hook, format == Format::Json)
+                .await
+        }
     }
 }
 

@@ -115,7 +115,12 @@ pub struct SmtpConfig {
     pub url_env: String,
     pub url_env_line: usize,
     pub from: String,
+    /// The first retry delay of a mail that failed transiently (doubled per attempt).
+    pub retry_base_ms: u64,
 }
+
+/// Default first retry delay for mail: long enough not to hammer a server that is down.
+pub const DEFAULT_MAIL_RETRY_BASE_MS: u64 = 30_000;
 
 #[derive(Debug, Clone)]
 pub struct OktaConfig {
@@ -191,6 +196,7 @@ struct RawHook {
 struct RawSmtp {
     url_env: Spanned<String>,
     from: Spanned<String>,
+    retry_base_ms: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -383,6 +389,10 @@ impl Config {
                 url_env: v.env_name(&smtp.url_env, "smtp.url_env")?,
                 url_env_line: v.line(smtp.url_env.span()),
                 from: from.clone(),
+                retry_base_ms: match &smtp.retry_base_ms {
+                    Some(n) => v.range(n, "smtp.retry_base_ms", 10, 3_600_000)? as u64,
+                    None => DEFAULT_MAIL_RETRY_BASE_MS,
+                },
             });
         }
         if let Some(okta) = raw.okta {

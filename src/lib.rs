@@ -18,6 +18,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod commands;
 pub mod config;
 pub mod envelope;
 pub mod lookup;

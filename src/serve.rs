@@ -130,13 +130,6 @@ pub fn prepare(config: &Config, mode: CommitMode, out: &mut dyn Write) -> Result
         };
         hooks.push((hook.clone(), secret));
     }
-    let smtp_url = match &config.smtp {
-        Some(s) => Some(config.read_env(&s.url_env, "smtp.url_env", s.url_env_line)?),
-        None => None,
-    };
-    let transport =
-        Transport::new(smtp_url.as_ref(), &config.data_dir).map_err(ServeError::Mail)?;
-    let host = build_host(config)?;
     create_data_dir(config)?;
     let (admin_token, _) = secrets::ensure(&config.data_dir.join(ADMIN_TOKEN_FILE))?;
     let store = Store::open(&config.data_dir, mode)?;
@@ -156,6 +149,26 @@ pub fn prepare(config: &Config, mode: CommitMode, out: &mut dyn Write) -> Result
         );
         let _ = writeln!(out, "  Authentication secret: {value}");
     }
+    let app = App::new(hooks, store, config.max_body_bytes);
+    let runtime = build_runtime(config, app.store().clone(), out)?;
+    Ok(app.with_runtime(runtime, admin_token))
+}
+
+/// Scripts, `lookup_user`, the processor and the outbox sender on a store: what `serve` runs
+/// beside the server, and what `replay` runs on its own when no server holds the store.
+/// Must be called inside the tokio runtime.
+pub fn build_runtime(
+    config: &Config,
+    store: Arc<Store>,
+    out: &mut dyn Write,
+) -> Result<Runtime, ServeError> {
+    let smtp_url = match &config.smtp {
+        Some(s) => Some(config.read_env(&s.url_env, "smtp.url_env", s.url_env_line)?),
+        None => None,
+    };
+    let transport =
+        Transport::new(smtp_url.as_ref(), &config.data_dir).map_err(ServeError::Mail)?;
+    let host = build_host(config)?;
     match &config.smtp {
         Some(s) => {
             let _ = writeln!(out, "engine: mail via SMTP (from {})", s.from);
@@ -170,20 +183,19 @@ pub fn prepare(config: &Config, mode: CommitMode, out: &mut dyn Write) -> Result
     }
     let scripts = Arc::new(ArcSwap::from_pointee(load_scripts(config, out)));
     let _ = out.flush();
-    let app = App::new(hooks, store, config.max_body_bytes);
-    let store = app.store().clone();
     let outbox_wake = Arc::new(Notify::new());
     let from = config
         .smtp
         .as_ref()
         .map(|s| s.from.clone())
         .unwrap_or_else(|| DEFAULT_FROM.to_string());
-    let outbox = Arc::new(OutboxSender::new(
-        store.clone(),
-        transport,
-        from,
-        outbox_wake.clone(),
-    ));
+    let retry_scale = config.smtp.as_ref().map_or(1.0, |s| {
+        s.retry_base_ms as f64 / crate::mail::BACKOFF_BASE.as_millis() as f64
+    });
+    let outbox = Arc::new(
+        OutboxSender::new(store.clone(), transport, from, outbox_wake.clone())
+            .with_retry_scale(retry_scale),
+    );
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -195,14 +207,11 @@ pub fn prepare(config: &Config, mode: CommitMode, out: &mut dyn Write) -> Result
         workers,
         outbox_wake,
     );
-    Ok(app.with_runtime(
-        Runtime {
-            scripts,
-            processor,
-            outbox,
-        },
-        admin_token,
-    ))
+    Ok(Runtime {
+        scripts,
+        processor,
+        outbox,
+    })
 }
 
 fn create_data_dir(config: &Config) -> Result<(), OpenError> {

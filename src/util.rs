@@ -68,5 +68,6 @@ mod tests {
     #[test]
     fn formats_milliseconds() {
         assert_eq!(format_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(format_ms(1_700_000_000_100), "2023-11-14T22:13:20.100Z");
     }
 }

@@ -8,4 +8,5 @@ mod crash;
 mod ingest;
 mod lookup;
 mod mail;
+mod processing;
 mod scripts;

@@ -212,17 +212,25 @@ impl ServeProcess {
         }
         let child = cmd.spawn().expect("engine serve starts");
         let url = format!("http://127.0.0.1:{port}");
-        let p = ServeProcess { child, url };
+        let mut p = ServeProcess { child, url };
         p.wait_ready();
         p
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         let addr = self.url.trim_start_matches("http://").to_string();
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(&addr).is_ok() {
                 return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let mut err = String::new();
+                if let Some(e) = self.child.stderr.as_mut() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("engine serve exited with {status} before listening: {err}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -255,4 +263,69 @@ pub fn write_config(dir: &Path, port: u16, extra: &str) {
 
 pub fn shared(app: App) -> Arc<App> {
     Arc::new(app)
+}
+
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Lays out an engine directory: `engine.toml` (listen on `port`, hook `test` with
+/// `ENGINE_TEST_SECRET`, plus `extra`), `scripts/` with the given files, and the repo's `stdlib/`.
+pub fn engine_dir(dir: &Path, port: u16, extra: &str, scripts: &[(&str, &str)]) {
+    write_config(dir, port, extra);
+    let sdir = dir.join("scripts");
+    std::fs::create_dir_all(&sdir).unwrap();
+    for (name, text) in scripts {
+        std::fs::write(sdir.join(name), text).unwrap();
+    }
+    let lib = dir.join("stdlib");
+    std::fs::create_dir_all(&lib).unwrap();
+    for entry in std::fs::read_dir(Path::new(REPO).join("stdlib")).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, lib.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+/// The repo's example script `name` (from `scripts/`).
+pub fn example_script(name: &str) -> String {
+    std::fs::read_to_string(Path::new(REPO).join("scripts").join(name)).unwrap()
+}
+
+/// Polls `cond` until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `engine <cmd> --format json --limit <big>` parsed.
+pub fn history_json(dir: &Path, cmd: &str) -> Vec<serde_json::Value> {
+    let o = run_engine(dir, &[cmd, "--format", "json", "--limit", "1000000"]);
+    assert_eq!(o.status.code(), Some(0), "engine {cmd}: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("engine {cmd} JSON: {e}: {}", stdout(&o)))
+}
+
+/// Posts a body to a running `engine serve` with the test secret (blocking).
+pub fn post_blocking(url: &str, body: String) -> u16 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(post_with(url, SECRET, body)).status
+}
+
+/// A LogEvent fixture with its uuid (and optionally its type) replaced.
+pub fn event_variant(fixture_name: &str, uuid: &str, event_type: Option<&str>) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(&fixture(fixture_name)).unwrap();
+    v["uuid"] = uuid.into();
+    if let Some(t) = event_type {
+        v["eventType"] = t.into();
+    }
+    v.to_string()
 }

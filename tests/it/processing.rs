@@ -1,0 +1,478 @@
+//! Scripts on events through the real binary: runs, hostile scripts, crash recovery, the outbox
+//! over real SMTP (aiosmtpd), replay and dry runs.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use crate::mail::SmtpServer;
+use crate::support::*;
+
+const DIRECTORY: &str = "id,login,email,firstName,lastName,displayName,managerId,title,department
+00u3m90rxKjGQ0G6L1d6,john.doe@example.com,john.doe@example.com,John,Doe,John Doe,00umgr1,Engineer,R&D
+00umgr1,jane.boss@example.com,jane.boss@example.com,Jane,Boss,Jane Boss,,Director,R&D
+";
+
+fn smtp_config(port: u16) -> String {
+    format!(
+        "\n[smtp]\nurl_env = \"ENGINE_TEST_SMTP_URL\"\nfrom = \"automation@example.com\"\nretry_base_ms = 100\n\n[directory]\nfile = \"directory.csv\"\n# smtp port {port}\n"
+    )
+}
+
+fn final_runs(dir: &std::path::Path, want: usize) -> Vec<serde_json::Value> {
+    let mut runs = Vec::new();
+    let done = wait_until(Duration::from_secs(60), || {
+        runs = history_json(dir, "runs");
+        runs.len() >= want
+            && runs
+                .iter()
+                .all(|r| r["status"] == "succeeded" || r["status"] == "failed")
+    });
+    assert!(done, "runs did not finish: {runs:#?}");
+    runs
+}
+
+fn by_script(runs: &[serde_json::Value]) -> HashMap<String, serde_json::Value> {
+    runs.iter()
+        .map(|r| (r["script"].as_str().unwrap().to_string(), r.clone()))
+        .collect()
+}
+
+#[test]
+fn events_run_scripts_and_mail_goes_out_over_smtp_with_no_secret_shown() {
+    let smtp = SmtpServer::start(&["--auth", "bot:pa55w0rd-smtp"]);
+    let dir = temp_dir();
+    let port = free_port();
+    engine_dir(
+        dir.path(),
+        port,
+        &smtp_config(smtp.port),
+        &[
+            (
+                "new-hire-manager.rhai",
+                &example_script("new-hire-manager.rhai"),
+            ),
+            (
+                "offboarding-checklist.rhai",
+                &example_script("offboarding-checklist.rhai"),
+            ),
+        ],
+    );
+    std::fs::write(dir.path().join("directory.csv"), DIRECTORY).unwrap();
+    let smtp_url = format!("smtp://bot:pa55w0rd-smtp@127.0.0.1:{}?tls=none", smtp.port);
+    let env = [
+        ("ENGINE_TEST_SECRET", SECRET),
+        ("ENGINE_TEST_SMTP_URL", smtp_url.as_str()),
+    ];
+    let mut p = ServeProcess::start(dir.path(), port, &env);
+    let hook = format!("{}/hooks/test", p.url);
+    let create = event_variant(
+        "event.user.lifecycle.deactivate.json",
+        "evt-create-1",
+        Some("user.lifecycle.create"),
+    );
+    let deactivate = event_variant("event.user.lifecycle.deactivate.json", "evt-deact-1", None);
+    assert_eq!(post_blocking(&hook, wrap(&create)), 200);
+    assert_eq!(post_blocking(&hook, wrap(&deactivate)), 200);
+
+    assert!(
+        wait_until(Duration::from_secs(20), || smtp.received().len() >= 2),
+        "two mails arrive"
+    );
+    let runs = final_runs(dir.path(), 2);
+    let runs = by_script(&runs);
+    let hire = &runs["new-hire-manager"];
+    assert_eq!(hire["status"], "succeeded");
+    assert_eq!(hire["event_uuid"], "evt-create-1");
+    assert_eq!(
+        hire["script_hash"].as_str().unwrap().len(),
+        64,
+        "the run records its script hash"
+    );
+    let outbox = history_json(dir.path(), "outbox");
+    assert_eq!(outbox.len(), 2);
+    assert!(outbox.iter().all(|m| m["status"] == "sent"), "{outbox:#?}");
+    let hire_mail_id = hire["actions"][0]["id"].as_str().unwrap().to_string();
+
+    let received = smtp.received();
+    let mail = received
+        .iter()
+        .find(|m| m["message_id"] == format!("<{hire_mail_id}@engine>"))
+        .expect("the new-hire mail, with its stable Message-ID");
+    let mut rcpt: Vec<&str> = mail["rcpt_tos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    rcpt.sort();
+    assert_eq!(rcpt, ["it-team@example.com", "jane.boss@example.com"]);
+    assert_eq!(mail["subject"], "New account: John Doe");
+    assert!(
+        mail["text"]
+            .as_str()
+            .unwrap()
+            .contains("john.doe@example.com")
+    );
+    assert!(
+        received
+            .iter()
+            .any(|m| m["subject"].as_str().unwrap().starts_with("Offboarding"))
+    );
+
+    // Nothing shows the SMTP password or the hook secret.
+    let o = run_engine(dir.path(), &["outbox"]);
+    assert!(!stdout(&o).contains("pa55w0rd") && !stderr(&o).contains("pa55w0rd"));
+    p.signal(libc::SIGTERM);
+    let out = p.child.wait_with_output_ref();
+    assert!(out.0.success());
+    for text in [&out.1, &out.2] {
+        assert!(
+            !text.contains("pa55w0rd") && !text.contains(SECRET),
+            "a secret leaked: {text}"
+        );
+    }
+}
+
+trait WaitRef {
+    fn wait_with_output_ref(&mut self) -> (std::process::ExitStatus, String, String);
+}
+
+impl WaitRef for std::process::Child {
+    fn wait_with_output_ref(&mut self) -> (std::process::ExitStatus, String, String) {
+        use std::io::Read;
+        let status = self.wait().unwrap();
+        let (mut out, mut err) = (String::new(), String::new());
+        if let Some(o) = self.stdout.as_mut() {
+            o.read_to_string(&mut out).unwrap();
+        }
+        if let Some(e) = self.stderr.as_mut() {
+            e.read_to_string(&mut err).unwrap();
+        }
+        (status, out, err)
+    }
+}
+
+const GOOD: &str = "//! on: user.lifecycle.*\nlog(`good ran on ${event.uuid}`);\nsend_email(#{ to: \"ops@example.com\", subject: \"hello\", body: \"a body\" });\n";
+const LOOPS: &str = "//! on: user.lifecycle.*\nlet n = 0;\nloop { n += 1; }\n";
+const TYPO: &str = "//! on: user.*\nlet who = event.actr.alternateId;\nlog(who);\n";
+const RECURSES: &str = "//! on: user.lifecycle.deactivate\nfn f(n) { f(n + 1) }\nf(0);\n";
+
+#[test]
+fn hostile_scripts_fail_alone_and_replay_reruns_them() {
+    let dir = temp_dir();
+    let port = free_port();
+    engine_dir(
+        dir.path(),
+        port,
+        "\n[limits]\nmax_operations = 200000\n",
+        &[
+            ("good.rhai", GOOD),
+            ("loops.rhai", LOOPS),
+            ("typo.rhai", TYPO),
+            ("recurses.rhai", RECURSES),
+        ],
+    );
+    let env = [("ENGINE_TEST_SECRET", SECRET)];
+    let p = ServeProcess::start(dir.path(), port, &env);
+    let hook = format!("{}/hooks/test", p.url);
+    let ev = event_variant(
+        "event.user.lifecycle.deactivate.json",
+        "evt-hostile-1",
+        None,
+    );
+    assert_eq!(post_blocking(&hook, wrap(&ev)), 200);
+    let runs = by_script(&final_runs(dir.path(), 4));
+    assert_eq!(runs["good"]["status"], "succeeded");
+    assert_eq!(
+        runs["good"]["log"][0]["message"],
+        "good ran on evt-hostile-1"
+    );
+    assert_eq!(runs["loops"]["status"], "failed");
+    assert_eq!(runs["loops"]["error"]["kind"], "limit");
+    assert_eq!(runs["typo"]["status"], "failed");
+    assert_eq!(runs["typo"]["error"]["kind"], "script");
+    assert_eq!(runs["typo"]["error"]["line"], 2);
+    assert!(
+        runs["typo"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("actr")
+    );
+    assert_eq!(runs["recurses"]["status"], "failed");
+    for failed in ["loops", "typo", "recurses"] {
+        assert!(
+            runs[failed]["actions"].as_array().unwrap().is_empty(),
+            "a failed run commits no action"
+        );
+        assert_eq!(runs[failed]["attempts"], 1, "script errors are not retried");
+    }
+    // The good script's mail went out as an .eml file (no [smtp]).
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::read_dir(dir.path().join("data/outbox-mail"))
+            .map(|d| d.count() == 1)
+            .unwrap_or(false)
+    }));
+    // `engine runs --failed` lists the three.
+    let o = run_engine(dir.path(), &["runs", "--failed", "--format", "json"]);
+    let failed: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(failed.len(), 3);
+
+    // Replay while the server runs (through its admin endpoint): the good run again, its mail
+    // not sent twice.
+    let o = run_engine(dir.path(), &["replay", "evt-hostile-1"]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("already sent earlier, not sent again"),
+        "{out}"
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "replay reports the runs that failed again"
+    );
+    drop(p);
+
+    // Fix the typo, then replay the failed runs with no server running.
+    std::fs::write(
+        dir.path().join("scripts/typo.rhai"),
+        TYPO.replace("actr", "actor"),
+    )
+    .unwrap();
+    let o = run_engine(dir.path(), &["replay", "--failed"]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("(typo on event evt-hostile-1): succeeded, replays run"),
+        "{out}"
+    );
+    assert!(
+        out.contains("(loops on event evt-hostile-1): failed"),
+        "{out}"
+    );
+    let runs = history_json(dir.path(), "runs");
+    let typo_runs: Vec<&serde_json::Value> =
+        runs.iter().filter(|r| r["script"] == "typo").collect();
+    assert_eq!(
+        typo_runs.len(),
+        3,
+        "original, online replay, offline replay"
+    );
+    assert_eq!(typo_runs[0]["status"], "succeeded");
+    assert!(typo_runs[0]["replay_of"].is_u64());
+    assert_ne!(
+        typo_runs[0]["script_hash"], typo_runs[2]["script_hash"],
+        "the replay ran the current version"
+    );
+    let o = run_engine(dir.path(), &["replay", "no-such-uuid"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no stored event has uuid `no-such-uuid`"));
+}
+
+const COUNTS: &str = "//! on: user.lifecycle.create\nlet n = 0;\nfor i in 0..3000 { n += i; }\nlog(`counted ${n} for ${event.uuid}`);\n";
+
+#[test]
+fn sigkill_during_processing_completes_every_run_exactly_once() {
+    let dir = temp_dir();
+    let port = free_port();
+    engine_dir(
+        dir.path(),
+        port,
+        "",
+        &[("a.rhai", COUNTS), ("b.rhai", COUNTS)],
+    );
+    let env = [("ENGINE_TEST_SECRET", SECRET)];
+    let p = ServeProcess::start(dir.path(), port, &env);
+    let hook = format!("{}/hooks/test", p.url);
+    let mut accepted = Vec::new();
+    for batch in 0..40 {
+        let uuids: Vec<String> = (0..5).map(|i| format!("kill-{batch}-{i}")).collect();
+        let events: Vec<String> = uuids
+            .iter()
+            .map(|u| {
+                event_variant(
+                    "event.user.lifecycle.deactivate.json",
+                    u,
+                    Some("user.lifecycle.create"),
+                )
+            })
+            .collect();
+        let body = format!(
+            r#"{{"eventId":"d-{batch}","data":{{"events":[{}]}}}}"#,
+            events.join(",")
+        );
+        assert_eq!(post_blocking(&hook, body), 200);
+        accepted.extend(uuids);
+    }
+    // Some runs are done, some in flight, most not started.
+    std::thread::sleep(Duration::from_millis(300));
+    p.signal(libc::SIGKILL);
+    drop(p);
+    let before = history_json(dir.path(), "runs");
+    let _p = ServeProcess::start(dir.path(), port, &env);
+    let runs = final_runs(dir.path(), 2 * accepted.len());
+    assert!(
+        before.len() < runs.len() || before.iter().any(|r| r["status"] != "succeeded"),
+        "the kill interrupted processing"
+    );
+    let mut seen = HashSet::new();
+    for r in &runs {
+        assert_eq!(r["status"], "succeeded", "{r:#?}");
+        let key = (
+            r["event_uuid"].as_str().unwrap().to_string(),
+            r["script"].as_str().unwrap().to_string(),
+        );
+        assert!(seen.insert(key.clone()), "completed twice: {key:?}");
+    }
+    for u in &accepted {
+        for s in ["a", "b"] {
+            assert!(
+                seen.contains(&(u.clone(), s.to_string())),
+                "missing run of {s} on {u}"
+            );
+        }
+    }
+    assert_eq!(runs.len(), 2 * accepted.len());
+}
+
+#[test]
+fn mail_waits_for_a_down_smtp_server_and_is_sent_once_across_a_kill() {
+    let smtp_port = free_port();
+    let dir = temp_dir();
+    let port = free_port();
+    engine_dir(
+        dir.path(),
+        port,
+        &smtp_config(smtp_port),
+        &[(
+            "new-hire-manager.rhai",
+            &example_script("new-hire-manager.rhai"),
+        )],
+    );
+    std::fs::write(dir.path().join("directory.csv"), DIRECTORY).unwrap();
+    let smtp_url = format!("smtp://127.0.0.1:{smtp_port}?tls=none");
+    let env = [
+        ("ENGINE_TEST_SECRET", SECRET),
+        ("ENGINE_TEST_SMTP_URL", smtp_url.as_str()),
+    ];
+    let p = ServeProcess::start(dir.path(), port, &env);
+    let hook = format!("{}/hooks/test", p.url);
+    let create = event_variant(
+        "event.user.lifecycle.deactivate.json",
+        "evt-down-1",
+        Some("user.lifecycle.create"),
+    );
+    assert_eq!(post_blocking(&hook, wrap(&create)), 200);
+    // The run succeeds; the mail waits, retried.
+    let mut outbox = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            outbox = history_json(dir.path(), "outbox");
+            outbox.len() == 1 && outbox[0]["attempts"].as_u64().unwrap_or(0) >= 2
+        }),
+        "{outbox:#?}"
+    );
+    assert_eq!(outbox[0]["status"], "queued");
+    assert!(
+        outbox[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("connect"),
+        "{outbox:#?}"
+    );
+    // Killed between the run and the send.
+    p.signal(libc::SIGKILL);
+    drop(p);
+    let smtp = SmtpServer::start_on(smtp_port, &[]);
+    let p = ServeProcess::start(dir.path(), port, &env);
+    assert!(wait_until(Duration::from_secs(20), || smtp
+        .received()
+        .len()
+        == 1));
+    // Replaying after success sends nothing new.
+    let o = run_engine(dir.path(), &["replay", "evt-down-1"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("already sent earlier"));
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(smtp.received().len(), 1, "exactly one mail");
+    let outbox = history_json(dir.path(), "outbox");
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0]["status"], "sent");
+    drop(p);
+}
+
+#[test]
+fn a_permanent_smtp_error_fails_the_mail_without_retry() {
+    let smtp = SmtpServer::start(&["--reject-5xx"]);
+    let dir = temp_dir();
+    let port = free_port();
+    engine_dir(
+        dir.path(),
+        port,
+        &smtp_config(smtp.port),
+        &[("good.rhai", GOOD)],
+    );
+    std::fs::write(dir.path().join("directory.csv"), DIRECTORY).unwrap();
+    let smtp_url = format!("smtp://127.0.0.1:{}?tls=none", smtp.port);
+    let env = [
+        ("ENGINE_TEST_SECRET", SECRET),
+        ("ENGINE_TEST_SMTP_URL", smtp_url.as_str()),
+    ];
+    let p = ServeProcess::start(dir.path(), port, &env);
+    let hook = format!("{}/hooks/test", p.url);
+    let ev = event_variant("event.user.lifecycle.deactivate.json", "evt-5xx", None);
+    assert_eq!(post_blocking(&hook, wrap(&ev)), 200);
+    let mut outbox = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            outbox = history_json(dir.path(), "outbox");
+            outbox.first().is_some_and(|m| m["status"] == "failed")
+        }),
+        "{outbox:#?}"
+    );
+    assert!(
+        outbox[0]["last_error"].as_str().unwrap().contains("550"),
+        "{outbox:#?}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let o = run_engine(dir.path(), &["outbox", "--failed", "--format", "json"]);
+    let failed: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["attempts"], 1, "not retried");
+    drop(p);
+}
+
+#[test]
+fn dry_run_prints_log_and_mail_and_sends_nothing() {
+    let dir = temp_dir();
+    let script = format!("{REPO}/scripts/offboarding-checklist.rhai");
+    let payload = format!("{FIXTURES}/event.user.lifecycle.deactivate.json");
+    std::fs::create_dir_all(dir.path().join("stdlib")).unwrap();
+    std::fs::copy(
+        format!("{REPO}/stdlib/okta.rhai"),
+        dir.path().join("stdlib/okta.rhai"),
+    )
+    .unwrap();
+    let o = run_engine(dir.path(), &["run", &script, &payload]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(
+        out.contains("would send mail") && out.contains("to: it-team@example.com"),
+        "{out}"
+    );
+    assert!(out.contains("nothing sent (dry run)"));
+    assert!(
+        !dir.path().join("data").exists(),
+        "a dry run stores nothing"
+    );
+    // JSON, and a failing script.
+    std::fs::write(dir.path().join("typo.rhai"), TYPO).unwrap();
+    let o = run_engine(
+        dir.path(),
+        &["run", "typo.rhai", &payload, "--format", "json"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["error"]["line"], 2);
+    let o = run_engine(dir.path(), &["run", "typo.rhai", "missing.json"]);
+    assert_eq!(o.status.code(), Some(2));
+}
