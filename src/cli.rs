@@ -97,6 +97,11 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Captured and added sample events (for `tokens` and `check`)
+    Samples {
+        #[command(subcommand)]
+        action: Option<SamplesAction>,
+    },
     /// Do what Okta does: the verification GET, then the delivery POST of PAYLOAD
     Send {
         /// An event-hook envelope, or a single LogEvent (wrapped into an envelope)
@@ -108,6 +113,22 @@ pub enum Command {
         #[arg(long = "header", value_name = "'Name: value'")]
         headers: Vec<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SamplesAction {
+    /// List the samples per hook and event type (the default)
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Print the samples of one event type as JSON
+    Show {
+        /// The event type, e.g. user.lifecycle.create
+        event_type: String,
+    },
+    /// Keep the events of a payload (envelope or LogEvent, e.g. from Okta's Preview) as samples
+    Add { file: PathBuf },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,6 +206,17 @@ async fn dispatch(command: Command, config: Config) -> u8 {
             url,
             headers,
         } => send(&payload, &url, &headers).await,
+        Command::Samples { action } => match action.unwrap_or(SamplesAction::List {
+            format: Format::Table,
+        }) {
+            SamplesAction::List { format } => {
+                crate::commands::samples_list(&config, format == Format::Json)
+            }
+            SamplesAction::Show { event_type } => {
+                crate::commands::samples_show(&config, &event_type)
+            }
+            SamplesAction::Add { file } => crate::commands::samples_add(&config, &file),
+        },
         Command::Runs {
             failed,
             limit,

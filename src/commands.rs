@@ -475,3 +475,88 @@ pub async fn dry_run(
     }
     code
 }
+
+/// Captured samples (from the store) and added ones (files), newest first.
+pub fn all_samples(config: &Config) -> Result<Vec<crate::samples::StoredSample>, String> {
+    let mut out = match History::open(&config.data_dir) {
+        Ok(Some(h)) => crate::samples::captured(&h).map_err(|e| e.to_string())?,
+        Ok(None) => Vec::new(),
+        Err(e) => return Err(e.to_string()),
+    };
+    out.extend(crate::samples::added(&config.data_dir));
+    Ok(out)
+}
+
+pub fn samples_list(config: &Config, json: bool) -> u8 {
+    let samples = match all_samples(config) {
+        Ok(s) => s,
+        Err(e) => return report(EXIT_FAILURE, &e),
+    };
+    if json {
+        print_json(&samples);
+        return EXIT_OK;
+    }
+    let rows: Vec<Vec<String>> = samples
+        .iter()
+        .map(|s| {
+            vec![
+                s.hook.clone(),
+                s.event_type.clone(),
+                s.uuid.clone(),
+                s.source.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &mut std::io::stdout().lock(),
+        &["HOOK", "EVENT TYPE", "UUID", "SOURCE"],
+        &rows,
+    );
+    EXIT_OK
+}
+
+pub fn samples_show(config: &Config, event_type: &str) -> u8 {
+    let samples = match all_samples(config) {
+        Ok(s) => s,
+        Err(e) => return report(EXIT_FAILURE, &e),
+    };
+    let matching: Vec<serde_json::Value> = samples
+        .iter()
+        .filter(|s| s.event_type == event_type)
+        .filter_map(|s| serde_json::from_slice(&s.json).ok())
+        .collect();
+    if matching.is_empty() {
+        let mut types: Vec<&str> = samples.iter().map(|s| s.event_type.as_str()).collect();
+        types.sort();
+        types.dedup();
+        return report(
+            EXIT_FAILURE,
+            &format!(
+                "no sample of `{event_type}`\n  hint: samples exist for: {}; add one with `engine samples add FILE`",
+                if types.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    types.join(", ")
+                }
+            ),
+        );
+    }
+    print_json(&matching);
+    EXIT_OK
+}
+
+pub fn samples_add(config: &Config, file: &Path) -> u8 {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => return report(EXIT_USAGE, &format!("cannot read {}: {e}", file.display())),
+    };
+    match crate::samples::add(&config.data_dir, &bytes) {
+        Ok(paths) => {
+            for p in paths {
+                println!("added {}", p.display());
+            }
+            EXIT_OK
+        }
+        Err(e) => report(EXIT_USAGE, &format!("{}: {e}", file.display())),
+    }
+}

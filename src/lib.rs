@@ -26,6 +26,7 @@ pub mod mail;
 pub mod metrics;
 pub mod outbox;
 pub mod runs;
+pub mod samples;
 pub mod script;
 pub mod secrets;
 pub mod sender;

@@ -206,6 +206,14 @@ pub fn build_runtime(
         worker::limits_from(&config.limits),
         workers,
         outbox_wake,
+    )
+    .with_capture(
+        config
+            .hooks
+            .iter()
+            .filter(|h| h.capture)
+            .map(|h| h.id.clone())
+            .collect(),
     );
     Ok(Runtime {
         scripts,

@@ -370,6 +370,7 @@ fn init_tables(db: &Database) -> Result<NextSeq, redb::Error> {
     txn.open_table(QUARANTINE)?;
     crate::runs::init(&txn).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
     crate::outbox::init(&txn).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+    crate::samples::init(&txn).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
     txn.commit()?;
     Ok(next)
 }

@@ -51,6 +51,8 @@ pub struct Processor {
     pub recorded: Notify,
     /// Woken when a successful run queued mail.
     outbox_wake: Arc<Notify>,
+    /// Hooks whose events are kept as samples (`capture = true`).
+    capture_hooks: HashSet<String>,
 }
 
 impl Processor {
@@ -74,7 +76,19 @@ impl Processor {
             wake: Notify::new(),
             recorded: Notify::new(),
             outbox_wake,
+            capture_hooks: HashSet::new(),
         })
+    }
+
+    /// Keeps the events of these hooks as samples when they are dispatched.
+    pub fn with_capture(self: Arc<Self>, hooks: HashSet<String>) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(mut p) => {
+                p.capture_hooks = hooks;
+                Arc::new(p)
+            }
+            Err(shared) => shared,
+        }
     }
 
     /// Runs the dispatcher and the scheduler until `shutdown` turns true, then waits for the
@@ -183,13 +197,20 @@ impl Processor {
             }
         }
         let count = records.len();
+        let capture = self.capture_hooks.clone();
+        let n_events = events.len();
         self.store
             .write(move |txn| {
                 runs::create(txn, records)?;
+                let keep: Vec<&StoredEvent> = events
+                    .iter()
+                    .filter(|e| capture.contains(&e.hook))
+                    .collect();
+                crate::samples::capture(txn, &keep)?;
                 store::set_dispatch_cursor(txn, last)
             })
             .await?;
-        tracing::debug!(events = events.len(), runs = count, "dispatched");
+        tracing::debug!(events = n_events, runs = count, "dispatched");
         self.wake.notify_one();
         Ok(true)
     }

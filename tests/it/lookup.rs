@@ -13,16 +13,16 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
-const TOKEN: &str = "00aBcD-test-token-xyz";
+pub const TOKEN: &str = "00aBcD-test-token-xyz";
 
 /// A stand-in for `GET /api/v1/users/{key}` on 127.0.0.1:<free port>. Counts requests per path.
-struct FakeOkta {
-    url: String,
+pub struct FakeOkta {
+    pub url: String,
     hits: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 impl FakeOkta {
-    async fn start() -> FakeOkta {
+    pub async fn start() -> FakeOkta {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -49,7 +49,7 @@ impl FakeOkta {
         FakeOkta { url, hits }
     }
 
-    fn hits(&self, path: &str) -> u32 {
+    pub fn hits(&self, path: &str) -> u32 {
         self.hits
             .lock()
             .expect("lock")

@@ -476,3 +476,125 @@ fn dry_run_prints_log_and_mail_and_sends_nothing() {
     let o = run_engine(dir.path(), &["run", "typo.rhai", "missing.json"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+const LOOKS_UP: &str = "//! on: user.account.lock\nlet u = lookup_user(\"flaky@example.com\");\nlog(`found ${u.email} (${u.id})`);\nlet none = lookup_user(\"nobody@example.com\");\nlog(`nobody: ${none}`);\n";
+
+#[test]
+fn lookup_user_against_the_okta_api_retries_transient_errors() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let okta = rt.block_on(crate::lookup::FakeOkta::start());
+    let dir = temp_dir();
+    let port = free_port();
+    let extra = format!(
+        "\n[okta]\norg_url = \"{}\"\ntoken_env = \"ENGINE_TEST_OKTA_TOKEN\"\n",
+        okta.url
+    );
+    engine_dir(dir.path(), port, &extra, &[("looks-up.rhai", LOOKS_UP)]);
+    let env = [
+        ("ENGINE_TEST_SECRET", SECRET),
+        ("ENGINE_TEST_OKTA_TOKEN", crate::lookup::TOKEN),
+    ];
+    let mut p = ServeProcess::start(dir.path(), port, &env);
+    let hook = format!("{}/hooks/test", p.url);
+    let ev = event_variant(
+        "event.user.lifecycle.deactivate.json",
+        "evt-lock-1",
+        Some("user.account.lock"),
+    );
+    assert_eq!(post_blocking(&hook, wrap(&ev)), 200);
+    let runs = final_runs(dir.path(), 1);
+    let run = &runs[0];
+    assert_eq!(run["status"], "succeeded", "{run:#?}");
+    assert_eq!(
+        run["attempts"], 2,
+        "the 500 failed the first attempt, transiently"
+    );
+    let log: Vec<&str> = run["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(log, ["found flaky@example.com (00u3flaky)", "nobody: "]);
+    assert_eq!(okta.hits("/api/v1/users/flaky%40example.com"), 2);
+    p.signal(libc::SIGTERM);
+    let out = p.child.wait_with_output_ref();
+    assert!(
+        !out.1.contains(crate::lookup::TOKEN) && !out.2.contains(crate::lookup::TOKEN),
+        "token leaked"
+    );
+}
+
+#[test]
+fn samples_are_captured_bounded_and_added_by_hand() {
+    let dir = temp_dir();
+    let port = free_port();
+    engine_dir(
+        dir.path(),
+        port,
+        "\n[[hook]]\nid = \"quiet\"\nsecret_env = \"ENGINE_TEST_SECRET\"\ncapture = false\n",
+        &[],
+    );
+    let env = [("ENGINE_TEST_SECRET", SECRET)];
+    let p = ServeProcess::start(dir.path(), port, &env);
+    for i in 0..7 {
+        let ev = event_variant(
+            "event.user.lifecycle.deactivate.json",
+            &format!("cap-{i}"),
+            None,
+        );
+        assert_eq!(
+            post_blocking(&format!("{}/hooks/test", p.url), wrap(&ev)),
+            200
+        );
+    }
+    let ev = event_variant("event.group.user_membership.add.json", "quiet-1", None);
+    assert_eq!(
+        post_blocking(&format!("{}/hooks/quiet", p.url), wrap(&ev)),
+        200
+    );
+    let mut samples: Vec<serde_json::Value> = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let o = run_engine(dir.path(), &["samples", "list", "--format", "json"]);
+            samples = serde_json::from_slice(&o.stdout).unwrap_or_default();
+            samples.first().is_some_and(|s| s["uuid"] == "cap-6")
+        }),
+        "{samples:#?}"
+    );
+    let uuids: Vec<&str> = samples
+        .iter()
+        .map(|s| s["uuid"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        uuids,
+        ["cap-6", "cap-5", "cap-4", "cap-3", "cap-2"],
+        "the newest five, and nothing from a hook with capture = false"
+    );
+    // Add Okta's Preview payload by hand (works while the server runs).
+    let o = run_engine(
+        dir.path(),
+        &[
+            "samples",
+            "add",
+            &format!("{FIXTURES}/envelope.user.session.start.json"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = run_engine(dir.path(), &["samples", "show", "user.session.start"]);
+    assert_eq!(o.status.code(), Some(0));
+    let shown: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(shown[0]["uuid"], "f1d0b993-cc19-11ed-a688-db22c99ef6c4");
+    let o = run_engine(dir.path(), &["samples", "show", "user.nothing"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("samples exist for: user.lifecycle.deactivate, user.session.start"),
+        "{}",
+        stderr(&o)
+    );
+    drop(p);
+}
