@@ -13,6 +13,7 @@
 //! - [`secrets`]: generated hook secrets kept under the data dir.
 //! - [`client`]: a minimal HTTP/1.1 client for `engine send`, tests and benchmarks.
 //! - [`util`]: ids, clocks, timestamps.
+//! - [`watch`]: hot reload of scripts and stdlib from disk, and the per-script state.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
@@ -34,4 +35,5 @@ pub mod serve;
 pub mod server;
 pub mod store;
 pub mod util;
+pub mod watch;
 pub mod worker;

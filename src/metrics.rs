@@ -139,3 +139,59 @@ pub fn render<'a>(
     }
     out
 }
+
+/// Appends the hot-reload state of the scripts: the live version of each, whether its file on
+/// disk compiles, and the reload and load-error counters.
+pub fn render_scripts(out: &mut String, states: &crate::watch::ScriptStates) {
+    let scripts = states.snapshot();
+    let _ = writeln!(
+        out,
+        "# HELP engine_script_info The live version of each script (hash as recorded on its runs)."
+    );
+    let _ = writeln!(out, "# TYPE engine_script_info gauge");
+    for s in &scripts {
+        if let Some(hash) = &s.hash {
+            let _ = writeln!(
+                out,
+                "engine_script_info{{script=\"{}\",hash=\"{hash}\"}} 1",
+                label(&s.script)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP engine_script_load_error 1 when the script's file does not compile (its previous version, if any, stays live)."
+    );
+    let _ = writeln!(out, "# TYPE engine_script_load_error gauge");
+    for s in &scripts {
+        let _ = writeln!(
+            out,
+            "engine_script_load_error{{script=\"{}\"}} {}",
+            label(&s.script),
+            u8::from(s.last_error.is_some())
+        );
+    }
+    for (name, help, v) in [
+        (
+            "engine_script_reloads_total",
+            "Script versions that went live after startup (edited, new or fixed files).",
+            states.reloads_total(),
+        ),
+        (
+            "engine_script_load_errors_total",
+            "Script versions that failed to compile (in the script or a stdlib module it imports).",
+            states.load_errors_total(),
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {v}");
+    }
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped (script names are file names).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -149,6 +149,50 @@ impl OutboxView<'_> {
         Ok(out)
     }
 
+    /// How many mails wait to be sent.
+    pub fn due_count(&self) -> Result<u64, ReadError> {
+        use redb::ReadableTableMetadata;
+        let txn = self.0.begin()?;
+        match txn.open_table(OUTBOX_DUE) {
+            Ok(t) => t.len().map_err(read_err),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(read_err(e)),
+        }
+    }
+
+    /// Up to `limit` mails due at `now` not in `skip`, and the earliest not-yet-due attempt
+    /// among those looked at; stops reading once it has `limit`.
+    pub fn due_now(
+        &self,
+        now: u64,
+        skip: &std::collections::HashSet<String>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<u64>), ReadError> {
+        let txn = self.0.begin()?;
+        let due = match txn.open_table(OUTBOX_DUE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), None)),
+            Err(e) => return Err(read_err(e)),
+        };
+        let (mut ids, mut next) = (Vec::new(), None::<u64>);
+        if limit == 0 {
+            return Ok((ids, next));
+        }
+        for entry in due.iter().map_err(read_err)? {
+            let (k, v) = entry.map_err(read_err)?;
+            let (id, not_before) = (k.value(), v.value());
+            if not_before > now {
+                next = Some(next.map_or(not_before, |n| n.min(not_before)));
+            } else if !skip.contains(id) {
+                ids.push(id.to_string());
+                if ids.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok((ids, next))
+    }
+
     pub fn get(&self, id: &str) -> Result<Option<OutboxMail>, ReadError> {
         let txn = self.0.begin()?;
         let outbox = match txn.open_table(OUTBOX) {

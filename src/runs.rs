@@ -196,6 +196,17 @@ impl RunsView<'_> {
         }
     }
 
+    /// How many runs are pending.
+    pub fn pending_count(&self) -> Result<u64, ReadError> {
+        use redb::ReadableTableMetadata;
+        let txn = self.0.begin()?;
+        match txn.open_table(PENDING_RUNS) {
+            Ok(t) => t.len().map_err(read_err),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(read_err(e)),
+        }
+    }
+
     /// Pending runs with their earliest attempt time, oldest first.
     pub fn pending(&self) -> Result<Vec<(u64, u64)>, ReadError> {
         let txn = self.0.begin()?;
@@ -210,6 +221,41 @@ impl RunsView<'_> {
             out.push((k.value(), v.value()));
         }
         Ok(out)
+    }
+
+    /// Up to `limit` runs due at `now` (oldest first) that are not in `skip`, and the earliest
+    /// time of a pending run not yet due among those looked at. Stops reading as soon as it has
+    /// `limit` runs, so a long backlog costs nothing per call.
+    pub fn due(
+        &self,
+        now: u64,
+        skip: &std::collections::HashSet<u64>,
+        limit: usize,
+    ) -> Result<(Vec<u64>, Option<u64>), ReadError> {
+        let txn = self.0.begin()?;
+        let pending = match txn.open_table(PENDING_RUNS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), None)),
+            Err(e) => return Err(read_err(e)),
+        };
+        let mut due = Vec::new();
+        let mut next: Option<u64> = None;
+        if limit == 0 {
+            return Ok((due, next));
+        }
+        for entry in pending.iter().map_err(read_err)? {
+            let (k, v) = entry.map_err(read_err)?;
+            let (id, not_before) = (k.value(), v.value());
+            if not_before > now {
+                next = Some(next.map_or(not_before, |n| n.min(not_before)));
+            } else if !skip.contains(&id) {
+                due.push(id);
+                if due.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok((due, next))
     }
 
     /// The newest runs first, optionally only failed ones; `limit` rows at most.

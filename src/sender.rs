@@ -30,6 +30,8 @@ pub struct OutboxSender {
     in_flight: Mutex<HashSet<String>>,
     /// Woken when mail is queued.
     pub wake: Arc<Notify>,
+    /// Send outcomes for `/metrics`: sent, retried, failed.
+    counts: [std::sync::atomic::AtomicU64; 3],
 }
 
 impl OutboxSender {
@@ -42,6 +44,7 @@ impl OutboxSender {
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT_SENDS)),
             in_flight: Mutex::new(HashSet::new()),
             wake,
+            counts: Default::default(),
         }
     }
 
@@ -77,22 +80,26 @@ impl OutboxSender {
         self.transport.shutdown().await;
     }
 
+    /// Appends the mail metrics (Prometheus text) to `out`.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = writeln!(out, "# HELP engine_mail_total Mail send attempts by outcome.");
+        let _ = writeln!(out, "# TYPE engine_mail_total counter");
+        for (i, status) in ["sent", "retry", "failed"].iter().enumerate() {
+            let n = self.counts[i].load(std::sync::atomic::Ordering::Relaxed);
+            let _ = writeln!(out, "engine_mail_total{{status=\"{status}\"}} {n}");
+        }
+        let depth = OutboxView(self.store.db()).due_count().unwrap_or(0);
+        let _ = writeln!(out, "# HELP engine_outbox_depth Mails queued and not yet sent.");
+        let _ = writeln!(out, "# TYPE engine_outbox_depth gauge");
+        let _ = writeln!(out, "engine_outbox_depth {depth}");
+    }
+
     fn send_due(self: &Arc<Self>) -> Result<Option<u64>, crate::store::ReadError> {
-        let now = now_ms();
-        let mut next_due: Option<u64> = None;
-        for (id, not_before) in OutboxView(self.store.db()).due()? {
-            if not_before > now {
-                next_due = Some(next_due.map_or(not_before, |n| n.min(not_before)));
-                continue;
-            }
-            if self
-                .in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&id)
-            {
-                continue;
-            }
+        let free = self.permits.available_permits();
+        let skip = self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let (due, next_due) = OutboxView(self.store.db()).due_now(now_ms(), &skip, free)?;
+        for id in due {
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 break;
             };
@@ -103,10 +110,7 @@ impl OutboxSender {
             let me = self.clone();
             tokio::spawn(async move {
                 me.send_one(&id).await;
-                me.in_flight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
+                me.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                 drop(permit);
                 me.wake.notify_one();
             });
@@ -161,6 +165,12 @@ impl OutboxSender {
                 tracing::error!(mail_id = %m.id, error = %e, "mail failed permanently");
             }
         }
+        let slot = match m.status {
+            MailStatus::Sent => 0,
+            MailStatus::Queued => 1,
+            MailStatus::Failed => 2,
+        };
+        self.counts[slot].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Err(error) = self.store.write(move |txn| outbox::save(txn, &m)).await {
             tracing::error!(mail_id = %id, %error, "mail state not recorded");
         }

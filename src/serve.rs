@@ -215,10 +215,12 @@ pub fn build_runtime(
             .map(|h| h.id.clone())
             .collect(),
     );
+    let reloader = Arc::new(crate::watch::Reloader::new(config, scripts.clone()));
     Ok(Runtime {
         scripts,
         processor,
         outbox,
+        reloader,
     })
 }
 
@@ -265,8 +267,8 @@ pub async fn serve(
     Ok(())
 }
 
-/// Runs a prepared app on a bound listener: the server, and (when attached) the processor and
-/// the outbox sender. On shutdown: stop accepting and answer requests in flight, then let the
+/// Runs a prepared app on a bound listener: the server, and (when attached) the processor, the
+/// outbox sender and the script watcher (hot reload). On shutdown: stop accepting and answer requests in flight, then let the
 /// runs and sends in flight finish, then close the store.
 pub async fn run_app(listener: TcpListener, app: App, shutdown: impl Future<Output = ()>) {
     let app = Arc::new(app);
@@ -275,6 +277,11 @@ pub async fn run_app(listener: TcpListener, app: App, shutdown: impl Future<Outp
     if let Some(rt) = app.runtime() {
         tasks.push(tokio::spawn(rt.processor.clone().run(stop_rx.clone())));
         tasks.push(tokio::spawn(rt.outbox.clone().run(stop_rx.clone())));
+        tasks.push(tokio::spawn(crate::watch::run(
+            rt.reloader.clone(),
+            app.store().clone(),
+            stop_rx.clone(),
+        )));
     }
     server::run(listener, app.clone(), shutdown).await;
     let _ = stop_tx.send(true);

@@ -54,6 +54,8 @@ pub struct Runtime {
     pub scripts: LiveScripts,
     pub processor: Arc<Processor>,
     pub outbox: Arc<crate::sender::OutboxSender>,
+    /// Hot reload of `scripts` from disk, and each script's state (run by `serve::run_app`).
+    pub reloader: Arc<crate::watch::Reloader>,
 }
 
 /// Everything a request needs.
@@ -180,13 +182,18 @@ async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Answer {
         },
         (&Method::GET, "/metrics") => {
             let depths = app.store.history().depths().ok();
-            let body = metrics::render(
+            let mut body = metrics::render(
                 app.hook_order
                     .iter()
                     .filter_map(|id| app.hooks.get(id).map(|h| (id.as_str(), &h.metrics))),
                 app.unknown_hook_requests.load(Ordering::Relaxed),
                 depths,
             );
+            if let Some(rt) = &app.runtime {
+                rt.processor.render_metrics(&mut body);
+                rt.outbox.render_metrics(&mut body);
+                metrics::render_scripts(&mut body, rt.reloader.states());
+            }
             let mut r = text(StatusCode::OK, &body);
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redb::{
@@ -29,6 +30,9 @@ pub const DB_FILE: &str = "engine.redb";
 /// Most jobs gathered into one transaction: bounds the latency of the first one in a batch and
 /// the memory a batch holds, while being far above the concurrency Okta produces.
 pub const MAX_BATCH_JOBS: usize = 4096;
+/// Longest the writer waits for more jobs before a commit when the previous batch was larger
+/// than what is waiting: a fraction of one fsync, so it can only shorten the average wait.
+pub const GATHER_WINDOW: Duration = Duration::from_micros(200);
 /// Most body bytes gathered into one transaction, for the same reasons.
 pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
@@ -387,18 +391,33 @@ fn writer_loop(
         CommitMode::PerRequest => 1,
     };
     let mut batch: Vec<Job> = Vec::new();
+    let mut last_batch = 0usize;
     while let Ok(first) = rx.recv() {
         let mut bytes = first.size();
         batch.push(first);
+        // Under concurrent load the clients answered by the last commit come back a few
+        // microseconds apart: wait briefly for about as many as last time, so that they share
+        // one commit instead of splitting into a small commit and a long wait for the next.
+        let gather_until = Instant::now() + GATHER_WINDOW;
         while batch.len() < max_jobs && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(job) => {
-                    bytes += job.size();
-                    batch.push(job);
+            let job = match rx.try_recv() {
+                Ok(job) => job,
+                Err(mpsc::TryRecvError::Disconnected) => break,
+                Err(mpsc::TryRecvError::Empty) => {
+                    let now = Instant::now();
+                    if mode == CommitMode::PerRequest || batch.len() >= last_batch || now >= gather_until {
+                        break;
+                    }
+                    match rx.recv_timeout(gather_until - now) {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    }
                 }
-                Err(_) => break,
-            }
+            };
+            bytes += job.size();
+            batch.push(job);
         }
+        last_batch = batch.len();
         let before = next;
         match apply_batch(db, &mut batch, &mut next) {
             Ok(results) => {

@@ -53,6 +53,19 @@ pub struct Processor {
     outbox_wake: Arc<Notify>,
     /// Hooks whose events are kept as samples (`capture = true`).
     capture_hooks: HashSet<String>,
+    stats: Mutex<RunStats>,
+}
+
+/// Upper bounds (seconds) of the run-duration histogram buckets.
+pub const RUN_DURATION_BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+
+/// Counters for `/metrics`: runs by script and status, and their durations.
+#[derive(Default)]
+struct RunStats {
+    by_script: std::collections::BTreeMap<(String, &'static str), u64>,
+    buckets: [u64; RUN_DURATION_BUCKETS.len()],
+    count: u64,
+    sum_seconds: f64,
 }
 
 impl Processor {
@@ -77,6 +90,7 @@ impl Processor {
             recorded: Notify::new(),
             outbox_wake,
             capture_hooks: HashSet::new(),
+            stats: Mutex::new(RunStats::default()),
         })
     }
 
@@ -124,36 +138,18 @@ impl Processor {
     /// Starts every due pending run there is a free worker for. Returns the earliest time a
     /// not-yet-due run comes due.
     async fn schedule_due(self: &Arc<Self>) -> Result<Option<u64>, store::ReadError> {
-        let pending = RunsView(self.store.db()).pending()?;
-        let now = now_ms();
-        let mut next_due: Option<u64> = None;
-        for (id, not_before) in pending {
-            if not_before > now {
-                next_due = Some(next_due.map_or(not_before, |n| n.min(not_before)));
-                continue;
-            }
-            if self
-                .in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&id)
-            {
-                continue;
-            }
+        let free = self.permits.available_permits();
+        let skip = self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let (due, next_due) = RunsView(self.store.db()).due(now_ms(), &skip, free)?;
+        for id in due {
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 break;
             };
-            self.in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id);
+            self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
             let me = self.clone();
             tokio::spawn(async move {
                 me.execute(id).await;
-                me.in_flight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
+                me.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                 drop(permit);
                 me.wake.notify_one();
                 me.recorded.notify_waiters();
@@ -257,9 +253,32 @@ impl Processor {
         Ok(ids)
     }
 
+    /// Appends the run metrics (Prometheus text) to `out`.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(out, "# HELP engine_runs_total Script runs recorded, by script and status.");
+        let _ = writeln!(out, "# TYPE engine_runs_total counter");
+        for ((script, status), n) in &stats.by_script {
+            let _ = writeln!(out, "engine_runs_total{{script=\"{script}\",status=\"{status}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP engine_run_duration_seconds Wall time of script runs.");
+        let _ = writeln!(out, "# TYPE engine_run_duration_seconds histogram");
+        for (bound, n) in RUN_DURATION_BUCKETS.iter().zip(stats.buckets) {
+            let _ = writeln!(out, "engine_run_duration_seconds_bucket{{le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(out, "engine_run_duration_seconds_bucket{{le=\"+Inf\"}} {}", stats.count);
+        let _ = writeln!(out, "engine_run_duration_seconds_sum {}", stats.sum_seconds);
+        let _ = writeln!(out, "engine_run_duration_seconds_count {}", stats.count);
+        let pending = RunsView(self.store.db()).pending_count().unwrap_or(0);
+        let _ = writeln!(out, "# HELP engine_runs_pending Runs waiting or in flight.");
+        let _ = writeln!(out, "# TYPE engine_runs_pending gauge");
+        let _ = writeln!(out, "engine_runs_pending {pending}");
+    }
+
     /// True when no run is pending or in flight.
     pub fn idle(&self) -> Result<bool, store::ReadError> {
-        Ok(RunsView(self.store.db()).pending()?.is_empty())
+        Ok(RunsView(self.store.db()).pending_count()? == 0)
     }
 
     async fn execute(&self, id: u64) {
@@ -354,6 +373,18 @@ impl Processor {
             }
         }
         let status = record.status;
+        {
+            let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            *stats.by_script.entry((record.script.clone(), status.as_str())).or_default() += 1;
+            let secs = record.duration_ms.unwrap_or(0) as f64 / 1000.0;
+            stats.count += 1;
+            stats.sum_seconds += secs;
+            for (i, bound) in RUN_DURATION_BUCKETS.iter().enumerate() {
+                if secs <= *bound {
+                    stats.buckets[i] += 1;
+                }
+            }
+        }
         let result = self
             .store
             .write(move |txn| {

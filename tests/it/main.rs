@@ -9,4 +9,5 @@ mod ingest;
 mod lookup;
 mod mail;
 mod processing;
+mod reload;
 mod scripts;

@@ -212,6 +212,21 @@ fn hostile_scripts_fail_alone_and_replay_reruns_them() {
             .map(|d| d.count() == 1)
             .unwrap_or(false)
     }));
+    // Metrics count runs by script and status, and mail.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let metrics = rt
+        .block_on(engine::client::request(hyper::Method::GET, &format!("{}/metrics", p.url), &[], bytes::Bytes::new()))
+        .unwrap()
+        .text();
+    for line in [
+        "engine_runs_total{script=\"good\",status=\"succeeded\"} 1",
+        "engine_runs_total{script=\"loops\",status=\"failed\"} 1",
+        "engine_run_duration_seconds_count 4",
+        "engine_runs_pending 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from {metrics}");
+    }
+    assert!(metrics.contains("engine_outbox_depth"));
     // `engine runs --failed` lists the three.
     let o = run_engine(dir.path(), &["runs", "--failed", "--format", "json"]);
     let failed: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
