@@ -26,6 +26,7 @@ pub mod lookup;
 pub mod mail;
 pub mod metrics;
 pub mod outbox;
+pub mod retention;
 pub mod runs;
 pub mod samples;
 pub mod script;

@@ -129,6 +129,34 @@ pub fn save(txn: &WriteTransaction, mail: &OutboxMail) -> Result<(), WriteError>
     Ok(())
 }
 
+/// Removes up to `limit` sent or failed mails older than `cutoff_ms`, oldest first; stops at
+/// the first one it must keep. After this, a replay of their (old) events could queue them again.
+pub fn prune(txn: &WriteTransaction, cutoff_ms: u64, limit: usize) -> Result<u64, WriteError> {
+    let mut outbox = txn.open_table(OUTBOX).map_err(storage)?;
+    let mut order = txn.open_table(OUTBOX_ORDER).map_err(storage)?;
+    let mut doomed: Vec<(u64, String)> = Vec::new();
+    for entry in order.iter().map_err(storage)?.take(limit) {
+        let (k, id) = entry.map_err(storage)?;
+        let id = id.value().to_string();
+        let keep = match outbox.get(id.as_str()).map_err(storage)? {
+            Some(g) => {
+                let m: OutboxMail = serde_json::from_slice(g.value()).map_err(storage)?;
+                m.status == MailStatus::Queued || m.sent_ms.unwrap_or(m.queued_ms) >= cutoff_ms
+            }
+            None => false,
+        };
+        if keep {
+            break;
+        }
+        doomed.push((k.value(), id));
+    }
+    for (seq, id) in &doomed {
+        order.remove(*seq).map_err(storage)?;
+        outbox.remove(id.as_str()).map_err(storage)?;
+    }
+    Ok(doomed.len() as u64)
+}
+
 /// Reads the outbox.
 pub struct OutboxView<'a>(pub &'a dyn ReadTxnSource);
 

@@ -155,6 +155,41 @@ pub fn save(
     Ok(())
 }
 
+/// Removes up to `limit` finished runs that finished before `cutoff_ms`, oldest first; stops at
+/// the first run it must keep. Returns how many it removed and the oldest event seq that a
+/// pending run still needs (`u64::MAX` when none).
+pub fn prune(txn: &WriteTransaction, cutoff_ms: u64, limit: usize) -> Result<(u64, u64), WriteError> {
+    let mut runs = txn.open_table(RUNS).map_err(storage)?;
+    let pending = txn.open_table(PENDING_RUNS).map_err(storage)?;
+    let mut oldest_needed = u64::MAX;
+    for entry in pending.iter().map_err(storage)? {
+        let (k, _) = entry.map_err(storage)?;
+        if let Some(g) = runs.get(k.value()).map_err(storage)? {
+            let r: RunRecord = serde_json::from_slice(g.value()).map_err(storage)?;
+            oldest_needed = oldest_needed.min(r.event_seq);
+        }
+    }
+    let mut doomed = Vec::new();
+    for entry in runs.iter().map_err(storage)?.take(limit) {
+        let (k, v) = entry.map_err(storage)?;
+        let r: RunRecord = serde_json::from_slice(v.value()).map_err(storage)?;
+        let finished_ms = r
+            .finished
+            .as_deref()
+            .and_then(crate::util::parse_rfc3339_nanos)
+            .map(|n| (n / 1_000_000) as u64);
+        let done = matches!(r.status, RunStatus::Succeeded | RunStatus::Failed);
+        match finished_ms {
+            Some(ms) if done && ms < cutoff_ms => doomed.push(k.value()),
+            _ => break,
+        }
+    }
+    for id in &doomed {
+        runs.remove(*id).map_err(storage)?;
+    }
+    Ok((doomed.len() as u64, oldest_needed))
+}
+
 /// Drops a pending run whose record or event is gone (it can never run).
 pub fn forget(txn: &WriteTransaction, id: u64) -> Result<(), WriteError> {
     let mut pending = txn.open_table(PENDING_RUNS).map_err(storage)?;

@@ -221,6 +221,7 @@ pub fn build_runtime(
         processor,
         outbox,
         reloader,
+        retention_days: config.retention_days,
     })
 }
 
@@ -280,6 +281,11 @@ pub async fn run_app(listener: TcpListener, app: App, shutdown: impl Future<Outp
         tasks.push(tokio::spawn(crate::watch::run(
             rt.reloader.clone(),
             app.store().clone(),
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::retention::run(
+            app.store().clone(),
+            rt.retention_days,
             stop_rx.clone(),
         )));
     }

@@ -56,6 +56,8 @@ pub struct Runtime {
     pub outbox: Arc<crate::sender::OutboxSender>,
     /// Hot reload of `scripts` from disk, and each script's state (run by `serve::run_app`).
     pub reloader: Arc<crate::watch::Reloader>,
+    /// History older than this many days is pruned (`retention_days`).
+    pub retention_days: u32,
 }
 
 /// Everything a request needs.

@@ -642,6 +642,93 @@ pub struct StoredEvent {
     pub json: Vec<u8>,
 }
 
+/// What one pruning pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub deliveries: u64,
+    pub events: u64,
+    pub quarantined: u64,
+}
+
+/// Removes up to `limit` deliveries received before `cutoff_ms`, with their events and dedup
+/// keys, but only events already dispatched and below `keep_from_event` (the oldest event a
+/// pending run still needs); stops at the first delivery it must keep. Quarantined bodies older
+/// than the cutoff go too.
+pub fn prune(
+    txn: &WriteTransaction,
+    cutoff_ms: u64,
+    keep_from_event: u64,
+    limit: usize,
+) -> Result<Pruned, WriteError> {
+    let mut pruned = Pruned::default();
+    let cursor = {
+        let meta = txn.open_table(META).map_err(storage)?;
+        meta.get(DISPATCH_CURSOR).map_err(storage)?.map(|g| g.value()).unwrap_or(0)
+    };
+    let keep_from = keep_from_event.min(cursor + 1);
+    let mut deliveries = txn.open_table(DELIVERIES).map_err(storage)?;
+    let mut delivery_ids = txn.open_table(DELIVERY_IDS).map_err(storage)?;
+    let mut events = txn.open_table(EVENTS).map_err(storage)?;
+    let mut uuids = txn.open_table(EVENT_UUIDS).map_err(storage)?;
+    let old: Vec<(u64, String)> = deliveries
+        .iter()
+        .map_err(storage)?
+        .take(limit)
+        .map(|r| r.map(|(k, v)| (k.value(), v.value().1, v.value().2.to_string())))
+        .take_while(|r| r.as_ref().map(|(_, ms, _)| *ms < cutoff_ms).unwrap_or(true))
+        .map(|r| r.map(|(k, _, id)| (k, id)))
+        .collect::<Result<_, _>>()
+        .map_err(storage)?;
+    let Some(max_delivery) = old.last().map(|(k, _)| *k) else {
+        return Ok(pruned);
+    };
+    // Events come in commit order too: the old deliveries' events are the first ones.
+    let mut doomed: Vec<(u64, String)> = Vec::new();
+    let mut blocked_at: Option<u64> = None;
+    for entry in events.iter().map_err(storage)? {
+        let (k, v) = entry.map_err(storage)?;
+        let (dseq, uuid) = (v.value().0, v.value().1.to_string());
+        if dseq > max_delivery {
+            break;
+        }
+        if k.value() >= keep_from {
+            blocked_at = Some(dseq);
+            break;
+        }
+        doomed.push((k.value(), uuid));
+    }
+    for (eseq, uuid) in &doomed {
+        events.remove(*eseq).map_err(storage)?;
+        uuids.remove(uuid.as_str()).map_err(storage)?;
+        pruned.events += 1;
+    }
+    for (dseq, id) in &old {
+        if blocked_at.is_some_and(|b| *dseq >= b) {
+            break;
+        }
+        deliveries.remove(*dseq).map_err(storage)?;
+        if !id.is_empty() {
+            delivery_ids.remove(id.as_str()).map_err(storage)?;
+        }
+        pruned.deliveries += 1;
+    }
+    let mut q = txn.open_table(QUARANTINE).map_err(storage)?;
+    let old_q: Vec<u64> = q
+        .iter()
+        .map_err(storage)?
+        .take(limit)
+        .map(|r| r.map(|(k, v)| (k.value(), v.value().1)))
+        .take_while(|r| r.as_ref().map(|(_, ms)| *ms < cutoff_ms).unwrap_or(true))
+        .map(|r| r.map(|(k, _)| k))
+        .collect::<Result<_, _>>()
+        .map_err(storage)?;
+    for k in old_q {
+        q.remove(k).map_err(storage)?;
+        pruned.quarantined += 1;
+    }
+    Ok(pruned)
+}
+
 /// Sets the dispatch cursor inside a write transaction (only the dispatcher moves it, forward).
 pub fn set_dispatch_cursor(txn: &WriteTransaction, seq: u64) -> Result<(), WriteError> {
     let mut meta = txn.open_table(META).map_err(storage)?;

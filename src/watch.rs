@@ -718,7 +718,10 @@ pub fn scripts_command(config: &Config, json: bool) -> u8 {
             &rows,
         );
         if from_server {
-            let checked = states.iter().map(|s| s.checked_at.as_str()).max();
+            let checked = states
+                .iter()
+                .max_by_key(|s| crate::util::parse_rfc3339_nanos(&s.checked_at))
+                .map(|s| s.checked_at.as_str());
             let _ = writeln!(
                 out,
                 "(as recorded by `engine serve`{})",

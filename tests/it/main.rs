@@ -9,5 +9,6 @@ mod ingest;
 mod lookup;
 mod mail;
 mod processing;
+mod retention;
 mod reload;
 mod scripts;

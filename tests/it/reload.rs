@@ -305,11 +305,11 @@ async fn a_run_in_flight_finishes_on_the_version_it_started_with() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let v2 = script("a", "v2");
-    let written = engine::util::format_ms(engine::util::now_ms());
+    let written = engine::util::now_ms() as i128 * 1_000_000;
     let t0 = Instant::now();
     s.write("a.rhai", &v2);
     s.wait_live("a.rhai", &v2, t0).await;
-    let live = engine::util::format_ms(engine::util::now_ms());
+    let live = engine::util::now_ms() as i128 * 1_000_000;
     let h2 = s.hash_of("a.rhai", &v2);
     assert_eq!(s.run_event().await, vec![row("a", "a v2", &h2)]);
 
@@ -317,10 +317,12 @@ async fn a_run_in_flight_finishes_on_the_version_it_started_with() {
     let lines: Vec<&str> = run.log.iter().map(|l| l.message.as_str()).collect();
     assert_eq!(lines, ["a v1 start", "a v1"]);
     assert_eq!(run.script_hash.as_deref(), Some(h1.as_str()));
-    let (started, finished) = (run.started.clone().unwrap(), run.finished.clone().unwrap());
+    let nanos =
+        |t: &Option<String>| engine::util::parse_rfc3339_nanos(t.as_deref().unwrap()).unwrap();
+    let (started, finished) = (nanos(&run.started), nanos(&run.finished));
     assert!(
         started < written && live < finished,
-        "the swap ({written}..{live}) fell inside the run ({started}..{finished})"
+        "the swap ({written}..{live} ns) must fall inside the run ({started}..{finished} ns)"
     );
     s.stop().await;
 }
