@@ -129,9 +129,14 @@ async fn end_to_end() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let total = started.elapsed();
-    let runs = RunsView(r.store.db()).recent(usize::MAX, false).expect("runs");
+    let runs = RunsView(r.store.db())
+        .recent(usize::MAX, false)
+        .expect("runs");
     assert_eq!(runs.len(), want_runs);
-    assert!(runs.iter().all(|x| x.status == RunStatus::Succeeded), "example scripts fail on the samples");
+    assert!(
+        runs.iter().all(|x| x.status == RunStatus::Succeeded),
+        "example scripts fail on the samples"
+    );
     let mails = std::fs::read_dir(config.data_dir.join("outbox-mail"))
         .map(|d| d.count())
         .unwrap_or(0);

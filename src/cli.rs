@@ -97,6 +97,34 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Lint scripts: compile, header, event paths against samples, dry runs (exit 0 clean, 1 findings, 2 usage)
+    Check {
+        /// Scripts to check (default: every script in scripts_dir)
+        scripts: Vec<PathBuf>,
+        /// Sample payloads (envelopes or LogEvents) to check against, besides captured ones
+        #[arg(long, value_name = "DIR")]
+        samples: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Fail on warnings too
+        #[arg(long)]
+        deny_warnings: bool,
+    },
+    /// Every path a script can read, with its type and an example value
+    Tokens {
+        /// A payload to read the tokens from (default: the samples)
+        payload: Option<PathBuf>,
+        /// Only this event type (`*` patterns allowed)
+        #[arg(long)]
+        event_type: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// The scripts and their state: hash, loaded at, last error (as the running server sees them)
+    Scripts {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Captured and added sample events (for `tokens` and `check`)
     Samples {
         #[command(subcommand)]
@@ -206,6 +234,31 @@ async fn dispatch(command: Command, config: Config) -> u8 {
             url,
             headers,
         } => send(&payload, &url, &headers).await,
+        Command::Check {
+            scripts,
+            samples,
+            format,
+            deny_warnings,
+        } => crate::commands::check(
+            &config,
+            &scripts,
+            samples.as_deref(),
+            format == Format::Json,
+            deny_warnings,
+        ),
+        Command::Tokens {
+            payload,
+            event_type,
+            format,
+        } => crate::commands::tokens(
+            &config,
+            payload.as_deref(),
+            event_type.as_deref(),
+            format == Format::Json,
+        ),
+        Command::Scripts { format } => {
+            crate::watch::scripts_command(&config, format == Format::Json)
+        }
         Command::Samples { action } => match action.unwrap_or(SamplesAction::List {
             format: Format::Table,
         }) {

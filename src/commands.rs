@@ -560,3 +560,87 @@ pub fn samples_add(config: &Config, file: &Path) -> u8 {
         Err(e) => report(EXIT_USAGE, &format!("{}: {e}", file.display())),
     }
 }
+
+/// Samples for `check` and `tokens`: `--samples DIR` if given, plus captured and added ones.
+fn gather_samples(
+    config: &Config,
+    dir: Option<&Path>,
+) -> Result<Vec<crate::tokens::Sample>, String> {
+    let mut out = Vec::new();
+    if let Some(d) = dir {
+        out.extend(crate::tokens::load_samples_dir(d).map_err(|e| e.to_string())?);
+    }
+    for s in all_samples(config)? {
+        let hook = if s.hook == "added" {
+            crate::tokens::ANY_HOOK
+        } else {
+            s.hook.as_str()
+        };
+        out.push(crate::tokens::Sample::new(hook, s.json, &s.source));
+    }
+    Ok(out)
+}
+
+pub fn check(
+    config: &Config,
+    scripts: &[std::path::PathBuf],
+    samples: Option<&Path>,
+    json: bool,
+    deny_warnings: bool,
+) -> u8 {
+    let samples = match gather_samples(config, samples) {
+        Ok(s) => s,
+        Err(e) => return report(EXIT_USAGE, &e),
+    };
+    let host: Arc<dyn script::Host> = match &config.directory {
+        Some(p) => match crate::lookup::Directory::load(p) {
+            Ok(d) => match crate::lookup::Lookup::new(Some(d), None) {
+                Ok(l) => Arc::new(serve::LookupHost(l)),
+                Err(e) => return report(EXIT_USAGE, &e),
+            },
+            Err(e) => return report(EXIT_USAGE, &e),
+        },
+        None => Arc::new(script::NoDirectory),
+    };
+    let limits = crate::worker::limits_from(&config.limits);
+    crate::check::check_command_with_host(
+        scripts,
+        &config.scripts_dir,
+        &config.stdlib_dir,
+        &samples,
+        &limits,
+        &host,
+        json,
+        deny_warnings,
+        &mut std::io::stdout().lock(),
+    )
+}
+
+pub fn tokens(config: &Config, payload: Option<&Path>, event_type: Option<&str>, json: bool) -> u8 {
+    let samples = match payload {
+        Some(p) => {
+            let bytes = match std::fs::read(p) {
+                Ok(b) => b,
+                Err(e) => return report(EXIT_USAGE, &format!("cannot read {}: {e}", p.display())),
+            };
+            match script::split_payload(&bytes, crate::tokens::ANY_HOOK) {
+                Ok(evs) => evs
+                    .into_iter()
+                    .map(|(_, j)| {
+                        crate::tokens::Sample::new(
+                            crate::tokens::ANY_HOOK,
+                            j,
+                            &p.display().to_string(),
+                        )
+                    })
+                    .collect(),
+                Err(e) => return report(EXIT_USAGE, &format!("{}: {e}", p.display())),
+            }
+        }
+        None => match gather_samples(config, None) {
+            Ok(s) => s,
+            Err(e) => return report(EXIT_USAGE, &e),
+        },
+    };
+    crate::tokens::tokens_command(&samples, event_type, json, &mut std::io::stdout().lock())
+}

@@ -13,10 +13,13 @@
 //! - [`secrets`]: generated hook secrets kept under the data dir.
 //! - [`client`]: a minimal HTTP/1.1 client for `engine send`, tests and benchmarks.
 //! - [`util`]: ids, clocks, timestamps.
+//! - [`check`]: `engine check`: lints scripts against samples (paths, header, dry runs).
+//! - [`tokens`]: `engine tokens`: the paths scripts can read, from samples; samples loading.
 //! - [`watch`]: hot reload of scripts and stdlib from disk, and the per-script state.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod commands;
@@ -35,6 +38,7 @@ pub mod sender;
 pub mod serve;
 pub mod server;
 pub mod store;
+pub mod tokens;
 pub mod util;
 pub mod watch;
 pub mod worker;

@@ -32,7 +32,11 @@ pub async fn prune_once(store: &Store, cutoff_ms: u64) -> Result<PruneReport, Wr
                 let (runs, oldest_needed) = crate::runs::prune(txn, cutoff_ms, PRUNE_BATCH)?;
                 let mails = crate::outbox::prune(txn, cutoff_ms, PRUNE_BATCH)?;
                 let s = store::prune(txn, cutoff_ms, oldest_needed, PRUNE_BATCH)?;
-                Ok(PruneReport { store: s, runs, mails })
+                Ok(PruneReport {
+                    store: s,
+                    runs,
+                    mails,
+                })
             })
             .await?;
         total.store.deliveries += pass.store.deliveries;
@@ -40,7 +44,11 @@ pub async fn prune_once(store: &Store, cutoff_ms: u64) -> Result<PruneReport, Wr
         total.store.quarantined += pass.store.quarantined;
         total.runs += pass.runs;
         total.mails += pass.mails;
-        let progressed = pass.store.deliveries + pass.store.events + pass.store.quarantined + pass.runs + pass.mails;
+        let progressed = pass.store.deliveries
+            + pass.store.events
+            + pass.store.quarantined
+            + pass.runs
+            + pass.mails;
         if progressed == 0 {
             return Ok(total);
         }

@@ -158,7 +158,11 @@ pub fn save(
 /// Removes up to `limit` finished runs that finished before `cutoff_ms`, oldest first; stops at
 /// the first run it must keep. Returns how many it removed and the oldest event seq that a
 /// pending run still needs (`u64::MAX` when none).
-pub fn prune(txn: &WriteTransaction, cutoff_ms: u64, limit: usize) -> Result<(u64, u64), WriteError> {
+pub fn prune(
+    txn: &WriteTransaction,
+    cutoff_ms: u64,
+    limit: usize,
+) -> Result<(u64, u64), WriteError> {
     let mut runs = txn.open_table(RUNS).map_err(storage)?;
     let pending = txn.open_table(PENDING_RUNS).map_err(storage)?;
     let mut oldest_needed = u64::MAX;

@@ -83,21 +83,31 @@ impl OutboxSender {
     /// Appends the mail metrics (Prometheus text) to `out`.
     pub fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write;
-        let _ = writeln!(out, "# HELP engine_mail_total Mail send attempts by outcome.");
+        let _ = writeln!(
+            out,
+            "# HELP engine_mail_total Mail send attempts by outcome."
+        );
         let _ = writeln!(out, "# TYPE engine_mail_total counter");
         for (i, status) in ["sent", "retry", "failed"].iter().enumerate() {
             let n = self.counts[i].load(std::sync::atomic::Ordering::Relaxed);
             let _ = writeln!(out, "engine_mail_total{{status=\"{status}\"}} {n}");
         }
         let depth = OutboxView(self.store.db()).due_count().unwrap_or(0);
-        let _ = writeln!(out, "# HELP engine_outbox_depth Mails queued and not yet sent.");
+        let _ = writeln!(
+            out,
+            "# HELP engine_outbox_depth Mails queued and not yet sent."
+        );
         let _ = writeln!(out, "# TYPE engine_outbox_depth gauge");
         let _ = writeln!(out, "engine_outbox_depth {depth}");
     }
 
     fn send_due(self: &Arc<Self>) -> Result<Option<u64>, crate::store::ReadError> {
         let free = self.permits.available_permits();
-        let skip = self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let skip = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let (due, next_due) = OutboxView(self.store.db()).due_now(now_ms(), &skip, free)?;
         for id in due {
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
@@ -110,7 +120,10 @@ impl OutboxSender {
             let me = self.clone();
             tokio::spawn(async move {
                 me.send_one(&id).await;
-                me.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                me.in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
                 drop(permit);
                 me.wake.notify_one();
             });

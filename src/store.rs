@@ -405,7 +405,10 @@ fn writer_loop(
                 Err(mpsc::TryRecvError::Disconnected) => break,
                 Err(mpsc::TryRecvError::Empty) => {
                     let now = Instant::now();
-                    if mode == CommitMode::PerRequest || batch.len() >= last_batch || now >= gather_until {
+                    if mode == CommitMode::PerRequest
+                        || batch.len() >= last_batch
+                        || now >= gather_until
+                    {
                         break;
                     }
                     match rx.recv_timeout(gather_until - now) {
@@ -663,7 +666,10 @@ pub fn prune(
     let mut pruned = Pruned::default();
     let cursor = {
         let meta = txn.open_table(META).map_err(storage)?;
-        meta.get(DISPATCH_CURSOR).map_err(storage)?.map(|g| g.value()).unwrap_or(0)
+        meta.get(DISPATCH_CURSOR)
+            .map_err(storage)?
+            .map(|g| g.value())
+            .unwrap_or(0)
     };
     let keep_from = keep_from_event.min(cursor + 1);
     let mut deliveries = txn.open_table(DELIVERIES).map_err(storage)?;

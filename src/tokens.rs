@@ -572,7 +572,12 @@ pub fn render_json(groups: &[TokenGroup], out: &mut dyn Write) -> std::io::Resul
     struct Doc<'a> {
         event_types: &'a [TokenGroup],
     }
-    serde_json::to_writer_pretty(&mut *out, &Doc { event_types: groups })?;
+    serde_json::to_writer_pretty(
+        &mut *out,
+        &Doc {
+            event_types: groups,
+        },
+    )?;
     writeln!(out)
 }
 

@@ -139,17 +139,27 @@ impl Processor {
     /// not-yet-due run comes due.
     async fn schedule_due(self: &Arc<Self>) -> Result<Option<u64>, store::ReadError> {
         let free = self.permits.available_permits();
-        let skip = self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let skip = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let (due, next_due) = RunsView(self.store.db()).due(now_ms(), &skip, free)?;
         for id in due {
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 break;
             };
-            self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+            self.in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id);
             let me = self.clone();
             tokio::spawn(async move {
                 me.execute(id).await;
-                me.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                me.in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
                 drop(permit);
                 me.wake.notify_one();
                 me.recorded.notify_waiters();
@@ -257,17 +267,33 @@ impl Processor {
     pub fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write;
         let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(out, "# HELP engine_runs_total Script runs recorded, by script and status.");
+        let _ = writeln!(
+            out,
+            "# HELP engine_runs_total Script runs recorded, by script and status."
+        );
         let _ = writeln!(out, "# TYPE engine_runs_total counter");
         for ((script, status), n) in &stats.by_script {
-            let _ = writeln!(out, "engine_runs_total{{script=\"{script}\",status=\"{status}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "engine_runs_total{{script=\"{script}\",status=\"{status}\"}} {n}"
+            );
         }
-        let _ = writeln!(out, "# HELP engine_run_duration_seconds Wall time of script runs.");
+        let _ = writeln!(
+            out,
+            "# HELP engine_run_duration_seconds Wall time of script runs."
+        );
         let _ = writeln!(out, "# TYPE engine_run_duration_seconds histogram");
         for (bound, n) in RUN_DURATION_BUCKETS.iter().zip(stats.buckets) {
-            let _ = writeln!(out, "engine_run_duration_seconds_bucket{{le=\"{bound}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "engine_run_duration_seconds_bucket{{le=\"{bound}\"}} {n}"
+            );
         }
-        let _ = writeln!(out, "engine_run_duration_seconds_bucket{{le=\"+Inf\"}} {}", stats.count);
+        let _ = writeln!(
+            out,
+            "engine_run_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+            stats.count
+        );
         let _ = writeln!(out, "engine_run_duration_seconds_sum {}", stats.sum_seconds);
         let _ = writeln!(out, "engine_run_duration_seconds_count {}", stats.count);
         let pending = RunsView(self.store.db()).pending_count().unwrap_or(0);
@@ -375,7 +401,10 @@ impl Processor {
         let status = record.status;
         {
             let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-            *stats.by_script.entry((record.script.clone(), status.as_str())).or_default() += 1;
+            *stats
+                .by_script
+                .entry((record.script.clone(), status.as_str()))
+                .or_default() += 1;
             let secs = record.duration_ms.unwrap_or(0) as f64 / 1000.0;
             stats.count += 1;
             stats.sum_seconds += secs;

@@ -199,6 +199,18 @@ pub fn render_human(d: &Diagnostic, out: &mut dyn Write) -> std::io::Result<()> 
     let pad = " ".repeat(gutter);
     writeln!(out, "{pad}--> {place}")?;
     if let (Some(line), Some(text)) = (d.line, &d.source_line) {
+        // Control characters would garble a terminal; one replacement char keeps the columns.
+        let text: String = text
+            .chars()
+            .map(|c| {
+                if c.is_control() && c != '\t' {
+                    char::REPLACEMENT_CHARACTER
+                } else {
+                    c
+                }
+            })
+            .collect();
+        let text = &text;
         writeln!(out, "{pad} |")?;
         writeln!(out, "{line} | {text}")?;
         if let Some(col) = d.col {
@@ -213,11 +225,22 @@ pub fn render_human(d: &Diagnostic, out: &mut dyn Write) -> std::io::Result<()> 
             writeln!(out, "{pad} | {lead}{}", "^".repeat(n))?;
         }
     }
+    if d.source_line.is_some() && d.line.is_some() && !(d.notes.is_empty() && d.help.is_empty()) {
+        writeln!(out, "{pad} |")?;
+    }
     for n in &d.notes {
-        writeln!(out, "{pad} = note: {}", n.replace('\n', &format!("\n{pad}   ")))?;
+        writeln!(
+            out,
+            "{pad} = note: {}",
+            n.replace('\n', &format!("\n{pad}   "))
+        )?;
     }
     for h in &d.help {
-        writeln!(out, "{pad} = help: {}", h.replace('\n', &format!("\n{pad}   ")))?;
+        writeln!(
+            out,
+            "{pad} = help: {}",
+            h.replace('\n', &format!("\n{pad}   "))
+        )?;
     }
     writeln!(out)
 }
@@ -231,7 +254,12 @@ mod tests {
         let doc = include_str!("../../docs/diagnostics.md");
         for c in ALL_CODES {
             let row = format!("| `{}` |", c.as_str());
-            assert_eq!(doc.matches(&row).count(), 1, "{} in docs/diagnostics.md", c.as_str());
+            assert_eq!(
+                doc.matches(&row).count(),
+                1,
+                "{} in docs/diagnostics.md",
+                c.as_str()
+            );
         }
         let mut codes: Vec<&str> = ALL_CODES.iter().map(|c| c.as_str()).collect();
         codes.sort();
@@ -247,7 +275,10 @@ mod tests {
         let mut out = Vec::new();
         render_human(&d, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("2 | \tlet x = event.actr;\n  | \t              ^^^^\n"), "{text}");
+        assert!(
+            text.contains("2 | \tlet x = event.actr;\n  | \t              ^^^^\n  |\n  = help"),
+            "{text}"
+        );
         // Odd positions never panic.
         for (line, col) in [(Some(0), Some(0)), (Some(99), Some(5)), (None, Some(3))] {
             let d = Diagnostic::new(Code::E0002, "x", "x", "m").at("", line, col, 0);

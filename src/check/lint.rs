@@ -111,16 +111,37 @@ pub fn path_reads(ast: &AST) -> Vec<PathRead> {
     for s in ast.statements() {
         w.stmt(s);
     }
-    for f in ast.iter_fn_def() {
-        let rhai::ScriptFuncPayload::Statements(body) = &f.body else {
-            continue;
-        };
+    // Function bodies: rhai does not export the type holding them, so take each function
+    // alone (a copy of the AST with only it) and collect its top statements through `walk`.
+    let functions: Vec<(String, Vec<String>)> = ast
+        .iter_functions()
+        .map(|f| {
+            (
+                f.name.to_string(),
+                f.params.iter().map(|p| p.to_string()).collect(),
+            )
+        })
+        .collect();
+    for (name, params) in functions {
+        let mut one = ast.clone();
+        one.clear_statements();
+        one.retain_functions(|_, _, n, arity| n == name && arity == params.len());
+        let mut body: Vec<Stmt> = Vec::new();
+        one.walk(&mut |path: &[rhai::ASTNode]| {
+            if let [rhai::ASTNode::Stmt(s)] = path {
+                body.push((*s).clone());
+            }
+            true
+        });
         w.scope.clear();
         w.depth = 0;
         // A parameter called `event` (or `delivery`) is taken to be the event.
-        let params: Vec<&str> = f.params.iter().map(|p| p.as_str()).collect();
+        let params: Vec<&str> = params.iter().map(String::as_str).collect();
         w.bind_roots(&params);
-        w.block(body);
+        w.depth = 1;
+        for s in &body {
+            w.stmt(s);
+        }
     }
     w.reads
 }
@@ -600,7 +621,10 @@ pub fn check_path(read: &PathRead, shape: &Shape) -> Option<PathFinding> {
                 }
                 if i >= alias_len {
                     written = if *quoted {
-                        format!("{written}[{}]", serde_json::to_string(name).unwrap_or_default())
+                        format!(
+                            "{written}[{}]",
+                            serde_json::to_string(name).unwrap_or_default()
+                        )
                     } else {
                         field_path(&written, name)
                     };
@@ -692,8 +716,14 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         assert_eq!(nearest("actr", &known).as_deref(), Some("actor"));
-        assert_eq!(nearest("alternatId", &known).as_deref(), Some("alternateId"));
-        assert_eq!(nearest("ALTERNATEID", &known).as_deref(), Some("alternateId"));
+        assert_eq!(
+            nearest("alternatId", &known).as_deref(),
+            Some("alternateId")
+        );
+        assert_eq!(
+            nearest("ALTERNATEID", &known).as_deref(),
+            Some("alternateId")
+        );
         assert_eq!(nearest("zzz", &known), None);
         assert_eq!(nearest("", &known), None);
     }

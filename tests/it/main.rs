@@ -3,12 +3,13 @@
 
 mod support;
 
+mod check;
 mod cli;
 mod crash;
 mod ingest;
 mod lookup;
 mod mail;
 mod processing;
-mod retention;
 mod reload;
+mod retention;
 mod scripts;

@@ -213,9 +213,17 @@ fn hostile_scripts_fail_alone_and_replay_reruns_them() {
             .unwrap_or(false)
     }));
     // Metrics count runs by script and status, and mail.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let metrics = rt
-        .block_on(engine::client::request(hyper::Method::GET, &format!("{}/metrics", p.url), &[], bytes::Bytes::new()))
+        .block_on(engine::client::request(
+            hyper::Method::GET,
+            &format!("{}/metrics", p.url),
+            &[],
+            bytes::Bytes::new(),
+        ))
         .unwrap()
         .text();
     for line in [

@@ -540,8 +540,7 @@ async fn a_hundred_rapid_saves_end_in_the_last_one() {
             _ => s.write("a.rhai", "//! on: user.lifecycle.*\nlog(\"a \" +);\n"),
         }
     }
-    assert!(!last.is_empty());
-    s.write("a.rhai", &last);
+    // The last save (i = 100) is a valid in-place write.
     let saves = t0.elapsed();
     let t1 = Instant::now();
     let latency = s.wait_live("a.rhai", &last, t1).await;

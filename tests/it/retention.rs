@@ -1,7 +1,7 @@
 //! Retention: old history is pruned; nothing undispatched or still needed by a pending run is.
 
-use engine::envelope;
 use engine::config::HookKind;
+use engine::envelope;
 use engine::runs::{self, RunRecord, RunStatus, RunsView};
 use engine::store::{self, CommitMode, NewDelivery, Store};
 use engine::util::{format_ms, now_ms};
@@ -13,7 +13,12 @@ const DAY_MS: u64 = 86_400_000;
 async fn deliver(store: &Store, body: String, received_ms: u64) -> store::Stored {
     let parsed = envelope::parse(HookKind::Okta, body.as_bytes()).unwrap();
     store
-        .store_delivery(NewDelivery { hook: "test".into(), received_ms, body: body.into(), parsed })
+        .store_delivery(NewDelivery {
+            hook: "test".into(),
+            received_ms,
+            body: body.into(),
+            parsed,
+        })
         .await
         .unwrap()
 }
@@ -28,7 +33,10 @@ async fn prunes_old_history_but_keeps_what_is_still_needed() {
     deliver(&store, envelope_with("d2", &ids("e2")), old + 1).await; // events 3, 4
     deliver(&store, envelope_with("d3", &ids("e3")), old + 2).await; // events 5, 6: not dispatched
     deliver(&store, envelope_with("d4", &ids("e4")), now_ms()).await; // events 7, 8: recent
-    store.write(|txn| store::set_dispatch_cursor(txn, 4)).await.unwrap();
+    store
+        .write(|txn| store::set_dispatch_cursor(txn, 4))
+        .await
+        .unwrap();
     // An old finished run, and a pending (retrying) run that still needs event 3.
     let history = store.history();
     let e1 = history.event_by_seq(1).unwrap().unwrap();
@@ -37,35 +45,90 @@ async fn prunes_old_history_but_keeps_what_is_still_needed() {
     done.status = RunStatus::Succeeded;
     done.finished = Some(format_ms(old));
     let retrying = RunRecord::new(0, &e3, "s", None);
-    let created = store.write(move |txn| runs::create(txn, vec![done, retrying])).await.unwrap();
+    let created = store
+        .write(move |txn| runs::create(txn, vec![done, retrying]))
+        .await
+        .unwrap();
     let mut first = RunsView(store.db()).get(created[0]).unwrap().unwrap();
     first.status = RunStatus::Succeeded;
     first.finished = Some(format_ms(old));
-    store.write(move |txn| runs::save(txn, &first, 0)).await.unwrap();
+    store
+        .write(move |txn| runs::save(txn, &first, 0))
+        .await
+        .unwrap();
 
-    let report = engine::retention::prune_once(&store, now_ms() - 30 * DAY_MS).await.unwrap();
+    let report = engine::retention::prune_once(&store, now_ms() - 30 * DAY_MS)
+        .await
+        .unwrap();
     assert_eq!(report.runs, 1, "the old finished run");
-    assert_eq!(report.store.events, 2, "events 1 and 2 only: event 3 is needed by a pending run");
+    assert_eq!(
+        report.store.events, 2,
+        "events 1 and 2 only: event 3 is needed by a pending run"
+    );
     assert_eq!(report.store.deliveries, 1);
     let left: Vec<u64> = {
-        let mut v: Vec<u64> = store.history().recent_events(100).unwrap().iter().map(|e| e.seq).collect();
+        let mut v: Vec<u64> = store
+            .history()
+            .recent_events(100)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
         v.sort();
         v
     };
     assert_eq!(left, [3, 4, 5, 6, 7, 8]);
     // A pruned event's uuid can be accepted again; a kept one is still a duplicate.
-    assert_eq!(deliver(&store, envelope_with("again-1", &["e1-a".to_string()]), now_ms()).await.events, 1);
-    assert_eq!(deliver(&store, envelope_with("again-2", &["e2-a".to_string()]), now_ms()).await.duplicate_events, 1);
-    assert!(deliver(&store, envelope_with("d2", &["zzz".to_string()]), now_ms()).await.duplicate_delivery);
+    assert_eq!(
+        deliver(
+            &store,
+            envelope_with("again-1", &["e1-a".to_string()]),
+            now_ms()
+        )
+        .await
+        .events,
+        1
+    );
+    assert_eq!(
+        deliver(
+            &store,
+            envelope_with("again-2", &["e2-a".to_string()]),
+            now_ms()
+        )
+        .await
+        .duplicate_events,
+        1
+    );
+    assert!(
+        deliver(&store, envelope_with("d2", &["zzz".to_string()]), now_ms())
+            .await
+            .duplicate_delivery
+    );
     // Once the pending run is done, the rest of the old dispatched history goes.
     let mut second = RunsView(store.db()).get(created[1]).unwrap().unwrap();
     second.status = RunStatus::Failed;
     second.finished = Some(format_ms(old));
-    store.write(move |txn| runs::save(txn, &second, 0)).await.unwrap();
-    let report = engine::retention::prune_once(&store, now_ms() - 30 * DAY_MS).await.unwrap();
-    assert_eq!((report.store.events, report.store.deliveries, report.runs), (2, 1, 1));
-    let mut left: Vec<u64> = store.history().recent_events(100).unwrap().iter().map(|e| e.seq).collect();
+    store
+        .write(move |txn| runs::save(txn, &second, 0))
+        .await
+        .unwrap();
+    let report = engine::retention::prune_once(&store, now_ms() - 30 * DAY_MS)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.store.events, report.store.deliveries, report.runs),
+        (2, 1, 1)
+    );
+    let mut left: Vec<u64> = store
+        .history()
+        .recent_events(100)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
     left.sort();
     assert_eq!(left, [5, 6, 7, 8, 9], "undispatched old events stay");
-    tokio::task::spawn_blocking(move || store.close()).await.unwrap();
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .unwrap();
 }
