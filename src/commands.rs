@@ -40,7 +40,8 @@ fn print_json<T: Serialize>(value: &T) {
     );
 }
 
-fn cut(s: &str, n: usize) -> String {
+/// The first line of `s`, cut to `n` characters with `…` when anything was left out.
+pub fn cut(s: &str, n: usize) -> String {
     let first = s.lines().next().unwrap_or_default();
     if first.chars().count() > n || s.lines().count() > 1 {
         format!("{}…", first.chars().take(n).collect::<String>())

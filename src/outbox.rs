@@ -1,6 +1,7 @@
 //! The durable outbox: mails from successful runs, keyed by their stable id, so that a mail with
 //! an id already queued or sent is never queued again (retries, replays, restarts).
 
+use crate::store::{read_err, storage};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
@@ -48,14 +49,6 @@ pub struct OutboxMail {
     pub queued_ms: u64,
     pub sent_ms: Option<u64>,
     pub next_attempt_ms: Option<u64>,
-}
-
-fn storage<E: std::fmt::Display>(e: E) -> WriteError {
-    WriteError::Storage(e.to_string())
-}
-
-fn read_err<E: std::fmt::Display>(e: E) -> ReadError {
-    ReadError::new(e.to_string())
 }
 
 pub fn init(txn: &WriteTransaction) -> Result<(), WriteError> {

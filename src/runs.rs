@@ -2,6 +2,7 @@
 //! crashes. A run leaves the pending set in the same transaction that records its result, so it
 //! is completed exactly once (unless replayed, which records a new run).
 
+use crate::store::{read_err, storage};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
@@ -96,14 +97,6 @@ impl RunRecord {
             .map(|e| e.to_string())
             .unwrap_or_default()
     }
-}
-
-fn storage<E: std::fmt::Display>(e: E) -> WriteError {
-    WriteError::Storage(e.to_string())
-}
-
-fn read_err<E: std::fmt::Display>(e: E) -> ReadError {
-    ReadError::new(e.to_string())
 }
 
 /// Creates the runs tables (so that readers in other processes find them).

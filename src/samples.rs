@@ -3,6 +3,7 @@
 //! `capture = true`; added by hand with `engine samples add FILE` as files under
 //! `data_dir/samples/`.
 
+use crate::store::{read_err, storage};
 use std::path::{Path, PathBuf};
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
@@ -30,14 +31,6 @@ pub struct StoredSample {
     pub uuid: String,
     #[serde(skip)]
     pub json: Vec<u8>,
-}
-
-fn storage<E: std::fmt::Display>(e: E) -> WriteError {
-    WriteError::Storage(e.to_string())
-}
-
-fn read_err<E: std::fmt::Display>(e: E) -> ReadError {
-    ReadError::new(e.to_string())
 }
 
 pub fn init(txn: &WriteTransaction) -> Result<(), WriteError> {

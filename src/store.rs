@@ -116,11 +116,13 @@ pub enum StoreError {
     Read(#[from] ReadError),
 }
 
-fn storage<E: std::fmt::Display>(e: E) -> WriteError {
+/// Any redb/serde failure inside a write, as the error every write reports.
+pub(crate) fn storage<E: std::fmt::Display>(e: E) -> WriteError {
     WriteError::Storage(e.to_string())
 }
 
-fn read_err<E: std::fmt::Display>(e: E) -> ReadError {
+/// Any failure inside a read.
+pub(crate) fn read_err<E: std::fmt::Display>(e: E) -> ReadError {
     ReadError(e.to_string())
 }
 

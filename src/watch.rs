@@ -8,6 +8,7 @@
 //! (editors rename, write in parts, touch swap files), the pass after the last event sees the
 //! last save.
 
+use crate::store::{read_err, storage};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -601,14 +602,6 @@ async fn reload(reloader: &Arc<Reloader>, store: &Arc<Store>, reason: Reason) {
     }
 }
 
-fn storage<E: std::fmt::Display>(e: E) -> WriteError {
-    WriteError::Storage(e.to_string())
-}
-
-fn read_err<E: std::fmt::Display>(e: E) -> ReadError {
-    ReadError::new(e.to_string())
-}
-
 /// Replaces the recorded script state with `rows`.
 fn save_states(txn: &redb::WriteTransaction, rows: &[ScriptState]) -> Result<(), WriteError> {
     txn.delete_table(SCRIPT_STATE).map_err(storage)?;
@@ -648,15 +641,6 @@ pub fn inspect(config: &Config) -> Result<Vec<ScriptState>, Box<LoadError>> {
     let states = ScriptStates::default();
     states.update(&set, &errors, Reason::Inspect);
     Ok(states.snapshot())
-}
-
-fn cell(s: &str, n: usize) -> String {
-    let first = s.lines().next().unwrap_or_default();
-    if first.chars().count() > n || s.lines().count() > 1 {
-        format!("{}…", first.chars().take(n).collect::<String>())
-    } else {
-        first.to_string()
-    }
 }
 
 /// `engine scripts [--format json]`: every script's state (hash, loaded at, last error) as the
@@ -708,7 +692,7 @@ pub fn scripts_command(config: &Config, json: bool) -> u8 {
                         .map(|h| h.chars().take(HASH_CELL_CHARS).collect())
                         .unwrap_or_else(|| "-".into()),
                     s.loaded_at.clone().unwrap_or_else(|| "-".into()),
-                    cell(s.last_error.as_deref().unwrap_or(""), ERROR_CELL_CHARS),
+                    crate::commands::cut(s.last_error.as_deref().unwrap_or(""), ERROR_CELL_CHARS),
                 ]
             })
             .collect();

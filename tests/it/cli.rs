@@ -173,26 +173,6 @@ fn embedded_defaults_generate_a_private_secret_shown_once() {
     );
 }
 
-trait WaitRef {
-    fn wait_with_output_ref(&mut self) -> (std::process::ExitStatus, String, String);
-}
-
-impl WaitRef for std::process::Child {
-    fn wait_with_output_ref(&mut self) -> (std::process::ExitStatus, String, String) {
-        use std::io::Read;
-        let status = self.wait().unwrap();
-        let mut out = String::new();
-        let mut err = String::new();
-        if let Some(o) = self.stdout.as_mut() {
-            o.read_to_string(&mut out).unwrap();
-        }
-        if let Some(e) = self.stderr.as_mut() {
-            e.read_to_string(&mut err).unwrap();
-        }
-        (status, out, err)
-    }
-}
-
 #[test]
 fn send_events_and_quarantine_through_the_binary() {
     let dir = temp_dir();

@@ -133,25 +133,6 @@ fn events_run_scripts_and_mail_goes_out_over_smtp_with_no_secret_shown() {
     }
 }
 
-trait WaitRef {
-    fn wait_with_output_ref(&mut self) -> (std::process::ExitStatus, String, String);
-}
-
-impl WaitRef for std::process::Child {
-    fn wait_with_output_ref(&mut self) -> (std::process::ExitStatus, String, String) {
-        use std::io::Read;
-        let status = self.wait().unwrap();
-        let (mut out, mut err) = (String::new(), String::new());
-        if let Some(o) = self.stdout.as_mut() {
-            o.read_to_string(&mut out).unwrap();
-        }
-        if let Some(e) = self.stderr.as_mut() {
-            e.read_to_string(&mut err).unwrap();
-        }
-        (status, out, err)
-    }
-}
-
 const GOOD: &str = "//! on: user.lifecycle.*\nlog(`good ran on ${event.uuid}`);\nsend_email(#{ to: \"ops@example.com\", subject: \"hello\", body: \"a body\" });\n";
 const LOOPS: &str = "//! on: user.lifecycle.*\nlet n = 0;\nloop { n += 1; }\n";
 const TYPO: &str = "//! on: user.*\nlet who = event.actr.alternateId;\nlog(who);\n";

@@ -329,3 +329,23 @@ pub fn event_variant(fixture_name: &str, uuid: &str, event_type: Option<&str>) -
     }
     v.to_string()
 }
+
+/// Waits for a child and reads what it printed (for children whose pipes we did not take).
+pub trait WaitRef {
+    fn wait_with_output_ref(&mut self) -> (std::process::ExitStatus, String, String);
+}
+
+impl WaitRef for std::process::Child {
+    fn wait_with_output_ref(&mut self) -> (std::process::ExitStatus, String, String) {
+        use std::io::Read;
+        let status = self.wait().unwrap();
+        let (mut out, mut err) = (String::new(), String::new());
+        if let Some(o) = self.stdout.as_mut() {
+            o.read_to_string(&mut out).unwrap();
+        }
+        if let Some(e) = self.stderr.as_mut() {
+            e.read_to_string(&mut err).unwrap();
+        }
+        (status, out, err)
+    }
+}
