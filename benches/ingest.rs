@@ -2,7 +2,8 @@
 //! server on loopback, for 1 and 32 connections, 1- and 10-event deliveries, with group commit
 //! against one commit per request. Every request has a fresh eventId and fresh uuids.
 //!
-//! Run: `cargo bench --bench ingest` (optional: `-- --seconds 5`).
+//! Run: `cargo bench --bench ingest` (optional: `-- --seconds 5 --only group|per-request
+//! --conns 1|32 --events 1|10`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ const SECRET: &str = "bench-secret";
 const EVENT: &str = include_str!("../tests/fixtures/event.user.lifecycle.deactivate.json");
 
 struct Result {
+    writer: engine::store::WriterCounts,
     deliveries: u64,
     latencies_us: Vec<u64>,
     elapsed: Duration,
@@ -50,8 +52,9 @@ fn run_case(mode: CommitMode, conns: usize, events: usize, seconds: f64) -> Resu
         .enable_all()
         .build()
         .unwrap();
-    let (addr, stop_tx, done) = server_rt.block_on(async {
+    let (addr, stop_tx, done, stats) = server_rt.block_on(async {
         let store = Store::open(dir.path(), mode).unwrap();
+        let stats = store.writer_stats();
         let hook = HookConfig {
             id: "bench".into(),
             kind: HookKind::Okta,
@@ -70,7 +73,7 @@ fn run_case(mode: CommitMode, conns: usize, events: usize, seconds: f64) -> Resu
         let done = tokio::spawn(engine::serve::run_app(listener, app, async {
             let _ = stop_rx.await;
         }));
-        (addr, stop_tx, done)
+        (addr, stop_tx, done, stats)
     });
     let template = Arc::new(EVENT.to_string());
     let load_rt = tokio::runtime::Builder::new_multi_thread()
@@ -110,6 +113,7 @@ fn run_case(mode: CommitMode, conns: usize, events: usize, seconds: f64) -> Resu
             all.extend(t.await.unwrap());
         }
         Result {
+            writer: stats.read(),
             deliveries: all.len() as u64,
             latencies_us: all,
             elapsed: start.elapsed(),
@@ -137,6 +141,14 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned();
+    // `--conns N` / `--events N` run one shape only.
+    let pick = |flag: &str| -> Option<usize> {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|s| s.parse().ok())
+    };
+    let (only_conns, only_events) = (pick("--conns"), pick("--events"));
     if let Some(i) = args.iter().position(|a| a == "--seconds") {
         seconds = args
             .get(i + 1)
@@ -147,8 +159,17 @@ fn main() {
         "ingest benchmark: real server on loopback, redb durable commits, {seconds} s per case"
     );
     println!(
-        "{:<12} {:>5} {:>6} {:>14} {:>12} {:>9} {:>9}",
-        "commit", "conns", "events", "deliveries/s", "events/s", "p50 ms", "p99 ms"
+        "{:<12} {:>5} {:>6} {:>14} {:>12} {:>9} {:>9} {:>10} {:>11} {:>9}",
+        "commit",
+        "conns",
+        "events",
+        "deliveries/s",
+        "events/s",
+        "p50 ms",
+        "p99 ms",
+        "jobs/batch",
+        "busy ms",
+        "commit ms"
     );
     for mode in [CommitMode::Group, CommitMode::PerRequest] {
         let name = match mode {
@@ -160,12 +181,19 @@ fn main() {
         }
         for conns in [1, 32] {
             for events in [1, 10] {
+                if only_conns.is_some_and(|c| c != conns)
+                    || only_events.is_some_and(|e| e != events)
+                {
+                    continue;
+                }
                 let mut r = run_case(mode, conns, events, seconds);
                 r.latencies_us.sort_unstable();
                 let secs = r.elapsed.as_secs_f64();
                 let dps = r.deliveries as f64 / secs;
+                let w = r.writer;
+                let per_batch = |us: u64| us as f64 / w.batches.max(1) as f64 / 1000.0;
                 println!(
-                    "{:<12} {:>5} {:>6} {:>14.0} {:>12.0} {:>9.2} {:>9.2}",
+                    "{:<12} {:>5} {:>6} {:>14.0} {:>12.0} {:>9.2} {:>9.2} {:>10.1} {:>11.2} {:>9.2}",
                     match mode {
                         CommitMode::Group => "group",
                         CommitMode::PerRequest => "per-request",
@@ -176,6 +204,9 @@ fn main() {
                     dps * events as f64,
                     pct(&r.latencies_us, 0.50),
                     pct(&r.latencies_us, 0.99),
+                    w.jobs as f64 / w.batches.max(1) as f64,
+                    per_batch(w.busy_us),
+                    per_batch(w.commit_us),
                 );
             }
         }

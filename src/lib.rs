@@ -9,6 +9,7 @@
 //! - [`server`]: the HTTP front door (hyper): verification, delivery, `/healthz`, `/metrics`.
 //! - [`envelope`]: parses a delivery body into its events (lenient, precise errors).
 //! - [`store`]: the redb inbox with its group-commit writer, and history reads.
+//! - [`dedup`]: the in-memory index of stored delivery ids and event uuids.
 //! - [`metrics`]: counters and their Prometheus rendering.
 //! - [`secrets`]: generated hook secrets kept under the data dir.
 //! - [`client`]: a minimal HTTP/1.1 client for `engine send`, tests and benchmarks.
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod dedup;
 pub mod envelope;
 pub mod lookup;
 pub mod mail;

@@ -140,6 +140,37 @@ pub fn render<'a>(
     out
 }
 
+/// Appends the store writer's counters: how many commits, how many jobs they carried, and the
+/// time spent applying and committing them.
+pub fn render_writer(out: &mut String, c: crate::store::WriterCounts) {
+    for (name, help, v) in [
+        (
+            "engine_store_commits_total",
+            "Durable write transactions (each carries a batch of jobs).",
+            c.batches as f64,
+        ),
+        (
+            "engine_store_jobs_total",
+            "Jobs (deliveries, run results, ...) carried by those commits.",
+            c.jobs as f64,
+        ),
+        (
+            "engine_store_busy_seconds_total",
+            "Time the writer spent applying and committing batches.",
+            c.busy_us as f64 / 1e6,
+        ),
+        (
+            "engine_store_commit_seconds_total",
+            "Of that, time inside commit (writing pages, waiting for the disk).",
+            c.commit_us as f64 / 1e6,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {v}");
+    }
+}
+
 /// Appends the hot-reload state of the scripts: the live version of each, whether its file on
 /// disk compiles, and the reload and load-error counters.
 pub fn render_scripts(out: &mut String, states: &crate::watch::ScriptStates) {

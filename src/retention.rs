@@ -16,7 +16,7 @@ pub const FIRST_PRUNE_DELAY: Duration = Duration::from_secs(60);
 pub const PRUNE_BATCH: usize = 1000;
 
 /// What a pass removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PruneReport {
     pub store: store::Pruned,
     pub runs: u64,
@@ -39,6 +39,7 @@ pub async fn prune_once(store: &Store, cutoff_ms: u64) -> Result<PruneReport, Wr
                 })
             })
             .await?;
+        store.forget(&pass.store.keys);
         total.store.deliveries += pass.store.deliveries;
         total.store.events += pass.store.events;
         total.store.quarantined += pass.store.quarantined;

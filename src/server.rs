@@ -191,6 +191,7 @@ async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Answer {
                 app.unknown_hook_requests.load(Ordering::Relaxed),
                 depths,
             );
+            metrics::render_writer(&mut body, app.store.writer_stats().read());
             if let Some(rt) = &app.runtime {
                 rt.processor.render_metrics(&mut body);
                 rt.outbox.render_metrics(&mut body);

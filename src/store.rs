@@ -10,19 +10,21 @@
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redb::{
     ConcurrencyMode, Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase,
-    ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+    ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle, WriteTransaction,
 };
 use serde::Serialize;
 use tokio::sync::{Notify, oneshot};
 
+use crate::dedup::Seen;
 use crate::envelope::ParsedDelivery;
 
 /// The store file inside the data dir.
@@ -30,9 +32,6 @@ pub const DB_FILE: &str = "engine.redb";
 /// Most jobs gathered into one transaction: bounds the latency of the first one in a batch and
 /// the memory a batch holds, while being far above the concurrency Okta produces.
 pub const MAX_BATCH_JOBS: usize = 4096;
-/// Longest the writer waits for more jobs before a commit when the previous batch was larger
-/// than what is waiting: a fraction of one fsync, so it can only shorten the average wait.
-pub const GATHER_WINDOW: Duration = Duration::from_micros(200);
 /// Most body bytes gathered into one transaction, for the same reasons.
 pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
@@ -47,14 +46,18 @@ type DeliveryValue = (
 );
 /// seq → [`DeliveryValue`]
 const DELIVERIES: TableDefinition<u64, DeliveryValue> = TableDefinition::new("deliveries");
-/// envelope eventId → delivery seq (deduplication)
-const DELIVERY_IDS: TableDefinition<&str, u64> = TableDefinition::new("delivery_ids");
+/// delivery seq → envelope eventId, in commit order (the dedup index is rebuilt from it).
+const DELIVERY_KEYS: TableDefinition<u64, &str> = TableDefinition::new("delivery_keys");
+/// Before the in-memory dedup index: envelope eventId → delivery seq. Read once to migrate a
+/// store written by an older engine into `delivery_keys`, then deleted.
+const LEGACY_DELIVERY_IDS: TableDefinition<&str, u64> = TableDefinition::new("delivery_ids");
 /// seq → (delivery seq, uuid, eventType, published, offset, length): the event's JSON is that byte
 /// range of its delivery's body, so each byte Okta sent is written once.
 const EVENTS: TableDefinition<u64, (u64, &str, &str, &str, u32, u32)> =
     TableDefinition::new("events");
-/// event uuid → event seq (deduplication)
-const EVENT_UUIDS: TableDefinition<&str, u64> = TableDefinition::new("event_uuids");
+/// Before the in-memory dedup index: event uuid → event seq (`events` holds each uuid too).
+/// Deleted when a store written by an older engine is opened.
+const LEGACY_EVENT_UUIDS: TableDefinition<&str, u64> = TableDefinition::new("event_uuids");
 /// The processing queue is implicit: event seqs are contiguous and given in commit order, so
 /// every event above this cursor (in META) has not been handed to the scripts yet.
 pub const DISPATCH_CURSOR: &str = "dispatched_event_seq";
@@ -192,9 +195,54 @@ impl Job {
     }
 }
 
+/// Counters of the writer thread: batches, jobs, and where its time went.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    batches: AtomicU64,
+    jobs: AtomicU64,
+    /// Applying and committing, in µs.
+    busy_us: AtomicU64,
+    /// Inside `commit()` (writing the pages and waiting for the disk), in µs.
+    commit_us: AtomicU64,
+}
+
+/// A reading of [`WriterStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterCounts {
+    pub batches: u64,
+    pub jobs: u64,
+    pub busy_us: u64,
+    pub commit_us: u64,
+}
+
+impl WriterStats {
+    fn record(&self, jobs: usize, busy: Duration) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.jobs.fetch_add(jobs as u64, Ordering::Relaxed);
+        self.busy_us
+            .fetch_add(busy.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn record_commit(&self, took: Duration) {
+        self.commit_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn read(&self) -> WriterCounts {
+        WriterCounts {
+            batches: self.batches.load(Ordering::Relaxed),
+            jobs: self.jobs.load(Ordering::Relaxed),
+            busy_us: self.busy_us.load(Ordering::Relaxed),
+            commit_us: self.commit_us.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// The server's handle on the store: submits writes to the writer thread and reads directly.
 pub struct Store {
     db: Arc<Database>,
+    seen: Arc<Mutex<Seen>>,
+    stats: Arc<WriterStats>,
     events_committed: Arc<Notify>,
     tx: Option<mpsc::Sender<Job>>,
     writer: Option<JoinHandle<()>>,
@@ -227,19 +275,39 @@ impl Store {
             path: path.clone(),
             source,
         })?;
+        let seen = load_seen(&db).map_err(|source| OpenError::Init {
+            path: path.clone(),
+            source,
+        })?;
+        let seen = Arc::new(Mutex::new(seen));
         let (tx, rx) = mpsc::channel();
         let writer_db = db.clone();
+        let writer_seen = seen.clone();
+        let stats = Arc::new(WriterStats::default());
+        let writer_stats = stats.clone();
         let events_committed = Arc::new(Notify::new());
         let notify = events_committed.clone();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(&writer_db, rx, mode, next, &notify))
+            .spawn(move || {
+                writer_loop(
+                    &writer_db,
+                    &writer_seen,
+                    &writer_stats,
+                    rx,
+                    mode,
+                    next,
+                    &notify,
+                )
+            })
             .map_err(|e| OpenError::Init {
                 path: path.clone(),
                 source: redb::Error::Io(e),
             })?;
         Ok(Store {
             db,
+            seen,
+            stats,
             events_committed,
             tx: Some(tx),
             writer: Some(writer),
@@ -307,6 +375,27 @@ impl Store {
             .map_err(|_| WriteError::Storage("internal: write result of the wrong type".into()))
     }
 
+    /// Forgets the dedup keys of pruned deliveries and events (after their removal committed).
+    pub fn forget(&self, keys: &PrunedKeys) {
+        let mut seen = lock(&self.seen);
+        for id in &keys.delivery_ids {
+            seen.remove_delivery(id);
+        }
+        for uuid in &keys.event_uuids {
+            seen.remove_event(uuid);
+        }
+    }
+
+    /// What the writer has done so far (for `/metrics` and the benchmark).
+    pub fn writer_stats(&self) -> Arc<WriterStats> {
+        self.stats.clone()
+    }
+
+    /// (delivery ids, event uuids) in the dedup index.
+    pub fn dedup_len(&self) -> (usize, usize) {
+        lock(&self.seen).len()
+    }
+
     /// Woken after every commit that stored new events.
     pub fn events_committed(&self) -> Arc<Notify> {
         self.events_committed.clone()
@@ -363,6 +452,44 @@ fn next_key<V: redb::Value + 'static>(
     Ok(t.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1))
 }
 
+/// Moves the dedup keys of a store written by an older engine into `delivery_keys` (uuids are
+/// already in `events`) and deletes the old key → seq tables.
+fn migrate_dedup_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    let mut keys = txn.open_table(DELIVERY_KEYS)?;
+    let has_legacy = txn
+        .list_tables()?
+        .any(|t| t.name() == LEGACY_DELIVERY_IDS.name() || t.name() == LEGACY_EVENT_UUIDS.name());
+    if !has_legacy {
+        return Ok(());
+    }
+    {
+        let old = txn.open_table(LEGACY_DELIVERY_IDS)?;
+        for entry in old.iter()? {
+            let (id, seq) = entry?;
+            keys.insert(seq.value(), id.value())?;
+        }
+    }
+    drop(keys);
+    txn.delete_table(LEGACY_DELIVERY_IDS)?;
+    txn.delete_table(LEGACY_EVENT_UUIDS)?;
+    Ok(())
+}
+
+/// The dedup index of what the store holds: every event's uuid and every delivery's eventId.
+fn load_seen(db: &Database) -> Result<Seen, redb::Error> {
+    let txn = db.begin_read()?;
+    let mut seen = Seen::default();
+    for entry in txn.open_table(EVENTS)?.iter()? {
+        let (seq, v) = entry?;
+        seen.add_event(v.value().1, seq.value());
+    }
+    for entry in txn.open_table(DELIVERY_KEYS)?.iter()? {
+        let (seq, id) = entry?;
+        seen.add_delivery(id.value(), seq.value());
+    }
+    Ok(seen)
+}
+
 fn init_tables(db: &Database) -> Result<NextSeq, redb::Error> {
     let txn = db.begin_write()?;
     let next = NextSeq {
@@ -370,8 +497,7 @@ fn init_tables(db: &Database) -> Result<NextSeq, redb::Error> {
         event: next_key(&txn, EVENTS)?,
         quarantine: next_key(&txn, QUARANTINE)?,
     };
-    txn.open_table(DELIVERY_IDS)?;
-    txn.open_table(EVENT_UUIDS)?;
+    migrate_dedup_tables(&txn)?;
     txn.open_table(META)?;
     txn.open_table(QUARANTINE)?;
     crate::runs::init(&txn).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
@@ -381,8 +507,15 @@ fn init_tables(db: &Database) -> Result<NextSeq, redb::Error> {
     Ok(next)
 }
 
+/// The dedup index; a panic elsewhere while holding it leaves it usable (it is only a map).
+fn lock(seen: &Mutex<Seen>) -> MutexGuard<'_, Seen> {
+    seen.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn writer_loop(
     db: &Database,
+    seen: &Mutex<Seen>,
+    stats: &WriterStats,
     rx: mpsc::Receiver<Job>,
     mode: CommitMode,
     mut next: NextSeq,
@@ -393,38 +526,26 @@ fn writer_loop(
         CommitMode::PerRequest => 1,
     };
     let mut batch: Vec<Job> = Vec::new();
-    let mut last_batch = 0usize;
+    // No waiting for jobs still to come: under load the clients answered by one commit come back
+    // while the next one runs, so two batches alternate and the disk never idles. (Waiting for
+    // them to form one larger batch was measured slower: the disk idles while they come back.)
     while let Ok(first) = rx.recv() {
         let mut bytes = first.size();
         batch.push(first);
-        // Under concurrent load the clients answered by the last commit come back a few
-        // microseconds apart: wait briefly for about as many as last time, so that they share
-        // one commit instead of splitting into a small commit and a long wait for the next.
-        let gather_until = Instant::now() + GATHER_WINDOW;
         while batch.len() < max_jobs && bytes < MAX_BATCH_BYTES {
-            let job = match rx.try_recv() {
-                Ok(job) => job,
-                Err(mpsc::TryRecvError::Disconnected) => break,
-                Err(mpsc::TryRecvError::Empty) => {
-                    let now = Instant::now();
-                    if mode == CommitMode::PerRequest
-                        || batch.len() >= last_batch
-                        || now >= gather_until
-                    {
-                        break;
-                    }
-                    match rx.recv_timeout(gather_until - now) {
-                        Ok(job) => job,
-                        Err(_) => break,
-                    }
+            match rx.try_recv() {
+                Ok(job) => {
+                    bytes += job.size();
+                    batch.push(job);
                 }
-            };
-            bytes += job.size();
-            batch.push(job);
+                Err(_) => break,
+            }
         }
-        last_batch = batch.len();
         let before = next;
-        match apply_batch(db, &mut batch, &mut next) {
+        let started = Instant::now();
+        let r = apply_batch(db, seen, &mut batch, &mut next, stats);
+        stats.record(batch.len(), started.elapsed());
+        match r {
             Ok(results) => {
                 if next.event != before.event {
                     events_committed.notify_one();
@@ -466,16 +587,52 @@ fn answer(job: Job, result: Result<Done, WriteError>) {
 
 fn apply_batch(
     db: &Database,
+    seen: &Mutex<Seen>,
     batch: &mut [Job],
     next: &mut NextSeq,
+    stats: &WriterStats,
+) -> Result<Vec<Done>, WriteError> {
+    // Keys this batch adds to the dedup index, taken out again if it does not commit.
+    let mut added_ids: Vec<String> = Vec::new();
+    let mut added_uuids: Vec<String> = Vec::new();
+    let result = apply_jobs(
+        db,
+        seen,
+        batch,
+        next,
+        stats,
+        &mut added_ids,
+        &mut added_uuids,
+    );
+    if result.is_err() {
+        let mut seen = lock(seen);
+        for id in &added_ids {
+            seen.remove_delivery(id);
+        }
+        for uuid in &added_uuids {
+            seen.remove_event(uuid);
+        }
+    }
+    result
+}
+
+fn apply_jobs(
+    db: &Database,
+    seen: &Mutex<Seen>,
+    batch: &mut [Job],
+    next: &mut NextSeq,
+    stats: &WriterStats,
+    added_ids: &mut Vec<String>,
+    added_uuids: &mut Vec<String>,
 ) -> Result<Vec<Done>, WriteError> {
     let txn = db.begin_write().map_err(storage)?;
     let mut results: Vec<Option<Done>> = Vec::with_capacity(batch.len());
     {
         let mut deliveries = txn.open_table(DELIVERIES).map_err(storage)?;
-        let mut delivery_ids = txn.open_table(DELIVERY_IDS).map_err(storage)?;
+        let mut delivery_keys = txn.open_table(DELIVERY_KEYS).map_err(storage)?;
         let mut events = txn.open_table(EVENTS).map_err(storage)?;
-        let mut uuids = txn.open_table(EVENT_UUIDS).map_err(storage)?;
+        // Released before the `Txn` jobs run: retention's may take it.
+        let mut seen = lock(seen);
         for job in batch.iter() {
             let mut stored = Stored::default();
             match job {
@@ -483,16 +640,13 @@ fn apply_batch(
                     let id = d.parsed.delivery_id.as_deref().unwrap_or("");
                     let dseq = next.delivery;
                     if !id.is_empty() {
-                        let previous = delivery_ids
-                            .insert(id, dseq)
-                            .map_err(storage)?
-                            .map(|g| g.value());
-                        if let Some(previous) = previous {
-                            delivery_ids.insert(id, previous).map_err(storage)?;
+                        if seen.add_delivery(id, dseq).is_some() {
                             stored.duplicate_delivery = true;
                             results.push(Some(Done::Stored(stored)));
                             continue;
                         }
+                        added_ids.push(id.to_string());
+                        delivery_keys.insert(dseq, id).map_err(storage)?;
                     }
                     next.delivery += 1;
                     deliveries
@@ -510,17 +664,11 @@ fn apply_batch(
                         .map_err(storage)?;
                     for ev in &d.parsed.events {
                         let eseq = next.event;
-                        // One traversal: insert, and put the old value back in the rare case
-                        // that the uuid was known.
-                        let previous = uuids
-                            .insert(ev.uuid.as_str(), eseq)
-                            .map_err(storage)?
-                            .map(|g| g.value());
-                        if let Some(previous) = previous {
-                            uuids.insert(ev.uuid.as_str(), previous).map_err(storage)?;
+                        if seen.add_event(ev.uuid.as_str(), eseq).is_some() {
                             stored.duplicate_events += 1;
                             continue;
                         }
+                        added_uuids.push(ev.uuid.clone());
                         next.event += 1;
                         // Bodies are capped far below 4 GiB (MAX_BODY_BYTES_CEILING).
                         let (offset, len) = (ev.span.start as u32, ev.span.len() as u32);
@@ -576,7 +724,9 @@ fn apply_batch(
             *result = Some(Done::Value(f(&txn)?));
         }
     }
+    let committing = Instant::now();
     txn.commit().map_err(storage)?;
+    stats.record_commit(committing.elapsed());
     Ok(results
         .into_iter()
         .map(|r| r.unwrap_or(Done::Stored(Stored::default())))
@@ -648,11 +798,20 @@ pub struct StoredEvent {
 }
 
 /// What one pruning pass removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pruned {
     pub deliveries: u64,
     pub events: u64,
     pub quarantined: u64,
+    /// Their dedup keys: hand to [`Store::forget`] once the pass has committed.
+    pub keys: PrunedKeys,
+}
+
+/// The delivery ids and event uuids a pruning pass removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrunedKeys {
+    pub delivery_ids: Vec<String>,
+    pub event_uuids: Vec<String>,
 }
 
 /// Removes up to `limit` deliveries received before `cutoff_ms`, with their events and dedup
@@ -675,9 +834,8 @@ pub fn prune(
     };
     let keep_from = keep_from_event.min(cursor + 1);
     let mut deliveries = txn.open_table(DELIVERIES).map_err(storage)?;
-    let mut delivery_ids = txn.open_table(DELIVERY_IDS).map_err(storage)?;
+    let mut delivery_keys = txn.open_table(DELIVERY_KEYS).map_err(storage)?;
     let mut events = txn.open_table(EVENTS).map_err(storage)?;
-    let mut uuids = txn.open_table(EVENT_UUIDS).map_err(storage)?;
     let old: Vec<(u64, String)> = deliveries
         .iter()
         .map_err(storage)?
@@ -705,18 +863,19 @@ pub fn prune(
         }
         doomed.push((k.value(), uuid));
     }
-    for (eseq, uuid) in &doomed {
-        events.remove(*eseq).map_err(storage)?;
-        uuids.remove(uuid.as_str()).map_err(storage)?;
+    for (eseq, uuid) in doomed {
+        events.remove(eseq).map_err(storage)?;
+        pruned.keys.event_uuids.push(uuid);
         pruned.events += 1;
     }
-    for (dseq, id) in &old {
-        if blocked_at.is_some_and(|b| *dseq >= b) {
+    for (dseq, id) in old {
+        if blocked_at.is_some_and(|b| dseq >= b) {
             break;
         }
-        deliveries.remove(*dseq).map_err(storage)?;
+        deliveries.remove(dseq).map_err(storage)?;
         if !id.is_empty() {
-            delivery_ids.remove(id.as_str()).map_err(storage)?;
+            delivery_keys.remove(dseq).map_err(storage)?;
+            pruned.keys.delivery_ids.push(id);
         }
         pruned.deliveries += 1;
     }
@@ -891,14 +1050,9 @@ impl History<'_> {
             .find(|e| e.seq == seq))
     }
 
-    /// One event by its uuid.
+    /// One event by its uuid (newest first: a scan of the events, for commands).
     pub fn event_by_uuid(&self, uuid: &str) -> Result<Option<StoredEvent>, ReadError> {
-        let seq = {
-            let txn = self.read()?;
-            let uuids = txn.open_table(EVENT_UUIDS).map_err(read_err)?;
-            uuids.get(uuid).map_err(read_err)?.map(|g| g.value())
-        };
-        match seq {
+        match self.event_seq(uuid)? {
             Some(seq) => self.event_by_seq(seq),
             None => Ok(None),
         }
@@ -906,21 +1060,21 @@ impl History<'_> {
 
     /// The raw JSON of a stored event, by uuid.
     pub fn event_json(&self, uuid: &str) -> Result<Option<Vec<u8>>, ReadError> {
+        Ok(self.event_by_uuid(uuid)?.map(|e| e.json))
+    }
+
+    /// The seq of the event with `uuid`. The dedup index lives in the server's memory, so this
+    /// scans the events table from the newest.
+    fn event_seq(&self, uuid: &str) -> Result<Option<u64>, ReadError> {
         let txn = self.read()?;
-        let uuids = txn.open_table(EVENT_UUIDS).map_err(read_err)?;
-        let Some(seq) = uuids.get(uuid).map_err(read_err)?.map(|g| g.value()) else {
-            return Ok(None);
-        };
         let events = txn.open_table(EVENTS).map_err(read_err)?;
-        let Some((dseq, offset, len)) = events.get(seq).map_err(read_err)?.map(|g| {
-            let v = g.value();
-            (v.0, v.4 as usize, v.5 as usize)
-        }) else {
-            return Ok(None);
-        };
-        let deliveries = txn.open_table(DELIVERIES).map_err(read_err)?;
-        let delivery = deliveries.get(dseq).map_err(read_err)?;
-        Ok(delivery.and_then(|d| d.value().5.get(offset..offset + len).map(<[u8]>::to_vec)))
+        for entry in events.iter().map_err(read_err)?.rev() {
+            let (k, v) = entry.map_err(read_err)?;
+            if v.value().1 == uuid {
+                return Ok(Some(k.value()));
+            }
+        }
+        Ok(None)
     }
 
     /// The newest `limit` quarantined bodies, newest first.

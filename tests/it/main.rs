@@ -6,6 +6,7 @@ mod support;
 mod check;
 mod cli;
 mod crash;
+mod dedup;
 mod ingest;
 mod lookup;
 mod mail;

@@ -1,27 +1,12 @@
 //! Retention: old history is pruned; nothing undispatched or still needed by a pending run is.
 
-use engine::config::HookKind;
-use engine::envelope;
 use engine::runs::{self, RunRecord, RunStatus, RunsView};
-use engine::store::{self, CommitMode, NewDelivery, Store};
+use engine::store::{self, CommitMode, Store};
 use engine::util::{format_ms, now_ms};
 
 use crate::support::*;
 
 const DAY_MS: u64 = 86_400_000;
-
-async fn deliver(store: &Store, body: String, received_ms: u64) -> store::Stored {
-    let parsed = envelope::parse(HookKind::Okta, body.as_bytes()).unwrap();
-    store
-        .store_delivery(NewDelivery {
-            hook: "test".into(),
-            received_ms,
-            body: body.into(),
-            parsed,
-        })
-        .await
-        .unwrap()
-}
 
 #[tokio::test]
 async fn prunes_old_history_but_keeps_what_is_still_needed() {

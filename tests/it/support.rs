@@ -349,3 +349,17 @@ impl WaitRef for std::process::Child {
         (status, out, err)
     }
 }
+
+/// Stores one envelope straight through the store (no HTTP), as received at `received_ms`.
+pub async fn deliver(store: &Store, body: String, received_ms: u64) -> engine::store::Stored {
+    let parsed = engine::envelope::parse(HookKind::Okta, body.as_bytes()).unwrap();
+    store
+        .store_delivery(engine::store::NewDelivery {
+            hook: "test".into(),
+            received_ms,
+            body: body.into(),
+            parsed,
+        })
+        .await
+        .unwrap()
+}
