@@ -14,7 +14,6 @@ use serde_json::value::RawValue;
 
 use crate::client;
 use crate::config::Config;
-use crate::store::History;
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILURE: u8 = 1;
@@ -313,16 +312,14 @@ pub async fn shutdown_signal() {
 }
 
 fn events(config: &Config, limit: usize, format: Format, quarantine: bool) -> u8 {
-    let history = match History::open(&config.data_dir) {
-        Ok(h) => h,
-        Err(e) => return report(EXIT_FAILURE, &e),
-    };
+    use crate::remote::{Query, read};
     let mut out = std::io::stdout().lock();
     if quarantine {
-        let rows = match history.as_ref().map(|h| h.quarantine(limit)).transpose() {
-            Ok(r) => r.unwrap_or_default(),
-            Err(e) => return report(EXIT_FAILURE, &e),
-        };
+        let rows: Vec<crate::store::QuarantineRow> =
+            match read(config, &Query::Quarantine { limit }) {
+                Ok(r) => r.unwrap_or_default(),
+                Err(e) => return report(EXIT_FAILURE, &e),
+            };
         if format == Format::Json {
             let _ = writeln!(
                 out,
@@ -350,7 +347,7 @@ fn events(config: &Config, limit: usize, format: Format, quarantine: bool) -> u8
         }
         return EXIT_OK;
     }
-    let rows = match history.as_ref().map(|h| h.recent_events(limit)).transpose() {
+    let rows: Vec<crate::store::EventRow> = match read(config, &Query::Events { limit }) {
         Ok(r) => r.unwrap_or_default(),
         Err(e) => return report(EXIT_FAILURE, &e),
     };

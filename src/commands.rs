@@ -12,12 +12,13 @@ use serde::Serialize;
 
 use crate::cli::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE, print_table};
 use crate::config::Config;
-use crate::outbox::{MailStatus, OutboxView};
+use crate::outbox::OutboxView;
+use crate::remote::{self, Query, ReplayedRun};
 use crate::runs::{RunRecord, RunStatus, RunsView};
 use crate::script::{self, Action, ScriptSet};
-use crate::serve::{self, ADMIN_TOKEN_FILE};
+use crate::serve;
 use crate::server::ADMIN_TOKEN_HEADER;
-use crate::store::{CommitMode, History, OpenError, Store};
+use crate::store::{CommitMode, OpenError, Store};
 
 /// How long `replay` waits for its runs (and their mail) before leaving them to the server.
 pub const REPLAY_WAIT: Duration = Duration::from_secs(30);
@@ -51,12 +52,8 @@ pub fn cut(s: &str, n: usize) -> String {
 }
 
 pub fn runs(config: &Config, failed: bool, limit: usize, json: bool) -> u8 {
-    let rows = match History::open(&config.data_dir) {
-        Ok(Some(h)) => match RunsView(&h).recent(limit, failed) {
-            Ok(r) => r,
-            Err(e) => return report(EXIT_FAILURE, &e),
-        },
-        Ok(None) => Vec::new(),
+    let rows: Vec<RunRecord> = match remote::read(config, &Query::Runs { limit, failed }) {
+        Ok(r) => r.unwrap_or_default(),
         Err(e) => return report(EXIT_FAILURE, &e),
     };
     if json {
@@ -101,14 +98,11 @@ pub fn runs(config: &Config, failed: bool, limit: usize, json: bool) -> u8 {
 }
 
 pub fn outbox(config: &Config, failed: bool, limit: usize, json: bool) -> u8 {
-    let rows = match History::open(&config.data_dir) {
-        Ok(Some(h)) => match OutboxView(&h).recent(limit, failed) {
-            Ok(r) => r,
+    let rows: Vec<crate::outbox::OutboxMail> =
+        match remote::read(config, &Query::Outbox { limit, failed }) {
+            Ok(r) => r.unwrap_or_default(),
             Err(e) => return report(EXIT_FAILURE, &e),
-        },
-        Ok(None) => Vec::new(),
-        Err(e) => return report(EXIT_FAILURE, &e),
-    };
+        };
     if json {
         print_json(&rows);
         return EXIT_OK;
@@ -202,32 +196,17 @@ async fn replay_here(config: &Config, store: Arc<Store>, uuid: Option<&str>, fai
         .iter()
         .filter_map(|id| RunsView(store.db()).get(*id).ok().flatten())
         .collect();
-    let code = print_replayed(&records, store.db());
+    let code = print_replayed(&remote::replayed(&records, store.db()));
     drop(runtime);
     tokio::task::spawn_blocking(move || drop(store)).await.ok();
     code
 }
 
 async fn replay_via_server(config: &Config, uuid: Option<&str>, _failed: bool) -> u8 {
-    let token = match std::fs::read_to_string(config.data_dir.join(ADMIN_TOKEN_FILE)) {
-        Ok(t) => t.trim().to_string(),
-        Err(e) => {
-            return report(
-                EXIT_FAILURE,
-                &format!(
-                    "a server holds the store, but its admin token cannot be read ({e})\n  hint: run as the user that runs `engine serve`"
-                ),
-            );
-        }
+    let (addr, token) = match remote::admin_target(config) {
+        Ok(t) => t,
+        Err(e) => return report(EXIT_FAILURE, &e),
     };
-    let mut addr = config.listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
     let body = match uuid {
         Some(u) => serde_json::json!({ "uuid": u }),
         None => serde_json::json!({ "failed": true }),
@@ -259,19 +238,17 @@ async fn replay_via_server(config: &Config, uuid: Option<&str>, _failed: bool) -
         .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
         .unwrap_or_default();
     let deadline = Instant::now() + REPLAY_WAIT;
+    let query = Query::Replayed { ids };
     loop {
-        let history = match History::open(&config.data_dir) {
-            Ok(Some(h)) => h,
-            Ok(None) => return report(EXIT_FAILURE, &"the store disappeared"),
-            Err(e) => return report(EXIT_FAILURE, &e),
-        };
-        let records: Vec<RunRecord> = ids
+        let runs: Vec<ReplayedRun> =
+            match tokio::task::block_in_place(|| remote::read(config, &query)) {
+                Ok(Some(r)) => r,
+                Ok(None) => return report(EXIT_FAILURE, &"the store disappeared"),
+                Err(e) => return report(EXIT_FAILURE, &e),
+            };
+        let done = runs
             .iter()
-            .filter_map(|id| RunsView(&history).get(*id).ok().flatten())
-            .collect();
-        let done = records
-            .iter()
-            .all(|r| matches!(r.status, RunStatus::Succeeded | RunStatus::Failed));
+            .all(|r| matches!(r.record.status, RunStatus::Succeeded | RunStatus::Failed));
         if done || Instant::now() >= deadline {
             if !done {
                 println!(
@@ -279,39 +256,19 @@ async fn replay_via_server(config: &Config, uuid: Option<&str>, _failed: bool) -
                     REPLAY_WAIT.as_secs()
                 );
             }
-            return print_replayed(&records, &history);
+            return print_replayed(&runs);
         }
-        drop(history);
         tokio::time::sleep(REPLAY_POLL).await;
     }
 }
 
-fn print_replayed(records: &[RunRecord], db: &dyn crate::runs::ReadTxnSource) -> u8 {
-    if records.is_empty() {
+fn print_replayed(runs: &[ReplayedRun]) -> u8 {
+    if runs.is_empty() {
         println!("nothing to replay (no script subscribes to that event, or no failed runs)");
         return EXIT_OK;
     }
     let mut code = EXIT_OK;
-    for r in records {
-        let mails: Vec<String> = r
-            .actions
-            .iter()
-            .map(|Action::Email(e)| {
-                let state = OutboxView(db)
-                    .get(&e.id)
-                    .ok()
-                    .flatten()
-                    .map(|m| match (m.status, m.run_id == r.id) {
-                        (MailStatus::Sent, true) => "sent".to_string(),
-                        (MailStatus::Sent, false) => {
-                            "already sent earlier, not sent again".to_string()
-                        }
-                        (s, _) => s.as_str().to_string(),
-                    })
-                    .unwrap_or_else(|| "not queued".into());
-                format!("mail {} to {}: {state}", e.id, e.to.join(", "))
-            })
-            .collect();
+    for ReplayedRun { record: r, mails } in runs {
         println!(
             "run {} ({} on event {}): {}{}",
             r.id,
@@ -479,11 +436,15 @@ pub async fn dry_run(
 
 /// Captured samples (from the store) and added ones (files), newest first.
 pub fn all_samples(config: &Config) -> Result<Vec<crate::samples::StoredSample>, String> {
-    let mut out = match History::open(&config.data_dir) {
-        Ok(Some(h)) => crate::samples::captured(&h).map_err(|e| e.to_string())?,
-        Ok(None) => Vec::new(),
-        Err(e) => return Err(e.to_string()),
-    };
+    let captured: Vec<remote::SampleWithJson> =
+        remote::read(config, &Query::Samples)?.unwrap_or_default();
+    let mut out: Vec<crate::samples::StoredSample> = captured
+        .into_iter()
+        .map(|s| crate::samples::StoredSample {
+            json: s.json.into_bytes(),
+            ..s.sample
+        })
+        .collect();
     out.extend(crate::samples::added(&config.data_dir));
     Ok(out)
 }

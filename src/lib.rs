@@ -13,6 +13,7 @@
 //! - [`metrics`]: counters and their Prometheus rendering.
 //! - [`secrets`]: generated hook secrets kept under the data dir.
 //! - [`client`]: a minimal HTTP/1.1 client for `engine send`, tests and benchmarks.
+//! - [`remote`]: the history commands' reads, from the store or through the running server.
 //! - [`util`]: ids, clocks, timestamps.
 //! - [`check`]: `engine check`: lints scripts against samples (paths, header, dry runs).
 //! - [`tokens`]: `engine tokens`: the paths scripts can read, from samples; samples loading.
@@ -31,6 +32,7 @@ pub mod lookup;
 pub mod mail;
 pub mod metrics;
 pub mod outbox;
+pub mod remote;
 pub mod retention;
 pub mod runs;
 pub mod samples;

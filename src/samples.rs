@@ -7,7 +7,7 @@ use crate::store::{read_err, storage};
 use std::path::{Path, PathBuf};
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::runs::ReadTxnSource;
 use crate::store::{ReadError, StoredEvent, WriteError};
@@ -22,7 +22,7 @@ pub const SAMPLES_DIR: &str = "samples";
 const SAMPLES: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("samples");
 
 /// One sample, captured or added.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredSample {
     pub hook: String,
     pub event_type: String,

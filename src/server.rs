@@ -375,7 +375,40 @@ async fn deliver(app: &App, hook: &Hook, req: Request<Incoming>) -> Answer {
     }
 }
 
-/// `/admin/replay`: for `engine replay` while the server holds the store. Only from loopback,
+/// `/admin/read`: a history command's read (`remote::Query`) while the server holds the store.
+async fn admin_read(app: &App, body: &[u8]) -> Answer {
+    let query: crate::remote::Query = match serde_json::from_slice(body) {
+        Ok(q) => q,
+        Err(e) => {
+            return error_owned(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("bad read request: {e}"),
+            );
+        }
+    };
+    let store = app.store.clone();
+    let answered = tokio::task::spawn_blocking(move || {
+        crate::remote::answer(&store.history(), &query).map(|v| v.to_string())
+    })
+    .await;
+    match answered {
+        Ok(Ok(text)) => json(StatusCode::OK, text),
+        Ok(Err(e)) => error_owned(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            e.to_string(),
+        ),
+        Err(e) => error_owned(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the read failed: {e}"),
+        ),
+    }
+}
+
+/// `/admin/replay` and `/admin/read`: for `engine replay` and the history commands while the
+/// server holds the store. Only from loopback,
 /// and only with the token that only readers of the data dir can know.
 async fn admin(app: &App, action: &str, req: Request<Incoming>, peer: SocketAddr) -> Answer {
     let (Some(runtime), Some(token)) = (&app.runtime, &app.admin_token) else {
@@ -404,11 +437,11 @@ async fn admin(app: &App, action: &str, req: Request<Incoming>, peer: SocketAddr
             "missing or wrong admin token",
         );
     }
-    if req.method() != Method::POST || action != "replay" {
+    if req.method() != Method::POST || (action != "replay" && action != "read") {
         return error(
             StatusCode::NOT_FOUND,
             "not_found",
-            "the admin endpoint is POST /admin/replay",
+            "the admin endpoints are POST /admin/replay and POST /admin/read",
         );
     }
     let body = match Limited::new(req.into_body(), MAX_ADMIN_BODY_BYTES)
@@ -424,6 +457,9 @@ async fn admin(app: &App, action: &str, req: Request<Incoming>, peer: SocketAddr
             );
         }
     };
+    if action == "read" {
+        return admin_read(app, &body).await;
+    }
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Replay {

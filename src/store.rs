@@ -4,9 +4,9 @@
 //! gathers every other job waiting at that moment, applies them all in one transaction, commits
 //! durably, and only then answers each job. Nothing is acknowledged before its commit.
 //!
-//! Readers (`/metrics`, the history commands) open read transactions; the history commands work
-//! whether or not a server holds the file, because the server opens it in redb's single-writer
-//! mode, which lets other processes open it read-only and follow its commits.
+//! Readers (`/metrics`, the history commands) open read transactions. The server holds the file
+//! exclusively (one fsync per commit); while it runs, the history commands read through it
+//! (`remote`).
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redb::{
-    ConcurrencyMode, Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase,
-    ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle, WriteTransaction,
+    Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition, TableHandle, WriteTransaction,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
 
 use crate::dedup::Seen;
@@ -76,7 +76,7 @@ pub enum OpenError {
         source: std::io::Error,
     },
     #[error(
-        "the store {path} is open in another process that is not an engine server (or an older engine)\n  hint: stop that process and try again"
+        "the store {path} is open in another process\n  hint: if that is `engine serve`, commands read through it; otherwise stop that process and try again"
     )]
     Busy { path: PathBuf },
     #[error("cannot open the store {path}: {source}")]
@@ -249,10 +249,11 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// The server holds the file exclusively: redb's shared modes (other processes reading beside
+/// the writer) force a two-phase commit, a second fsync on every commit. The history commands
+/// read through the server instead (`remote`).
 fn builder() -> redb::Builder {
-    let mut b = Database::builder();
-    b.set_concurrency_mode(ConcurrencyMode::SingleWriter);
-    b
+    Database::builder()
 }
 
 impl Store {
@@ -904,7 +905,7 @@ pub fn set_dispatch_cursor(txn: &WriteTransaction, seq: u64) -> Result<(), Write
 }
 
 /// One stored event, as the history commands show it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct EventRow {
     pub seq: u64,
     pub uuid: String,
@@ -914,11 +915,11 @@ pub struct EventRow {
     pub delivery_id: String,
     pub received: String,
     /// `queued` until processed.
-    pub status: &'static str,
+    pub status: String,
 }
 
 /// One quarantined body.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct QuarantineRow {
     pub seq: u64,
     pub hook: String,
@@ -943,16 +944,15 @@ pub const QUARANTINE_PREVIEW_CHARS: usize = 200;
 enum HistoryDb<'a> {
     Shared(&'a Database),
     Owned(Box<Database>),
-    ReadOnly(Box<ReadOnlyDatabase>),
 }
 
 /// Read access to the stored history.
 pub struct History<'a>(HistoryDb<'a>);
 
 impl History<'static> {
-    /// Opens the store of `data_dir` for reading from another process: read-write when no
-    /// server has it (so a store left by a crash is repaired), read-only beside a running server.
-    /// `Ok(None)`: there is no store yet.
+    /// Opens the store of `data_dir` for reading from another process, read-write (so a store
+    /// left by a crash is repaired). `Err(OpenError::Busy)`: a server holds it; read through the
+    /// server (`remote::read`). `Ok(None)`: there is no store yet.
     pub fn open(data_dir: &Path) -> Result<Option<History<'static>>, OpenError> {
         let path = data_dir.join(DB_FILE);
         if !path.exists() {
@@ -966,11 +966,8 @@ impl History<'static> {
                 })?;
                 Ok(Some(History(HistoryDb::Owned(Box::new(db)))))
             }
-            Err(DatabaseError::DatabaseAlreadyOpen) => match builder().open_read_only(&path) {
-                Ok(db) => Ok(Some(History(HistoryDb::ReadOnly(Box::new(db))))),
-                Err(DatabaseError::DatabaseAlreadyOpen) => Err(OpenError::Busy { path }),
-                Err(source) => Err(OpenError::Database { path, source }),
-            },
+            // A server holds it: read through the server (`remote`).
+            Err(DatabaseError::DatabaseAlreadyOpen) => Err(OpenError::Busy { path }),
             Err(source) => Err(OpenError::Database { path, source }),
         }
     }
@@ -986,7 +983,6 @@ impl History<'_> {
         match &self.0 {
             HistoryDb::Shared(db) => db.begin_read(),
             HistoryDb::Owned(db) => db.begin_read(),
-            HistoryDb::ReadOnly(db) => db.begin_read(),
         }
         .map_err(read_err)
     }
@@ -1018,7 +1014,7 @@ impl History<'_> {
                 hook,
                 delivery_id,
                 received,
-                status: if queued { "queued" } else { "processed" },
+                status: if queued { "queued" } else { "processed" }.to_string(),
             });
         }
         Ok(rows)

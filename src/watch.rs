@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use crate::cli::{EXIT_FAILURE, EXIT_OK, print_table};
 use crate::config::Config;
 use crate::script::{Limits, LoadError, ScriptSet};
-use crate::store::{History, ReadError, Store, WriteError};
+use crate::store::{ReadError, Store, WriteError};
 use crate::util::{format_ms, now_ms};
 use crate::worker::{self, LiveScripts};
 
@@ -647,20 +647,14 @@ pub fn inspect(config: &Config) -> Result<Vec<ScriptState>, Box<LoadError>> {
 /// running (or last) server recorded it, or compiled from disk when no server has run on this
 /// data directory. Exit 1 when a script does not compile.
 pub fn scripts_command(config: &Config, json: bool) -> u8 {
-    let recorded = match History::open(&config.data_dir) {
-        Ok(Some(h)) => match h.read_txn().and_then(|txn| recorded_states(&txn)) {
-            Ok(r) => r,
+    let recorded: Option<Vec<ScriptState>> =
+        match crate::remote::read(config, &crate::remote::Query::Scripts) {
+            Ok(r) => r.flatten(),
             Err(e) => {
                 eprintln!("error: {e}");
                 return EXIT_FAILURE;
             }
-        },
-        Ok(None) => None,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_FAILURE;
-        }
-    };
+        };
     let from_server = recorded.is_some();
     let states = match recorded {
         Some(s) => s,

@@ -1,6 +1,7 @@
 //! The `engine` binary: help, exit codes, configuration errors, `events`, `send`, `serve`.
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -156,7 +157,7 @@ fn embedded_defaults_generate_a_private_secret_shown_once() {
     );
     p.signal(libc::SIGTERM);
     let out = p.child.wait_with_output_ref();
-    assert!(out.0.success(), "SIGTERM exits 0");
+    assert!(out.0.success(), "SIGTERM exits 0: {:?}\n{}", out.0, out.2);
     assert!(out.1.contains(&secret), "first start shows the secret");
     assert!(out.1.contains("/hooks/default"));
     assert!(!out.2.contains(&secret), "the secret is not logged");
@@ -164,7 +165,7 @@ fn embedded_defaults_generate_a_private_secret_shown_once() {
     let mut p = ServeProcess::start(dir.path(), port, &[]);
     p.signal(libc::SIGINT);
     let out = p.child.wait_with_output_ref();
-    assert!(out.0.success(), "SIGINT exits 0");
+    assert!(out.0.success(), "SIGINT exits 0: {:?}\n{}", out.0, out.2);
     assert!(!out.1.contains(&secret) && !out.2.contains(&secret));
     assert!(out.1.contains("hook-secret-default"));
     assert_eq!(
@@ -294,4 +295,80 @@ fn events_on_an_empty_data_dir() {
     assert_eq!(stdout(&o).trim(), "(none)");
     let o = run_engine(dir.path(), &["events", "--format", "json"]);
     assert_eq!(stdout(&o).trim(), "[]");
+}
+
+/// The server holds the store exclusively; every history command reads through its loopback
+/// admin endpoint and prints what it would print with the server stopped.
+#[test]
+fn history_commands_read_through_a_running_server() {
+    let dir = temp_dir();
+    let port = free_port();
+    engine_dir(
+        dir.path(),
+        port,
+        "",
+        &[("log-it.rhai", "//! on: user.*\nlog(`saw ${event.uuid}`);\n")],
+    );
+    let env = [("ENGINE_TEST_SECRET", SECRET)];
+    let p = ServeProcess::start(dir.path(), port, &env);
+    let url = format!("{}/hooks/test", p.url);
+    let uuid = "read-through-1".to_string();
+    let body = envelope_with("read-through", std::slice::from_ref(&uuid));
+    assert_eq!(post_blocking(&url, body), 200);
+    assert_eq!(post_blocking(&url, "{\"not\":\"an envelope\"}".into()), 400);
+    let events = history_json(dir.path(), "events");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["uuid"], uuid.as_str());
+    let mut runs = Vec::new();
+    assert!(wait_until(Duration::from_secs(30), || {
+        runs = history_json(dir.path(), "runs");
+        runs.len() == 1 && runs[0]["status"] == "succeeded"
+    }));
+    let o = run_engine(dir.path(), &["events", "--quarantine", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let q: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(q.len(), 1);
+    for cmd in [
+        &["outbox", "--format", "json"][..],
+        &["samples", "list", "--format", "json"],
+        &["scripts", "--format", "json"],
+    ] {
+        let o = run_engine(dir.path(), cmd);
+        assert_eq!(o.status.code(), Some(0), "{cmd:?}: {}", stderr(&o));
+    }
+    let o = run_engine(dir.path(), &["scripts", "--format", "json"]);
+    assert!(stdout(&o).contains("log-it"), "{}", stdout(&o));
+
+    // The endpoint itself: a token is required, and only known queries are answered.
+    let token = std::fs::read_to_string(dir.path().join("data/admin-token")).unwrap();
+    let read = |token: &str, body: &str| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(engine::client::request(
+            hyper::Method::POST,
+            &format!("{}/admin/read", p.url),
+            &[("x-engine-admin-token".to_string(), token.trim().to_string())],
+            bytes::Bytes::from(body.to_string()),
+        ))
+        .unwrap()
+    };
+    let a = read("wrong", r#"{"what":"events","limit":1}"#);
+    assert_eq!(a.status, 401, "{}", a.text());
+    let a = read(&token, r#"{"what":"everything"}"#);
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert!(a.text().contains("bad read request"), "{}", a.text());
+    let a = read(&token, r#"{"what":"events","limit":5}"#);
+    assert_eq!(a.status, 200, "{}", a.text());
+
+    // With the token unreadable, a command says why instead of failing obscurely.
+    std::fs::rename(
+        dir.path().join("data/admin-token"),
+        dir.path().join("data/admin-token.moved"),
+    )
+    .unwrap();
+    let o = run_engine(dir.path(), &["runs"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("admin token"), "{}", stderr(&o));
 }
