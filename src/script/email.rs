@@ -61,10 +61,10 @@ pub fn mail_id(event_id: &str, script: &str, position: usize, email: &Email) -> 
         h.update([0u8]);
     }
     for part in [
-        &email.reply_to,
-        &Some(email.subject.clone()),
-        &Some(email.body.clone()),
-        &email.html,
+        email.reply_to.as_deref(),
+        Some(email.subject.as_str()),
+        Some(email.body.as_str()),
+        email.html.as_deref(),
     ] {
         match part {
             Some(s) => {
@@ -224,7 +224,8 @@ fn is_atext(c: char) -> bool {
 /// A bare RFC 5322 addr-spec on one line: dot-atom or quoted local part, `@`, a host name (or an
 /// address literal in brackets). Display names (`Name <a@b>`) are not accepted.
 pub(crate) fn validate_address(s: &str) -> Result<(), String> {
-    let shown: String = s.chars().take(80).collect();
+    // Only for messages: the address cut to 80 characters.
+    let shown = &s[..s.char_indices().nth(80).map_or(s.len(), |(i, _)| i)];
     if s.is_empty() {
         return Err("empty address".into());
     }

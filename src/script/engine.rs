@@ -87,6 +87,26 @@ pub(crate) struct RunCtx {
 thread_local! {
     static CTX: RefCell<Option<RunCtx>> = const { RefCell::new(None) };
     static BUDGET: Cell<Budget> = const { Cell::new(Budget::LOADING) };
+    /// The operation count from which `progress` looks at `BUDGET` again: the next clock check
+    /// or the first operation over the limit, whichever comes first; 0 (every operation) while
+    /// no run is entered and once the run is tripped.
+    static NEXT_CHECK: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The `NEXT_CHECK` after operation `ops` of a run allowed `max_ops` operations.
+fn next_check(ops: u64, max_ops: u64) -> u64 {
+    let next_clock = (ops / CLOCK_CHECK_INTERVAL + 1).saturating_mul(CLOCK_CHECK_INTERVAL);
+    next_clock.min(max_ops.saturating_add(1))
+}
+
+/// Stops the current run at its next operation (sticky: `try`/`catch` cannot continue it).
+fn trip(t: Trip) {
+    BUDGET.with(|cell| {
+        let mut b = cell.get();
+        b.tripped = Some(t);
+        cell.set(b);
+    });
+    NEXT_CHECK.set(0);
 }
 
 /// A run entered on this thread; restores the previous state when finished or dropped.
@@ -97,6 +117,11 @@ pub(crate) struct Entered {
 /// Makes `ctx` and `budget` the current run of this thread.
 pub(crate) fn enter(ctx: RunCtx, budget: Budget) -> Entered {
     let prev_ctx = CTX.with(|c| c.borrow_mut().replace(ctx));
+    NEXT_CHECK.set(if budget.tripped.is_some() {
+        0
+    } else {
+        next_check(0, budget.max_ops)
+    });
     let prev_budget = BUDGET.with(|b| b.replace(budget));
     Entered {
         prev: Some((prev_ctx, prev_budget)),
@@ -114,6 +139,8 @@ impl Entered {
             Some((prev_ctx, prev_budget)) => {
                 let ctx = CTX.with(|c| std::mem::replace(&mut *c.borrow_mut(), prev_ctx));
                 let budget = BUDGET.with(|b| b.replace(prev_budget));
+                // `progress` recomputes it from the restored budget.
+                NEXT_CHECK.set(0);
                 (ctx, budget)
             }
             None => (None, Budget::LOADING),
@@ -131,23 +158,33 @@ fn with_ctx<R>(f: impl FnOnce(&mut RunCtx) -> R) -> Option<R> {
     CTX.with(|c| c.borrow_mut().as_mut().map(f))
 }
 
+/// The `on_progress` callback, called on every operation: one thread-local read on the fast
+/// path; the budget itself is looked at every `CLOCK_CHECK_INTERVAL` operations, on the first
+/// operation over the limit and after a trip.
 fn progress(ops: u64) -> Option<Dynamic> {
-    BUDGET.with(|cell| {
-        let mut b = cell.get();
-        if b.tripped.is_none() {
-            if ops > b.max_ops {
-                b.tripped = Some(Trip::Operations);
-            } else if ops.is_multiple_of(CLOCK_CHECK_INTERVAL)
-                && b.deadline.is_some_and(|d| Instant::now() >= d)
-            {
-                b.tripped = Some(Trip::Timeout);
-            } else {
-                return None;
-            }
-            cell.set(b);
+    if ops < NEXT_CHECK.get() {
+        return None;
+    }
+    check_budget(ops)
+}
+
+#[cold]
+#[inline(never)]
+fn check_budget(ops: u64) -> Option<Dynamic> {
+    let b = BUDGET.get();
+    if b.tripped.is_none() {
+        if ops > b.max_ops {
+            trip(Trip::Operations);
+        } else if ops.is_multiple_of(CLOCK_CHECK_INTERVAL)
+            && b.deadline.is_some_and(|d| Instant::now() >= d)
+        {
+            trip(Trip::Timeout);
+        } else {
+            NEXT_CHECK.set(next_check(ops, b.max_ops));
+            return None;
         }
-        Some(TERMINATE_TOKEN.into())
-    })
+    }
+    Some(TERMINATE_TOKEN.into())
 }
 
 /// Records a sticky error and returns the error that stops the script.
@@ -164,11 +201,7 @@ fn fatal(ctx: &NativeCallContext, kind: RunErrorKind, message: String) -> Box<Ev
             });
         }
     });
-    BUDGET.with(|cell| {
-        let mut b = cell.get();
-        b.tripped = Some(Trip::Fatal);
-        cell.set(b);
-    });
+    trip(Trip::Fatal);
     Box::new(EvalAltResult::ErrorTerminated(
         TERMINATE_TOKEN.into(),
         Position::NONE,
@@ -271,11 +304,7 @@ fn sleep_for(seconds: f64) -> Result<(), Box<EvalAltResult>> {
         .is_none_or(|end| end >= deadline)
     {
         // Sleeping would outlive the run: fail now instead of holding the thread.
-        BUDGET.with(|cell| {
-            let mut b = cell.get();
-            b.tripped = Some(Trip::Timeout);
-            cell.set(b);
-        });
+        trip(Trip::Timeout);
         return Err(Box::new(EvalAltResult::ErrorTerminated(
             TERMINATE_TOKEN.into(),
             Position::NONE,

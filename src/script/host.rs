@@ -107,6 +107,7 @@ pub fn user_to_dynamic(u: &User) -> Dynamic {
         .iter()
         .map(|(k, v)| (k.as_str().into(), json_to_dynamic(v)))
         .collect();
-    m.insert("profile".into(), profile.into());
-    m.into()
+    // `Dynamic::from_map`, not `.into()`: rhai's `From<BTreeMap>` rebuilds the map.
+    m.insert("profile".into(), Dynamic::from_map(profile));
+    Dynamic::from_map(m)
 }

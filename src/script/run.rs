@@ -5,7 +5,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rhai::{EvalAltResult, Map, Position, Scope};
+use rhai::{Dynamic, EvalAltResult, Map, Position, Scope};
 use serde::{Deserialize, Serialize};
 
 use super::Limits;
@@ -141,8 +141,9 @@ pub fn run_map(
     limits: &Limits,
 ) -> RunOutcome {
     let mut scope = Scope::new();
-    scope.push_constant("event", event);
-    scope.push_constant("delivery", delivery_map(delivery));
+    // `Dynamic::from_map`, not `push_constant(name, map)`: rhai's `Dynamic::from` rebuilds a map.
+    scope.push_constant_dynamic("event", Dynamic::from_map(event));
+    scope.push_constant_dynamic("delivery", Dynamic::from_map(delivery_map(delivery)));
 
     let ctx = RunCtx {
         host: host.clone(),
