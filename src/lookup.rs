@@ -119,6 +119,7 @@ fn user_from_profile(id: String, status: Option<String>, profile: Map<String, Va
         department: get("department"),
         title: get("title"),
         profile,
+        script_map: Default::default(),
     }
 }
 

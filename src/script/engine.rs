@@ -475,6 +475,11 @@ pub(crate) fn new_engine(stdlib_dir: &Path, limits: &Limits) -> (Engine, Arc<Std
         push_log(LogLevel::Warn, &dyn_text(&msg))
     });
     engine.register_fn("send_email", send_email);
+    // Kernels of stdlib/okta.rhai's naming helpers (see `naming`).
+    engine.register_fn("okta_describe", super::naming::describe);
+    engine.register_fn("okta_name_of", super::naming::name_of);
+    engine.register_fn("okta_location", super::naming::location);
+    engine.register_fn("okta_user_name", super::naming::user_name);
     engine.register_fn("lookup_user", lookup_user);
     engine.register_fn("lookup_user", |_: ()| Dynamic::UNIT);
     // Replace the built-in `sleep`, which blocks past the run's deadline.

@@ -1,5 +1,7 @@
 //! The host side of `lookup_user`: the `Host` trait, the `User` record and simple directories.
 
+use std::sync::{Arc, OnceLock};
+
 use rhai::{Dynamic, Map};
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +25,27 @@ pub struct User {
     pub title: Option<String>,
     /// The full profile, including custom attributes.
     pub profile: serde_json::Map<String, serde_json::Value>,
+    /// The map `lookup_user` returns, built on the first lookup and shared by every clone of
+    /// this user (directories and the lookup cache hand out clones). Build a new `User` rather
+    /// than editing the fields of one that was looked up.
+    #[serde(skip)]
+    pub script_map: ScriptMap,
+}
+
+/// A lazily built, shared script value of a [`User`]. Never part of equality or output.
+#[derive(Clone, Default)]
+pub struct ScriptMap(Arc<OnceLock<Dynamic>>);
+
+impl PartialEq for ScriptMap {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for ScriptMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScriptMap")
+    }
 }
 
 /// Why a lookup failed.
@@ -88,8 +111,13 @@ fn opt(v: &Option<String>) -> Dynamic {
 }
 
 /// The SPEC user map: `#{ id, status, login, email, firstName, lastName, displayName, managerId,
-/// manager, department, title, profile }`, every key present (`()` when unknown).
+/// manager, department, title, profile }`, every key present (`()` when unknown). Built once per
+/// user; each call returns a copy (scripts may change theirs).
 pub fn user_to_dynamic(u: &User) -> Dynamic {
+    u.script_map.0.get_or_init(|| build_user_map(u)).clone()
+}
+
+fn build_user_map(u: &User) -> Dynamic {
     let mut m = Map::new();
     m.insert("id".into(), u.id.clone().into());
     m.insert("status".into(), opt(&u.status));

@@ -61,6 +61,7 @@ mod event;
 mod header;
 mod host;
 mod load;
+mod naming;
 mod run;
 
 pub use email::{Action, Email, MAX_ADDRESS_LEN, MAX_RECIPIENTS, MAX_SUBJECT_CHARS, mail_id};
