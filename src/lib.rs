@@ -21,12 +21,6 @@
 //!
 //! See ARCHITECTURE.md for the invariants.
 
-/// mimalloc for every binary built on this crate (the server, the CLI, benchmarks, tests): a
-/// script run builds and drops a few hundred small maps and strings; the script path measured
-/// ~10 % faster than with the system allocator (BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub mod check;
 pub mod cli;
 pub mod client;

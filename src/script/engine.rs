@@ -422,8 +422,15 @@ impl ModuleResolver for SharedResolver {
         pos: Position,
     ) -> Result<Arc<Module>, Box<EvalAltResult>> {
         let ast = self.0.compile(engine, path, pos)?;
-        let module = Module::eval_ast_as_new(Scope::new(), &ast, engine)
+        let mut module = Module::eval_ast_as_new(Scope::new(), &ast, engine)
             .map_err(|e| Box::new(EvalAltResult::ErrorInModule(path.to_string(), e, pos)))?;
+        if check_module_name(path) == Ok("okta") {
+            let defined: Vec<(String, usize)> = ast
+                .iter_functions()
+                .map(|f| (f.name.to_string(), f.params.len()))
+                .collect();
+            super::naming::add_to_okta_module(&mut module, &defined);
+        }
         Ok(module.into())
     }
 
@@ -475,11 +482,6 @@ pub(crate) fn new_engine(stdlib_dir: &Path, limits: &Limits) -> (Engine, Arc<Std
         push_log(LogLevel::Warn, &dyn_text(&msg))
     });
     engine.register_fn("send_email", send_email);
-    // Kernels of stdlib/okta.rhai's naming helpers (see `naming`).
-    engine.register_fn("okta_describe", super::naming::describe);
-    engine.register_fn("okta_name_of", super::naming::name_of);
-    engine.register_fn("okta_location", super::naming::location);
-    engine.register_fn("okta_user_name", super::naming::user_name);
     engine.register_fn("lookup_user", lookup_user);
     engine.register_fn("lookup_user", |_: ()| Dynamic::UNIT);
     // Replace the built-in `sleep`, which blocks past the run's deadline.

@@ -381,7 +381,7 @@ fn check_ast(
         return Err(e);
     }
     for f in ast.iter_functions() {
-        if HOST_FUNCTIONS.contains(&f.name) || super::naming::KERNELS.contains(&f.name) {
+        if HOST_FUNCTIONS.contains(&f.name) {
             let line = source
                 .lines()
                 .position(|l| l.trim_start().starts_with(&format!("fn {}", f.name)))
