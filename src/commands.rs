@@ -565,6 +565,12 @@ pub fn check(
         None => Arc::new(script::NoDirectory),
     };
     let limits = crate::worker::limits_from(&config.limits);
+    let hooks: Vec<String> = config.hooks.iter().map(|h| h.id.clone()).collect();
+    let options = crate::check::CheckOptions {
+        json,
+        deny_warnings,
+        hooks: Some(&hooks),
+    };
     crate::check::check_command_with_host(
         scripts,
         &config.scripts_dir,
@@ -572,8 +578,7 @@ pub fn check(
         &samples,
         &limits,
         &host,
-        json,
-        deny_warnings,
+        options,
         &mut std::io::stdout().lock(),
     )
 }

@@ -41,6 +41,8 @@ pub enum Code {
     E0101,
     /// An `on:` event type that Okta cannot deliver by event hook.
     W0101,
+    /// A `hook:` id that no hook in engine.toml has.
+    W0102,
     /// A field that is neither documented nor in any sample of the subscribed event types.
     E0201,
     /// A field read from an array (index it first).
@@ -69,6 +71,7 @@ pub const ALL_CODES: &[Code] = &[
     Code::I0001,
     Code::E0101,
     Code::W0101,
+    Code::W0102,
     Code::E0201,
     Code::E0202,
     Code::E0203,
@@ -89,6 +92,7 @@ impl Code {
             Code::I0001 => "I0001",
             Code::E0101 => "E0101",
             Code::W0101 => "W0101",
+            Code::W0102 => "W0102",
             Code::E0201 => "E0201",
             Code::E0202 => "E0202",
             Code::E0203 => "E0203",

@@ -37,6 +37,15 @@ pub fn nearest_eligible(pattern: &str) -> Option<String> {
 /// Mirrors the header grammar of `script::parse_header` (the header is the leading block of
 /// blank and `//` lines; entries are comma-separated after `//! on:`).
 pub fn on_positions(source: &str) -> Vec<(String, usize, usize)> {
+    header_positions(source, "on")
+}
+
+/// Each `//! hook:` id with its 1-based line and column (characters), in header order.
+pub fn hook_positions(source: &str) -> Vec<(String, usize, usize)> {
+    header_positions(source, "hook")
+}
+
+fn header_positions(source: &str, key: &str) -> Vec<(String, usize, usize)> {
     let mut out = Vec::new();
     for (idx, raw) in source.lines().enumerate() {
         let line = raw.strip_prefix('\u{feff}').unwrap_or(raw);
@@ -51,10 +60,10 @@ pub fn on_positions(source: &str) -> Vec<(String, usize, usize)> {
             continue;
         };
         let body = rest.trim_start();
-        let Some(after_on) = body.strip_prefix("on") else {
+        let Some(after_key) = body.strip_prefix(key) else {
             continue;
         };
-        let Some(value) = after_on.trim_start().strip_prefix(':') else {
+        let Some(value) = after_key.trim_start().strip_prefix(':') else {
             continue;
         };
         // Column of `value`'s first character in `raw`, in characters.

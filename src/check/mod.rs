@@ -1,15 +1,16 @@
 //! `engine check`: lints scripts against sample events and dry-runs them.
 //!
 //! For each script: its file and header (`on:`/`hook:`, event types Okta cannot deliver by
-//! hook), compilation and imports, every `event.…`/`delivery.…` path it reads (walked from the
+//! hook, hook ids the config lacks), compilation and imports, every `event.…`/`delivery.…` path it reads (walked from the
 //! AST, see [`lint`]) against the documented LogEvent fields and the samples of its event types,
 //! and a dry run on each of those samples. Findings are [`Diagnostic`]s with stable codes
 //! (documented in `docs/diagnostics.md`), rendered like rustc or as one JSON object.
 //!
 //! ```text
 //! check_command(scripts, scripts_dir, stdlib_dir, samples, limits, json, deny_warnings, out) -> u8
-//! check_command_with_host(…, host, out) -> u8     // dry runs look users up in `host`
-//! check(scripts, scripts_dir, stdlib_dir, samples, limits, host) -> Result<Report, String>
+//! check_command_with_host(…, host, CheckOptions { json, deny_warnings, hooks }, out) -> u8
+//!     // dry runs look users up in `host`; `hook:` ids are checked against `hooks` when given
+//! check(scripts, scripts_dir, stdlib_dir, samples, limits, host, hooks) -> Result<Report, String>
 //! ```
 
 pub mod diagnostics;
@@ -98,6 +99,11 @@ pub fn check_command(
     out: &mut dyn Write,
 ) -> u8 {
     let host: Arc<dyn Host> = Arc::new(NoDirectory);
+    let options = CheckOptions {
+        json,
+        deny_warnings,
+        hooks: None,
+    };
     check_command_with_host(
         scripts,
         scripts_dir,
@@ -105,10 +111,20 @@ pub fn check_command(
         samples,
         limits,
         &host,
-        json,
-        deny_warnings,
+        options,
         out,
     )
+}
+
+/// How `engine check` reports, and what it knows of the config.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckOptions<'a> {
+    /// JSON instead of text.
+    pub json: bool,
+    /// Warnings fail the check (exit 1).
+    pub deny_warnings: bool,
+    /// The configured hook ids; `hook:` ids are checked against them when given.
+    pub hooks: Option<&'a [String]>,
 }
 
 /// `engine check`: checks `scripts` (all of `scripts_dir` when empty), writes the report as text
@@ -122,11 +138,23 @@ pub fn check_command_with_host(
     samples: &[Sample],
     limits: &Limits,
     host: &Arc<dyn Host>,
-    json: bool,
-    deny_warnings: bool,
+    options: CheckOptions<'_>,
     out: &mut dyn Write,
 ) -> u8 {
-    let mut report = match check(scripts, scripts_dir, stdlib_dir, samples, limits, host) {
+    let CheckOptions {
+        json,
+        deny_warnings,
+        ..
+    } = options;
+    let mut report = match check(
+        scripts,
+        scripts_dir,
+        stdlib_dir,
+        samples,
+        limits,
+        host,
+        options.hooks,
+    ) {
         Ok(r) => r,
         Err(message) => {
             let _ = if json {
@@ -195,6 +223,7 @@ pub fn check(
     samples: &[Sample],
     limits: &Limits,
     host: &Arc<dyn Host>,
+    hooks: Option<&[String]>,
 ) -> Result<Report, String> {
     let (files, whole_dir) = script_files(scripts, scripts_dir)?;
     let mut report = Report {
@@ -231,6 +260,7 @@ pub fn check(
     };
     let mut ctx = Ctx {
         stdlib_dir,
+        hooks,
         samples,
         limits,
         host,
@@ -268,6 +298,8 @@ pub fn check(
 
 struct Ctx<'a> {
     stdlib_dir: &'a Path,
+    /// The hook ids of the config, when known (`hook:` ids are checked against them).
+    hooks: Option<&'a [String]>,
     samples: &'a [Sample],
     limits: &'a Limits,
     host: &'a Arc<dyn Host>,
@@ -275,6 +307,43 @@ struct Ctx<'a> {
     delivery: Shape,
     /// Merged shapes by the indices of the samples they cover.
     shapes: HashMap<Vec<usize>, Shape>,
+}
+
+/// W0102 for each `hook:` id that is not configured.
+fn unknown_hooks(source: &str, display: &str, configured: &[String]) -> Vec<Diagnostic> {
+    let named = eligible::hook_positions(source);
+    let unknown: Vec<&(String, usize, usize)> = named
+        .iter()
+        .filter(|(id, _, _)| !configured.iter().any(|c| c == id))
+        .collect();
+    let none_known = !named.is_empty() && unknown.len() == named.len();
+    unknown
+        .into_iter()
+        .map(|(id, line, col)| {
+            let message = if none_known {
+                format!("no hook `{id}` in engine.toml: this script never runs")
+            } else {
+                format!("no hook `{id}` in engine.toml: the script never runs for it")
+            };
+            let d = Diagnostic::new(Code::W0102, display, display, message).at(
+                source,
+                Some(*line),
+                Some(*col),
+                id.chars().count(),
+            );
+            match lint::nearest(id, configured) {
+                Some(s) => d.help(format!("did you mean `{s}`?")),
+                None => d.help(format!(
+                    "the configured hooks are: {}",
+                    configured
+                        .iter()
+                        .map(|h| format!("`{h}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            }
+        })
+        .collect()
 }
 
 fn read_source(file: &Path) -> Result<String, String> {
@@ -347,6 +416,10 @@ impl Ctx<'_> {
                 ),
             };
             diags.push(d);
+        }
+
+        if let Some(configured) = self.hooks {
+            diags.extend(unknown_hooks(&source, &display, configured));
         }
 
         let script = match loaded {

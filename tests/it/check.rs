@@ -11,8 +11,12 @@
 
 use std::path::{Path, PathBuf};
 
-use engine::check::{EXIT_USAGE, Sample, check_command, load_samples_dir};
-use engine::script::Limits;
+use std::sync::Arc;
+
+use engine::check::{
+    CheckOptions, EXIT_USAGE, Sample, check_command, check_command_with_host, load_samples_dir,
+};
+use engine::script::{Host, Limits, NoDirectory};
 use engine::tokens::tokens_command;
 
 /// Set to `1` to rewrite the expected files.
@@ -72,32 +76,27 @@ fn fixtures() -> Vec<Sample> {
     load_samples_dir(&repo().join("tests/fixtures")).expect("fixtures load as samples")
 }
 
-/// Runs `check` on a case directory both ways; returns (human, json, exit code).
+/// Runs `check` on a case directory both ways; returns (human, json, exit code). A case with a
+/// `hooks.txt` (one hook id a line) is checked as with a config that has those hooks.
 fn run_check(dir: &Path, samples: &[Sample], deny_warnings: bool) -> (String, String, u8) {
     let stdlib = repo().join("stdlib");
     let limits = Limits::default();
+    let hooks: Option<Vec<String>> = std::fs::read_to_string(dir.join("hooks.txt"))
+        .ok()
+        .map(|t| t.lines().map(str::to_string).collect());
+    let host: Arc<dyn Host> = Arc::new(NoDirectory);
+    let run = |json: bool, out: &mut Vec<u8>| {
+        let options = CheckOptions {
+            json,
+            deny_warnings,
+            hooks: hooks.as_deref(),
+        };
+        check_command_with_host(&[], dir, &stdlib, samples, &limits, &host, options, out)
+    };
     let mut human = Vec::new();
-    let code_h = check_command(
-        &[],
-        dir,
-        &stdlib,
-        samples,
-        &limits,
-        false,
-        deny_warnings,
-        &mut human,
-    );
+    let code_h = run(false, &mut human);
     let mut json = Vec::new();
-    let code_j = check_command(
-        &[],
-        dir,
-        &stdlib,
-        samples,
-        &limits,
-        true,
-        deny_warnings,
-        &mut json,
-    );
+    let code_j = run(true, &mut json);
     assert_eq!(code_h, code_j, "exit codes of human and JSON output differ");
     (normalize(&human), normalize(&json), code_h)
 }
@@ -340,4 +339,31 @@ fn tokens_golden() {
         EXIT_USAGE
     );
     assert_eq!(tokens_command(&[], None, true, &mut Vec::new()), EXIT_USAGE);
+}
+
+/// Through the binary, `engine check` knows the config's hooks: a `hook:` id that is not one of
+/// them is a warning (a failure with `--deny-warnings`).
+#[test]
+fn check_warns_about_hook_ids_the_config_lacks() {
+    let dir = crate::support::temp_dir();
+    let port = crate::support::free_port();
+    crate::support::engine_dir(
+        dir.path(),
+        port,
+        "",
+        &[(
+            "typo.rhai",
+            "//! on: user.lifecycle.create\n//! hook: tset\nlog(event.uuid);\n",
+        )],
+    );
+    let o = crate::support::run_engine(dir.path(), &["check"]);
+    let out = crate::support::stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("warning[W0102]: no hook `tset` in engine.toml"),
+        "{out}"
+    );
+    assert!(out.contains("the configured hooks are: `test`"), "{out}");
+    let o = crate::support::run_engine(dir.path(), &["check", "--deny-warnings"]);
+    assert_eq!(o.status.code(), Some(1), "{}", crate::support::stdout(&o));
 }
