@@ -480,6 +480,25 @@ async fn smtp_tls_required_is_enforced() {
         "{err:?}"
     );
     assert!(tls.received().is_empty());
+
+    // smtps:// speaks TLS from the first byte: against an implicit-TLS server the handshake
+    // happens and the self-signed certificate is refused; against a plain server it fails too.
+    let implicit = SmtpServer::start(&["--implicit-tls"]);
+    let url = Secret::new(format!("smtps://127.0.0.1:{}", implicit.port));
+    let err = mail::send(&Transport::from_url(&url).expect("url"), &mail("tls4"))
+        .await
+        .expect_err("untrusted certificate");
+    assert!(
+        matches!(&err, MailError::Transient(t) if t.to_lowercase().contains("certificate")),
+        "{err:?}"
+    );
+    assert!(implicit.received().is_empty());
+    let url = Secret::new(format!("smtps://127.0.0.1:{}", plain.port));
+    let err = mail::send(&Transport::from_url(&url).expect("url"), &mail("tls5"))
+        .await
+        .expect_err("a plain server does not speak TLS");
+    assert!(err.is_transient(), "{err:?}");
+    assert!(plain.received().is_empty());
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ Modes:
     --no-store        accept but write nothing (for benchmarks)
     --starttls        offer STARTTLS with a throw-away self-signed certificate (made with the
                       openssl command into OUT_DIR); clients that check certificates refuse it
+    --implicit-tls    speak TLS from the first byte (smtps), with the same kind of certificate
 
 Prints "LISTENING 127.0.0.1:PORT" on stdout once it accepts connections; stops on
 SIGTERM/SIGINT. Needs `pip install aiosmtpd`.
@@ -139,6 +140,7 @@ async def main():
     ap.add_argument("--auth", metavar="USER:PASS")
     ap.add_argument("--no-store", action="store_true")
     ap.add_argument("--starttls", action="store_true")
+    ap.add_argument("--implicit-tls", action="store_true")
     args = ap.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
 
@@ -155,8 +157,11 @@ async def main():
         )
 
     loop = asyncio.get_running_loop()
+    # Implicit TLS (smtps, port 465 style): the TLS handshake comes first, with the same
+    # throw-away certificate.
+    ssl_ctx = self_signed_context(args.out_dir) if args.implicit_tls else None
     server = await loop.create_server(
-        lambda: SMTP(handler, **smtp_kwargs), host="127.0.0.1", port=args.port
+        lambda: SMTP(handler, **smtp_kwargs), host="127.0.0.1", port=args.port, ssl=ssl_ctx
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
