@@ -177,7 +177,7 @@ async fn replay_here(config: &Config, store: Arc<Store>, uuid: Option<&str>, fai
                 .get(*id)
                 .ok()
                 .flatten()
-                .is_none_or(|r| matches!(r.status, RunStatus::Succeeded | RunStatus::Failed))
+                .is_none_or(|r| r.status.is_finished())
         });
         let now = crate::util::now_ms();
         let mail_done = OutboxView(store.db())
@@ -246,9 +246,7 @@ async fn replay_via_server(config: &Config, uuid: Option<&str>, _failed: bool) -
                 Ok(None) => return report(EXIT_FAILURE, &"the store disappeared"),
                 Err(e) => return report(EXIT_FAILURE, &e),
             };
-        let done = runs
-            .iter()
-            .all(|r| matches!(r.record.status, RunStatus::Succeeded | RunStatus::Failed));
+        let done = runs.iter().all(|r| r.record.status.is_finished());
         if done || Instant::now() >= deadline {
             if !done {
                 println!(

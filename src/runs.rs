@@ -23,6 +23,8 @@ pub enum RunStatus {
     Retrying,
     Succeeded,
     Failed,
+    /// Not run: its script was deleted (or renamed) before a worker got to it. `error` says so.
+    Skipped,
 }
 
 impl RunStatus {
@@ -32,7 +34,16 @@ impl RunStatus {
             RunStatus::Retrying => "retrying",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
+            RunStatus::Skipped => "skipped",
         }
+    }
+
+    /// Whether the run is over (it leaves the pending set).
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Skipped
+        )
     }
 }
 
@@ -138,7 +149,7 @@ pub fn save(
     let json = serde_json::to_vec(record).map_err(storage)?;
     runs.insert(record.id, json.as_slice()).map_err(storage)?;
     match record.status {
-        RunStatus::Succeeded | RunStatus::Failed => {
+        RunStatus::Succeeded | RunStatus::Failed | RunStatus::Skipped => {
             pending.remove(record.id).map_err(storage)?;
         }
         RunStatus::Pending | RunStatus::Retrying => {
@@ -175,7 +186,7 @@ pub fn prune(
             .as_deref()
             .and_then(crate::util::parse_rfc3339_nanos)
             .map(|n| (n / 1_000_000) as u64);
-        let done = matches!(r.status, RunStatus::Succeeded | RunStatus::Failed);
+        let done = r.status.is_finished();
         match finished_ms {
             Some(ms) if done && ms < cutoff_ms => doomed.push(k.value()),
             _ => break,

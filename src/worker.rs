@@ -356,18 +356,21 @@ impl Processor {
                     result: Err(plain_error(&record.script, format!("the run crashed: {e}"))),
                 })
             }
+            // Deleted or renamed since the run was queued (a script that stops compiling keeps
+            // its previous version loaded): a deleted script stops, so the run is skipped.
             None => script::RunOutcome {
                 log: Vec::new(),
                 actions: Vec::new(),
                 result: Err(plain_error(
                     &record.script,
                     format!(
-                        "script `{}` is not loaded (deleted, renamed, or failing to compile)",
+                        "skipped: script `{}` is no longer loaded (deleted or renamed after the event was queued)",
                         record.script
                     ),
                 )),
             },
         };
+        let script_gone = set.get(&record.script).is_none();
         record.duration_ms = Some(clock.elapsed().as_millis() as u64);
         record.finished = Some(format_ms(now_ms()));
         for line in &outcome.log {
@@ -381,6 +384,13 @@ impl Processor {
                 record.actions = outcome.actions;
                 record.error = None;
                 record.next_attempt = None;
+            }
+            Err(error) if script_gone => {
+                record.actions = Vec::new();
+                record.status = RunStatus::Skipped;
+                record.next_attempt = None;
+                tracing::info!(run_id = id, script = %record.script, "run skipped: its script is no longer loaded");
+                record.error = Some(error);
             }
             Err(error) => {
                 record.actions = Vec::new();

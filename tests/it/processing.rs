@@ -602,3 +602,50 @@ fn samples_are_captured_bounded_and_added_by_hand() {
     );
     drop(p);
 }
+
+/// A run queued for a script that is then deleted is skipped (a deleted script stops): it is
+/// finished, says why, and is neither failed nor picked up by `replay --failed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_queued_for_a_deleted_script_are_skipped() {
+    use std::sync::Arc;
+
+    use engine::runs::{self, RunRecord, RunStatus, RunsView};
+    use engine::store::{CommitMode, Store};
+
+    let dir = temp_dir();
+    engine_dir(dir.path(), free_port(), "", &[]);
+    let config = engine::config::Config::load(&dir.path().join("engine.toml")).unwrap();
+    let store = Arc::new(Store::open(&config.data_dir, CommitMode::Group).unwrap());
+    deliver(
+        &store,
+        envelope_with("d-gone", &["evt-gone-1".to_string()]),
+        engine::util::now_ms(),
+    )
+    .await;
+    let event = store.history().event_by_seq(1).unwrap().unwrap();
+    // Queued while `gone.rhai` existed; dispatched, so no other runs are made for the event.
+    let ids = store
+        .write(move |txn| {
+            engine::store::set_dispatch_cursor(txn, 1)?;
+            runs::create(txn, vec![RunRecord::new(0, &event, "gone", None)])
+        })
+        .await
+        .unwrap();
+    let runtime = engine::serve::build_runtime(&config, store.clone(), &mut Vec::new()).unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let processing = tokio::spawn(runtime.processor.clone().run(stop_rx));
+    let mut record = None;
+    let finished = wait_until(Duration::from_secs(20), || {
+        record = RunsView(store.db()).get(ids[0]).unwrap();
+        record.as_ref().is_some_and(|r| r.status.is_finished())
+    });
+    let _ = stop_tx.send(true);
+    let _ = processing.await;
+    assert!(finished, "{record:?}");
+    let record = record.unwrap();
+    assert_eq!(record.status, RunStatus::Skipped);
+    let why = record.error.map(|e| e.message).unwrap_or_default();
+    assert!(why.contains("no longer loaded"), "{why}");
+    assert!(RunsView(store.db()).latest_failed().unwrap().is_empty());
+    assert_eq!(RunsView(store.db()).pending_count().unwrap(), 0);
+}
