@@ -274,11 +274,8 @@ async fn okta_bad_token_is_permanent_without_the_token() {
 
 #[tokio::test]
 async fn okta_unreachable_is_transient() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    // A port no other test gets, with nothing listening on it.
+    let port = crate::support::free_port();
     let client = OktaClient::new(
         &format!("http://127.0.0.1:{port}"),
         Secret::new(TOKEN.into()),

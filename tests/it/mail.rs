@@ -1,13 +1,15 @@
 //! Mail delivery against a real SMTP server (aiosmtpd, `tests/support/smtp_server.py`) and the
 //! `.eml` file transport.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use engine::config::Secret;
 use engine::mail::{self, MailError, OutgoingMail, Transport};
+
+use crate::support::free_port;
 
 const SMTP_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_server.py");
 /// The Python server starts in ~0.3 s; allow a loaded CI machine much more.
@@ -85,13 +87,6 @@ impl Drop for SmtpServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 fn mail(id: &str) -> OutgoingMail {

@@ -184,13 +184,27 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A free loopback port (bound then released).
+/// Ports are handed out from this range, below the kernel's ephemeral range (32768–60999 on
+/// these machines): a port from `bind(0)` could be taken, between its release and the server's
+/// bind, by a client connection's source port or by another test's `bind(0)`. A restarted server
+/// then failed to bind while the readiness probe reached the other listener.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+/// How many ports this test process has handed out.
+static PORTS_GIVEN: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+
+/// A free loopback port that no other test of this process gets.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let span = TEST_PORTS.end - TEST_PORTS.start;
+    // A start that differs between processes, so two test runs at once rarely overlap.
+    let offset = (std::process::id() % u32::from(span)) as u16;
+    loop {
+        let n = PORTS_GIVEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(n < span, "out of test ports");
+        let port = TEST_PORTS.start + (offset + n) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// `engine serve` as a child process in `dir` with a config listening on `port`.
@@ -222,6 +236,11 @@ impl ServeProcess {
         let addr = self.url.trim_start_matches("http://").to_string();
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(&addr).is_ok() {
+                // Something listens; make sure it is this server and not a leftover.
+                std::thread::sleep(Duration::from_millis(20));
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    panic!("engine serve exited with {status} although {addr} answers");
+                }
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
