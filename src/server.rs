@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -137,12 +136,16 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                // A connection from this host: over loopback, or to the address it came from
+                // (a server bound to one interface address sees its own host's clients so).
+                let same_host = peer.ip().is_loopback()
+                    || stream.local_addr().is_ok_and(|local| local.ip() == peer.ip());
                 let app = app.clone();
                 let conn = http.serve_connection(
                     TokioIo::new(stream),
                     service_fn(move |req| {
                         let app = app.clone();
-                        async move { Ok::<_, Infallible>(handle(&app, req, peer).await) }
+                        async move { Ok::<_, Infallible>(handle(&app, req, same_host).await) }
                     }),
                 );
                 let conn = graceful.watch(conn);
@@ -164,11 +167,11 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     }
 }
 
-async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Answer {
+async fn handle(app: &App, req: Request<Incoming>, same_host: bool) -> Answer {
     let path = req.uri().path();
     if let Some(action) = path.strip_prefix("/admin/") {
         let action = action.to_string();
-        return admin(app, &action, req, peer).await;
+        return admin(app, &action, req, same_host).await;
     }
     if let Some(id) = path.strip_prefix("/hooks/") {
         let id = id.trim_end_matches('/').to_string();
@@ -408,9 +411,10 @@ async fn admin_read(app: &App, body: &[u8]) -> Answer {
 }
 
 /// `/admin/replay` and `/admin/read`: for `engine replay` and the history commands while the
-/// server holds the store. Only from loopback,
-/// and only with the token that only readers of the data dir can know.
-async fn admin(app: &App, action: &str, req: Request<Incoming>, peer: SocketAddr) -> Answer {
+/// server holds the store. Only from this host (loopback, or to the interface address the server
+/// is bound to, from that same address), and only with the token that only readers of the data
+/// dir can know.
+async fn admin(app: &App, action: &str, req: Request<Incoming>, same_host: bool) -> Answer {
     let (Some(runtime), Some(token)) = (&app.runtime, &app.admin_token) else {
         return error(
             StatusCode::NOT_FOUND,
@@ -418,11 +422,11 @@ async fn admin(app: &App, action: &str, req: Request<Incoming>, peer: SocketAddr
             "no admin endpoint on this server",
         );
     };
-    if !peer.ip().is_loopback() {
+    if !same_host {
         return error(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "admin requests are accepted from loopback only",
+            "admin requests are accepted only from this host",
         );
     }
     let given = req
