@@ -13,6 +13,10 @@ use crate::store::{ReadError, WriteError};
 const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
 /// run id → earliest time (ms since epoch) it may be attempted: every run not finished yet.
 const PENDING_RUNS: TableDefinition<u64, u64> = TableDefinition::new("pending_runs");
+/// The same set ordered by time: (not before ms, run id). The scheduler reads the due ones as a
+/// range and the next one due as the first key after now, without walking the runs that retry
+/// later (thousands while the Okta API is down).
+const PENDING_BY_TIME: TableDefinition<(u64, u64), ()> = TableDefinition::new("pending_by_time");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -113,7 +117,44 @@ impl RunRecord {
 /// Creates the runs tables (so that readers in other processes find them).
 pub fn init(txn: &WriteTransaction) -> Result<(), WriteError> {
     txn.open_table(RUNS).map_err(storage)?;
-    txn.open_table(PENDING_RUNS).map_err(storage)?;
+    let pending = txn.open_table(PENDING_RUNS).map_err(storage)?;
+    let mut by_time = txn.open_table(PENDING_BY_TIME).map_err(storage)?;
+    // A store written before the time index: build it once.
+    use redb::ReadableTableMetadata;
+    if by_time.is_empty().map_err(storage)? && !pending.is_empty().map_err(storage)? {
+        for entry in pending.iter().map_err(storage)? {
+            let (id, not_before) = entry.map_err(storage)?;
+            by_time
+                .insert((not_before.value(), id.value()), ())
+                .map_err(storage)?;
+        }
+    }
+    Ok(())
+}
+
+/// Puts run `id` in the pending set at `not_before` (moving it if it was there).
+fn set_pending(
+    pending: &mut redb::Table<u64, u64>,
+    by_time: &mut redb::Table<(u64, u64), ()>,
+    id: u64,
+    not_before: u64,
+) -> Result<(), WriteError> {
+    if let Some(old) = pending.insert(id, not_before).map_err(storage)? {
+        by_time.remove((old.value(), id)).map_err(storage)?;
+    }
+    by_time.insert((not_before, id), ()).map_err(storage)?;
+    Ok(())
+}
+
+/// Takes run `id` out of the pending set.
+fn unset_pending(
+    pending: &mut redb::Table<u64, u64>,
+    by_time: &mut redb::Table<(u64, u64), ()>,
+    id: u64,
+) -> Result<(), WriteError> {
+    if let Some(old) = pending.remove(id).map_err(storage)? {
+        by_time.remove((old.value(), id)).map_err(storage)?;
+    }
     Ok(())
 }
 
@@ -121,6 +162,7 @@ pub fn init(txn: &WriteTransaction) -> Result<(), WriteError> {
 pub fn create(txn: &WriteTransaction, mut records: Vec<RunRecord>) -> Result<Vec<u64>, WriteError> {
     let mut runs = txn.open_table(RUNS).map_err(storage)?;
     let mut pending = txn.open_table(PENDING_RUNS).map_err(storage)?;
+    let mut by_time = txn.open_table(PENDING_BY_TIME).map_err(storage)?;
     let first = runs
         .last()
         .map_err(storage)?
@@ -131,7 +173,7 @@ pub fn create(txn: &WriteTransaction, mut records: Vec<RunRecord>) -> Result<Vec
         r.id = id;
         let json = serde_json::to_vec(r).map_err(storage)?;
         runs.insert(r.id, json.as_slice()).map_err(storage)?;
-        pending.insert(r.id, 0).map_err(storage)?;
+        set_pending(&mut pending, &mut by_time, r.id, 0)?;
         ids.push(r.id);
     }
     Ok(ids)
@@ -146,15 +188,13 @@ pub fn save(
 ) -> Result<(), WriteError> {
     let mut runs = txn.open_table(RUNS).map_err(storage)?;
     let mut pending = txn.open_table(PENDING_RUNS).map_err(storage)?;
+    let mut by_time = txn.open_table(PENDING_BY_TIME).map_err(storage)?;
     let json = serde_json::to_vec(record).map_err(storage)?;
     runs.insert(record.id, json.as_slice()).map_err(storage)?;
-    match record.status {
-        RunStatus::Succeeded | RunStatus::Failed | RunStatus::Skipped => {
-            pending.remove(record.id).map_err(storage)?;
-        }
-        RunStatus::Pending | RunStatus::Retrying => {
-            pending.insert(record.id, not_before_ms).map_err(storage)?;
-        }
+    if record.status.is_finished() {
+        unset_pending(&mut pending, &mut by_time, record.id)?;
+    } else {
+        set_pending(&mut pending, &mut by_time, record.id, not_before_ms)?;
     }
     Ok(())
 }
@@ -201,8 +241,8 @@ pub fn prune(
 /// Drops a pending run whose record or event is gone (it can never run).
 pub fn forget(txn: &WriteTransaction, id: u64) -> Result<(), WriteError> {
     let mut pending = txn.open_table(PENDING_RUNS).map_err(storage)?;
-    pending.remove(id).map_err(storage)?;
-    Ok(())
+    let mut by_time = txn.open_table(PENDING_BY_TIME).map_err(storage)?;
+    unset_pending(&mut pending, &mut by_time, id)
 }
 
 /// Reads runs; works on a server's database or one opened by a command.
@@ -266,9 +306,9 @@ impl RunsView<'_> {
         Ok(out)
     }
 
-    /// Up to `limit` runs due at `now` (oldest first) that are not in `skip`, and the earliest
-    /// time of a pending run not yet due among those looked at. Stops reading as soon as it has
-    /// `limit` runs, so a long backlog costs nothing per call.
+    /// Up to `limit` runs due at `now` (earliest due first, then oldest) that are not in `skip`,
+    /// and the earliest time a pending run not yet due comes due. Reads only what it returns
+    /// (plus the runs in `skip`), so neither a backlog nor runs retrying later cost anything.
     pub fn due(
         &self,
         now: u64,
@@ -276,28 +316,34 @@ impl RunsView<'_> {
         limit: usize,
     ) -> Result<(Vec<u64>, Option<u64>), ReadError> {
         let txn = self.0.begin()?;
-        let pending = match txn.open_table(PENDING_RUNS) {
+        let by_time = match txn.open_table(PENDING_BY_TIME) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), None)),
             Err(e) => return Err(read_err(e)),
         };
         let mut due = Vec::new();
-        let mut next: Option<u64> = None;
-        if limit == 0 {
-            return Ok((due, next));
-        }
-        for entry in pending.iter().map_err(read_err)? {
-            let (k, v) = entry.map_err(read_err)?;
-            let (id, not_before) = (k.value(), v.value());
-            if not_before > now {
-                next = Some(next.map_or(not_before, |n| n.min(not_before)));
-            } else if !skip.contains(&id) {
-                due.push(id);
-                if due.len() >= limit {
-                    break;
+        if limit > 0 {
+            for entry in by_time.range(..=(now, u64::MAX)).map_err(read_err)? {
+                let (k, _) = entry.map_err(read_err)?;
+                let (_, id) = k.value();
+                if !skip.contains(&id) {
+                    due.push(id);
+                    if due.len() >= limit {
+                        break;
+                    }
                 }
             }
         }
+        let next = match now.checked_add(1) {
+            Some(after) => by_time
+                .range((after, 0)..)
+                .map_err(read_err)?
+                .next()
+                .transpose()
+                .map_err(read_err)?
+                .map(|(k, _)| k.value().0),
+            None => None,
+        };
         Ok((due, next))
     }
 
@@ -349,5 +395,81 @@ impl RunsView<'_> {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoredEvent;
+
+    fn event(seq: u64) -> StoredEvent {
+        StoredEvent {
+            seq,
+            uuid: format!("u{seq}"),
+            event_type: "user.lifecycle.create".into(),
+            published: String::new(),
+            hook: "h".into(),
+            delivery_id: String::new(),
+            event_time: String::new(),
+            source: String::new(),
+            received_ms: 0,
+            json: Vec::new(),
+        }
+    }
+
+    fn write<T>(db: &redb::Database, f: impl FnOnce(&WriteTransaction) -> T) -> T {
+        let txn = db.begin_write().unwrap();
+        let out = f(&txn);
+        txn.commit().unwrap();
+        out
+    }
+
+    /// `due` reads the time index: due runs earliest first, in-flight ones skipped, retrying
+    /// ones only once due; finished runs leave both tables; an old store gets its index built.
+    #[test]
+    fn due_runs_come_from_the_time_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        write(&db, |t| init(t).unwrap());
+        let records = (1..=4)
+            .map(|i| RunRecord::new(0, &event(i), "s", None))
+            .collect();
+        let ids = write(&db, |t| create(t, records).unwrap());
+        assert_eq!(ids, [1, 2, 3, 4]);
+        let mut retrying = RunsView(&db).get(2).unwrap().unwrap();
+        retrying.status = RunStatus::Retrying;
+        write(&db, |t| save(t, &retrying, 5_000).unwrap());
+        let mut done = RunsView(&db).get(3).unwrap().unwrap();
+        done.status = RunStatus::Succeeded;
+        write(&db, |t| save(t, &done, 0).unwrap());
+
+        let skip: std::collections::HashSet<u64> = [1].into();
+        assert_eq!(
+            RunsView(&db).due(1_000, &skip, 10).unwrap(),
+            (vec![4], Some(5_000))
+        );
+        assert_eq!(
+            RunsView(&db).due(5_000, &Default::default(), 10).unwrap(),
+            (vec![1, 4, 2], None)
+        );
+        assert_eq!(
+            RunsView(&db).due(5_000, &Default::default(), 1).unwrap().0,
+            [1]
+        );
+        assert_eq!(RunsView(&db).pending_count().unwrap(), 3);
+
+        // A store from before the index: dropping it and opening again rebuilds it.
+        write(&db, |t| t.delete_table(PENDING_BY_TIME).unwrap());
+        write(&db, |t| init(t).unwrap());
+        assert_eq!(
+            RunsView(&db).due(1_000, &skip, 10).unwrap(),
+            (vec![4], Some(5_000))
+        );
+        write(&db, |t| forget(t, 4).unwrap());
+        assert_eq!(
+            RunsView(&db).due(1_000, &skip, 10).unwrap(),
+            (vec![], Some(5_000))
+        );
     }
 }
