@@ -146,7 +146,7 @@ pub fn admin_target(config: &Config) -> Result<(std::net::SocketAddr, String), S
         .map(|t| t.trim().to_string())
         .map_err(|e| {
             format!(
-                "a server holds the store, but its admin token cannot be read ({e})\n  hint: run as the user that runs `engine serve`"
+                "the store is in use by another process (a running `engine serve`?), and its admin token cannot be read ({e})\n  hint: run as the user that runs `engine serve`; if another engine command is using the store, try again when it has finished"
             )
         })?;
     let mut addr = config.listen;
@@ -184,7 +184,11 @@ fn ask_server(config: &Config, query: &Query) -> Result<serde_json::Value, Strin
     })
     .join()
     .map_err(|_| "the request thread panicked".to_string())?
-    .map_err(|e| format!("a server holds the store, but cannot be reached at {addr}: {e}"))?;
+    .map_err(|e| {
+        format!(
+            "the store is in use by another process, and no server answers at {addr}: {e}\n  hint: if another engine command is using it, try again when it has finished"
+        )
+    })?;
     let value: serde_json::Value = serde_json::from_slice(&answer.body)
         .map_err(|e| format!("the server's answer is not JSON: {e}"))?;
     if answer.status != 200 {
