@@ -26,7 +26,7 @@ pub fn key_hash(key: &str) -> KeyHash {
     u128::from_le_bytes(b)
 }
 
-/// Seen delivery ids and event uuids, each with the seq it was stored under.
+/// Seen delivery ids and event uuids (as [`key_hash`]es), each with the seq it was stored under.
 #[derive(Debug, Default)]
 pub struct Seen {
     deliveries: HashMap<KeyHash, u64>,
@@ -34,43 +34,29 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// The delivery seq stored for `id`, if any.
-    pub fn delivery(&self, id: &str) -> Option<u64> {
-        self.deliveries.get(&key_hash(id)).copied()
+    /// Records delivery id `key` → `seq` unless it is known; returns the known seq.
+    pub fn add_delivery(&mut self, key: KeyHash, seq: u64) -> Option<u64> {
+        add(&mut self.deliveries, key, seq)
     }
 
-    /// The event seq stored for `uuid`, if any.
-    pub fn event(&self, uuid: &str) -> Option<u64> {
-        self.events.get(&key_hash(uuid)).copied()
+    /// Records event uuid `key` → `seq` unless it is known; returns the known seq.
+    pub fn add_event(&mut self, key: KeyHash, seq: u64) -> Option<u64> {
+        add(&mut self.events, key, seq)
     }
 
-    /// Records `id` → `seq` unless `id` is known; returns the known seq.
-    pub fn add_delivery(&mut self, id: &str, seq: u64) -> Option<u64> {
-        add(&mut self.deliveries, key_hash(id), seq)
-    }
-
-    /// Records `uuid` → `seq` unless `uuid` is known; returns the known seq.
-    pub fn add_event(&mut self, uuid: &str, seq: u64) -> Option<u64> {
-        add(&mut self.events, key_hash(uuid), seq)
-    }
-
-    /// Forgets a delivery id (pruned, or its commit failed).
-    pub fn remove_delivery(&mut self, id: &str) {
-        self.deliveries.remove(&key_hash(id));
-    }
-
-    /// Forgets an event uuid (pruned, or its commit failed).
-    pub fn remove_event(&mut self, uuid: &str) {
-        self.events.remove(&key_hash(uuid));
+    /// Forgets delivery ids and event uuids (pruned, or their commit failed).
+    pub fn remove(&mut self, deliveries: &[KeyHash], events: &[KeyHash]) {
+        for k in deliveries {
+            self.deliveries.remove(k);
+        }
+        for k in events {
+            self.events.remove(k);
+        }
     }
 
     /// (delivery ids, event uuids) held.
     pub fn len(&self) -> (usize, usize) {
         (self.deliveries.len(), self.events.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.deliveries.is_empty() && self.events.is_empty()
     }
 }
 
@@ -91,12 +77,14 @@ mod tests {
     #[test]
     fn known_keys_keep_their_first_seq() {
         let mut s = Seen::default();
-        assert_eq!(s.add_event("u1", 1), None);
-        assert_eq!(s.add_event("u1", 2), Some(1));
-        assert_eq!(s.add_delivery("u1", 7), None, "ids and uuids are separate");
-        s.remove_event("u1");
-        assert_eq!(s.event("u1"), None);
-        assert_eq!(s.delivery("u1"), Some(7));
-        assert_eq!(s.len(), (1, 0));
+        let u1 = key_hash("u1");
+        assert_ne!(u1, key_hash("u2"));
+        assert_eq!(s.add_event(u1, 1), None);
+        assert_eq!(s.add_event(u1, 2), Some(1));
+        assert_eq!(s.add_delivery(u1, 7), None, "ids and uuids are separate");
+        s.remove(&[], &[u1]);
+        assert_eq!(s.add_event(u1, 3), None, "a forgotten uuid is new again");
+        assert_eq!(s.add_delivery(u1, 8), Some(7));
+        assert_eq!(s.len(), (1, 1));
     }
 }

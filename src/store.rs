@@ -24,7 +24,7 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
 
-use crate::dedup::Seen;
+use crate::dedup::{KeyHash, Seen, key_hash};
 use crate::envelope::ParsedDelivery;
 
 /// The store file inside the data dir.
@@ -160,7 +160,8 @@ pub struct Stored {
 /// A delivery and its body as stored (see [`pack_body`]).
 struct PackedDelivery {
     delivery: NewDelivery,
-    stored: Vec<u8>,
+    /// The compressed body, or the received one itself (no copy).
+    stored: Bytes,
 }
 
 /// First byte of a stored body that is LZ4-compressed (a JSON body never starts with 0xFF, which
@@ -373,7 +374,9 @@ impl Store {
     pub async fn store_delivery(&self, delivery: NewDelivery) -> Result<Stored, WriteError> {
         // Compressed here, on the request's task, so that the writer thread only copies.
         let delivery = PackedDelivery {
-            stored: pack_body(&delivery.body).unwrap_or_else(|| delivery.body.to_vec()),
+            stored: pack_body(&delivery.body)
+                .map(Bytes::from)
+                .unwrap_or_else(|| delivery.body.clone()),
             delivery,
         };
         match self.submit(|reply| Job::Delivery(delivery, reply)) {
@@ -422,13 +425,8 @@ impl Store {
 
     /// Forgets the dedup keys of pruned deliveries and events (after their removal committed).
     pub fn forget(&self, keys: &PrunedKeys) {
-        let mut seen = lock(&self.seen);
-        for id in &keys.delivery_ids {
-            seen.remove_delivery(id);
-        }
-        for uuid in &keys.event_uuids {
-            seen.remove_event(uuid);
-        }
+        let hashes = |keys: &[String]| keys.iter().map(|k| key_hash(k)).collect::<Vec<_>>();
+        lock(&self.seen).remove(&hashes(&keys.delivery_ids), &hashes(&keys.event_uuids));
     }
 
     /// What the writer has done so far (for `/metrics` and the benchmark).
@@ -526,11 +524,11 @@ fn load_seen(db: &Database) -> Result<Seen, redb::Error> {
     let mut seen = Seen::default();
     for entry in txn.open_table(EVENTS)?.iter()? {
         let (seq, v) = entry?;
-        seen.add_event(v.value().1, seq.value());
+        seen.add_event(key_hash(v.value().1), seq.value());
     }
     for entry in txn.open_table(DELIVERY_KEYS)?.iter()? {
         let (seq, id) = entry?;
-        seen.add_delivery(id.value(), seq.value());
+        seen.add_delivery(key_hash(id.value()), seq.value());
     }
     Ok(seen)
 }
@@ -638,27 +636,19 @@ fn apply_batch(
     stats: &WriterStats,
 ) -> Result<Vec<Done>, WriteError> {
     // Keys this batch adds to the dedup index, taken out again if it does not commit.
-    let mut added_ids: Vec<String> = Vec::new();
-    let mut added_uuids: Vec<String> = Vec::new();
-    let result = apply_jobs(
-        db,
-        seen,
-        batch,
-        next,
-        stats,
-        &mut added_ids,
-        &mut added_uuids,
-    );
+    let mut added = Added::default();
+    let result = apply_jobs(db, seen, batch, next, stats, &mut added);
     if result.is_err() {
-        let mut seen = lock(seen);
-        for id in &added_ids {
-            seen.remove_delivery(id);
-        }
-        for uuid in &added_uuids {
-            seen.remove_event(uuid);
-        }
+        lock(seen).remove(&added.deliveries, &added.events);
     }
     result
+}
+
+/// The dedup keys a batch added.
+#[derive(Default)]
+struct Added {
+    deliveries: Vec<KeyHash>,
+    events: Vec<KeyHash>,
 }
 
 fn apply_jobs(
@@ -667,8 +657,7 @@ fn apply_jobs(
     batch: &mut [Job],
     next: &mut NextSeq,
     stats: &WriterStats,
-    added_ids: &mut Vec<String>,
-    added_uuids: &mut Vec<String>,
+    added: &mut Added,
 ) -> Result<Vec<Done>, WriteError> {
     let txn = db.begin_write().map_err(storage)?;
     let mut results: Vec<Option<Done>> = Vec::with_capacity(batch.len());
@@ -691,12 +680,13 @@ fn apply_jobs(
                     let id = d.parsed.delivery_id.as_deref().unwrap_or("");
                     let dseq = next.delivery;
                     if !id.is_empty() {
-                        if seen.add_delivery(id, dseq).is_some() {
+                        let key = key_hash(id);
+                        if seen.add_delivery(key, dseq).is_some() {
                             stored.duplicate_delivery = true;
                             results.push(Some(Done::Stored(stored)));
                             continue;
                         }
-                        added_ids.push(id.to_string());
+                        added.deliveries.push(key);
                         delivery_keys.insert(dseq, id).map_err(storage)?;
                     }
                     next.delivery += 1;
@@ -715,11 +705,12 @@ fn apply_jobs(
                         .map_err(storage)?;
                     for ev in &d.parsed.events {
                         let eseq = next.event;
-                        if seen.add_event(ev.uuid.as_str(), eseq).is_some() {
+                        let key = key_hash(&ev.uuid);
+                        if seen.add_event(key, eseq).is_some() {
                             stored.duplicate_events += 1;
                             continue;
                         }
-                        added_uuids.push(ev.uuid.clone());
+                        added.events.push(key);
                         next.event += 1;
                         // Bodies are capped far below 4 GiB (MAX_BODY_BYTES_CEILING).
                         let (offset, len) = (ev.span.start as u32, ev.span.len() as u32);

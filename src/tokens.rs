@@ -79,19 +79,8 @@ pub fn load_samples_dir(dir: &Path) -> Result<Vec<Sample>, SampleError> {
         path: path.to_path_buf(),
         message,
     };
-    let entries = std::fs::read_dir(dir)
+    let files = crate::util::visible_files(dir, "json")
         .map_err(|e| err(dir, format!("cannot read the samples directory: {e}")))?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "json")
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| !n.starts_with('.'))
-                && p.is_file()
-        })
-        .collect();
-    files.sort();
     let mut out = Vec::new();
     for file in files {
         let size = std::fs::metadata(&file)

@@ -1,5 +1,6 @@
-//! Small helpers shared across modules: ids, clocks and timestamps.
+//! Small helpers shared across modules: ids, clocks, timestamps and directory listings.
 
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use time::OffsetDateTime;
@@ -51,6 +52,23 @@ pub fn parse_rfc3339_nanos(s: &str) -> Option<i128> {
     OffsetDateTime::parse(s, &Rfc3339)
         .ok()
         .map(|t| t.unix_timestamp_nanos())
+}
+
+/// The files directly in `dir` whose name ends in `.{ext}`, hidden ones (`.name`) skipped,
+/// sorted: how scripts and sample files are found.
+pub fn visible_files(dir: &Path, ext: &str) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == ext)
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| !n.starts_with('.'))
+                && p.is_file()
+        })
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 #[cfg(test)]

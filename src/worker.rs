@@ -334,7 +334,9 @@ impl Processor {
         let clock = Instant::now();
         record.attempts += 1;
         record.started = Some(format_ms(started));
-        let outcome = match set.get(&record.script).cloned() {
+        let script = set.get(&record.script).cloned();
+        let script_gone = script.is_none();
+        let outcome = match script {
             Some(script) => {
                 record.script_hash = Some(script.hash.clone());
                 let host = self.host.clone();
@@ -370,7 +372,6 @@ impl Processor {
                 )),
             },
         };
-        let script_gone = set.get(&record.script).is_none();
         record.duration_ms = Some(clock.elapsed().as_millis() as u64);
         record.finished = Some(format_ms(now_ms()));
         for line in &outcome.log {

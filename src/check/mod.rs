@@ -41,8 +41,6 @@ pub const EXIT_FINDINGS: u8 = 1;
 /// Exit code: usage or configuration error (nothing was checked).
 pub const EXIT_USAGE: u8 = 2;
 
-/// Script files larger than this are not read here (loading reports them).
-const MAX_SCRIPT_BYTES: u64 = 1 << 20;
 /// Known fields listed when no close match exists.
 const MAX_KNOWN_LISTED: usize = 12;
 
@@ -194,23 +192,12 @@ fn script_files(scripts: &[PathBuf], scripts_dir: &Path) -> Result<(Vec<PathBuf>
         }
         return Ok((scripts.to_vec(), false));
     }
-    let rd = std::fs::read_dir(scripts_dir).map_err(|e| {
+    let files = crate::util::visible_files(scripts_dir, "rhai").map_err(|e| {
         format!(
             "cannot read the scripts directory {}: {e}",
             scripts_dir.display()
         )
     })?;
-    let mut files: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "rhai")
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| !n.starts_with('.'))
-                && p.is_file()
-        })
-        .collect();
-    files.sort();
     Ok((files, true))
 }
 
@@ -346,19 +333,6 @@ fn unknown_hooks(source: &str, display: &str, configured: &[String]) -> Vec<Diag
         .collect()
 }
 
-fn read_source(file: &Path) -> Result<String, String> {
-    let size = std::fs::metadata(file)
-        .map_err(|e| format!("cannot read: {e}"))?
-        .len();
-    if size > MAX_SCRIPT_BYTES {
-        return Err(format!(
-            "script is {size} bytes, more than the {MAX_SCRIPT_BYTES} allowed"
-        ));
-    }
-    let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
-    String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text: {e}"))
-}
-
 impl Ctx<'_> {
     fn check_script(
         &mut self,
@@ -367,7 +341,7 @@ impl Ctx<'_> {
     ) -> (Vec<Diagnostic>, Vec<DryRun>) {
         let display = file.display().to_string();
         let mut diags = Vec::new();
-        let source = match read_source(file) {
+        let source = match crate::script::read_source(file) {
             Ok(s) => s,
             Err(m) => {
                 diags.push(Diagnostic::new(Code::E0001, &display, &display, m));

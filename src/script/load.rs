@@ -100,6 +100,20 @@ impl LoadError {
     }
 }
 
+/// A script file's text: at most [`MAX_SCRIPT_BYTES`], UTF-8. The error says which.
+pub fn read_source(path: &Path) -> Result<String, String> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read: {e}"))?
+        .len();
+    if size > MAX_SCRIPT_BYTES {
+        return Err(format!(
+            "script is {size} bytes, more than the {MAX_SCRIPT_BYTES} allowed"
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text: {e}"))
+}
+
 /// A compiled script.
 pub struct Script {
     /// File stem: `scripts/new-hire.rhai` → `new-hire`.
@@ -177,17 +191,8 @@ impl ScriptSet {
         limits: &Limits,
     ) -> (ScriptSet, Vec<LoadError>) {
         let mut errors = Vec::new();
-        let mut files: Vec<PathBuf> = match std::fs::read_dir(scripts_dir) {
-            Ok(rd) => rd
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.extension().is_some_and(|x| x == "rhai")
-                        && p.file_name()
-                            .and_then(|n| n.to_str())
-                            .is_some_and(|n| !n.starts_with('.'))
-                        && p.is_file()
-                })
-                .collect(),
+        let files = match crate::util::visible_files(scripts_dir, "rhai") {
+            Ok(files) => files,
             Err(e) => {
                 errors.push(
                     LoadError::new(
@@ -199,7 +204,6 @@ impl ScriptSet {
                 return (ScriptSet::empty(), errors);
             }
         };
-        files.sort();
         let (engine, resolver) = new_engine(stdlib_dir, limits);
         let engine = Arc::new(engine);
         let mut scripts = Vec::new();
@@ -269,19 +273,7 @@ fn compile_script(
     resolver: &StdlibResolver,
     path: &Path,
 ) -> Result<Script, LoadError> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| LoadError::new(path, format!("cannot read: {e}")))?
-        .len();
-    if size > MAX_SCRIPT_BYTES {
-        return Err(LoadError::new(
-            path,
-            format!("script is {size} bytes, more than the {MAX_SCRIPT_BYTES} allowed"),
-        ));
-    }
-    let bytes =
-        std::fs::read(path).map_err(|e| LoadError::new(path, format!("cannot read: {e}")))?;
-    let source = String::from_utf8(bytes)
-        .map_err(|e| LoadError::new(path, format!("not UTF-8 text: {e}")))?;
+    let source = read_source(path).map_err(|m| LoadError::new(path, m))?;
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

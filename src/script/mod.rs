@@ -70,7 +70,7 @@ pub use event::{
 };
 pub use header::{Header, parse_header};
 pub use host::{Host, HostError, NoDirectory, StaticDirectory, User, user_to_dynamic};
-pub use load::{LoadError, Script, ScriptSet};
+pub use load::{LoadError, Script, ScriptSet, read_source};
 pub use run::{LogLevel, LogLine, RunError, RunErrorKind, RunOutcome, run, run_map};
 
 use serde::{Deserialize, Serialize};

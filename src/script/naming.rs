@@ -74,21 +74,19 @@ pub fn location(client: &mut Dynamic) -> ImmutableString {
     else {
         return ImmutableString::new();
     };
-    let parts: Vec<ImmutableString> = ["city", "state", "country"]
-        .iter()
-        .filter_map(|k| {
-            geo.get(*k)?
-                .read_lock::<ImmutableString>()
-                .map(|s| s.clone())
-        })
-        .filter(|s| !s.is_empty())
-        .collect();
-    parts
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-        .into()
+    let mut out = String::new();
+    for key in ["city", "state", "country"] {
+        let Some(part) = geo.get(key).and_then(|v| v.read_lock::<ImmutableString>()) else {
+            continue;
+        };
+        if !part.is_empty() {
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            out.push_str(&part);
+        }
+    }
+    out.into()
 }
 
 /// `displayName`, else "firstName lastName", else `login`, else `email` (each when a string),

@@ -136,26 +136,11 @@ fn golden_check_cases() {
         .filter(|p| p.is_dir())
         .collect();
     cases.sort();
-    assert!(!cases.is_empty(), "no cases in {}", root.display());
-    let mut failed = Vec::new();
-    for case in &cases {
-        let name = case
-            .file_name()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        match run_case(case) {
-            Ok(()) => println!("ok   {name}"),
-            Err(e) => {
-                println!("FAIL {name}\n  {}", e.replace('\n', "\n  "));
-                failed.push(name);
-            }
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "{} of {} check cases failed: {failed:?} (ENGINE_BLESS=1 rewrites the expected output)",
-        failed.len(),
-        cases.len()
+    crate::support::run_golden_cases(
+        "check",
+        &cases,
+        run_case,
+        " (ENGINE_BLESS=1 rewrites the expected output)",
     );
 }
 
@@ -202,29 +187,28 @@ fn exit_codes() {
         1
     );
 
-    let mut out = Vec::new();
-    let code = check_command(
+    // `engine check [SCRIPT...]` with `scripts_dir`: (exit code, output).
+    let check = |scripts: &[PathBuf], scripts_dir: &Path, json: bool| {
+        let mut out = Vec::new();
+        let code = check_command(
+            scripts,
+            scripts_dir,
+            &repo().join("stdlib"),
+            &samples,
+            &Limits::default(),
+            json,
+            false,
+            &mut out,
+        );
+        (code, out)
+    };
+    let (code, out) = check(
         &[repo().join("tests/check/no-such-script.rhai")],
         &repo().join("scripts"),
-        &repo().join("stdlib"),
-        &samples,
-        &Limits::default(),
         false,
-        false,
-        &mut out,
     );
     assert_eq!(code, EXIT_USAGE, "{}", String::from_utf8_lossy(&out));
-    let mut out = Vec::new();
-    let code = check_command(
-        &[],
-        &repo().join("tests/check/does-not-exist"),
-        &repo().join("stdlib"),
-        &samples,
-        &Limits::default(),
-        true,
-        false,
-        &mut out,
-    );
+    let (code, out) = check(&[], &repo().join("tests/check/does-not-exist"), true);
     assert_eq!(code, EXIT_USAGE);
     let v: serde_json::Value = serde_json::from_slice(&out).expect("JSON error");
     assert!(
@@ -234,16 +218,10 @@ fn exit_codes() {
     );
 
     // Named scripts are checked on their own.
-    let mut out = Vec::new();
-    let code = check_command(
+    let (code, out) = check(
         &[repo().join("tests/check/clean/offboard.rhai")],
         &repo().join("scripts"),
-        &repo().join("stdlib"),
-        &samples,
-        &Limits::default(),
         false,
-        false,
-        &mut out,
     );
     assert_eq!(code, 0, "{}", String::from_utf8_lossy(&out));
 }

@@ -301,27 +301,7 @@ fn golden_cases() {
         .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
         .collect();
     cases.sort();
-    assert!(!cases.is_empty(), "no cases in {}", dir.display());
-    let mut failed = Vec::new();
-    for case in &cases {
-        let name = case
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        match run_case(case) {
-            Ok(()) => println!("ok   {name}"),
-            Err(e) => {
-                println!("FAIL {name}\n  {}", e.replace('\n', "\n  "));
-                failed.push(name);
-            }
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "{} of {} golden cases failed: {failed:?}",
-        failed.len(),
-        cases.len()
-    );
+    crate::support::run_golden_cases("golden", &cases, run_case, "");
 }
 
 /// One bad script does not stop the others from loading, and a failing run does not affect a

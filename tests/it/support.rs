@@ -382,3 +382,34 @@ pub async fn deliver(store: &Store, body: String, received_ms: u64) -> engine::s
         .await
         .unwrap()
 }
+
+/// Runs every golden case through `run_case`, printing `ok`/`FAIL` per case, and panics naming
+/// the failed ones (`what` names the kind, `hint` follows the list).
+pub fn run_golden_cases(
+    what: &str,
+    cases: &[PathBuf],
+    run_case: impl Fn(&Path) -> Result<(), String>,
+    hint: &str,
+) {
+    assert!(!cases.is_empty(), "no {what} cases");
+    let mut failed = Vec::new();
+    for case in cases {
+        let name = case
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match run_case(case) {
+            Ok(()) => println!("ok   {name}"),
+            Err(e) => {
+                println!("FAIL {name}\n  {}", e.replace('\n', "\n  "));
+                failed.push(name);
+            }
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} {what} cases failed: {failed:?}{hint}",
+        failed.len(),
+        cases.len()
+    );
+}
