@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use engine::check::{ANY_HOOK, Sample, check_command, load_samples_dir};
+use engine::authoring::samples::{ANY_HOOK, Sample, load_samples_dir};
+use engine::cli::check::check_command;
 use engine::script::Limits;
 
 /// Scripts checked.
@@ -92,7 +93,7 @@ fn main() {
         (took, code, out.len())
     };
     let (_, code, bytes) = check();
-    println!("check: exit {code}, {bytes} bytes of output");
+    println!("check: exit {}, {bytes} bytes of output", code.code());
     let mut times: Vec<Duration> = (0..RUNS).map(|_| check().0).collect();
     times.sort();
     let median = times[times.len() / 2];

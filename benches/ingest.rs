@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use engine::client::Conn;
+use engine::app::App;
 use engine::config::{HookConfig, HookKind, Secret, SecretSource};
-use engine::server::App;
 use engine::store::{CommitMode, Store};
+use engine::util::http_client::Conn;
 use hyper::Method;
 
 const SECRET: &str = "bench-secret";
@@ -62,7 +62,7 @@ fn run_case(mode: CommitMode, conns: usize, events: usize, seconds: f64) -> Resu
             secret: SecretSource::Generated,
             capture: false,
         };
-        let app = App::new(
+        let app = App::receiver(
             vec![(hook, Secret::new(SECRET.into()))],
             store,
             4 * 1024 * 1024,
@@ -70,7 +70,7 @@ fn run_case(mode: CommitMode, conns: usize, events: usize, seconds: f64) -> Resu
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let done = tokio::spawn(engine::serve::run_app(listener, app, async {
+        let done = tokio::spawn(engine::app::run(listener, app, async {
             let _ = stop_rx.await;
         }));
         (addr, stop_tx, done, stats)

@@ -7,8 +7,12 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use engine::actions::mail::{self, Transport};
 use engine::config::Secret;
-use engine::mail::{self, OutgoingMail, Transport};
+use engine::script::Email;
+
+/// The sender of every bench mail.
+const FROM: &str = "automation@example.com";
 
 const SMTP_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_server.py");
 /// Mails per measurement: enough for a stable figure, a few seconds in all.
@@ -16,10 +20,10 @@ const MAILS: usize = 500;
 /// Concurrent sends for the pooled-parallel figure (below the pool's 10 connections).
 const IN_FLIGHT: usize = 8;
 
-fn mail(i: usize) -> OutgoingMail {
-    OutgoingMail {
+fn mail(i: usize) -> Email {
+    Email {
         id: format!("bench-{i}"),
-        from: "automation@example.com".into(),
+        position: 0,
         to: vec!["manager@example.com".into()],
         cc: vec!["hr@example.com".into()],
         bcc: vec![],
@@ -66,12 +70,14 @@ async fn main() {
     // Warm-up (Python imports, first connection).
     let pooled = Arc::new(Transport::from_url(&url).expect("transport"));
     for i in 0..20 {
-        mail::send(&pooled, &mail(i)).await.expect("warm-up");
+        mail::send(&pooled, FROM, &mail(i)).await.expect("warm-up");
     }
 
     let start = Instant::now();
     for i in 0..MAILS {
-        mail::send(&pooled, &mail(i)).await.expect("pooled send");
+        mail::send(&pooled, FROM, &mail(i))
+            .await
+            .expect("pooled send");
     }
     report("pooled, sequential", MAILS, start.elapsed());
 
@@ -81,7 +87,7 @@ async fn main() {
         let t = Arc::clone(&pooled);
         tasks.push(tokio::spawn(async move {
             for i in (w..MAILS).step_by(IN_FLIGHT) {
-                mail::send(&t, &mail(i)).await.expect("pooled send");
+                mail::send(&t, FROM, &mail(i)).await.expect("pooled send");
             }
         }));
     }
@@ -98,7 +104,7 @@ async fn main() {
     let start = Instant::now();
     for i in 0..MAILS {
         let single = Transport::from_url(&url).expect("transport");
-        mail::send(&single, &mail(i)).await.expect("send");
+        mail::send(&single, FROM, &mail(i)).await.expect("send");
         single.shutdown().await;
     }
     report(
@@ -122,7 +128,7 @@ async fn main() {
     .expect("ehlo");
     let start = Instant::now();
     for i in 0..MAILS {
-        let m = mail::build_message(&mail(i)).expect("build");
+        let m = mail::build_message(FROM, &mail(i)).expect("build");
         conn.send(m.envelope(), &m.formatted()).await.expect("send");
     }
     report(

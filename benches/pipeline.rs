@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use engine::client::Conn;
 use engine::config::Config;
-use engine::outbox::OutboxView;
-use engine::runs::{RunStatus, RunsView};
 use engine::store::CommitMode;
+use engine::store::outbox::OutboxView;
+use engine::store::runs::{RunStatus, RunsView};
+use engine::util::http_client::Conn;
 use hyper::Method;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -58,7 +58,7 @@ struct Running {
 
 async fn start(config: &Config) -> Running {
     let app =
-        engine::serve::prepare(config, CommitMode::Group, &mut std::io::sink()).expect("prepare");
+        engine::app::prepare(config, CommitMode::Group, &mut std::io::sink()).expect("prepare");
     let store = app.store().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -69,7 +69,7 @@ async fn start(config: &Config) -> Running {
         .trim()
         .to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let done = tokio::spawn(engine::serve::run_app(listener, app, async {
+    let done = tokio::spawn(engine::app::run(listener, app, async {
         let _ = stopped.await;
     }));
     Running {
@@ -121,17 +121,15 @@ async fn end_to_end() {
     let want_runs = EVENTS;
     loop {
         let undispatched = r.store.history().depths().expect("depths").queued;
-        let pending = RunsView(r.store.db()).pending_count().expect("runs");
-        let mail_due = OutboxView(r.store.db()).due_count().expect("outbox");
+        let pending = RunsView(&*r.store).pending_count().expect("runs");
+        let mail_due = OutboxView(&*r.store).due_count().expect("outbox");
         if undispatched == 0 && pending == 0 && mail_due == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let total = started.elapsed();
-    let runs = RunsView(r.store.db())
-        .recent(usize::MAX, false)
-        .expect("runs");
+    let runs = RunsView(&*r.store).recent(usize::MAX, false).expect("runs");
     assert_eq!(runs.len(), want_runs);
     assert!(
         runs.iter().all(|x| x.status == RunStatus::Succeeded),

@@ -291,17 +291,17 @@ fn main() {
             continue;
         }
         let script = set.get(name).expect("script").clone();
-        let check = run(&script, payload, &delivery, &host, &limits);
+        let id = engine::ingest::envelope::event_id(payload);
+        let check = run(&script, payload, &id, &delivery, &host, &limits);
         assert!(check.result.is_ok(), "{name}: {:?}", check.result);
         let (med, p99) = time(|| {
-            run(&script, payload, &delivery, &host, &limits)
+            run(&script, payload, &id, &delivery, &host, &limits)
                 .actions
                 .len()
         });
         all_medians.push(med);
         // The same run with the event map built once and cloned (several scripts, one event).
         let map = engine::script::build_event_map(payload).expect("event");
-        let id = engine::script::event_id(&map, payload);
         let (pre_med, _) = time(|| {
             engine::script::run_map(&script, map.clone(), &id, &delivery, &host, &limits)
                 .actions
@@ -355,13 +355,14 @@ fn main() {
             .map(|v| v.is_object() as usize)
             .unwrap_or(0)
     });
+    let payload_id = engine::ingest::envelope::event_id(&payload);
     let empty_dir = std::env::temp_dir().join(format!("engine-bench-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&empty_dir);
     let empty_path = empty_dir.join("empty.rhai");
     std::fs::write(&empty_path, "//! on: *\nimport \"okta\" as okta;\n").expect("write");
     let empty = ScriptSet::load_one(&empty_path, &root.join("stdlib"), &limits).expect("empty");
     let (empty_run, _) = time(|| {
-        run(&empty, &payload, &delivery, &host, &limits)
+        run(&empty, &payload, &payload_id, &delivery, &host, &limits)
             .actions
             .len()
     });
@@ -373,7 +374,7 @@ fn main() {
     let one_call =
         ScriptSet::load_one(&empty_path, &root.join("stdlib"), &limits).expect("one call");
     let (one_call_run, _) = time(|| {
-        run(&one_call, &payload, &delivery, &host, &limits)
+        run(&one_call, &payload, &payload_id, &delivery, &host, &limits)
             .actions
             .len()
     });

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::script::Limits;
+
 /// Default address: loopback only, so a fresh install is not reachable from the network until
 /// the admin puts a reverse proxy (HTTPS) in front of it or changes `listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -27,10 +29,6 @@ pub const DEFAULT_RETENTION_DAYS: u32 = 30;
 pub const DEFAULT_HOOK_ID: &str = "default";
 /// The header Okta is usually configured to send.
 pub const DEFAULT_AUTH_HEADER: &str = "Authorization";
-/// Per-run script limits (see SPEC `[limits]`).
-pub const DEFAULT_MAX_OPERATIONS: u64 = 1_000_000;
-pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
-pub const DEFAULT_MAX_EMAILS: usize = 50;
 /// The config file looked for in the working directory when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "engine.toml";
 
@@ -129,23 +127,6 @@ pub struct OktaConfig {
     pub token_env_line: usize,
 }
 
-#[derive(Debug, Clone, Copy)]
-pub struct LimitsConfig {
-    pub max_operations: u64,
-    pub timeout_ms: u64,
-    pub max_emails: usize,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            max_operations: DEFAULT_MAX_OPERATIONS,
-            timeout_ms: DEFAULT_TIMEOUT_MS,
-            max_emails: DEFAULT_MAX_EMAILS,
-        }
-    }
-}
-
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -161,7 +142,8 @@ pub struct Config {
     pub smtp: Option<SmtpConfig>,
     pub okta: Option<OktaConfig>,
     pub directory: Option<PathBuf>,
-    pub limits: LimitsConfig,
+    /// `[limits]`: the script layer's own type, so its defaults live in one place.
+    pub limits: Limits,
 }
 
 #[derive(Deserialize)]
@@ -241,7 +223,7 @@ impl Config {
             smtp: None,
             okta: None,
             directory: None,
-            limits: LimitsConfig::default(),
+            limits: Limits::default(),
         }
     }
 

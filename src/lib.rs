@@ -3,46 +3,40 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (clap); parses arguments and calls into the modules below.
+//! One folder per layer; a module imports only from layers below it (the tidy test in
+//! `tests/it/tidy.rs` enforces the order, lowest first):
+//!
+//! - [`util`]: ids, clocks, timestamps; `util/http_client.rs` (a minimal HTTP/1.1 client),
+//!   `util/prom.rs` (Prometheus text, label escaping), `util/exit.rs` (the exit codes).
+//! - [`script`]: the Rhai layer, self-contained: `load.rs`, `header.rs`, `engine.rs`, `run.rs`,
+//!   `outcome.rs`, `event.rs`, `email.rs`, `host.rs`, `naming.rs`.
 //! - [`config`]: `engine.toml` loading and validation; the embedded defaults.
-//! - [`serve`]: assembles the store and hooks from the config and runs the server.
-//! - [`server`]: the HTTP front door (hyper): verification, delivery, `/healthz`, `/metrics`.
-//! - [`envelope`]: parses a delivery body into its events (lenient, precise errors).
-//! - [`store`]: the redb inbox with its group-commit writer, and history reads.
-//! - [`dedup`]: the in-memory index of stored delivery ids and event uuids.
-//! - [`metrics`]: counters and their Prometheus rendering.
-//! - [`secrets`]: generated hook secrets kept under the data dir.
-//! - [`client`]: a minimal HTTP/1.1 client for `engine send`, tests and benchmarks.
-//! - [`remote`]: the history commands' reads, from the store or through the running server.
-//! - [`util`]: ids, clocks, timestamps.
-//! - [`check`]: `engine check`: lints scripts against samples (paths, header, dry runs).
-//! - [`tokens`]: `engine tokens`: the paths scripts can read, from samples; samples loading.
-//! - [`watch`]: hot reload of scripts and stdlib from disk, and the per-script state.
+//! - [`store`]: every table of the one redb file: `writer.rs` (group commit), `inbox.rs`,
+//!   `dedup.rs`, `due.rs`, `runs.rs`, `outbox.rs`, `samples.rs`, `script_state.rs`, `query.rs`.
+//! - [`lookup`]: `lookup_user`'s sources: `directory.rs`, `okta.rs`, the cache and the `Host`.
+//! - [`ingest`]: the HTTP front door: `server.rs`, `admin.rs`, `envelope.rs` (the only envelope
+//!   parser), `metrics.rs`, `secrets.rs`.
+//! - [`process`]: `dispatcher.rs`, `executor.rs`, `scheduler.rs` (the one scheduler of due work,
+//!   and `Backoff`), `retention.rs`.
+//! - [`actions`]: the action queue's executors: the mail sender and `mail.rs` (its transports).
+//! - [`reload`]: hot reload of scripts and stdlib; `states.rs`, the per-script state.
+//! - [`authoring`]: `tokens.rs`, `samples.rs`, `check/` (`diagnostics.rs`, `lint.rs`,
+//!   `dryrun.rs`, `eligible.rs`).
+//! - [`app`]: builds every part from the config, runs them, stops them.
+//! - [`cli`]: clap and dispatch: `output.rs`, `remote.rs`, `history.rs`, `replay.rs`, `run.rs`,
+//!   `samples.rs`, `check.rs`, `send.rs`.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
-pub mod check;
+pub mod actions;
+pub mod app;
+pub mod authoring;
 pub mod cli;
-pub mod client;
-pub mod commands;
 pub mod config;
-pub mod dedup;
-pub mod envelope;
+pub mod ingest;
 pub mod lookup;
-pub mod mail;
-pub mod metrics;
-pub mod outbox;
-pub mod remote;
-pub mod retention;
-pub mod runs;
-pub mod samples;
+pub mod process;
+pub mod reload;
 pub mod script;
-pub mod secrets;
-pub mod sender;
-pub mod serve;
-pub mod server;
 pub mod store;
-pub mod tokens;
 pub mod util;
-pub mod watch;
-pub mod worker;

@@ -20,7 +20,7 @@ use rhai::{
 use super::Limits;
 use super::email::{Action, mail_id, parse_email};
 use super::host::{Host, HostError, user_to_dynamic};
-use super::run::{LogLevel, LogLine, RunErrorKind};
+use super::outcome::{LogLevel, LogLine, RunErrorKind};
 
 /// Operations between two reads of the clock: `Instant::now()` costs ~25 ns, an operation a few,
 /// so the check stays under 1 % of run time while a 5 s timeout is hit within microseconds.

@@ -9,7 +9,6 @@ use std::fmt;
 
 use rhai::{Dynamic, Map};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use sha2::{Digest, Sha256};
 
 /// The documented top-level fields of an Okta LogEvent.
 pub const LOGEVENT_FIELDS: &[&str] = &[
@@ -359,64 +358,6 @@ impl<'de> Deserialize<'de> for JsonKey<'de> {
         }
         d.deserialize_str(KeyVisitor)
     }
-}
-
-/// The event's `uuid`, or (for events without one) the sha256 hex of its JSON bytes.
-pub fn event_id(event: &Map, event_json: &[u8]) -> String {
-    match event
-        .get("uuid")
-        .and_then(|v| v.read_lock::<rhai::ImmutableString>())
-    {
-        Some(s) if !s.is_empty() => s.to_string(),
-        _ => hex::encode(Sha256::digest(event_json)),
-    }
-}
-
-fn str_field(v: &serde_json::Value, key: &str) -> String {
-    v.get(key)
-        .and_then(|s| s.as_str())
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// Splits a payload file into events: an Okta envelope gives one entry per `data.events[]` item
-/// (ordered by `published`) with the envelope's delivery info; a single LogEvent gives one entry
-/// with `id` = `"local"`, `time` = its `published` and `source` = `"file"`. For `engine run`,
-/// `engine check` and tests; the receiver has its own parsing.
-pub fn split_payload(json: &[u8], hook: &str) -> Result<Vec<(DeliveryInfo, Vec<u8>)>, String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(json).map_err(|e| format!("payload is not valid JSON: {e}"))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| "payload is not a JSON object".to_string())?;
-    let to_bytes = |v: &serde_json::Value| {
-        serde_json::to_vec(v).map_err(|e| format!("cannot re-encode event: {e}"))
-    };
-    if let Some(data) = obj.get("data") {
-        let events = data
-            .get("events")
-            .and_then(|e| e.as_array())
-            .ok_or_else(|| "envelope has no `data.events` array".to_string())?;
-        let delivery = DeliveryInfo {
-            id: str_field(&value, "eventId"),
-            time: str_field(&value, "eventTime"),
-            hook: hook.to_string(),
-            source: str_field(&value, "source"),
-        };
-        let mut sorted: Vec<&serde_json::Value> = events.iter().collect();
-        sorted.sort_by_key(|e| str_field(e, "published"));
-        return sorted
-            .into_iter()
-            .map(|e| Ok((delivery.clone(), to_bytes(e)?)))
-            .collect();
-    }
-    let delivery = DeliveryInfo {
-        id: "local".to_string(),
-        time: str_field(&value, "published"),
-        hook: hook.to_string(),
-        source: "file".to_string(),
-    };
-    Ok(vec![(delivery, to_bytes(&value)?)])
 }
 
 #[cfg(test)]

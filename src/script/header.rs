@@ -10,9 +10,33 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     /// Event type patterns; a trailing `*` matches any suffix.
-    pub on: Vec<String>,
+    pub on: Vec<HeaderEntry>,
     /// Hook ids the script is limited to; `None` means every hook.
-    pub hooks: Option<Vec<String>>,
+    pub hooks: Option<Vec<HeaderEntry>>,
+}
+
+/// One entry of a header list, where it is written (for diagnostics that point at it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderEntry {
+    pub value: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub col: usize,
+}
+
+impl Header {
+    /// The `on:` patterns, in header order.
+    pub fn patterns(&self) -> Vec<String> {
+        self.on.iter().map(|e| e.value.clone()).collect()
+    }
+
+    /// The `hook:` ids, in header order; `None` means every hook.
+    pub fn hook_ids(&self) -> Option<Vec<String>> {
+        self.hooks
+            .as_ref()
+            .map(|h| h.iter().map(|e| e.value.clone()).collect())
+    }
 }
 
 /// A header problem with a 1-based line and character column.
@@ -41,8 +65,8 @@ fn err(line: usize, col: usize, message: impl Into<String>) -> HeaderError {
 
 /// Parses the header of `source`.
 pub fn parse_header(source: &str) -> Result<Header, HeaderError> {
-    let mut on: Vec<String> = Vec::new();
-    let mut hooks: Option<Vec<String>> = None;
+    let mut on: Vec<HeaderEntry> = Vec::new();
+    let mut hooks: Option<Vec<HeaderEntry>> = None;
     let mut in_header = true;
 
     for (idx, raw_line) in source.lines().enumerate() {
@@ -151,7 +175,7 @@ fn parse_list(
     value_col: usize,
     line: usize,
     check: Check,
-) -> Result<Vec<String>, HeaderError> {
+) -> Result<Vec<HeaderEntry>, HeaderError> {
     let mut out = Vec::new();
     let mut col = value_col;
     let mut any = false;
@@ -169,7 +193,11 @@ fn parse_list(
         if let Err(message) = check(item) {
             return Err(err(line, item_col, message));
         }
-        out.push(item.to_string());
+        out.push(HeaderEntry {
+            value: item.to_string(),
+            line,
+            col: item_col,
+        });
     }
     if out.is_empty() {
         return Err(err(line, value_col, "the list is empty"));
@@ -210,8 +238,9 @@ fn check_hook(h: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether `pattern` (from `on:`) matches `event_type`; ASCII case-insensitive.
-pub(crate) fn pattern_matches(pattern: &str, event_type: &str) -> bool {
+/// Whether `pattern` (from `on:`) matches `event_type`; ASCII case-insensitive. The one matcher
+/// of event-type patterns (scripts, `check`, `tokens --event-type`).
+pub fn pattern_matches(pattern: &str, event_type: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => {
             event_type.len() >= prefix.len()
@@ -229,8 +258,15 @@ mod tests {
     #[test]
     fn parses_lists_and_positions() {
         let h = parse_header("//! on: a.b, c.*\n//! hook: x\nlet a = 1;\n").unwrap();
-        assert_eq!(h.on, vec!["a.b", "c.*"]);
-        assert_eq!(h.hooks, Some(vec!["x".to_string()]));
+        assert_eq!(h.patterns(), vec!["a.b", "c.*"]);
+        assert_eq!(h.hook_ids(), Some(vec!["x".to_string()]));
+        // Entries keep where they are written (the test `check` relied on).
+        let h = parse_header("// x\n//! on: a.b,  c.*\nlet x = 1;\n").unwrap();
+        let at: Vec<(&str, usize, usize)> =
+            h.on.iter()
+                .map(|e| (e.value.as_str(), e.line, e.col))
+                .collect();
+        assert_eq!(at, [("a.b", 2, 9), ("c.*", 2, 15)]);
         let e = parse_header("//! on: a.b, c*d\n").unwrap_err();
         assert_eq!((e.line, e.col), (1, 14));
         let e = parse_header("//! hooks: x\n//! on: a\n").unwrap_err();

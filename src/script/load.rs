@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::Limits;
 use super::engine::{StdlibResolver, check_module_name, new_engine};
-use super::header::{parse_header, pattern_matches};
+use super::header::{Header, parse_header, pattern_matches};
 
 /// Host functions a script must not redefine (a script function of the same name and arity
 /// silently shadows the registered one).
@@ -30,9 +30,30 @@ const HOST_FUNCTIONS: &[&str] = &[
 /// Largest script file accepted: scripts are hand-written automations, not data.
 const MAX_SCRIPT_BYTES: u64 = 1 << 20;
 
+/// What kind of load failure a [`LoadError`] is: set where the error is made, so that `engine
+/// check` can give it a stable diagnostic code without reading its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadErrorKind {
+    /// The scripts directory cannot be listed.
+    Dir,
+    /// The script file cannot be read, is too large or is not UTF-8.
+    Read,
+    /// The `//! on:` / `//! hook:` header is wrong.
+    Header,
+    /// The script does not compile (syntax).
+    Syntax,
+    /// A variable is used that is not defined.
+    UndefinedVariable,
+    /// An `import` is not allowed, names no stdlib module, or the module fails to load.
+    Import,
+    /// A script function redefines a host function.
+    RedefinesHost,
+}
+
 /// A script that could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadError {
+    pub kind: LoadErrorKind,
     /// The file the position refers to (the script, or a stdlib module it imports).
     pub file: PathBuf,
     /// 1-based line, when known.
@@ -70,8 +91,9 @@ impl fmt::Display for LoadError {
 impl std::error::Error for LoadError {}
 
 impl LoadError {
-    fn new(script: &Path, message: impl Into<String>) -> Self {
+    pub fn new(kind: LoadErrorKind, script: &Path, message: impl Into<String>) -> Self {
         LoadError {
+            kind,
             file: script.to_path_buf(),
             line: None,
             col: None,
@@ -98,6 +120,23 @@ impl LoadError {
         self.hint = Some(hint.into());
         self
     }
+}
+
+/// The files directly in `dir` whose name ends in `.{ext}`, hidden ones (`.name`) skipped,
+/// sorted: how scripts (and sample files) are found.
+pub fn visible_files(dir: &Path, ext: &str) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == ext)
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| !n.starts_with('.'))
+                && p.is_file()
+        })
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 /// A script file's text: at most [`MAX_SCRIPT_BYTES`], UTF-8. The error says which.
@@ -127,6 +166,8 @@ pub struct Script {
     pub on: Vec<String>,
     /// Hook ids from `//! hook:`; `None` = every hook.
     pub hooks: Option<Vec<String>>,
+    /// The header as parsed, with where each entry is written.
+    pub header: Header,
     pub source: String,
     ast: AST,
     engine: Arc<Engine>,
@@ -191,11 +232,12 @@ impl ScriptSet {
         limits: &Limits,
     ) -> (ScriptSet, Vec<LoadError>) {
         let mut errors = Vec::new();
-        let files = match crate::util::visible_files(scripts_dir, "rhai") {
+        let files = match visible_files(scripts_dir, "rhai") {
             Ok(files) => files,
             Err(e) => {
                 errors.push(
                     LoadError::new(
+                        LoadErrorKind::Dir,
                         scripts_dir,
                         format!("cannot read the scripts directory: {e}"),
                     )
@@ -273,7 +315,7 @@ fn compile_script(
     resolver: &StdlibResolver,
     path: &Path,
 ) -> Result<Script, LoadError> {
-    let source = read_source(path).map_err(|m| LoadError::new(path, m))?;
+    let source = read_source(path).map_err(|m| LoadError::new(LoadErrorKind::Read, path, m))?;
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -284,7 +326,7 @@ fn compile_script(
         .unwrap_or_default();
 
     let header = parse_header(&source).map_err(|e| {
-        LoadError::new(path, e.message)
+        LoadError::new(LoadErrorKind::Header, path, e.message)
             .at(&source, Some(e.line), Some(e.col))
             .hint(e.hint)
     })?;
@@ -292,9 +334,13 @@ fn compile_script(
     let scope = compile_scope();
     // First pass: syntax, strict variables, and imports checked with their positions.
     let plain = engine.compile_with_scope(&scope, &source).map_err(|e| {
-        let le = LoadError::new(path, e.0.to_string()).at_pos(&source, e.1);
-        match *e.0 {
-            rhai::ParseErrorType::VariableUndefined(_) => le.hint(
+        let kind = match *e.0 {
+            rhai::ParseErrorType::VariableUndefined(_) => LoadErrorKind::UndefinedVariable,
+            _ => LoadErrorKind::Syntax,
+        };
+        let le = LoadError::new(kind, path, e.0.to_string()).at_pos(&source, e.1);
+        match kind {
+            LoadErrorKind::UndefinedVariable => le.hint(
                 "scripts see `event` and `delivery`; declare other variables with `let` first",
             ),
             _ => le,
@@ -323,8 +369,9 @@ fn compile_script(
         path: path.to_path_buf(),
         file_name,
         hash: hex::encode(h.finalize()),
-        on: header.on,
-        hooks: header.hooks,
+        on: header.patterns(),
+        hooks: header.hook_ids(),
+        header,
         source,
         ast,
         engine: engine.clone(),
@@ -344,9 +391,10 @@ fn check_ast(
         if let Some(ASTNode::Stmt(Stmt::Import(x, pos))) = nodes.last() {
             let err = match &x.0 {
                 Expr::StringConstant(s, _) => match check_module_name(s) {
-                    Err(m) => Some(LoadError::new(path, m)),
+                    Err(m) => Some(LoadError::new(LoadErrorKind::Import, path, m)),
                     Ok(name) if !resolver.file_of(name).is_file() => Some(
                         LoadError::new(
+                            LoadErrorKind::Import,
                             path,
                             format!("module {s:?} not found in the stdlib directory"),
                         )
@@ -358,8 +406,12 @@ fn check_ast(
                     Ok(_) => None,
                 },
                 _ => Some(
-                    LoadError::new(path, "import needs a string literal naming a stdlib module")
-                        .hint("write `import \"okta\" as okta;`"),
+                    LoadError::new(
+                        LoadErrorKind::Import,
+                        path,
+                        "import needs a string literal naming a stdlib module",
+                    )
+                    .hint("write `import \"okta\" as okta;`"),
                 ),
             };
             if let Some(e) = err {
@@ -379,6 +431,7 @@ fn check_ast(
                 .position(|l| l.trim_start().starts_with(&format!("fn {}", f.name)))
                 .map(|i| i + 1);
             return Err(LoadError::new(
+                LoadErrorKind::RedefinesHost,
                 path,
                 format!(
                     "function `{}` redefines the host function of that name",
@@ -417,10 +470,12 @@ fn module_load_error(
         Some(name) => {
             let file = resolver.file_of(name);
             let text = std::fs::read_to_string(&file).unwrap_or_default();
-            let mut le = LoadError::new(path, message).at_pos(&text, err.position());
+            let mut le =
+                LoadError::new(LoadErrorKind::Import, path, message).at_pos(&text, err.position());
             le.file = file;
             le
         }
-        None => LoadError::new(path, message).at(source, None, None),
+        // The first pass compiled the script itself: what fails now is one of its imports.
+        None => LoadError::new(LoadErrorKind::Import, path, message).at(source, None, None),
     }
 }

@@ -1,7 +1,7 @@
 //! The script layer: loads user Rhai scripts, builds the `event` map and runs scripts in a sandbox.
 //!
-//! Self-contained: this module refers only to `crate::script::…`/`super::` and external crates, so it
-//! can be compiled inside `engine` or on its own.
+//! Self-contained: nothing here imports from the rest of the crate (the tidy test enforces it),
+//! so it can be compiled and tested on its own. Everything else sits above it.
 //!
 //! # Public API
 //!
@@ -10,18 +10,19 @@
 //! ScriptSet::load(scripts_dir: &Path, stdlib_dir: &Path, limits: &Limits) -> (ScriptSet, Vec<LoadError>)
 //! ScriptSet::load_one(path: &Path, stdlib_dir: &Path, limits: &Limits) -> Result<Arc<Script>, LoadError>
 //! ScriptSet::matching(&self, hook: &str, event_type: &str) -> Vec<Arc<Script>>   // by script name
-//! ScriptSet::scripts(&self) -> &[Arc<Script>]                                       // by script name
-//! ScriptSet::get(&self, name) -> Option<&Arc<Script>>;  ScriptSet::empty()
+//! ScriptSet::scripts(&self) -> &[Arc<Script>];  ScriptSet::get(&self, name);  ScriptSet::empty()
 //! ScriptSet::keep_previous(&mut self, previous: &ScriptSet, errors: &[LoadError])  // hot reload
-//! Script { name, path, file_name, hash, on, hooks, source }  + Script::matches(hook, event_type),
-//!                                                          Script::ast(), Script::engine()
-//! LoadError { file, line, col, message, hint, source_line }  // Display: `file:line:col: message`
+//! LiveScripts = Arc<ArcSwap<ScriptSet>>                      // the published set (hot reload swaps it)
+//! Script { name, path, file_name, hash, on, hooks, header, source } + matches(hook, event_type), ast(), engine()
+//! LoadError { kind: LoadErrorKind, file, line, col, message, hint, source_line, script }
+//! parse_header(source) -> Result<Header { on, hooks: [HeaderEntry { value, line, col }] }, HeaderError>
+//! pattern_matches(pattern, event_type) -> bool              // the one `on:` pattern matcher
+//! visible_files(dir, ext) -> sorted non-hidden `*.ext` files; read_source(path) -> script text
 //!
 //! // Running (synchronous: call it from a blocking thread)
-//! run(script: &Script, event_json: &[u8], delivery: &DeliveryInfo, host: &Arc<dyn Host>,
+//! run(script, event_json: &[u8], event_id: &str, delivery: &DeliveryInfo, host: &Arc<dyn Host>,
 //!     limits: &Limits) -> RunOutcome
-//! run_map(script: &Script, event: rhai::Map, event_id: &str, delivery: &DeliveryInfo,
-//!     host: &Arc<dyn Host>, limits: &Limits) -> RunOutcome  // when the map is already built
+//! run_map(script, event: rhai::Map, event_id, delivery, host, limits) -> RunOutcome  // map already built
 //! RunOutcome { log: Vec<LogLine>, actions: Vec<Action>, result: Result<(), RunError> }
 //! RunError { kind: RunErrorKind::{Script, Limit, Transient}, message, script, file, line, col,
 //!            trace: Vec<String> }                     // Display: `new-hire.rhai:12:5: message`
@@ -35,8 +36,6 @@
 //!
 //! // Events
 //! build_event_map(event_json: &[u8]) -> Result<rhai::Map, String>
-//! event_id(event: &rhai::Map, event_json: &[u8]) -> String   // uuid, or sha256 of the bytes
-//! split_payload(json: &[u8], hook: &str) -> Result<Vec<(DeliveryInfo, Vec<u8>)>, String>
 //! LOGEVENT_FIELDS: &[&str]; DeliveryInfo { id, time, hook, source }
 //! Limits { max_operations, timeout_ms, max_emails, max_call_levels, max_expr_depth,
 //!          max_function_expr_depth, max_string_size, max_array_size, max_map_size, max_modules }
@@ -53,7 +52,19 @@
 //! - `limits.max_operations`, `timeout_ms` and `max_emails` are read per run (from the `limits`
 //!   passed to `run`); the size, depth and call-level limits are fixed when the set is loaded.
 //! - Each `Email` has a stable `id` (see [`Email::id`]) to use as its `Message-ID` local part and
-//!   as the outbox's de-duplication key.
+//!   as the action queue's de-duplication key; it derives from the `event_id` given to `run`.
+//!
+//! # Layout
+//!
+//! - `load`: script files, headers, compilation into self-contained ASTs, hashes, `LoadError`.
+//! - `header`: the `//! on:` / `//! hook:` header parser (the only one) and the pattern matcher.
+//! - `engine`: the sandboxed engine, the stdlib-only module resolver, host functions, budgets.
+//! - `run`: one run: scope, limits, Rhai errors into `RunError`s.
+//! - `outcome`: what a run produced (log lines, errors, the outcome).
+//! - `event`: the `event` and `delivery` maps built from LogEvent JSON.
+//! - `email`: `send_email`'s map into an `Email` action and its stable id.
+//! - `host`: the `Host` trait (`lookup_user`) and the `User` record.
+//! - `naming`: native kernels of the `okta` module's naming helpers.
 
 mod email;
 mod engine;
@@ -62,16 +73,20 @@ mod header;
 mod host;
 mod load;
 mod naming;
+mod outcome;
 mod run;
 
 pub use email::{Action, Email, MAX_ADDRESS_LEN, MAX_RECIPIENTS, MAX_SUBJECT_CHARS, mail_id};
-pub use event::{
-    DeliveryInfo, LOGEVENT_FIELDS, build_event_map, delivery_map, event_id, split_payload,
-};
-pub use header::{Header, parse_header};
+pub use event::{DeliveryInfo, LOGEVENT_FIELDS, build_event_map, delivery_map};
+pub use header::{Header, HeaderEntry, HeaderError, parse_header, pattern_matches};
 pub use host::{Host, HostError, NoDirectory, StaticDirectory, User, user_to_dynamic};
-pub use load::{LoadError, Script, ScriptSet, read_source};
-pub use run::{LogLevel, LogLine, RunError, RunErrorKind, RunOutcome, run, run_map};
+pub use load::{LoadError, LoadErrorKind, Script, ScriptSet, read_source, visible_files};
+pub use outcome::{LogLevel, LogLine, RunError, RunErrorKind, RunOutcome};
+pub use run::{run, run_map};
+
+/// The live script set, swapped atomically by hot reload; runs hold the `Arc<Script>` they
+/// started with.
+pub type LiveScripts = std::sync::Arc<arc_swap::ArcSwap<ScriptSet>>;
 
 use serde::{Deserialize, Serialize};
 

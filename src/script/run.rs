@@ -1,119 +1,31 @@
 //! Running one script on one event: scope set-up, limits, and turning Rhai errors into `RunError`s.
 
-use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rhai::{Dynamic, EvalAltResult, Map, Position, Scope};
-use serde::{Deserialize, Serialize};
 
 use super::Limits;
-use super::email::Action;
 use super::engine::{Budget, Fatal, MAX_LOG_LINES, RunCtx, Trip, enter};
-use super::event::{DeliveryInfo, build_event_map, delivery_map, event_id};
+use super::event::{DeliveryInfo, build_event_map, delivery_map};
 use super::host::Host;
 use super::load::Script;
+use super::outcome::{LogLevel, LogLine, RunError, RunErrorKind, RunOutcome};
 
-/// Which function wrote a log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    Log,
-    Warn,
-    Print,
-    Debug,
-}
-
-impl fmt::Display for LogLevel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LogLevel::Log => "log",
-            LogLevel::Warn => "warn",
-            LogLevel::Print => "print",
-            LogLevel::Debug => "debug",
-        })
-    }
-}
-
-/// One line of a run's log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogLine {
-    pub level: LogLevel,
-    pub message: String,
-}
-
-/// What kind of failure a run had; decides whether to retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunErrorKind {
-    /// A bug or bad data in the script (or a permanent host error): not retried.
-    Script,
-    /// The run exceeded a limit (`[limits]` or a sandbox size/depth limit): not retried.
-    Limit,
-    /// A host function failed transiently (Okta API down, rate limit): retry the run later.
-    Transient,
-}
-
-/// Why a run failed, with the innermost position.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunError {
-    pub kind: RunErrorKind,
-    pub message: String,
-    /// The script's name (file stem).
-    pub script: String,
-    /// The file `line`/`col` refer to: the script (`new-hire.rhai`) or a module
-    /// (`stdlib/okta.rhai`) when the error happened inside one.
-    pub file: String,
-    pub line: Option<usize>,
-    /// 1-based, in characters.
-    pub col: Option<usize>,
-    /// The calls that led to the error, innermost first: `okta::target at new-hire.rhai:12:5`.
-    pub trace: Vec<String>,
-}
-
-impl fmt::Display for RunError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.file)?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-            if let Some(col) = self.col {
-                write!(f, ":{col}")?;
-            }
-        }
-        write!(f, ": {}", self.message)?;
-        for t in &self.trace {
-            write!(f, "\n  in {t}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for RunError {}
-
-/// Everything a run produced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunOutcome {
-    pub log: Vec<LogLine>,
-    /// What the script asked for, in order. Also filled when `result` is `Err` (for display);
-    /// only a successful run's actions may be carried out.
-    pub actions: Vec<Action>,
-    pub result: Result<(), RunError>,
-}
-
-/// Runs `script` on one LogEvent given as JSON.
+/// Runs `script` on one LogEvent given as JSON. `event_id` is the event's id as stored (its
+/// `uuid`, or the content id the envelope parser gave an event without one): the action ids
+/// derive from it, so a dry run and the server give the same ids.
 pub fn run(
     script: &Script,
     event_json: &[u8],
+    event_id: &str,
     delivery: &DeliveryInfo,
     host: &Arc<dyn Host>,
     limits: &Limits,
 ) -> RunOutcome {
     match build_event_map(event_json) {
-        Ok(event) => {
-            let id = event_id(&event, event_json);
-            run_map(script, event, &id, delivery, host, limits)
-        }
+        Ok(event) => run_map(script, event, event_id, delivery, host, limits),
         Err(message) => RunOutcome {
             log: Vec::new(),
             actions: Vec::new(),
@@ -131,7 +43,7 @@ pub fn run(
 }
 
 /// Runs `script` on an event map built by [`build_event_map`] (when several scripts share one
-/// event, build it once and clone it). `event_id` feeds the mail ids (see [`super::event_id`]).
+/// event, build it once and clone it). `event_id` feeds the action ids (see [`run`]).
 pub fn run_map(
     script: &Script,
     event: Map,

@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use engine::check::{
-    CheckOptions, EXIT_USAGE, Sample, check_command, check_command_with_host, load_samples_dir,
-};
+use engine::authoring::samples::{Sample, load_samples_dir};
+use engine::cli::check::{CheckOptions, check_command, check_command_with_host, tokens_command};
 use engine::script::{Host, Limits, NoDirectory};
-use engine::tokens::tokens_command;
+
+const EXIT_USAGE: u8 = 2;
 
 /// Set to `1` to rewrite the expected files.
 const BLESS_VAR: &str = "ENGINE_BLESS";
@@ -91,7 +91,7 @@ fn run_check(dir: &Path, samples: &[Sample], deny_warnings: bool) -> (String, St
             deny_warnings,
             hooks: hooks.as_deref(),
         };
-        check_command_with_host(&[], dir, &stdlib, samples, &limits, &host, options, out)
+        check_command_with_host(&[], dir, &stdlib, samples, &limits, &host, options, out).code()
     };
     let mut human = Vec::new();
     let code_h = run(false, &mut human);
@@ -199,7 +199,8 @@ fn exit_codes() {
             json,
             false,
             &mut out,
-        );
+        )
+        .code();
         (code, out)
     };
     let (code, out) = check(
@@ -277,7 +278,8 @@ fn odd_scripts_do_not_panic() {
             json,
             false,
             &mut out,
-        );
+        )
+        .code();
         assert_eq!(code, 1, "{}", String::from_utf8_lossy(&out));
         if std::env::var_os("SHOW").is_some() {
             println!("{}", String::from_utf8_lossy(&out));
@@ -292,7 +294,7 @@ fn tokens_golden() {
     let mut problems = Vec::new();
     for (file, json) in [("stdout.txt", false), ("stdout.json", true)] {
         let mut out = Vec::new();
-        let code = tokens_command(&samples, None, json, &mut out);
+        let code = tokens_command(&samples, None, json, &mut out).code();
         assert_eq!(code, 0);
         if let Err(e) = compare(&dir.join(file), &normalize(&out)) {
             problems.push(e);
@@ -302,7 +304,7 @@ fn tokens_golden() {
 
     let mut out = Vec::new();
     assert_eq!(
-        tokens_command(&samples, Some("group.user_membership.*"), false, &mut out),
+        tokens_command(&samples, Some("group.user_membership.*"), false, &mut out).code(),
         0
     );
     let text = String::from_utf8_lossy(&out);
@@ -313,10 +315,13 @@ fn tokens_golden() {
     assert!(text.contains("event.target[0].alternateId"), "{text}");
     let mut out = Vec::new();
     assert_eq!(
-        tokens_command(&samples, Some("no.such.type"), false, &mut out),
+        tokens_command(&samples, Some("no.such.type"), false, &mut out).code(),
         EXIT_USAGE
     );
-    assert_eq!(tokens_command(&[], None, true, &mut Vec::new()), EXIT_USAGE);
+    assert_eq!(
+        tokens_command(&[], None, true, &mut Vec::new()).code(),
+        EXIT_USAGE
+    );
 }
 
 /// Through the binary, `engine check` knows the config's hooks: a `hook:` id that is not one of

@@ -346,7 +346,7 @@ fn history_commands_read_through_a_running_server() {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(engine::client::request(
+        rt.block_on(engine::util::http_client::request(
             hyper::Method::POST,
             &format!("{}/admin/read", p.url),
             &[("x-engine-admin-token".to_string(), token.trim().to_string())],

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use engine::client;
+use engine::util::http_client as client;
 use hyper::Method;
 
 use crate::support::*;

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use engine::client;
+use engine::util::http_client as client;
 use hyper::Method;
 
 use crate::support::*;

@@ -6,8 +6,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use engine::actions::mail::{self, MailError, Transport};
 use engine::config::Secret;
-use engine::mail::{self, MailError, OutgoingMail, Transport};
+use engine::script::Email;
+
+/// The sender of every test mail.
+const FROM: &str = "Automation <automation@example.com>";
 
 use crate::support::free_port;
 
@@ -89,10 +93,10 @@ impl Drop for SmtpServer {
     }
 }
 
-fn mail(id: &str) -> OutgoingMail {
-    OutgoingMail {
+fn mail(id: &str) -> Email {
+    Email {
         id: id.to_string(),
-        from: "Automation <automation@example.com>".to_string(),
+        position: 0,
         to: vec!["manager@example.com".to_string()],
         cc: vec![],
         bcc: vec![],
@@ -122,7 +126,7 @@ fn crlf(s: &serde_json::Value) -> String {
 async fn smtp_delivers_recipients_subject_parts_and_message_id() {
     let server = SmtpServer::start(&[]);
     let transport = Transport::from_url(&server.url("")).expect("transport");
-    let m = OutgoingMail {
+    let m = Email {
         id: "0123456789abcdef0123456789abcdef".to_string(),
         to: vec![
             "manager@example.com".to_string(),
@@ -136,7 +140,7 @@ async fn smtp_delivers_recipients_subject_parts_and_message_id() {
         html: Some("<p>Zoë starts <b>today</b>.</p>\n".to_string()),
         ..mail("unused")
     };
-    let receipt = mail::send(&transport, &m).await.expect("sent");
+    let receipt = mail::send(&transport, FROM, &m).await.expect("sent");
     assert_eq!(
         receipt.message_id,
         "<0123456789abcdef0123456789abcdef@engine>"
@@ -200,7 +204,7 @@ async fn smtp_text_only_pooled_and_opportunistic() {
     ));
     let transport = Transport::from_url(&url).expect("transport");
     for i in 0..5 {
-        mail::send(&transport, &mail(&format!("mail-{i}")))
+        mail::send(&transport, FROM, &mail(&format!("mail-{i}")))
             .await
             .expect("sent");
     }
@@ -233,7 +237,7 @@ async fn smtp_server_down_is_transient() {
         "smtp://bob:hunter2-secret@127.0.0.1:{port}?tls=none"
     ));
     let transport = Transport::from_url(&url).expect("transport");
-    let err = mail::send(&transport, &mail("down"))
+    let err = mail::send(&transport, FROM, &mail("down"))
         .await
         .expect_err("nothing listens");
     assert!(matches!(err, MailError::Transient(_)), "{err:?}");
@@ -246,7 +250,7 @@ async fn smtp_server_down_is_transient() {
 async fn smtp_5xx_is_permanent_with_server_text() {
     let server = SmtpServer::start(&["--reject-5xx"]);
     let transport = Transport::from_url(&server.url("")).expect("transport");
-    let err = mail::send(&transport, &mail("rejected"))
+    let err = mail::send(&transport, FROM, &mail("rejected"))
         .await
         .expect_err("rejected");
     let MailError::Permanent(text) = &err else {
@@ -264,7 +268,7 @@ async fn smtp_5xx_is_permanent_with_server_text() {
 async fn smtp_4xx_is_transient() {
     let server = SmtpServer::start(&["--reject-4xx"]);
     let transport = Transport::from_url(&server.url("")).expect("transport");
-    let err = mail::send(&transport, &mail("later"))
+    let err = mail::send(&transport, FROM, &mail("later"))
         .await
         .expect_err("tempfail");
     assert!(
@@ -278,14 +282,14 @@ async fn smtp_password_never_in_errors_or_debug() {
     let server = SmtpServer::start(&["--auth", "bob:right-pass"]);
     // Right credentials: delivered (AUTH over plain text only because tls=none says so).
     let ok = Transport::from_url(&server.url("bob:right-pass@")).expect("transport");
-    mail::send(&ok, &mail("authed"))
+    mail::send(&ok, FROM, &mail("authed"))
         .await
         .expect("sent with AUTH");
     assert_eq!(server.received().len(), 1);
 
     let password = "Wr0ng-P%40ss-9d8f7";
     let bad = Transport::from_url(&server.url(&format!("bob:{password}@"))).expect("transport");
-    let err = mail::send(&bad, &mail("bad-auth"))
+    let err = mail::send(&bad, FROM, &mail("bad-auth"))
         .await
         .expect_err("auth fails");
     assert!(matches!(err, MailError::Permanent(_)), "{err:?}");
@@ -317,12 +321,12 @@ async fn file_transport_writes_one_eml_per_id_idempotently() {
     let data = tempfile::tempdir().expect("temp dir");
     let transport = Transport::new(None, data.path()).expect("files");
     let dir = data.path().join("outbox-mail");
-    let m = OutgoingMail {
+    let m = Email {
         bcc: vec!["audit@example.com".to_string()],
         subject: "Grüße".to_string(),
         ..mail("abc123")
     };
-    let first = mail::send(&transport, &m).await.expect("written");
+    let first = mail::send(&transport, FROM, &m).await.expect("written");
     assert_eq!(first.message_id, "<abc123@engine>");
     let path = dir.join("abc123.eml");
     let content = std::fs::read_to_string(&path).expect("eml exists");
@@ -336,7 +340,8 @@ async fn file_transport_writes_one_eml_per_id_idempotently() {
     // Same id again (a retry or replay): the file is left as it was.
     let again = mail::send(
         &transport,
-        &OutgoingMail {
+        FROM,
+        &Email {
             body: "changed".into(),
             ..m.clone()
         },
@@ -346,7 +351,7 @@ async fn file_transport_writes_one_eml_per_id_idempotently() {
     assert!(again.detail.contains("already written"), "{}", again.detail);
     assert_eq!(std::fs::read_to_string(&path).expect("eml"), content);
 
-    mail::send(&transport, &mail("other-id"))
+    mail::send(&transport, FROM, &mail("other-id"))
         .await
         .expect("written");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
@@ -363,63 +368,63 @@ async fn file_transport_writes_one_eml_per_id_idempotently() {
 
 #[test]
 fn invalid_addresses_and_ids_are_permanent_and_named() {
-    let bad_to = OutgoingMail {
+    let bad_to = Email {
         to: vec!["not an address".into()],
         ..mail("x1")
     };
-    let err = mail::build_message(&bad_to).expect_err("invalid");
+    let err = mail::build_message(FROM, &bad_to).expect_err("invalid");
     assert!(
         matches!(&err, MailError::Permanent(t) if t.contains("`to`") && t.contains("not an address")),
         "{err:?}"
     );
 
-    let injected = OutgoingMail {
+    let injected = Email {
         cc: vec!["a@example.com\r\nBcc: evil@example.com".into()],
         ..mail("x2")
     };
     assert!(matches!(
-        mail::build_message(&injected),
+        mail::build_message(FROM, &injected),
         Err(MailError::Permanent(_))
     ));
 
     for id in ["", "../etc/passwd", ".hidden", "a b"] {
-        let err = mail::build_message(&mail(id)).expect_err(id);
+        let err = mail::build_message(FROM, &mail(id)).expect_err(id);
         assert!(matches!(err, MailError::Permanent(_)));
     }
-    let nobody = OutgoingMail {
+    let nobody = Email {
         to: vec![],
         ..mail("x3")
     };
     assert!(matches!(
-        mail::build_message(&nobody),
+        mail::build_message(FROM, &nobody),
         Err(MailError::Permanent(_))
     ));
 
-    let ok = mail::build_message(&mail("x4")).expect("valid");
+    let ok = mail::build_message(FROM, &mail("x4")).expect("valid");
     let text = String::from_utf8(ok.formatted()).expect("ascii");
     assert!(text.contains("Message-ID: <x4@engine>"));
 }
 
 #[test]
-fn backoff_grows_with_jitter_and_is_capped() {
-    let first = mail::backoff(0);
-    assert!(
-        first >= mail::BACKOFF_BASE / 2 && first <= mail::BACKOFF_BASE,
-        "{first:?}"
-    );
-    let third = mail::backoff(2);
-    assert!(
-        third >= mail::BACKOFF_BASE * 2 && third <= mail::BACKOFF_BASE * 4,
-        "{third:?}"
-    );
+fn mail_retries_back_off_with_jitter_up_to_the_cap_for_a_day() {
+    let backoff = engine::process::Backoff {
+        base: Duration::from_millis(engine::config::DEFAULT_MAIL_RETRY_BASE_MS),
+        cap: mail::BACKOFF_CAP,
+        jitter: true,
+    };
+    let base = backoff.base;
+    let first = backoff.delay(0);
+    assert!(first >= base / 2 && first <= base, "{first:?}");
+    let third = backoff.delay(2);
+    assert!(third >= base * 2 && third <= base * 4, "{third:?}");
     for attempt in [10, 31, 1000, u32::MAX] {
-        let d = mail::backoff(attempt);
+        let d = backoff.delay(attempt);
         assert!(
             d >= mail::BACKOFF_CAP / 2 && d <= mail::BACKOFF_CAP,
             "{attempt}: {d:?}"
         );
     }
-    let samples: std::collections::HashSet<Duration> = (0..20).map(|_| mail::backoff(5)).collect();
+    let samples: std::collections::HashSet<Duration> = (0..20).map(|_| backoff.delay(5)).collect();
     assert!(samples.len() > 1, "jitter varies the delay");
     assert_eq!(mail::MAX_RETRY_WINDOW, Duration::from_secs(24 * 3600));
 }
@@ -442,9 +447,13 @@ async fn smtp_tls_required_is_enforced() {
     // No STARTTLS offered: tls=required refuses to go on in clear.
     let plain = SmtpServer::start(&[]);
     let url = Secret::new(format!("smtp://127.0.0.1:{}?tls=required", plain.port));
-    let err = mail::send(&Transport::from_url(&url).expect("url"), &mail("tls1"))
-        .await
-        .expect_err("no STARTTLS");
+    let err = mail::send(
+        &Transport::from_url(&url).expect("url"),
+        FROM,
+        &mail("tls1"),
+    )
+    .await
+    .expect_err("no STARTTLS");
     assert!(
         matches!(&err, MailError::Transient(t) if t.contains("STARTTLS")),
         "{err:?}"
@@ -454,9 +463,13 @@ async fn smtp_tls_required_is_enforced() {
         "smtp://bob:Wr0ng-pw@127.0.0.1:{}?tls=opportunistic",
         plain.port
     ));
-    let err = mail::send(&Transport::from_url(&url).expect("url"), &mail("tls2"))
-        .await
-        .expect_err("password in clear");
+    let err = mail::send(
+        &Transport::from_url(&url).expect("url"),
+        FROM,
+        &mail("tls2"),
+    )
+    .await
+    .expect_err("password in clear");
     assert!(
         matches!(&err, MailError::Transient(t) if t.contains("password") && !t.contains("Wr0ng")),
         "{err:?}"
@@ -467,9 +480,13 @@ async fn smtp_tls_required_is_enforced() {
     // certificate refused (webpki roots), so nothing is sent.
     let tls = SmtpServer::start(&["--starttls"]);
     let url = Secret::new(format!("smtp://127.0.0.1:{}?tls=required", tls.port));
-    let err = mail::send(&Transport::from_url(&url).expect("url"), &mail("tls3"))
-        .await
-        .expect_err("untrusted certificate");
+    let err = mail::send(
+        &Transport::from_url(&url).expect("url"),
+        FROM,
+        &mail("tls3"),
+    )
+    .await
+    .expect_err("untrusted certificate");
     assert!(
         matches!(&err, MailError::Transient(t) if t.contains("STARTTLS failed")),
         "{err:?}"
@@ -480,18 +497,26 @@ async fn smtp_tls_required_is_enforced() {
     // happens and the self-signed certificate is refused; against a plain server it fails too.
     let implicit = SmtpServer::start(&["--implicit-tls"]);
     let url = Secret::new(format!("smtps://127.0.0.1:{}", implicit.port));
-    let err = mail::send(&Transport::from_url(&url).expect("url"), &mail("tls4"))
-        .await
-        .expect_err("untrusted certificate");
+    let err = mail::send(
+        &Transport::from_url(&url).expect("url"),
+        FROM,
+        &mail("tls4"),
+    )
+    .await
+    .expect_err("untrusted certificate");
     assert!(
         matches!(&err, MailError::Transient(t) if t.to_lowercase().contains("certificate")),
         "{err:?}"
     );
     assert!(implicit.received().is_empty());
     let url = Secret::new(format!("smtps://127.0.0.1:{}", plain.port));
-    let err = mail::send(&Transport::from_url(&url).expect("url"), &mail("tls5"))
-        .await
-        .expect_err("a plain server does not speak TLS");
+    let err = mail::send(
+        &Transport::from_url(&url).expect("url"),
+        FROM,
+        &mail("tls5"),
+    )
+    .await
+    .expect_err("a plain server does not speak TLS");
     assert!(err.is_transient(), "{err:?}");
     assert!(plain.received().is_empty());
 }
@@ -501,16 +526,18 @@ async fn smtp_pool_survives_server_restart() {
     let mut server = SmtpServer::start(&[]);
     let port = server.port;
     let transport = Transport::from_url(&server.url("")).expect("transport");
-    mail::send(&transport, &mail("before")).await.expect("sent");
+    mail::send(&transport, FROM, &mail("before"))
+        .await
+        .expect("sent");
     // The pooled connection dies with the server; a new server on the same port takes over.
     let _ = server.child.kill();
     let _ = server.child.wait();
-    let err = mail::send(&transport, &mail("while-down"))
+    let err = mail::send(&transport, FROM, &mail("while-down"))
         .await
         .expect_err("down");
     assert!(err.is_transient(), "{err:?}");
     let restarted = SmtpServer::start_on(port, &[]);
-    mail::send(&transport, &mail("after"))
+    mail::send(&transport, FROM, &mail("after"))
         .await
         .expect("sent after restart");
     assert_eq!(restarted.received().len(), 1);

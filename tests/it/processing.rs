@@ -199,7 +199,7 @@ fn hostile_scripts_fail_alone_and_replay_reruns_them() {
         .build()
         .unwrap();
     let metrics = rt
-        .block_on(engine::client::request(
+        .block_on(engine::util::http_client::request(
             hyper::Method::GET,
             &format!("{}/metrics", p.url),
             &[],
@@ -609,7 +609,7 @@ fn samples_are_captured_bounded_and_added_by_hand() {
 async fn runs_queued_for_a_deleted_script_are_skipped() {
     use std::sync::Arc;
 
-    use engine::runs::{self, RunRecord, RunStatus, RunsView};
+    use engine::store::runs::{self, RunRecord, RunStatus, RunsView};
     use engine::store::{CommitMode, Store};
 
     let dir = temp_dir();
@@ -627,16 +627,16 @@ async fn runs_queued_for_a_deleted_script_are_skipped() {
     let ids = store
         .write(move |txn| {
             engine::store::set_dispatch_cursor(txn, 1)?;
-            runs::create(txn, vec![RunRecord::new(0, &event, "gone", None)])
+            runs::create(txn, vec![RunRecord::new(0, &event.head(), "gone", None)])
         })
         .await
         .unwrap();
-    let runtime = engine::serve::build_runtime(&config, store.clone(), &mut Vec::new()).unwrap();
+    let runtime = engine::app::build_runtime(&config, store.clone(), &mut Vec::new()).unwrap();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let processing = tokio::spawn(runtime.processor.clone().run(stop_rx));
     let mut record = None;
     let finished = wait_until(Duration::from_secs(20), || {
-        record = RunsView(store.db()).get(ids[0]).unwrap();
+        record = RunsView(&*store).get(ids[0]).unwrap();
         record.as_ref().is_some_and(|r| r.status.is_finished())
     });
     let _ = stop_tx.send(true);
@@ -646,6 +646,6 @@ async fn runs_queued_for_a_deleted_script_are_skipped() {
     assert_eq!(record.status, RunStatus::Skipped);
     let why = record.error.map(|e| e.message).unwrap_or_default();
     assert!(why.contains("no longer loaded"), "{why}");
-    assert!(RunsView(store.db()).latest_failed().unwrap().is_empty());
-    assert_eq!(RunsView(store.db()).pending_count().unwrap(), 0);
+    assert!(RunsView(&*store).latest_failed().unwrap().is_empty());
+    assert_eq!(RunsView(&*store).pending_count().unwrap(), 0);
 }

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use engine::client;
 use engine::config::Config;
-use engine::runs::{RunRecord, RunStatus, RunsView};
+use engine::reload::ScriptStates;
+use engine::script::LiveScripts;
 use engine::script::{Limits, ScriptSet};
+use engine::store::runs::{RunRecord, RunStatus, RunsView};
+use engine::store::script_state::ScriptStatus;
 use engine::store::{CommitMode, History, Store};
-use engine::watch::{ScriptStates, ScriptStatus};
-use engine::worker::LiveScripts;
+use engine::util::http_client as client;
 use hyper::Method;
 use tokio::sync::oneshot;
 
@@ -58,7 +59,7 @@ impl Server {
             std::fs::write(config.stdlib_dir.join(name), text).unwrap();
         }
         let mut out = Vec::new();
-        let app = engine::serve::prepare(&config, CommitMode::Group, &mut out).expect("prepares");
+        let app = engine::app::prepare(&config, CommitMode::Group, &mut out).expect("prepares");
         let rt = app.runtime().expect("runtime attached");
         let live = rt.scripts.clone();
         let states = rt.reloader.states().clone();
@@ -70,7 +71,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let done = tokio::spawn(engine::serve::run_app(listener, app, async {
+        let done = tokio::spawn(engine::app::run(listener, app, async {
             let _ = stopped.await;
         }));
         let s = Server {
@@ -196,7 +197,7 @@ impl Server {
     async fn finished_runs(&self, uuid: &str) -> Vec<RunRecord> {
         let start = Instant::now();
         loop {
-            let runs = RunsView(self.store().db()).of_event(uuid).unwrap();
+            let runs = RunsView(self.store()).of_event(uuid).unwrap();
             let done = |r: &RunRecord| matches!(r.status, RunStatus::Succeeded | RunStatus::Failed);
             if !runs.is_empty() && runs.iter().all(done) {
                 return runs;
@@ -245,9 +246,9 @@ impl Server {
     }
 
     /// The script state the server recorded in the store (what `engine scripts` reads).
-    fn recorded(&self) -> Vec<engine::watch::ScriptState> {
-        let txn = engine::runs::ReadTxnSource::begin(self.store().db()).unwrap();
-        engine::watch::recorded_states(&txn)
+    fn recorded(&self) -> Vec<engine::store::script_state::ScriptState> {
+        let txn = engine::store::ReadTxnSource::begin(self.store()).unwrap();
+        engine::store::script_state::recorded(&txn)
             .unwrap()
             .expect("state recorded")
     }
@@ -295,10 +296,7 @@ async fn a_run_in_flight_finishes_on_the_version_it_started_with() {
     let h1 = s.hash_of("a.rhai", v1);
     let first = s.deliver().await;
     s.wait(Duration::from_secs(5), "the first run to be created", |s| {
-        !RunsView(s.store().db())
-            .of_event(&first)
-            .unwrap()
-            .is_empty()
+        !RunsView(s.store()).of_event(&first).unwrap().is_empty()
     })
     .await;
     // Let the worker pick it up (it sleeps for a second inside the script).
@@ -421,9 +419,10 @@ async fn a_broken_save_keeps_the_old_version_and_the_fix_goes_live() {
     let data_dir = s.config.data_dir.clone();
     let _dir = s.stop().await;
     let h = History::open(&data_dir).unwrap().expect("store exists");
-    let recorded = engine::watch::recorded_states(&h.read_txn().unwrap())
-        .unwrap()
-        .unwrap();
+    let recorded =
+        engine::store::script_state::recorded(&engine::store::ReadTxnSource::begin(&h).unwrap())
+            .unwrap()
+            .unwrap();
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0].hash.as_deref(), Some(h3.as_str()));
 }
@@ -627,7 +626,7 @@ async fn reloads_under_concurrent_deliveries_fail_no_request_and_lose_no_event()
     let t0 = Instant::now();
     loop {
         by_event.clear();
-        for r in RunsView(s.store().db()).recent(usize::MAX, false).unwrap() {
+        for r in RunsView(s.store()).recent(usize::MAX, false).unwrap() {
             if matches!(r.status, RunStatus::Succeeded | RunStatus::Failed) {
                 by_event.entry(r.event_uuid.clone()).or_default().push(r);
             }
@@ -684,13 +683,16 @@ async fn engine_scripts_compiles_from_disk_when_no_server_ran() {
     std::fs::create_dir_all(&config.scripts_dir).unwrap();
     std::fs::create_dir_all(&config.stdlib_dir).unwrap();
     std::fs::write(config.scripts_dir.join("ok.rhai"), script("ok", "v1")).unwrap();
-    assert_eq!(engine::watch::scripts_command(&config, true), 0);
+    assert_eq!(
+        engine::cli::history::scripts(&config, true),
+        Ok(engine::cli::Exit::Ok)
+    );
     std::fs::write(
         config.scripts_dir.join("bad.rhai"),
         "//! on: user.*\nlet = 1;\n",
     )
     .unwrap();
-    let states = engine::watch::inspect(&config).unwrap();
+    let states = engine::reload::inspect(&engine::app::reload_settings(&config)).unwrap();
     let bad = states.iter().find(|s| s.script == "bad").unwrap();
     assert_eq!(bad.status, ScriptStatus::NotLoaded);
     assert!(
@@ -700,6 +702,9 @@ async fn engine_scripts_compiles_from_disk_when_no_server_ran() {
             .contains("bad.rhai:2:"),
         "{bad:?}"
     );
-    assert_eq!(engine::watch::scripts_command(&config, false), 1);
+    assert_eq!(
+        engine::cli::history::scripts(&config, false),
+        Ok(engine::cli::Exit::Failure)
+    );
     let _ = &dir;
 }

@@ -1,6 +1,6 @@
 //! Retention: old history is pruned; nothing undispatched or still needed by a pending run is.
 
-use engine::runs::{self, RunRecord, RunStatus, RunsView};
+use engine::store::runs::{self, RunRecord, RunStatus, RunsView};
 use engine::store::{self, CommitMode, Store};
 use engine::util::{format_ms, now_ms};
 
@@ -26,15 +26,15 @@ async fn prunes_old_history_but_keeps_what_is_still_needed() {
     let history = store.history();
     let e1 = history.event_by_seq(1).unwrap().unwrap();
     let e3 = history.event_by_seq(3).unwrap().unwrap();
-    let mut done = RunRecord::new(0, &e1, "s", None);
+    let mut done = RunRecord::new(0, &e1.head(), "s", None);
     done.status = RunStatus::Succeeded;
     done.finished = Some(format_ms(old));
-    let retrying = RunRecord::new(0, &e3, "s", None);
+    let retrying = RunRecord::new(0, &e3.head(), "s", None);
     let created = store
         .write(move |txn| runs::create(txn, vec![done, retrying]))
         .await
         .unwrap();
-    let mut first = RunsView(store.db()).get(created[0]).unwrap().unwrap();
+    let mut first = RunsView(&store).get(created[0]).unwrap().unwrap();
     first.status = RunStatus::Succeeded;
     first.finished = Some(format_ms(old));
     store
@@ -42,7 +42,7 @@ async fn prunes_old_history_but_keeps_what_is_still_needed() {
         .await
         .unwrap();
 
-    let report = engine::retention::prune_once(&store, now_ms() - 30 * DAY_MS)
+    let report = engine::process::retention::prune_once(&store, now_ms() - 30 * DAY_MS)
         .await
         .unwrap();
     assert_eq!(report.runs, 1, "the old finished run");
@@ -90,14 +90,14 @@ async fn prunes_old_history_but_keeps_what_is_still_needed() {
             .duplicate_delivery
     );
     // Once the pending run is done, the rest of the old dispatched history goes.
-    let mut second = RunsView(store.db()).get(created[1]).unwrap().unwrap();
+    let mut second = RunsView(&store).get(created[1]).unwrap().unwrap();
     second.status = RunStatus::Failed;
     second.finished = Some(format_ms(old));
     store
         .write(move |txn| runs::save(txn, &second, 0))
         .await
         .unwrap();
-    let report = engine::retention::prune_once(&store, now_ms() - 30 * DAY_MS)
+    let report = engine::process::retention::prune_once(&store, now_ms() - 30 * DAY_MS)
         .await
         .unwrap();
     assert_eq!(

@@ -22,10 +22,28 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use engine::ingest::envelope::{event_id, parse_payload};
 use engine::script::{
     Action, DeliveryInfo, Host, HostError, Limits, RunOutcome, ScriptSet, StaticDirectory, User,
-    build_event_map, event_id, run, run_map, split_payload,
+    build_event_map, run, run_map,
 };
+
+/// A payload's events as the server reads them: (delivery, event id, event JSON) each.
+fn split_payload(
+    payload: &[u8],
+    hook: &str,
+) -> Result<Vec<(DeliveryInfo, String, Vec<u8>)>, String> {
+    let p = parse_payload(payload).map_err(|e| e.to_string())?;
+    let delivery = DeliveryInfo {
+        id: p.delivery.delivery_id.clone().unwrap_or_default(),
+        time: p.delivery.event_time.clone(),
+        hook: hook.to_string(),
+        source: p.delivery.source.clone(),
+    };
+    Ok(p.events()
+        .map(|(e, json)| (delivery.clone(), e.uuid.clone(), json.to_vec()))
+        .collect())
+}
 
 fn repo() -> PathBuf {
     std::env::var_os("ENGINE_REPO")
@@ -178,7 +196,7 @@ fn run_case(case: &Path) -> Result<(), String> {
     for patch in get("patch") {
         let patch: serde_json::Value =
             serde_json::from_str(patch).map_err(|e| format!("patch: {e}"))?;
-        for (_, bytes) in events.iter_mut() {
+        for (_, _, bytes) in events.iter_mut() {
             let mut ev: serde_json::Value =
                 serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
             if let (Some(o), Some(p)) = (ev.as_object_mut(), patch.as_object()) {
@@ -202,8 +220,8 @@ fn run_case(case: &Path) -> Result<(), String> {
         actions: Vec::new(),
         result: Ok(()),
     };
-    for (delivery, event) in &events {
-        let out = run(&script, event, delivery, &host, &limits);
+    for (delivery, id, event) in &events {
+        let out = run(&script, event, id, delivery, &host, &limits);
         all.log.extend(out.log);
         all.actions.extend(out.actions);
         if all.result.is_ok() {
@@ -339,7 +357,7 @@ fn scripts_fail_independently() {
     let payload = std::fs::read(repo().join("tests/fixtures/event.user.lifecycle.deactivate.json"))
         .expect("fixture");
     let event = build_event_map(&payload).expect("event");
-    let id = event_id(&event, &payload);
+    let id = event_id(&payload);
     let delivery = DeliveryInfo {
         id: "d1".into(),
         time: "t".into(),
@@ -365,17 +383,18 @@ fn scripts_fail_independently() {
     let set = Arc::new(set);
     let threads: Vec<_> = (0..4)
         .map(|_| {
-            let (set, payload, host, delivery, limits) = (
+            let (set, payload, host, delivery, limits, id) = (
                 set.clone(),
                 payload.clone(),
                 host.clone(),
                 delivery.clone(),
                 limits.clone(),
+                id.clone(),
             );
             std::thread::spawn(move || {
                 let script = set.get("c-good").expect("c-good").clone();
                 (0..50)
-                    .map(|_| run(&script, &payload, &delivery, &host, &limits))
+                    .map(|_| run(&script, &payload, &id, &delivery, &host, &limits))
                     .map(|o| match &o.actions[..] {
                         [Action::Email(m)] => m.id.clone(),
                         _ => String::new(),

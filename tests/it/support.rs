@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use engine::client::{self, Answer};
+use engine::app::App;
 use engine::config::{HookConfig, HookKind, SecretSource};
-use engine::server::App;
 use engine::store::{CommitMode, History, Store};
+use engine::util::http_client::{self as client, Answer};
 use hyper::Method;
 use tokio::sync::oneshot;
 
@@ -66,12 +66,12 @@ impl TestServer {
                 engine::config::Secret::new(SECRET.into()),
             ),
         ];
-        let app = App::new(hooks, store, max_body);
+        let app = App::receiver(hooks, store, max_body);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(async move {
-            engine::serve::run_app(listener, app, async {
+            engine::app::run(listener, app, async {
                 let _ = stopped.await;
             })
             .await;
@@ -158,7 +158,8 @@ pub fn envelope_with(event_id: &str, uuids: &[String]) -> String {
 
 /// Wraps one LogEvent into an envelope the way `engine send` does.
 pub fn wrap(event_json: &str) -> String {
-    engine::cli::delivery_body(event_json).expect("wraps")
+    let body = engine::ingest::envelope::delivery_body(event_json.as_bytes()).expect("wraps");
+    String::from_utf8(body.to_vec()).expect("UTF-8")
 }
 
 /// The built binary.
@@ -371,7 +372,7 @@ impl WaitRef for std::process::Child {
 
 /// Stores one envelope straight through the store (no HTTP), as received at `received_ms`.
 pub async fn deliver(store: &Store, body: String, received_ms: u64) -> engine::store::Stored {
-    let parsed = engine::envelope::parse(HookKind::Okta, body.as_bytes()).unwrap();
+    let parsed = engine::ingest::envelope::parse(HookKind::Okta, body.as_bytes()).unwrap();
     store
         .store_delivery(engine::store::NewDelivery {
             hook: "test".into(),

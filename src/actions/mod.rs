@@ -1,0 +1,194 @@
+//! The action queue's executors: carries out the mail that successful runs queued (over SMTP or
+//! as `.eml` files), through the shared scheduler, retrying transient failures with backoff for
+//! up to [`mail::MAX_RETRY_WINDOW`], and records every outcome.
+//!
+//! A mail is marked sent in the transaction after the transport accepted it; a crash between the
+//! two can send it again on restart (at-least-once), with the same `Message-ID`.
+//!
+//! # Layout
+//!
+//! - this module: [`MailSender`], the mail queue's executor ([`DueWork`] for the scheduler).
+//! - [`mail`]: building messages (lettre), the pooled SMTP transport and the `.eml` writer.
+
+pub mod mail;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::process::{Backoff, Due, DuePool, DueWork, MAX_PANICS, Task};
+use crate::store::outbox::{self, MailStatus, OutboxMail, OutboxView};
+use crate::store::{ReadError, Store};
+use crate::util::{now_ms, prom};
+use mail::Transport;
+
+/// Mails sent at once: matches lettre's pool size so each send has a connection.
+pub const MAX_CONCURRENT_SENDS: usize = mail::POOL_MAX_SIZE;
+/// How often the sender looks for due mail without being woken.
+pub const SENDER_TICK: Duration = Duration::from_millis(250);
+
+/// What the mail executor is built from (the app derives it from `[smtp]`).
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    /// The `From` address.
+    pub from: String,
+    /// The first retry delay of a mail that failed transiently (`[smtp] retry_base_ms`).
+    pub retry_base: Duration,
+}
+
+/// The mail queue's executor.
+pub struct MailSender {
+    store: Arc<Store>,
+    transport: Transport,
+    from: String,
+    backoff: Backoff,
+    /// Send outcomes for `/metrics`: sent, retried, failed.
+    counts: [AtomicU64; 3],
+}
+
+impl MailSender {
+    pub fn new(store: Arc<Store>, transport: Transport, settings: MailSettings) -> MailSender {
+        MailSender {
+            store,
+            transport,
+            from: settings.from,
+            backoff: Backoff {
+                base: settings.retry_base,
+                cap: mail::BACKOFF_CAP,
+                jitter: true,
+            },
+            counts: Default::default(),
+        }
+    }
+
+    /// Drains the mail queue until `shutdown`, then waits for the sends in flight and closes the
+    /// transport's connections.
+    pub async fn run(
+        pool: Arc<DuePool<MailSender>>,
+        sender: Arc<MailSender>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        pool.run(shutdown).await;
+        sender.transport.shutdown().await;
+    }
+
+    /// A scheduler for this sender; its waker is what runs notify when they queued mail.
+    pub fn pool(self: &Arc<Self>) -> Arc<DuePool<MailSender>> {
+        DuePool::new(self.clone(), MAX_CONCURRENT_SENDS, SENDER_TICK)
+    }
+
+    async fn send_one(&self, seq: u64) {
+        let mut m = match OutboxView(&*self.store).get_by_seq(seq) {
+            Ok(Some(m)) if m.status == MailStatus::Queued => m,
+            Ok(_) => return,
+            Err(error) => {
+                tracing::error!(mail_seq = seq, %error, "cannot read mail");
+                return;
+            }
+        };
+        let result = mail::send(&self.transport, &self.from, &m.email).await;
+        m.attempts += 1;
+        match result {
+            Ok(receipt) => {
+                m.status = MailStatus::Sent;
+                m.sent_ms = Some(now_ms());
+                m.next_attempt_ms = None;
+                m.last_error = None;
+                tracing::info!(mail_id = %m.id, run_id = m.run_id, detail = %receipt.detail, "mail sent");
+            }
+            Err(e) if e.is_transient() && self.within_retry_window(&m) => {
+                let delay = self.backoff.delay(m.attempts - 1);
+                m.next_attempt_ms = Some(now_ms() + delay.as_millis() as u64);
+                m.last_error = Some(e.to_string());
+                tracing::warn!(mail_id = %m.id, error = %e, retry_in_ms = delay.as_millis() as u64, "mail not sent; will retry");
+            }
+            Err(e) => {
+                m.status = MailStatus::Failed;
+                m.next_attempt_ms = None;
+                m.last_error = Some(e.to_string());
+                tracing::error!(mail_id = %m.id, error = %e, "mail failed permanently");
+            }
+        }
+        self.record(m).await;
+    }
+
+    fn within_retry_window(&self, m: &OutboxMail) -> bool {
+        now_ms().saturating_sub(m.queued_ms) < mail::MAX_RETRY_WINDOW.as_millis() as u64
+    }
+
+    async fn record(&self, m: OutboxMail) {
+        let slot = match m.status {
+            MailStatus::Sent => 0,
+            MailStatus::Queued => 1,
+            MailStatus::Failed => 2,
+        };
+        self.counts[slot].fetch_add(1, Ordering::Relaxed);
+        let id = m.id.clone();
+        if let Err(error) = self.store.write(move |txn| outbox::save(txn, &m)).await {
+            tracing::error!(mail_id = %id, %error, "mail state not recorded");
+        }
+    }
+
+    /// A send whose task panicked: retried with backoff, failed from [`MAX_PANICS`] on.
+    async fn record_panic(&self, seq: u64, count: u32, message: String) {
+        let Ok(Some(mut m)) = OutboxView(&*self.store).get_by_seq(seq) else {
+            return;
+        };
+        if m.status != MailStatus::Queued {
+            return;
+        }
+        m.attempts += 1;
+        if count >= MAX_PANICS {
+            m.status = MailStatus::Failed;
+            m.next_attempt_ms = None;
+            m.last_error = Some(format!("sending crashed {count} times: {message}"));
+        } else {
+            let delay = self.backoff.delay(count - 1);
+            m.next_attempt_ms = Some(now_ms() + delay.as_millis() as u64);
+            m.last_error = Some(format!("sending crashed: {message}"));
+        }
+        self.record(m).await;
+    }
+}
+
+impl DueWork for MailSender {
+    const KIND: &'static str = "mail";
+
+    fn due(&self, now_ms: u64, skip: &HashSet<u64>, limit: usize) -> Result<Due, ReadError> {
+        OutboxView(&*self.store).due_now(now_ms, skip, limit)
+    }
+
+    fn execute(self: Arc<Self>, id: u64) -> Task {
+        Box::pin(async move { self.send_one(id).await })
+    }
+
+    fn panicked(self: Arc<Self>, id: u64, count: u32, message: String) -> Task {
+        Box::pin(async move { self.record_panic(id, count, message).await })
+    }
+}
+
+impl prom::MetricsSource for MailSender {
+    fn render_metrics(&self, out: &mut String) {
+        prom::family(
+            out,
+            "engine_mail_total",
+            "counter",
+            "Mail send attempts by outcome.",
+        );
+        for (i, status) in ["sent", "retry", "failed"].iter().enumerate() {
+            let n = self.counts[i].load(Ordering::Relaxed);
+            prom::sample(out, "engine_mail_total", &[("status", status)], n);
+        }
+        let depth = OutboxView(&*self.store).due_count().unwrap_or(0);
+        prom::single(
+            out,
+            "engine_outbox_depth",
+            "gauge",
+            "Mails queued and not yet sent.",
+            depth,
+        );
+    }
+}

@@ -1,0 +1,698 @@
+//! `engine check`: lints scripts against sample events and dry-runs them.
+//!
+//! For each script: its file and header (`on:`/`hook:`, event types Okta cannot deliver by
+//! hook, hook ids the config lacks), compilation and imports, every `event.…`/`delivery.…` path it reads (walked from the
+//! AST, see [`lint`]) against the documented LogEvent fields and the samples of its event types,
+//! and a dry run on each of those samples. Findings are [`Diagnostic`]s with stable codes
+//! (documented in `docs/diagnostics.md`), rendered like rustc or as one JSON object.
+//!
+//! ```text
+//! check(scripts, scripts_dir, stdlib_dir, samples, limits, host, hooks) -> Result<Report, String>
+//!     // dry runs look users up in `host`; `hook:` ids are checked against `hooks` when given
+//! Report::finish(deny_warnings)   // counts and the exit code
+//! render_report(&report, deny_warnings, out)   // the human text; `--format json` is the Report
+//! ```
+//!
+//! # Layout
+//!
+//! - this module: the checks of one script and the report.
+//! - `diagnostics`: [`Diagnostic`], the stable [`Code`]s, rendering like rustc.
+//! - `lint`: the AST walk of `event.…`/`delivery.…` paths, with aliases, and did-you-mean.
+//! - `dryrun`: running each script on its samples with a host that sends nothing.
+//! - `eligible`: the event types Okta can deliver by hook (`event-hook-eligible.txt`).
+
+pub mod diagnostics;
+mod dryrun;
+mod eligible;
+pub mod lint;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+pub use diagnostics::{ALL_CODES, Code, Diagnostic, Severity, render_human};
+pub use dryrun::DryRun;
+pub use eligible::{eligible_types, is_eligible};
+
+use crate::authoring::samples::Sample;
+use crate::authoring::tokens::Shape;
+use crate::script::{
+    Header, Host, Limits, LoadError, LoadErrorKind, Script, ScriptSet, parse_header,
+    pattern_matches,
+};
+use crate::util::exit::Exit;
+use lint::{PathFinding, PathProblem, PathRead, Root};
+
+/// Known fields listed when no close match exists.
+const MAX_KNOWN_LISTED: usize = 12;
+
+/// Everything `check` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub diagnostics: Vec<Diagnostic>,
+    pub dry_runs: Vec<DryRun>,
+    pub summary: Summary,
+}
+
+/// Counts, and the exit code they give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub scripts: usize,
+    pub samples: usize,
+    pub dry_runs: usize,
+    pub errors: usize,
+    pub warnings: usize,
+    pub infos: usize,
+    pub exit_code: u8,
+}
+
+impl Report {
+    /// Counts the findings and sets the exit code: errors (or warnings with `deny_warnings`)
+    /// fail the check.
+    pub fn finish(&mut self, deny_warnings: bool) {
+        let count = |s: Severity| self.diagnostics.iter().filter(|d| d.severity == s).count();
+        let (errors, warnings, infos) = (
+            count(Severity::Error),
+            count(Severity::Warning),
+            count(Severity::Info),
+        );
+        self.summary.errors = errors;
+        self.summary.warnings = warnings;
+        self.summary.infos = infos;
+        self.summary.dry_runs = self.dry_runs.len();
+        self.summary.exit_code = if errors > 0 || (deny_warnings && warnings > 0) {
+            Exit::Failure
+        } else {
+            Exit::Ok
+        }
+        .code();
+    }
+}
+
+/// The script files to check: the given ones (each must exist), or every `*.rhai` directly in
+/// `scripts_dir` (hidden files skipped), sorted.
+fn script_files(scripts: &[PathBuf], scripts_dir: &Path) -> Result<(Vec<PathBuf>, bool), String> {
+    if !scripts.is_empty() {
+        for p in scripts {
+            if !p.is_file() {
+                return Err(format!("{}: no such script file", p.display()));
+            }
+        }
+        return Ok((scripts.to_vec(), false));
+    }
+    let files = crate::script::visible_files(scripts_dir, "rhai").map_err(|e| {
+        format!(
+            "cannot read the scripts directory {}: {e}",
+            scripts_dir.display()
+        )
+    })?;
+    Ok((files, true))
+}
+
+/// Checks the scripts; `Err` is a usage error (nothing checked). The summary's counts are
+/// filled in by the caller ([`check_command`] does).
+pub fn check(
+    scripts: &[PathBuf],
+    scripts_dir: &Path,
+    stdlib_dir: &Path,
+    samples: &[Sample],
+    limits: &Limits,
+    host: &Arc<dyn Host>,
+    hooks: Option<&[String]>,
+) -> Result<Report, String> {
+    let (files, whole_dir) = script_files(scripts, scripts_dir)?;
+    let mut report = Report {
+        diagnostics: Vec::new(),
+        dry_runs: Vec::new(),
+        summary: Summary {
+            scripts: files.len(),
+            samples: samples.len(),
+            dry_runs: 0,
+            errors: 0,
+            warnings: 0,
+            infos: 0,
+            exit_code: Exit::Ok.code(),
+        },
+    };
+    if files.is_empty() {
+        report.diagnostics.push(
+            Diagnostic::new(
+                Code::I0001,
+                "",
+                &scripts_dir.display().to_string(),
+                "no scripts to check",
+            )
+            .help("scripts are `*.rhai` files in the scripts directory"),
+        );
+        return Ok(report);
+    }
+
+    // The whole directory compiles with one engine, like the server does.
+    let (set, set_errors) = if whole_dir {
+        ScriptSet::load(scripts_dir, stdlib_dir, limits)
+    } else {
+        (ScriptSet::empty(), Vec::new())
+    };
+    let mut ctx = Ctx {
+        stdlib_dir,
+        hooks,
+        samples,
+        limits,
+        host,
+        documented: Shape::documented(),
+        delivery: lint::delivery_shape(),
+        shapes: HashMap::new(),
+    };
+    for file in &files {
+        let loaded = if whole_dir {
+            match set.scripts().iter().find(|s| &s.path == file) {
+                Some(s) => Ok(s.clone()),
+                None => Err(set_errors
+                    .iter()
+                    .find(|e| &e.script == file)
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        LoadError::new(LoadErrorKind::Syntax, file, "the script did not load")
+                    })),
+            }
+        } else {
+            ScriptSet::load_one(file, stdlib_dir, limits)
+        };
+        let (diags, runs) = ctx.check_script(file, loaded);
+        report.diagnostics.extend(diags);
+        report.dry_runs.extend(runs);
+    }
+    Ok(report)
+}
+
+struct Ctx<'a> {
+    stdlib_dir: &'a Path,
+    /// The hook ids of the config, when known (`hook:` ids are checked against them).
+    hooks: Option<&'a [String]>,
+    samples: &'a [Sample],
+    limits: &'a Limits,
+    host: &'a Arc<dyn Host>,
+    documented: Shape,
+    delivery: Shape,
+    /// Merged shapes by the indices of the samples they cover.
+    shapes: HashMap<Vec<usize>, Shape>,
+}
+
+/// W0102 for each `hook:` id that is not configured.
+fn unknown_hooks(
+    header: &Header,
+    source: &str,
+    display: &str,
+    configured: &[String],
+) -> Vec<Diagnostic> {
+    let named = header.hooks.as_deref().unwrap_or_default();
+    let unknown: Vec<(&String, &usize, &usize)> = named
+        .iter()
+        .filter(|e| !configured.contains(&e.value))
+        .map(|e| (&e.value, &e.line, &e.col))
+        .collect();
+    let none_known = !named.is_empty() && unknown.len() == named.len();
+    unknown
+        .into_iter()
+        .map(|(id, line, col)| {
+            let message = if none_known {
+                format!("no hook `{id}` in engine.toml: this script never runs")
+            } else {
+                format!("no hook `{id}` in engine.toml: the script never runs for it")
+            };
+            let d = Diagnostic::new(Code::W0102, display, display, message).at(
+                source,
+                Some(*line),
+                Some(*col),
+                id.chars().count(),
+            );
+            match lint::nearest(id, configured) {
+                Some(s) => d.help(format!("did you mean `{s}`?")),
+                None => d.help(format!(
+                    "the configured hooks are: {}",
+                    configured
+                        .iter()
+                        .map(|h| format!("`{h}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            }
+        })
+        .collect()
+}
+
+impl Ctx<'_> {
+    fn check_script(
+        &mut self,
+        file: &Path,
+        loaded: Result<Arc<Script>, LoadError>,
+    ) -> (Vec<Diagnostic>, Vec<DryRun>) {
+        let display = file.display().to_string();
+        let mut diags = Vec::new();
+        let source = match crate::script::read_source(file) {
+            Ok(s) => s,
+            Err(m) => {
+                diags.push(Diagnostic::new(Code::E0001, &display, &display, m));
+                return (diags, Vec::new());
+            }
+        };
+
+        // Header first: a header error stops loading, and says more than the load error.
+        let header = match parse_header(&source) {
+            Ok(h) => h,
+            Err(e) => {
+                diags.push(
+                    Diagnostic::new(Code::E0101, &display, &display, e.message)
+                        .at(
+                            &source,
+                            Some(e.line),
+                            Some(e.col),
+                            token_len(&source, e.line, e.col),
+                        )
+                        .help(e.hint),
+                );
+                return (diags, Vec::new());
+            }
+        };
+        let on: Vec<(&String, &usize, &usize)> = header
+            .on
+            .iter()
+            .map(|e| (&e.value, &e.line, &e.col))
+            .collect();
+        for &(pattern, line, col) in &on {
+            if eligible::is_eligible(pattern) {
+                continue;
+            }
+            let message = if pattern.ends_with('*') {
+                format!("no event type matching `{pattern}` can be delivered by an Okta event hook")
+            } else {
+                format!("event type `{pattern}` cannot be delivered by an Okta event hook")
+            };
+            let mut d = Diagnostic::new(Code::W0101, &display, &display, message).at(
+                &source,
+                Some(*line),
+                Some(*col),
+                pattern.chars().count(),
+            );
+            let subscribed = |t: &str| on.iter().any(|(p, _, _)| p.eq_ignore_ascii_case(t));
+            d = match eligible::nearest_eligible(pattern) {
+                Some(s) if subscribed(&s) => d.help(format!(
+                    "remove it: the script already subscribes to `{s}`"
+                )),
+                Some(s) => d.help(format!("did you mean `{s}`?")),
+                None => d.note(
+                    "Okta sends only the event types it marks as event-hook eligible; the script never runs for this one",
+                ),
+            };
+            diags.push(d);
+        }
+
+        if let Some(configured) = self.hooks {
+            diags.extend(unknown_hooks(&header, &source, &display, configured));
+        }
+
+        let script = match loaded {
+            Ok(s) => s,
+            Err(e) => {
+                diags.push(load_diagnostic(&e, &display, file, &source));
+                return (diags, Vec::new());
+            }
+        };
+
+        // The samples this script receives, and the shape they make.
+        let chosen: Vec<usize> = self
+            .samples
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| dryrun::receives(&script, s))
+            .map(|(i, _)| i)
+            .collect();
+        for &(pattern, line, col) in &on {
+            if !eligible::is_eligible(pattern) {
+                continue; // W0101 already says it never runs
+            }
+            let any = chosen
+                .iter()
+                .any(|&i| pattern_matches(pattern, &self.samples[i].event_type));
+            if !any {
+                diags.push(
+                    Diagnostic::new(
+                        Code::I0201,
+                        &display,
+                        &display,
+                        format!("no samples of `{pattern}`: its paths are checked against the documented LogEvent fields only, and it is not dry-run"),
+                    )
+                    .at(&source, Some(*line), Some(*col), pattern.chars().count())
+                    .help("capture events (`capture = true` on the hook), add one with `engine samples add FILE`, or pass `--samples DIR`"),
+                );
+            }
+        }
+        let shape = self.shape_for(&chosen);
+
+        let mut path_diags: Vec<Diagnostic> = Vec::new();
+        for read in lint::path_reads(script.ast()) {
+            let root_shape = match read.root {
+                Root::Event => &shape,
+                Root::Delivery => &self.delivery,
+            };
+            if let Some(f) = lint::check_path(&read, root_shape) {
+                let d = path_diagnostic(&read, &f, &display, &source);
+                if !path_diags.contains(&d) {
+                    path_diags.push(d);
+                }
+            }
+        }
+
+        let picked: Vec<&Sample> = chosen.iter().map(|&i| &self.samples[i]).collect();
+        let (runs, run_diags) = dryrun::dry_run(
+            &script,
+            &display,
+            self.stdlib_dir,
+            &picked,
+            self.host,
+            self.limits,
+        );
+        for d in run_diags {
+            // A dry run failing on a path already reported: one finding, with the run as a note.
+            if let Some(p) = path_diags.iter_mut().find(|p| {
+                p.severity == Severity::Error
+                    && p.file == d.file
+                    && p.line == d.line
+                    && d.line.is_some()
+            }) {
+                p.notes.extend(
+                    d.notes
+                        .iter()
+                        .filter(|n| n.starts_with("on "))
+                        .map(|n| format!("the dry run fails here {n}")),
+                );
+                continue;
+            }
+            diags.push(d);
+        }
+        diags.extend(path_diags);
+        diags.sort_by(|a, b| {
+            (a.file != display, a.line, a.col, a.code).cmp(&(
+                b.file != display,
+                b.line,
+                b.col,
+                b.code,
+            ))
+        });
+        (diags, runs)
+    }
+
+    fn shape_for(&mut self, chosen: &[usize]) -> Shape {
+        if let Some(s) = self.shapes.get(chosen) {
+            return s.clone();
+        }
+        let picked: Vec<Sample> = chosen.iter().map(|&i| self.samples[i].clone()).collect();
+        let mut shape = self.documented.clone();
+        if let Some(s) = Shape::of_samples(&picked) {
+            shape.merge(&s);
+        }
+        self.shapes.insert(chosen.to_vec(), shape.clone());
+        shape
+    }
+}
+
+/// Characters of the word at `line:col` (up to white space, `,`, `:`, `.`-free delimiters), at
+/// least 1: what the caret underlines for header entries and names.
+fn token_len(source: &str, line: usize, col: usize) -> usize {
+    let Some(text) = line.checked_sub(1).and_then(|l| source.lines().nth(l)) else {
+        return 1;
+    };
+    let n = text
+        .chars()
+        .skip(col.saturating_sub(1))
+        .take_while(|c| !c.is_whitespace() && !matches!(c, ',' | ':' | '(' | ')' | ';' | '[' | ']'))
+        .count();
+    n.max(1)
+}
+
+/// A load error as a diagnostic with its code.
+fn load_diagnostic(e: &LoadError, display: &str, file: &Path, source: &str) -> Diagnostic {
+    let in_module = e.file != e.script && e.file != file;
+    let message = e.message.as_str();
+    let code = match e.kind {
+        _ if in_module => Code::E0003,
+        LoadErrorKind::Read | LoadErrorKind::Dir => Code::E0001,
+        LoadErrorKind::RedefinesHost => Code::E0005,
+        LoadErrorKind::Import => Code::E0003,
+        LoadErrorKind::UndefinedVariable => Code::E0004,
+        LoadErrorKind::Header => Code::E0101,
+        LoadErrorKind::Syntax => Code::E0002,
+    };
+    let mut d = if in_module {
+        let mfile = e.file.display().to_string();
+        let text = std::fs::read_to_string(&e.file).unwrap_or_default();
+        Diagnostic::new(code, display, &mfile, message)
+            .at(&text, e.line, e.col, 1)
+            .note(format!("in a module imported by {display}"))
+    } else {
+        let len = match (code, e.line, e.col) {
+            (Code::E0004, Some(l), Some(c)) => token_len(source, l, c),
+            _ => 1,
+        };
+        Diagnostic::new(code, display, display, message).at(source, e.line, e.col, len)
+    };
+    if let Some(h) = &e.hint {
+        d = d.help(h.clone());
+    }
+    d
+}
+
+/// The written form of `read` up to and including its finding's field.
+fn path_diagnostic(read: &PathRead, f: &PathFinding, display: &str, source: &str) -> Diagnostic {
+    let field = |parent: &str, name: &str| {
+        if f.quoted {
+            format!(
+                "{parent}[{}]",
+                serde_json::to_string(name).unwrap_or_default()
+            )
+        } else {
+            crate::authoring::tokens::field_path(parent, name)
+        }
+    };
+    let len = f.name.chars().count() + if f.quoted { 2 } else { 0 };
+    let (code, message) = match (&f.problem, read.root) {
+        (PathProblem::OnArray, _) => (
+            Code::E0202,
+            format!("`{}` is an array: it has no field `{}`", f.parent, f.name),
+        ),
+        (_, Root::Delivery) => (
+            Code::E0203,
+            format!("unknown field `{}` of `{}`", f.name, f.parent),
+        ),
+        (PathProblem::Unknown, Root::Event) => (
+            Code::E0201,
+            format!("unknown field `{}` of `{}`", f.name, f.parent),
+        ),
+        (PathProblem::Unseen, Root::Event) => (
+            Code::W0201,
+            format!(
+                "field `{}` of `{}` is in no sample of this script's event types",
+                f.name, f.parent
+            ),
+        ),
+    };
+    let mut d = Diagnostic::new(code, display, display, message).at(
+        source,
+        f.pos.line(),
+        f.pos.position(),
+        len,
+    );
+    if let Some((name, n, pos)) = &read.alias {
+        let mut target = read.root.name().to_string();
+        for seg in read.segs.iter().take(*n) {
+            match seg {
+                lint::Seg::Field { name, quoted, .. } => {
+                    target = if *quoted {
+                        format!(
+                            "{target}[{}]",
+                            serde_json::to_string(name).unwrap_or_default()
+                        )
+                    } else {
+                        crate::authoring::tokens::field_path(&target, name)
+                    };
+                }
+                lint::Seg::Index { dynamic } => {
+                    target.push_str(if *dynamic { "[…]" } else { "[0]" });
+                }
+            }
+        }
+        let at = pos
+            .line()
+            .map(|l| format!(" (line {l})"))
+            .unwrap_or_default();
+        d = d.note(format!("`{name}` is `{target}`{at}"));
+    }
+    match (&f.problem, &f.suggestion) {
+        (PathProblem::OnArray, _) => {
+            d = d.help(format!(
+                "index it first (`{}[0].{}`), or pick an item by type with `okta::target(event, \"User\")`",
+                f.parent, f.name
+            ));
+        }
+        (_, Some(s)) => d = d.help(format!("did you mean `{}`?", field(&f.parent, s))),
+        (_, None) => {
+            if !f.known.is_empty() {
+                let mut names: Vec<&str> = f
+                    .known
+                    .iter()
+                    .take(MAX_KNOWN_LISTED)
+                    .map(String::as_str)
+                    .collect();
+                if f.known.len() > MAX_KNOWN_LISTED {
+                    names.push("…");
+                }
+                d = d.note(format!("`{}` has: {}", f.parent, names.join(", ")));
+            }
+        }
+    }
+    if f.problem == PathProblem::Unseen {
+        d = d.note("a field missing from the event is a run-time error; test for it with `\"name\" in map` if it is optional");
+    }
+    d
+}
+
+/// The text report: diagnostics, the dry runs with the mail they would send, and a summary.
+pub fn render_report(r: &Report, deny_warnings: bool, out: &mut dyn Write) -> std::io::Result<()> {
+    for d in &r.diagnostics {
+        render_human(d, out)?;
+    }
+    if !r.dry_runs.is_empty() {
+        writeln!(out, "dry runs (nothing is sent):")?;
+        for run in &r.dry_runs {
+            let mails = run.mails.len();
+            let status = if run.ok {
+                format!("ok, {mails} mail{}", if mails == 1 { "" } else { "s" })
+            } else {
+                format!("failed: {}", run.error.as_deref().unwrap_or("error"))
+            };
+            writeln!(
+                out,
+                "  {} on {} ({}): {}",
+                run.script, run.sample, run.event_type, status
+            )?;
+            if run.ok {
+                for m in &run.mails {
+                    let mut to = m.to.join(", ");
+                    if !m.cc.is_empty() {
+                        to.push_str(&format!("; cc {}", m.cc.join(", ")));
+                    }
+                    if !m.bcc.is_empty() {
+                        to.push_str(&format!("; bcc {}", m.bcc.join(", ")));
+                    }
+                    writeln!(out, "    mail to {to}: {:?}", m.subject)?;
+                }
+                for l in &run.log {
+                    writeln!(out, "    {}: {}", l.level, l.message)?;
+                }
+            }
+        }
+        writeln!(out)?;
+    }
+    let s = &r.summary;
+    let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+    let findings = if s.errors + s.warnings + s.infos == 0 {
+        "no findings".to_string()
+    } else {
+        format!(
+            "{}, {}, {}",
+            plural(s.errors, "error"),
+            plural(s.warnings, "warning"),
+            plural(s.infos, "info")
+        )
+    };
+    writeln!(
+        out,
+        "checked {} against {} ({}): {findings}{}",
+        plural(s.scripts, "script"),
+        plural(s.samples, "sample"),
+        plural(s.dry_runs, "dry run"),
+        if deny_warnings && s.warnings > 0 && s.errors == 0 {
+            " (warnings denied)"
+        } else {
+            ""
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reads(src: &str) -> Vec<String> {
+        let engine = rhai::Engine::new();
+        let mut scope = rhai::Scope::new();
+        scope.push_dynamic("event", rhai::Dynamic::UNIT);
+        scope.push_dynamic("delivery", rhai::Dynamic::UNIT);
+        let ast = engine.compile_with_scope(&scope, src).expect("compiles");
+        lint::path_reads(&ast)
+            .iter()
+            .map(|r| {
+                let mut s = r.root.name().to_string();
+                for seg in &r.segs {
+                    match seg {
+                        lint::Seg::Field { name, .. } => s = format!("{s}.{name}"),
+                        lint::Seg::Index { dynamic: false } => s.push_str("[0]"),
+                        lint::Seg::Index { dynamic: true } => s.push_str("[?]"),
+                    }
+                }
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn walks_chains_aliases_and_scopes() {
+        assert_eq!(
+            reads("let a = event.target[0].alternateId; let b = event.actor?.id;"),
+            ["event.target[0].alternateId", "event.actor.id"]
+        );
+        assert_eq!(
+            reads("let u = event.actor; { let u = 1; u.x; } u.y;"),
+            ["event.actor", "event.actor.y"]
+        );
+        assert_eq!(
+            reads("let u = event.actor; if true { u = 5; } u.z;"),
+            ["event.actor"]
+        );
+        assert_eq!(
+            reads("let i = 1; event.target[i].id; event[\"uuid\"]; event.target.len();"),
+            ["event.target[?].id", "event.uuid", "event.target"]
+        );
+        assert_eq!(
+            reads("fn f(event, x) { event.a + x.b } fn g(e) { e.c }"),
+            ["event.a"]
+        );
+        assert_eq!(reads("delivery.hook; event;"), ["delivery.hook"]);
+    }
+
+    #[test]
+    fn stdlib_functions_are_not_linted_as_the_script() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let stdlib = dir.path().join("stdlib");
+        std::fs::create_dir(&stdlib).expect("mkdir");
+        std::fs::write(stdlib.join("m.rhai"), "fn f(event) { event.notAField }\n").expect("w");
+        let script = dir.path().join("s.rhai");
+        std::fs::write(
+            &script,
+            "//! on: *\nimport \"m\" as m;\nfn g(event) { event.mine }\n",
+        )
+        .expect("w");
+        let s = ScriptSet::load_one(&script, &stdlib, &Limits::default()).expect("loads");
+        let all: Vec<String> = lint::path_reads(s.ast())
+            .iter()
+            .filter_map(|r| match r.segs.first() {
+                Some(lint::Seg::Field { name, .. }) => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(all, ["mine"]);
+    }
+}

@@ -1,0 +1,14 @@
+//! Authoring: what helps a person write scripts — the personalization tokens of sample events
+//! (`engine tokens`), the samples themselves, and `engine check` (lints and dry runs). Runs
+//! scripts only as dry runs: nothing here is sent or stored.
+//!
+//! # Layout
+//!
+//! - `samples`: the [`Sample`](samples::Sample) type, `--samples DIR`, samples added by hand.
+//! - `tokens`: every path a script can read, with its type and an example; the [`Shape`](tokens::Shape)
+//!   `check` checks paths against.
+//! - `check/`: `engine check` (see its own layout).
+
+pub mod check;
+pub mod samples;
+pub mod tokens;

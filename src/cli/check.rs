@@ -1,0 +1,197 @@
+//! `engine check` and `engine tokens`: gather the samples and the host, run the authoring
+//! layer, and write its report (text or JSON) with the exit code it gives.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::output::{CliError, CliResult, Exit};
+use super::samples::gather;
+use crate::authoring::check::{self, render_report};
+use crate::authoring::samples::{ANY_HOOK, Sample};
+use crate::authoring::tokens::{render_json, render_table, tokens_for};
+use crate::config::Config;
+use crate::ingest::envelope::parse_payload;
+use crate::script::{Host, Limits, NoDirectory};
+
+/// How `engine check` reports, and what it knows of the config.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckOptions<'a> {
+    /// JSON instead of text.
+    pub json: bool,
+    /// Warnings fail the check (exit 1).
+    pub deny_warnings: bool,
+    /// The configured hook ids; `hook:` ids are checked against them when given.
+    pub hooks: Option<&'a [String]>,
+}
+
+/// `engine check` with a host that finds nobody (dry runs see `lookup_user` return `()`).
+#[allow(clippy::too_many_arguments)]
+pub fn check_command(
+    scripts: &[PathBuf],
+    scripts_dir: &Path,
+    stdlib_dir: &Path,
+    samples: &[Sample],
+    limits: &Limits,
+    json: bool,
+    deny_warnings: bool,
+    out: &mut dyn Write,
+) -> Exit {
+    let host: Arc<dyn Host> = Arc::new(NoDirectory);
+    let options = CheckOptions {
+        json,
+        deny_warnings,
+        hooks: None,
+    };
+    check_command_with_host(
+        scripts,
+        scripts_dir,
+        stdlib_dir,
+        samples,
+        limits,
+        &host,
+        options,
+        out,
+    )
+}
+
+/// `engine check`: checks `scripts` (all of `scripts_dir` when empty), writes the report as text
+/// or JSON, and returns the exit code (0 clean, 1 findings that fail, 2 usage error). Dry runs
+/// call `host` for `lookup_user` (give it a directory-only host: nothing may be sent).
+#[allow(clippy::too_many_arguments)]
+pub fn check_command_with_host(
+    scripts: &[PathBuf],
+    scripts_dir: &Path,
+    stdlib_dir: &Path,
+    samples: &[Sample],
+    limits: &Limits,
+    host: &Arc<dyn Host>,
+    options: CheckOptions<'_>,
+    out: &mut dyn Write,
+) -> Exit {
+    let CheckOptions {
+        json,
+        deny_warnings,
+        hooks,
+    } = options;
+    let mut report = match check::check(
+        scripts,
+        scripts_dir,
+        stdlib_dir,
+        samples,
+        limits,
+        host,
+        hooks,
+    ) {
+        Ok(r) => r,
+        Err(message) => {
+            let _ = if json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({ "error": message, "exit_code": Exit::Usage.code() })
+                )
+            } else {
+                writeln!(out, "error: {message}")
+            };
+            return Exit::Usage;
+        }
+    };
+    report.finish(deny_warnings);
+    let written = if json {
+        serde_json::to_writer_pretty(&mut *out, &report)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(out))
+    } else {
+        render_report(&report, deny_warnings, out)
+    };
+    match (written, report.summary.exit_code) {
+        (Err(_), _) => Exit::Usage,
+        (Ok(()), 0) => Exit::Ok,
+        (Ok(()), _) => Exit::Failure,
+    }
+}
+
+/// `engine tokens`: the tokens of `samples` (of the types matching `event_type`, if given), as
+/// tables or JSON. Exit 2 when no sample matches.
+pub fn tokens_command(
+    samples: &[Sample],
+    event_type: Option<&str>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Exit {
+    let groups = match tokens_for(samples, event_type) {
+        Ok(g) => g,
+        Err(e) => {
+            let _ = if json {
+                writeln!(out, "{}", serde_json::json!({ "error": e.to_string() }))
+            } else {
+                writeln!(out, "error: {e}")
+            };
+            return Exit::Usage;
+        }
+    };
+    let written = if json {
+        render_json(&groups, out)
+    } else {
+        render_table(&groups, out)
+    };
+    match written {
+        Ok(()) => Exit::Ok,
+        Err(_) => Exit::Usage,
+    }
+}
+
+pub fn check(
+    config: &Config,
+    scripts: &[PathBuf],
+    samples: Option<&Path>,
+    json: bool,
+    deny_warnings: bool,
+) -> CliResult {
+    let samples = gather(config, samples)?;
+    let host = crate::app::directory_host(config).map_err(CliError::usage)?;
+    let hooks: Vec<String> = config.hooks.iter().map(|h| h.id.clone()).collect();
+    let options = CheckOptions {
+        json,
+        deny_warnings,
+        hooks: Some(&hooks),
+    };
+    Ok(check_command_with_host(
+        scripts,
+        &config.scripts_dir,
+        &config.stdlib_dir,
+        &samples,
+        &config.limits,
+        &host,
+        options,
+        &mut std::io::stdout().lock(),
+    ))
+}
+
+pub fn tokens(
+    config: &Config,
+    payload: Option<&Path>,
+    event_type: Option<&str>,
+    json: bool,
+) -> CliResult {
+    let samples = match payload {
+        Some(p) => {
+            let bytes = std::fs::read(p)
+                .map_err(|e| CliError::usage(format!("cannot read {}: {e}", p.display())))?;
+            let payload = parse_payload(&bytes)
+                .map_err(|e| CliError::usage(format!("{}: {e}", p.display())))?;
+            payload
+                .events()
+                .map(|(_, j)| Sample::new(ANY_HOOK, j.to_vec(), &p.display().to_string()))
+                .collect()
+        }
+        None => gather(config, None)?,
+    };
+    Ok(tokens_command(
+        &samples,
+        event_type,
+        json,
+        &mut std::io::stdout().lock(),
+    ))
+}

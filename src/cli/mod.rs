@@ -1,0 +1,311 @@
+//! The command line: argument parsing (clap) and dispatch to one module per command family, over
+//! one output layer (`output`: tables, JSON, `CliError` and the exit codes).
+//!
+//! Exit codes are stable: 0 success, 1 the command ran and found a failure (e.g. `send` got a
+//! non-2xx answer), 2 usage or configuration error.
+//!
+//! # Layout
+//!
+//! - `output`: the table/JSON printer, [`CliError`], [`Exit`].
+//! - `remote`: the history reads, from the file or through the running server.
+//! - `history`: `events`, `runs`, `outbox`, `scripts`.
+//! - `replay`: `replay`.
+//! - `run`: `run` (dry run of one script on a payload).
+//! - `samples`: `samples list|show|add`, and the samples `check` and `tokens` read.
+//! - `check`: `check` and `tokens`.
+//! - `send`: `send`.
+
+pub mod check;
+pub mod history;
+pub mod output;
+pub mod remote;
+mod replay;
+mod run;
+mod samples;
+mod send;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+pub use output::{CliError, CliResult, Exit};
+
+/// Rows shown by the history commands unless `--limit` says otherwise.
+pub const DEFAULT_LIMIT: usize = 50;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "engine",
+    version,
+    about = "Receives Okta Event Hooks and runs your Rhai scripts on every event",
+    long_about = "Receives Okta Event Hooks, stores every delivery durably before answering, and runs \
+                  your Rhai scripts on every event.\n\nConfiguration: --config FILE, else ./engine.toml \
+                  if present, else built-in defaults (listen 127.0.0.1:8080, data in ./data, one hook \
+                  `default` with a generated secret).\n\nExit codes: 0 success, 1 failure found, 2 usage \
+                  or configuration error."
+)]
+pub struct Cli {
+    /// Configuration file (default: ./engine.toml if present, else built-in defaults)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the receiver: answers Okta's verification and stores deliveries durably
+    Serve,
+    /// Show stored events, newest first (works whether or not the server runs)
+    Events {
+        /// Show at most this many rows
+        #[arg(long, default_value_t = DEFAULT_LIMIT)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Show quarantined bodies (authenticated requests that were not valid deliveries)
+        #[arg(long)]
+        quarantine: bool,
+    },
+    /// Show script runs, newest first (works whether or not the server runs)
+    Runs {
+        /// Only failed runs
+        #[arg(long)]
+        failed: bool,
+        #[arg(long, default_value_t = DEFAULT_LIMIT)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Run the subscribed scripts again on a stored event (current script versions)
+    #[command(group = clap::ArgGroup::new("what").required(true).args(["event_uuid", "failed"]))]
+    Replay {
+        /// The event's uuid (see `engine events`)
+        event_uuid: Option<String>,
+        /// Replay the latest failed run of every (event, script)
+        #[arg(long)]
+        failed: bool,
+    },
+    /// Dry-run one script on a payload: prints its log and the mail it would send; sends nothing
+    Run {
+        /// The script file
+        script: PathBuf,
+        /// An event-hook envelope or a single LogEvent
+        payload: PathBuf,
+        /// The hook id the payload is taken to come from (for `delivery.hook` and `hook:`)
+        #[arg(long, default_value = crate::config::DEFAULT_HOOK_ID)]
+        hook: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show the mail outbox, newest first: state, attempts, last error
+    Outbox {
+        /// Only mails that failed permanently
+        #[arg(long)]
+        failed: bool,
+        #[arg(long, default_value_t = DEFAULT_LIMIT)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Lint scripts: compile, header, event paths against samples, dry runs (exit 0 clean, 1 findings, 2 usage)
+    Check {
+        /// Scripts to check (default: every script in scripts_dir)
+        scripts: Vec<PathBuf>,
+        /// Sample payloads (envelopes or LogEvents) to check against, besides captured ones
+        #[arg(long, value_name = "DIR")]
+        samples: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Fail on warnings too
+        #[arg(long)]
+        deny_warnings: bool,
+    },
+    /// Every path a script can read, with its type and an example value
+    Tokens {
+        /// A payload to read the tokens from (default: the samples)
+        payload: Option<PathBuf>,
+        /// Only this event type (`*` patterns allowed)
+        #[arg(long)]
+        event_type: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// The scripts and their state: hash, loaded at, last error (as the running server sees them)
+    Scripts {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Captured and added sample events (for `tokens` and `check`)
+    Samples {
+        #[command(subcommand)]
+        action: Option<SamplesAction>,
+    },
+    /// Do what Okta does: the verification GET, then the delivery POST of PAYLOAD
+    Send {
+        /// An event-hook envelope, or a single LogEvent (wrapped into an envelope)
+        payload: PathBuf,
+        /// The hook URL, e.g. http://127.0.0.1:8080/hooks/default
+        #[arg(long)]
+        url: String,
+        /// A header to send, e.g. 'Authorization: s3cret' (repeatable)
+        #[arg(long = "header", value_name = "'Name: value'")]
+        headers: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SamplesAction {
+    /// List the samples per hook and event type (the default)
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Print the samples of one event type as JSON
+    Show {
+        /// The event type, e.g. user.lifecycle.create
+        event_type: String,
+    },
+    /// Keep the events of a payload (envelope or LogEvent, e.g. from Okta's Preview) as samples
+    Add { file: PathBuf },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            let exit = if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Ok
+            };
+            return ExitCode::from(exit.code());
+        }
+    };
+    init_tracing();
+    let config = match Config::discover(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return ExitCode::from(CliError::usage(e).report().code()),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let e = CliError::failure(format!("cannot start the async runtime: {e}"));
+            return ExitCode::from(e.report().code());
+        }
+    };
+    let exit = match runtime.block_on(dispatch(cli.command, config)) {
+        Ok(exit) => exit,
+        Err(e) => e.report(),
+    };
+    ExitCode::from(exit.code())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ENGINE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+async fn dispatch(command: Command, config: Config) -> CliResult {
+    match command {
+        Command::Serve => {
+            let mut out = std::io::stdout();
+            crate::app::serve(&config, shutdown_signal(), &mut out)
+                .await
+                .map_err(CliError::usage)?;
+            Ok(Exit::Ok)
+        }
+        Command::Events {
+            limit,
+            format,
+            quarantine,
+        } => history::events(&config, limit, format == Format::Json, quarantine),
+        Command::Send {
+            payload,
+            url,
+            headers,
+        } => send::send(&payload, &url, &headers).await,
+        Command::Check {
+            scripts,
+            samples,
+            format,
+            deny_warnings,
+        } => check::check(
+            &config,
+            &scripts,
+            samples.as_deref(),
+            format == Format::Json,
+            deny_warnings,
+        ),
+        Command::Tokens {
+            payload,
+            event_type,
+            format,
+        } => check::tokens(
+            &config,
+            payload.as_deref(),
+            event_type.as_deref(),
+            format == Format::Json,
+        ),
+        Command::Scripts { format } => history::scripts(&config, format == Format::Json),
+        Command::Samples { action } => match action.unwrap_or(SamplesAction::List {
+            format: Format::Table,
+        }) {
+            SamplesAction::List { format } => samples::list(&config, format == Format::Json),
+            SamplesAction::Show { event_type } => samples::show(&config, &event_type),
+            SamplesAction::Add { file } => samples::add(&config, &file),
+        },
+        Command::Runs {
+            failed,
+            limit,
+            format,
+        } => history::runs(&config, failed, limit, format == Format::Json),
+        Command::Outbox {
+            failed,
+            limit,
+            format,
+        } => history::outbox(&config, failed, limit, format == Format::Json),
+        Command::Replay { event_uuid, .. } => replay::replay(&config, event_uuid.as_deref()).await,
+        Command::Run {
+            script,
+            payload,
+            hook,
+            format,
+        } => run::dry_run(&config, &script, &payload, &hook, format == Format::Json).await,
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+    tracing::info!("shutdown requested: finishing requests in flight");
+}

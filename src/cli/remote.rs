@@ -1,0 +1,91 @@
+//! The history commands' reads: from the store file when no server holds it, else through the
+//! running server's admin endpoint (`POST /admin/read`), which runs the same
+//! [`query::answer`] — so a command prints the same thing whichever path served it.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::Method;
+use serde::de::DeserializeOwned;
+
+use crate::config::Config;
+use crate::ingest::{ADMIN_TOKEN_FILE, ADMIN_TOKEN_HEADER};
+use crate::store::query::{self, Query};
+use crate::store::{History, OpenError};
+
+/// How long a command waits for the running server's answer.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `query` on the store of `config`: here when no server holds it, else through the server.
+/// `Ok(None)`: there is no store yet.
+pub fn read<T: DeserializeOwned>(config: &Config, query: &Query) -> Result<Option<T>, String> {
+    let value = match History::open(&config.data_dir) {
+        Ok(Some(h)) => query::answer(&h, query).map_err(|e| e.to_string())?,
+        Ok(None) => return Ok(None),
+        Err(OpenError::Busy { .. }) => ask_server(config, query)?,
+        Err(e) => return Err(e.to_string()),
+    };
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|e| format!("unexpected answer: {e}"))
+}
+
+/// The running server's loopback address and admin token.
+pub fn admin_target(config: &Config) -> Result<(std::net::SocketAddr, String), String> {
+    let token = std::fs::read_to_string(config.data_dir.join(ADMIN_TOKEN_FILE))
+        .map(|t| t.trim().to_string())
+        .map_err(|e| {
+            format!(
+                "the store is in use by another process (a running `engine serve`?), and its admin token cannot be read ({e})\n  hint: run as the user that runs `engine serve`; if another engine command is using the store, try again when it has finished"
+            )
+        })?;
+    let mut addr = config.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    Ok((addr, token))
+}
+
+/// `POST /admin/read` on the running server. Runs on a thread of its own so that it works from
+/// synchronous commands inside the CLI's runtime.
+fn ask_server(config: &Config, query: &Query) -> Result<serde_json::Value, String> {
+    let (addr, token) = admin_target(config)?;
+    let body = serde_json::to_vec(query).map_err(|e| e.to_string())?;
+    let url = format!("http://{addr}/admin/read");
+    let headers = vec![(ADMIN_TOKEN_HEADER.to_string(), token)];
+    let answer = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            tokio::time::timeout(
+                READ_TIMEOUT,
+                crate::util::http_client::request(Method::POST, &url, &headers, Bytes::from(body)),
+            )
+            .await
+            .map_err(|_| format!("no answer within {} s", READ_TIMEOUT.as_secs()))?
+            .map_err(|e| e.to_string())
+        })
+    })
+    .join()
+    .map_err(|_| "the request thread panicked".to_string())?
+    .map_err(|e| {
+        format!(
+            "the store is in use by another process, and no server answers at {addr}: {e}\n  hint: if another engine command is using it, try again when it has finished"
+        )
+    })?;
+    let value: serde_json::Value = serde_json::from_slice(&answer.body)
+        .map_err(|e| format!("the server's answer is not JSON: {e}"))?;
+    if answer.status != 200 {
+        return Err(value["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| answer.text()));
+    }
+    Ok(value)
+}

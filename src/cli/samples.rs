@@ -1,0 +1,98 @@
+//! `engine samples [list | show TYPE | add FILE]`: the captured samples (from the store, through
+//! the server while it runs) and the ones added by hand (files), and the samples `check` and
+//! `tokens` read.
+
+use std::path::Path;
+
+use super::output::{CliError, CliResult, Exit, print_json, rows_or_json};
+use super::remote;
+use crate::authoring::samples::{self, ADDED_HOOK, ANY_HOOK, Sample, load_samples_dir};
+use crate::config::Config;
+use crate::store::query::{Query, SampleWithJson};
+use crate::store::samples::StoredSample;
+
+/// Captured samples (from the store) and added ones (files), newest first.
+pub fn all_samples(config: &Config) -> Result<Vec<StoredSample>, CliError> {
+    let captured: Vec<SampleWithJson> = remote::read(config, &Query::Samples)
+        .map_err(CliError::failure)?
+        .unwrap_or_default();
+    let mut out: Vec<StoredSample> = captured
+        .into_iter()
+        .map(|s| StoredSample {
+            json: s.json.into_bytes(),
+            ..s.sample
+        })
+        .collect();
+    out.extend(samples::added(&config.data_dir));
+    Ok(out)
+}
+
+/// Samples for `check` and `tokens`: `--samples DIR` if given, plus captured and added ones.
+pub fn gather(config: &Config, dir: Option<&Path>) -> Result<Vec<Sample>, CliError> {
+    let mut out = Vec::new();
+    if let Some(d) = dir {
+        out.extend(load_samples_dir(d).map_err(CliError::usage)?);
+    }
+    for s in all_samples(config).map_err(|e| CliError::usage(e.message))? {
+        let hook = if s.hook == ADDED_HOOK {
+            ANY_HOOK
+        } else {
+            s.hook.as_str()
+        };
+        out.push(Sample::new(hook, s.json, &s.source));
+    }
+    Ok(out)
+}
+
+pub fn list(config: &Config, json: bool) -> CliResult {
+    let samples = all_samples(config)?;
+    rows_or_json(
+        json,
+        &samples,
+        &["HOOK", "EVENT TYPE", "UUID", "SOURCE"],
+        |s| {
+            vec![
+                s.hook.clone(),
+                s.event_type.clone(),
+                s.uuid.clone(),
+                s.source.clone(),
+            ]
+        },
+    );
+    Ok(Exit::Ok)
+}
+
+pub fn show(config: &Config, event_type: &str) -> CliResult {
+    let samples = all_samples(config)?;
+    let matching: Vec<serde_json::Value> = samples
+        .iter()
+        .filter(|s| s.event_type == event_type)
+        .filter_map(|s| serde_json::from_slice(&s.json).ok())
+        .collect();
+    if matching.is_empty() {
+        let mut types: Vec<&str> = samples.iter().map(|s| s.event_type.as_str()).collect();
+        types.sort();
+        types.dedup();
+        return Err(CliError::failure(format!(
+            "no sample of `{event_type}`\n  hint: samples exist for: {}; add one with `engine samples add FILE`",
+            if types.is_empty() {
+                "(none)".to_string()
+            } else {
+                types.join(", ")
+            }
+        )));
+    }
+    print_json(&matching);
+    Ok(Exit::Ok)
+}
+
+pub fn add(config: &Config, file: &Path) -> CliResult {
+    let bytes = std::fs::read(file)
+        .map_err(|e| CliError::usage(format!("cannot read {}: {e}", file.display())))?;
+    let paths = samples::add(&config.data_dir, &bytes)
+        .map_err(|e| CliError::usage(format!("{}: {e}", file.display())))?;
+    for p in paths {
+        println!("added {}", p.display());
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,184 @@
+//! The admin API: `POST /admin/read` (a history command's [`Query`] while the server holds the
+//! store) and `POST /admin/replay` (`engine replay`), served only to this host and only with the
+//! token in `data_dir/admin-token`. Replays go to the [`Admin`] backend the app wires in.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use subtle::ConstantTimeEq;
+
+use super::Front;
+use super::server::{Answer, error, error_owned, json, printable};
+use crate::store::query::{self, Query};
+
+/// The file (in the data dir) holding the admin token, mode 0600.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// The header carrying the admin token on `/admin/*` requests.
+pub const ADMIN_TOKEN_HEADER: &str = "x-engine-admin-token";
+/// Admin request bodies are tiny JSON objects.
+pub const MAX_ADMIN_BODY_BYTES: usize = 4096;
+
+/// What to replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayRequest {
+    /// Every subscribed script again on the event with this uuid.
+    Event(String),
+    /// The latest failed run of every (event, script) again.
+    Failed,
+}
+
+/// Why a replay was not queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    #[error("no stored event has uuid `{0}`")]
+    NoSuchEvent(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The work behind the admin API that ingest does not do itself.
+pub trait Admin: Send + Sync {
+    /// Queues the runs of a replay; resolves to their ids once they are committed.
+    fn replay(
+        &self,
+        request: ReplayRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<u64>, AdminError>> + Send + '_>>;
+}
+
+/// `/admin/read`: a history command's read (`remote::Query`) while the server holds the store.
+async fn read(app: &Front, body: &[u8]) -> Answer {
+    let query: Query = match serde_json::from_slice(body) {
+        Ok(q) => q,
+        Err(e) => {
+            return error_owned(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("bad read request: {e}"),
+            );
+        }
+    };
+    let store = app.store.clone();
+    let answered = tokio::task::spawn_blocking(move || {
+        query::answer(&store.history(), &query).map(|v| v.to_string())
+    })
+    .await;
+    match answered {
+        Ok(Ok(text)) => json(StatusCode::OK, text),
+        Ok(Err(e)) => error_owned(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            e.to_string(),
+        ),
+        Err(e) => error_owned(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the read failed: {e}"),
+        ),
+    }
+}
+
+/// `/admin/replay` and `/admin/read`: for `engine replay` and the history commands while the
+/// server holds the store. Only from this host (loopback, or to the interface address the server
+/// is bound to, from that same address), and only with the token that only readers of the data
+/// dir can know.
+pub(crate) async fn handle(
+    app: &Front,
+    action: &str,
+    req: Request<Incoming>,
+    same_host: bool,
+) -> Answer {
+    let Some((backend, token)) = &app.admin else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no admin endpoint on this server",
+        );
+    };
+    if !same_host {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "admin requests are accepted only from this host",
+        );
+    }
+    let given = req
+        .headers()
+        .get(ADMIN_TOKEN_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !bool::from(given.ct_eq(token.expose().as_bytes())) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong admin token",
+        );
+    }
+    if req.method() != Method::POST || (action != "replay" && action != "read") {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the admin endpoints are POST /admin/replay and POST /admin/read",
+        );
+    }
+    let body = match Limited::new(req.into_body(), MAX_ADMIN_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "unreadable or too large admin request",
+            );
+        }
+    };
+    if action == "read" {
+        return read(app, &body).await;
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Replay {
+        uuid: Option<String>,
+        #[serde(default)]
+        failed: bool,
+    }
+    let replay: Replay = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error_owned(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("bad replay request: {e}"),
+            );
+        }
+    };
+    let result = match (replay.uuid, replay.failed) {
+        (Some(uuid), false) => backend.replay(ReplayRequest::Event(uuid)).await,
+        (None, true) => backend.replay(ReplayRequest::Failed).await,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "give either `uuid` or `failed: true`",
+            );
+        }
+    };
+    match result {
+        Ok(ids) => json(
+            StatusCode::OK,
+            serde_json::json!({ "runs": ids }).to_string(),
+        ),
+        Err(AdminError::NoSuchEvent(uuid)) => error_owned(
+            StatusCode::NOT_FOUND,
+            "no_such_event",
+            format!("no stored event has uuid `{}`", printable(&uuid)),
+        ),
+        Err(AdminError::Unavailable(e)) => {
+            error_owned(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", e)
+        }
+    }
+}

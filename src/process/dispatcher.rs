@@ -1,0 +1,122 @@
+//! The dispatcher: turns stored events into pending runs, one per subscribed script, and keeps
+//! the newest events of capturing hooks as samples. It reads event heads (no bodies) and reads a
+//! body only for the events capture keeps. The runs, the samples and the dispatch cursor move in
+//! one transaction, so an event gets its runs exactly once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use crate::script::LiveScripts;
+use crate::store::runs::{self, RunRecord};
+use crate::store::samples::{self, MAX_SAMPLES_PER_TYPE};
+use crate::store::{self, EventHead, Store, StoreError, StoredEvent};
+
+/// Events turned into runs per dispatcher transaction: bounds one transaction's size.
+pub const DISPATCH_BATCH: usize = 512;
+/// How often the dispatcher looks for new events without being woken.
+pub const DISPATCH_TICK: Duration = Duration::from_secs(1);
+
+/// Turns events into runs.
+pub struct Dispatcher {
+    store: Arc<Store>,
+    scripts: LiveScripts,
+    /// Hooks whose events are kept as samples (`capture = true`).
+    capture_hooks: HashSet<String>,
+    /// Woken when runs were created.
+    runs_wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Arc<Store>,
+        scripts: LiveScripts,
+        capture_hooks: HashSet<String>,
+        runs_wake: Arc<Notify>,
+    ) -> Dispatcher {
+        Dispatcher {
+            store,
+            scripts,
+            capture_hooks,
+            runs_wake,
+        }
+    }
+
+    /// Dispatches until `shutdown` turns true, woken by every commit that stored events.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let committed = self.store.events_committed();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match self.dispatch_once().await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(error) => tracing::error!(%error, "dispatch failed; retrying"),
+            }
+            tokio::select! {
+                _ = committed.notified() => {}
+                _ = tokio::time::sleep(DISPATCH_TICK) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Creates the runs of the next batch of undispatched events. `Ok(false)`: none waiting.
+    pub async fn dispatch_once(&self) -> Result<bool, StoreError> {
+        let history = self.store.history();
+        let cursor = history.dispatch_cursor()?;
+        let heads = history.event_heads_after(cursor, DISPATCH_BATCH)?;
+        let Some(last) = heads.last().map(|e| e.seq) else {
+            return Ok(false);
+        };
+        let set = self.scripts.load_full();
+        let mut records = Vec::new();
+        for e in &heads {
+            for s in set.matching(&e.hook, &e.event_type) {
+                records.push(RunRecord::new(0, e, &s.name, None));
+            }
+        }
+        let keep = self.samples_of(&heads)?;
+        let (n_events, count) = (heads.len(), records.len());
+        self.store
+            .write(move |txn| {
+                runs::create(txn, records)?;
+                let keep: Vec<&StoredEvent> = keep.iter().collect();
+                samples::capture(txn, &keep)?;
+                store::set_dispatch_cursor(txn, last)
+            })
+            .await?;
+        tracing::debug!(events = n_events, runs = count, "dispatched");
+        self.runs_wake.notify_one();
+        Ok(true)
+    }
+
+    /// The events of capturing hooks that capture keeps: the newest [`MAX_SAMPLES_PER_TYPE`]
+    /// of each (hook, event type) in the batch (older ones would be dropped at once), read whole.
+    fn samples_of(&self, heads: &[EventHead]) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut per_type: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut chosen = Vec::new();
+        for e in heads.iter().rev() {
+            if !self.capture_hooks.contains(&e.hook) {
+                continue;
+            }
+            let n = per_type.entry((&e.hook, &e.event_type)).or_default();
+            if *n < MAX_SAMPLES_PER_TYPE {
+                *n += 1;
+                chosen.push(e.seq);
+            }
+        }
+        chosen.reverse();
+        let history = self.store.history();
+        let mut out = Vec::with_capacity(chosen.len());
+        for seq in chosen {
+            if let Some(e) = history.event_by_seq(seq)? {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,342 @@
+//! Carries out one run: loads its record and event (the event's body is read once), runs the
+//! script on a blocking thread, and records the result, its actions and its leaving the pending
+//! set in one transaction. A run whose script failed transiently is retried with [`RUN_BACKOFF`].
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tracing::Instrument;
+
+use super::scheduler::{Backoff, Due, DueWork, MAX_PANICS, Task};
+use crate::script::{self, DeliveryInfo, Host, Limits, LiveScripts, RunError, RunErrorKind};
+use crate::store::outbox::{self, Origin};
+use crate::store::runs::{self, RunRecord, RunStatus, RunsView};
+use crate::store::{ReadError, Store, StoredEvent};
+use crate::util::{format_ms, now_ms, prom};
+
+/// Attempts of a run that keeps failing on transient host errors before it is marked failed.
+pub const MAX_RUN_ATTEMPTS: u32 = 20;
+/// Retries of a run that failed transiently: from 1 s, doubled, up to 1 h (≈ 9 h of retries
+/// within [`MAX_RUN_ATTEMPTS`]), jittered so that runs failing together spread out.
+pub const RUN_BACKOFF: Backoff = Backoff {
+    base: Duration::from_secs(1),
+    cap: Duration::from_secs(3600),
+    jitter: true,
+};
+/// Upper bounds (seconds) of the run-duration histogram buckets.
+pub const RUN_DURATION_BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+
+/// Counters for `/metrics`: runs by script and status, and their durations.
+#[derive(Default)]
+struct RunStats {
+    by_script: std::collections::BTreeMap<(String, &'static str), u64>,
+    buckets: [u64; RUN_DURATION_BUCKETS.len()],
+    count: u64,
+    sum_seconds: f64,
+}
+
+/// The runs queue, as the scheduler drains it.
+pub struct Executor {
+    store: Arc<Store>,
+    scripts: LiveScripts,
+    host: Arc<dyn Host>,
+    limits: Limits,
+    /// Woken when a successful run queued mail.
+    mail_wake: Arc<Notify>,
+    stats: Mutex<RunStats>,
+}
+
+impl Executor {
+    pub fn new(
+        store: Arc<Store>,
+        scripts: LiveScripts,
+        host: Arc<dyn Host>,
+        limits: Limits,
+        mail_wake: Arc<Notify>,
+    ) -> Executor {
+        Executor {
+            store,
+            scripts,
+            host,
+            limits,
+            mail_wake,
+            stats: Mutex::new(RunStats::default()),
+        }
+    }
+
+    async fn execute_run(&self, id: u64) {
+        let loaded = (|| -> Result<Option<(RunRecord, StoredEvent)>, ReadError> {
+            let Some(record) = RunsView(&*self.store).get(id)? else {
+                return Ok(None);
+            };
+            let event = self.store.history().event_by_seq(record.event_seq)?;
+            Ok(event.map(|e| (record, e)))
+        })();
+        let (mut record, event) = match loaded {
+            Ok(Some(x)) => x,
+            Ok(None) => {
+                tracing::error!(run_id = id, "run or its event is missing; dropping it");
+                let _ = self.store.write(move |txn| runs::forget(txn, id)).await;
+                return;
+            }
+            Err(error) => {
+                tracing::error!(run_id = id, %error, "cannot load run");
+                return;
+            }
+        };
+        let set = self.scripts.load_full();
+        let started = now_ms();
+        let clock = Instant::now();
+        record.attempts += 1;
+        record.started = Some(format_ms(started));
+        let script = set.get(&record.script).cloned();
+        let script_gone = script.is_none();
+        let outcome = match script {
+            Some(script) => {
+                record.script_hash = Some(script.hash.clone());
+                let host = self.host.clone();
+                let limits = self.limits.clone();
+                let delivery = DeliveryInfo {
+                    id: event.delivery_id.clone(),
+                    time: event.event_time.clone(),
+                    hook: event.hook.clone(),
+                    source: event.source.clone(),
+                };
+                let StoredEvent { json, uuid, .. } = event;
+                let span = tracing::Span::current();
+                tokio::task::spawn_blocking(move || {
+                    let _in_run = span.enter();
+                    script::run(&script, &json, &uuid, &delivery, &host, &limits)
+                })
+                .await
+                .unwrap_or_else(|e| script::RunOutcome {
+                    log: Vec::new(),
+                    actions: Vec::new(),
+                    result: Err(plain_error(&record.script, format!("the run crashed: {e}"))),
+                })
+            }
+            // Deleted or renamed since the run was queued (a script that stops compiling keeps
+            // its previous version loaded): a deleted script stops, so the run is skipped.
+            None => script::RunOutcome {
+                log: Vec::new(),
+                actions: Vec::new(),
+                result: Err(plain_error(
+                    &record.script,
+                    format!(
+                        "skipped: script `{}` is no longer loaded (deleted or renamed after the event was queued)",
+                        record.script
+                    ),
+                )),
+            },
+        };
+        record.duration_ms = Some(clock.elapsed().as_millis() as u64);
+        record.finished = Some(format_ms(now_ms()));
+        for line in &outcome.log {
+            tracing::info!(run_id = id, script = %record.script, level = %line.level, "{}", line.message);
+        }
+        record.log = outcome.log;
+        let mut not_before = 0;
+        match outcome.result {
+            Ok(()) => {
+                record.status = RunStatus::Succeeded;
+                record.actions = outcome.actions;
+                record.error = None;
+                record.next_attempt = None;
+            }
+            Err(error) if script_gone => {
+                record.actions = Vec::new();
+                record.status = RunStatus::Skipped;
+                record.next_attempt = None;
+                tracing::info!(run_id = id, script = %record.script, "run skipped: its script is no longer loaded");
+                record.error = Some(error);
+            }
+            Err(error) => {
+                record.actions = Vec::new();
+                if error.kind == RunErrorKind::Transient && record.attempts < MAX_RUN_ATTEMPTS {
+                    let delay = RUN_BACKOFF.delay(record.attempts - 1);
+                    not_before = now_ms() + delay.as_millis() as u64;
+                    record.status = RunStatus::Retrying;
+                    record.next_attempt = Some(format_ms(not_before));
+                    tracing::warn!(run_id = id, script = %record.script, %error, retry_in_ms = delay.as_millis() as u64, "run failed transiently");
+                } else {
+                    record.status = RunStatus::Failed;
+                    record.next_attempt = None;
+                    tracing::warn!(run_id = id, script = %record.script, %error, "run failed");
+                }
+                record.error = Some(error);
+            }
+        }
+        self.count(&record);
+        self.save(record, not_before).await;
+    }
+
+    fn count(&self, record: &RunRecord) {
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        *stats
+            .by_script
+            .entry((record.script.clone(), record.status.as_str()))
+            .or_default() += 1;
+        let secs = record.duration_ms.unwrap_or(0) as f64 / 1000.0;
+        stats.count += 1;
+        stats.sum_seconds += secs;
+        for (i, bound) in RUN_DURATION_BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                stats.buckets[i] += 1;
+            }
+        }
+    }
+
+    /// Records the run's new state; a successful run's actions are queued in the same
+    /// transaction.
+    async fn save(&self, record: RunRecord, not_before: u64) {
+        let (id, status) = (record.id, record.status);
+        let result = self
+            .store
+            .write(move |txn| {
+                runs::save(txn, &record, not_before)?;
+                if record.status == RunStatus::Succeeded {
+                    let origin = Origin {
+                        run_id: record.id,
+                        event_uuid: &record.event_uuid,
+                        script: &record.script,
+                    };
+                    outbox::enqueue(txn, origin, &record.actions)?;
+                }
+                Ok(())
+            })
+            .await;
+        match result {
+            Ok(()) => {
+                tracing::debug!(run_id = id, status = status.as_str(), "run recorded");
+                if status == RunStatus::Succeeded {
+                    self.mail_wake.notify_one();
+                }
+            }
+            Err(error) => {
+                tracing::error!(run_id = id, %error, "run result not recorded; it will run again")
+            }
+        }
+    }
+
+    /// A run whose task panicked: retried with backoff, failed from [`MAX_PANICS`] panics on.
+    async fn record_panic(&self, id: u64, count: u32, message: String) {
+        let Ok(Some(mut record)) = RunsView(&*self.store).get(id) else {
+            return;
+        };
+        if record.status.is_finished() {
+            return;
+        }
+        record.finished = Some(format_ms(now_ms()));
+        record.actions = Vec::new();
+        let mut not_before = 0;
+        if count >= MAX_PANICS {
+            record.status = RunStatus::Failed;
+            record.next_attempt = None;
+            record.error = Some(plain_error(
+                &record.script,
+                format!("the run crashed {count} times: {message}"),
+            ));
+        } else {
+            let delay = RUN_BACKOFF.delay(count - 1);
+            not_before = now_ms() + delay.as_millis() as u64;
+            record.status = RunStatus::Retrying;
+            record.next_attempt = Some(format_ms(not_before));
+            record.error = Some(RunError {
+                kind: RunErrorKind::Transient,
+                ..plain_error(&record.script, format!("the run crashed: {message}"))
+            });
+        }
+        self.count(&record);
+        self.save(record, not_before).await;
+    }
+}
+
+impl DueWork for Executor {
+    const KIND: &'static str = "run";
+
+    fn due(&self, now_ms: u64, skip: &HashSet<u64>, limit: usize) -> Result<Due, ReadError> {
+        RunsView(&*self.store).due(now_ms, skip, limit)
+    }
+
+    fn execute(self: Arc<Self>, id: u64) -> Task {
+        // `Instrument`, not a guard held across `.await`: the span is entered only while this
+        // future is polled, so log lines carry their own run's id.
+        Box::pin(
+            async move { self.execute_run(id).await }
+                .instrument(tracing::info_span!("run", run_id = id)),
+        )
+    }
+
+    fn panicked(self: Arc<Self>, id: u64, count: u32, message: String) -> Task {
+        Box::pin(async move { self.record_panic(id, count, message).await })
+    }
+}
+
+impl prom::MetricsSource for Executor {
+    fn render_metrics(&self, out: &mut String) {
+        let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        prom::family(
+            out,
+            "engine_runs_total",
+            "counter",
+            "Script runs recorded, by script and status.",
+        );
+        for ((script, status), n) in &stats.by_script {
+            prom::sample(
+                out,
+                "engine_runs_total",
+                &[("script", script), ("status", status)],
+                n,
+            );
+        }
+        prom::family(
+            out,
+            "engine_run_duration_seconds",
+            "histogram",
+            "Wall time of script runs.",
+        );
+        for (bound, n) in RUN_DURATION_BUCKETS.iter().zip(stats.buckets) {
+            prom::sample(
+                out,
+                "engine_run_duration_seconds_bucket",
+                &[("le", &bound.to_string())],
+                n,
+            );
+        }
+        prom::sample(
+            out,
+            "engine_run_duration_seconds_bucket",
+            &[("le", "+Inf")],
+            stats.count,
+        );
+        prom::sample(
+            out,
+            "engine_run_duration_seconds_sum",
+            &[],
+            stats.sum_seconds,
+        );
+        prom::sample(out, "engine_run_duration_seconds_count", &[], stats.count);
+        let pending = RunsView(&*self.store).pending_count().unwrap_or(0);
+        prom::single(
+            out,
+            "engine_runs_pending",
+            "gauge",
+            "Runs waiting or in flight.",
+            pending,
+        );
+    }
+}
+
+fn plain_error(script: &str, message: String) -> RunError {
+    RunError {
+        kind: RunErrorKind::Script,
+        message,
+        script: script.to_string(),
+        file: format!("{script}.rhai"),
+        line: None,
+        col: None,
+        trace: Vec::new(),
+    }
+}

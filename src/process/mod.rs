@@ -1,0 +1,174 @@
+//! Processing: the dispatcher turns stored events into pending runs (one per matching script),
+//! the shared scheduler runs them on blocking threads and records each result, retention prunes
+//! old history.
+//!
+//! Invariants: a run's result, its actions and its removal from the pending set are one
+//! transaction, so a crash at any point leaves each run either pending (and run again after the
+//! restart) or completed once. Scripts never do I/O themselves: effects are actions, committed
+//! with the run's success and carried out afterwards by the action queue (`actions`).
+//!
+//! # Layout
+//!
+//! - `scheduler`: [`DuePool`], the one scheduler of due work (runs here, mail in `actions`), and
+//!   [`Backoff`], the one retry-delay rule.
+//! - `dispatcher`: events → pending runs and captured samples.
+//! - `executor`: one run: load, run the script, record the result and queue its actions.
+//! - `retention`: hourly pruning of what is older than `retention_days`.
+
+mod dispatcher;
+mod executor;
+pub mod retention;
+mod scheduler;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+pub use dispatcher::{DISPATCH_BATCH, Dispatcher};
+pub use executor::{Executor, MAX_RUN_ATTEMPTS, RUN_BACKOFF, RUN_DURATION_BUCKETS};
+pub use scheduler::{Backoff, Due, DuePool, DueWork, MAX_PANICS, Task, panic_message};
+
+use crate::script::{Host, Limits, LiveScripts};
+use crate::store::runs::{self, RunRecord, RunsView};
+use crate::store::{ReadError, Store, StoreError, WriteError};
+use crate::util::prom;
+
+/// How often the scheduler looks at the pending runs without being woken (retries coming due).
+pub const SCHEDULER_TICK: Duration = Duration::from_millis(250);
+
+/// What processing is built from (the app derives it from the config).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Runs at once (one blocking thread each).
+    pub workers: usize,
+    pub limits: Limits,
+    /// Hooks whose events are kept as samples (`capture = true`).
+    pub capture_hooks: HashSet<String>,
+}
+
+/// Turns events into runs and runs them.
+pub struct Processor {
+    store: Arc<Store>,
+    scripts: LiveScripts,
+    dispatcher: Arc<Dispatcher>,
+    executor: Arc<Executor>,
+    pool: Arc<DuePool<Executor>>,
+}
+
+impl Processor {
+    /// `mail_wake` is notified when a successful run queued mail.
+    pub fn new(
+        store: Arc<Store>,
+        scripts: LiveScripts,
+        host: Arc<dyn Host>,
+        settings: Settings,
+        mail_wake: Arc<Notify>,
+    ) -> Arc<Processor> {
+        let executor = Arc::new(Executor::new(
+            store.clone(),
+            scripts.clone(),
+            host,
+            settings.limits,
+            mail_wake,
+        ));
+        let pool = DuePool::new(executor.clone(), settings.workers, SCHEDULER_TICK);
+        let dispatcher = Arc::new(Dispatcher::new(
+            store.clone(),
+            scripts.clone(),
+            settings.capture_hooks,
+            pool.waker(),
+        ));
+        Arc::new(Processor {
+            store,
+            scripts,
+            dispatcher,
+            executor,
+            pool,
+        })
+    }
+
+    /// Runs the dispatcher and the scheduler until `shutdown` turns true, then waits for the
+    /// runs in flight to be recorded.
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        let dispatcher = tokio::spawn(self.dispatcher.clone().run(shutdown.clone()));
+        self.pool.clone().run(shutdown).await;
+        let _ = dispatcher.await;
+    }
+
+    /// Creates the runs of the next batch of undispatched events. `Ok(false)`: none waiting.
+    pub async fn dispatch_once(&self) -> Result<bool, StoreError> {
+        self.dispatcher.dispatch_once().await
+    }
+
+    /// Resolves the next time a run's work ends (for waiters such as `replay`).
+    pub async fn run_finished(&self) {
+        self.pool.finished().await
+    }
+
+    /// Creates new runs for an event (current script versions), as `replay` does.
+    pub async fn replay_event(&self, uuid: &str) -> Result<Vec<u64>, ReplayError> {
+        let event = self
+            .store
+            .history()
+            .event_by_uuid(uuid)?
+            .ok_or_else(|| ReplayError::NoSuchEvent(uuid.to_string()))?;
+        let set = self.scripts.load_full();
+        let previous = RunsView(&*self.store).of_event(uuid)?;
+        let head = event.head();
+        let records: Vec<RunRecord> = set
+            .matching(&event.hook, &event.event_type)
+            .iter()
+            .map(|s| {
+                let replay_of = previous.iter().find(|r| r.script == s.name).map(|r| r.id);
+                RunRecord::new(0, &head, &s.name, replay_of)
+            })
+            .collect();
+        self.create_runs(records).await
+    }
+
+    /// Creates new runs for the latest failed run of each (event, script).
+    pub async fn replay_failed(&self) -> Result<Vec<u64>, ReplayError> {
+        let failed = RunsView(&*self.store).latest_failed()?;
+        let history = self.store.history();
+        let mut records = Vec::new();
+        for r in failed {
+            if let Some(event) = history.event_by_seq(r.event_seq)? {
+                records.push(RunRecord::new(0, &event.head(), &r.script, Some(r.id)));
+            }
+        }
+        self.create_runs(records).await
+    }
+
+    async fn create_runs(&self, records: Vec<RunRecord>) -> Result<Vec<u64>, ReplayError> {
+        let ids = self
+            .store
+            .write(move |txn| runs::create(txn, records))
+            .await?;
+        self.pool.waker().notify_one();
+        Ok(ids)
+    }
+
+    /// True when no run is pending or in flight.
+    pub fn idle(&self) -> Result<bool, ReadError> {
+        Ok(RunsView(&*self.store).pending_count()? == 0)
+    }
+}
+
+impl prom::MetricsSource for Processor {
+    fn render_metrics(&self, out: &mut String) {
+        self.executor.render_metrics(out);
+    }
+}
+
+/// Why a replay could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("no stored event has uuid `{0}`\n  hint: `engine events` lists the stored events")]
+    NoSuchEvent(String),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}

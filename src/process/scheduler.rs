@@ -1,0 +1,228 @@
+//! The one scheduler of due work: a [`DuePool`] drains a queue whose items come due at a time
+//! (runs, mail, and every later action kind and timer), with a bounded number in flight, an
+//! in-flight set so no item runs twice at once, a wake-up for new work and a tick for items
+//! coming due, and a drain at shutdown. [`Backoff`] is the one retry-delay rule.
+//!
+//! Robust to panics: each item's work runs in a task of its own; when it panics, the item leaves
+//! the in-flight set (so it is tried again, it never stays silently stuck) and its queue is told
+//! ([`DueWork::panicked`]) so that it can record the crash and, after [`MAX_PANICS`], fail the
+//! item visibly instead of trying it forever.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::store::ReadError;
+use crate::util::now_ms;
+
+/// Times an item's task may panic before its queue is asked to fail it for good.
+pub const MAX_PANICS: u32 = 3;
+
+/// A boxed future, as the pool's work returns.
+pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// What the pool found due: the ids, and when the next item not yet due comes due.
+pub type Due = (Vec<u64>, Option<u64>);
+
+/// A queue the pool drains.
+pub trait DueWork: Send + Sync + 'static {
+    /// What one item is called in log lines (`run`, `mail`).
+    const KIND: &'static str;
+
+    /// Up to `limit` ids due at `now_ms` that are not in `skip`, and the earliest time an item
+    /// not yet due comes due.
+    fn due(&self, now_ms: u64, skip: &HashSet<u64>, limit: usize) -> Result<Due, ReadError>;
+
+    /// Carries out item `id` and records its outcome (it stays due if nothing is recorded).
+    fn execute(self: Arc<Self>, id: u64) -> Task;
+
+    /// Item `id`'s work panicked (`count` times so far in this process): record it, so the item
+    /// is retried later or, from [`MAX_PANICS`] on, failed visibly.
+    fn panicked(self: Arc<Self>, id: u64, count: u32, message: String) -> Task;
+}
+
+/// Retry delays: `base` doubled per attempt up to `cap`; with `jitter`, "equal jitter" (between
+/// half and all of that), so items that failed together do not retry in lockstep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+    pub jitter: bool,
+}
+
+impl Backoff {
+    /// The delay before retry number `attempt` (0: the first retry).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(2u32.saturating_pow(attempt.min(31)))
+            .min(self.cap);
+        if !self.jitter {
+            return exp;
+        }
+        let half = exp / 2;
+        let millis = u64::try_from((exp - half).as_millis()).unwrap_or(u64::MAX);
+        let jitter = match getrandom::u64() {
+            Ok(r) if millis > 0 => r % (millis + 1),
+            _ => 0,
+        };
+        half + Duration::from_millis(jitter)
+    }
+}
+
+/// Drains a [`DueWork`] queue with at most `size` items in flight.
+pub struct DuePool<W: DueWork> {
+    work: Arc<W>,
+    size: usize,
+    permits: Arc<Semaphore>,
+    in_flight: Mutex<HashSet<u64>>,
+    /// Panics per item in this process.
+    panics: Mutex<HashMap<u64, u32>>,
+    wake: Arc<Notify>,
+    /// Notified whenever an item's work ended (for waiters such as `replay`).
+    finished: Notify,
+    tick: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<W: DueWork> DuePool<W> {
+    /// A pool over `work`; it looks at the queue when woken and at least every `tick`.
+    pub fn new(work: Arc<W>, size: usize, tick: Duration) -> Arc<DuePool<W>> {
+        let size = size.max(1);
+        Arc::new(DuePool {
+            work,
+            size,
+            permits: Arc::new(Semaphore::new(size)),
+            in_flight: Mutex::new(HashSet::new()),
+            panics: Mutex::new(HashMap::new()),
+            wake: Arc::new(Notify::new()),
+            finished: Notify::new(),
+            tick,
+        })
+    }
+
+    /// The handle producers notify when they queued work.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Items in flight now.
+    pub fn in_flight(&self) -> usize {
+        lock(&self.in_flight).len()
+    }
+
+    /// Resolves the next time an item's work ends.
+    pub async fn finished(&self) {
+        self.finished.notified().await
+    }
+
+    /// Starts due items until `shutdown` turns true, then waits for the ones in flight.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let next_due = match self.start_due() {
+                Ok(n) => n,
+                Err(error) => {
+                    tracing::error!(%error, kind = W::KIND, "scheduler cannot read the queue");
+                    None
+                }
+            };
+            let wait = next_due
+                .map(|due| Duration::from_millis(due.saturating_sub(now_ms())))
+                .unwrap_or(self.tick)
+                .min(self.tick);
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        // Every permit back = every item in flight finished.
+        let _ = self.permits.acquire_many(self.size as u32).await;
+    }
+
+    /// Starts every due item there is a free permit for; returns when the next one comes due.
+    fn start_due(self: &Arc<Self>) -> Result<Option<u64>, ReadError> {
+        let free = self.permits.available_permits();
+        let skip = lock(&self.in_flight).clone();
+        let (due, next_due) = self.work.due(now_ms(), &skip, free)?;
+        for id in due {
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                break;
+            };
+            lock(&self.in_flight).insert(id);
+            let me = self.clone();
+            tokio::spawn(async move {
+                // The work runs in a task of its own: a panic ends that task, not this one.
+                let outcome = tokio::spawn(me.work.clone().execute(id)).await;
+                if let Err(e) = outcome
+                    && e.is_panic()
+                {
+                    let message = panic_message(e.into_panic());
+                    let count = {
+                        let mut panics = lock(&me.panics);
+                        let n = panics.entry(id).or_insert(0);
+                        *n += 1;
+                        *n
+                    };
+                    tracing::error!(kind = W::KIND, id, count, panic = %message, "work panicked");
+                    let record = tokio::spawn(me.work.clone().panicked(id, count, message)).await;
+                    if record.is_err() {
+                        tracing::error!(kind = W::KIND, id, "recording a panic panicked too");
+                    }
+                }
+                lock(&me.in_flight).remove(&id);
+                drop(permit);
+                me.wake.notify_one();
+                me.finished.notify_waiters();
+            });
+        }
+        Ok(next_due)
+    }
+}
+
+/// The text of a panic's payload.
+pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_jitters_within_half() {
+        let plain = Backoff {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(10),
+            jitter: false,
+        };
+        let delays: Vec<u64> = (0..6).map(|a| plain.delay(a).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 10, 10]);
+        assert_eq!(plain.delay(u32::MAX), Duration::from_secs(10));
+        let jittered = Backoff {
+            jitter: true,
+            ..plain
+        };
+        for attempt in 0..6 {
+            let full = plain.delay(attempt);
+            for _ in 0..50 {
+                let d = jittered.delay(attempt);
+                assert!(d >= full / 2 && d <= full, "{attempt}: {d:?} of {full:?}");
+            }
+        }
+    }
+}

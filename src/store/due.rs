@@ -1,0 +1,147 @@
+//! The time index of due work, shared by every queue that the scheduler drains (runs, mail):
+//! id → not-before (ms since the epoch) for every item not finished, and the same set ordered
+//! by (not-before, id). The scheduler reads the due items as a range and the next one due as the
+//! first key after now, without walking the items that come due later (thousands while a far
+//! side is down).
+
+use std::collections::HashSet;
+
+use redb::{
+    ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
+
+use super::{ReadError, WriteError, read_err, storage};
+
+/// One queue's pair of tables.
+pub(crate) struct DueIndex {
+    /// id → not before.
+    pending: TableDefinition<'static, u64, u64>,
+    /// (not before, id) → ().
+    by_time: TableDefinition<'static, (u64, u64), ()>,
+}
+
+/// What [`DueIndex::due`] found: the due ids and the earliest time one not yet due comes due.
+pub type Due = (Vec<u64>, Option<u64>);
+
+impl DueIndex {
+    pub(crate) const fn new(pending: &'static str, by_time: &'static str) -> DueIndex {
+        DueIndex {
+            pending: TableDefinition::new(pending),
+            by_time: TableDefinition::new(by_time),
+        }
+    }
+
+    /// Creates both tables; builds the time index of a store written before it existed.
+    pub(crate) fn init(&self, txn: &WriteTransaction) -> Result<(), redb::Error> {
+        let pending = txn.open_table(self.pending)?;
+        let mut by_time = txn.open_table(self.by_time)?;
+        if by_time.is_empty()? && !pending.is_empty()? {
+            for entry in pending.iter()? {
+                let (id, not_before) = entry?;
+                by_time.insert((not_before.value(), id.value()), ())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts `id` in the set at `not_before` (moving it if it was there).
+    pub(crate) fn set(
+        &self,
+        txn: &WriteTransaction,
+        id: u64,
+        not_before: u64,
+    ) -> Result<(), WriteError> {
+        let mut pending = txn.open_table(self.pending).map_err(storage)?;
+        let mut by_time = txn.open_table(self.by_time).map_err(storage)?;
+        if let Some(old) = pending.insert(id, not_before).map_err(storage)? {
+            by_time.remove((old.value(), id)).map_err(storage)?;
+        }
+        by_time.insert((not_before, id), ()).map_err(storage)?;
+        Ok(())
+    }
+
+    /// Takes `id` out of the set (it is finished).
+    pub(crate) fn unset(&self, txn: &WriteTransaction, id: u64) -> Result<(), WriteError> {
+        let mut pending = txn.open_table(self.pending).map_err(storage)?;
+        let mut by_time = txn.open_table(self.by_time).map_err(storage)?;
+        if let Some(old) = pending.remove(id).map_err(storage)? {
+            by_time.remove((old.value(), id)).map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// Every id in the set, inside a write transaction (for pruning).
+    pub(crate) fn ids_in(&self, txn: &WriteTransaction) -> Result<Vec<u64>, WriteError> {
+        let pending = txn.open_table(self.pending).map_err(storage)?;
+        let mut out = Vec::new();
+        for entry in pending.iter().map_err(storage)? {
+            out.push(entry.map_err(storage)?.0.value());
+        }
+        Ok(out)
+    }
+
+    /// Every id in the set with its not-before, by id.
+    pub(crate) fn all(&self, txn: &ReadTransaction) -> Result<Vec<(u64, u64)>, ReadError> {
+        let pending = match txn.open_table(self.pending) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(read_err(e)),
+        };
+        let mut out = Vec::new();
+        for entry in pending.iter().map_err(read_err)? {
+            let (k, v) = entry.map_err(read_err)?;
+            out.push((k.value(), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// How many ids are in the set.
+    pub(crate) fn count(&self, txn: &ReadTransaction) -> Result<u64, ReadError> {
+        match txn.open_table(self.pending) {
+            Ok(t) => t.len().map_err(read_err),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(read_err(e)),
+        }
+    }
+
+    /// Up to `limit` ids due at `now` (earliest due first, then lowest id) that are not in
+    /// `skip`, and the earliest time an id not yet due comes due. Reads only what it returns
+    /// (plus the ids in `skip`).
+    pub(crate) fn due(
+        &self,
+        txn: &ReadTransaction,
+        now: u64,
+        skip: &HashSet<u64>,
+        limit: usize,
+    ) -> Result<Due, ReadError> {
+        let by_time = match txn.open_table(self.by_time) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), None)),
+            Err(e) => return Err(read_err(e)),
+        };
+        let mut due = Vec::new();
+        if limit > 0 {
+            for entry in by_time.range(..=(now, u64::MAX)).map_err(read_err)? {
+                let (k, _) = entry.map_err(read_err)?;
+                let (_, id) = k.value();
+                if !skip.contains(&id) {
+                    due.push(id);
+                    if due.len() >= limit {
+                        break;
+                    }
+                }
+            }
+        }
+        let next = match now.checked_add(1) {
+            Some(after) => by_time
+                .range((after, 0)..)
+                .map_err(read_err)?
+                .next()
+                .transpose()
+                .map_err(read_err)?
+                .map(|(k, _)| k.value().0),
+            None => None,
+        };
+        Ok((due, next))
+    }
+}

@@ -1,0 +1,412 @@
+//! The store: every table of the one redb file (the inbox, the dedup index, runs, the mail
+//! queue, samples, script state) behind one interface, and the queries the history commands and
+//! the admin API answer. Knows nothing of HTTP, scripts' execution or mail delivery.
+//!
+//! One writer thread owns every write transaction (group commit, `writer`): request handlers
+//! submit deliveries, the other parts submit closures ([`Store::write`]) applied inside the next
+//! batch's transaction, and each gets its answer only after that transaction committed. Nothing
+//! is acknowledged before its commit.
+//!
+//! Readers (`/metrics`, the history commands) open read transactions. The server holds the file
+//! exclusively (one fsync per commit); while it runs, the history commands read through it
+//! ([`query`], answered behind `POST /admin/read`).
+//!
+//! # Layout
+//!
+//! - `writer`: the group-commit writer thread and its counters.
+//! - `inbox`: deliveries, events, dedup keys, quarantine, the dispatch cursor; their reads and
+//!   pruning.
+//! - `dedup`: the in-memory index of stored delivery ids and event uuids.
+//! - `due`: the (not before, id) time index every queue of due work uses (runs, mail).
+//! - `runs`: run records and the pending runs.
+//! - `outbox`: the mail queue (mail actions of successful runs) and its states.
+//! - `samples`: captured sample events.
+//! - `script_state`: the per-script state the server records at each reload.
+//! - `query`: the reads of the history commands, one `Query` answered the same way from the
+//!   file or through the running server.
+
+mod dedup;
+mod due;
+mod inbox;
+pub mod outbox;
+pub mod query;
+pub mod runs;
+pub mod samples;
+pub mod script_state;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use redb::{Database, DatabaseError, ReadTransaction, ReadableDatabase, WriteTransaction};
+use tokio::sync::{Notify, oneshot};
+
+use dedup::{Seen, key_hash};
+pub use inbox::{
+    DISPATCH_CURSOR, Depths, EventHead, EventRow, NewDelivery, ParsedDelivery, ParsedEvent, Pruned,
+    PrunedKeys, QUARANTINE_PREVIEW_CHARS, QuarantineRow, Stored, StoredEvent, prune,
+    set_dispatch_cursor,
+};
+use inbox::{PackedDelivery, pack_body};
+use writer::{Job, Reply, TxnFn};
+pub use writer::{WriterCounts, WriterStats};
+
+/// The store file inside the data dir.
+pub const DB_FILE: &str = "engine.redb";
+/// Most jobs gathered into one transaction: bounds the latency of the first one in a batch and
+/// the memory a batch holds, while being far above the concurrency Okta produces.
+pub const MAX_BATCH_JOBS: usize = 4096;
+/// Most body bytes gathered into one transaction, for the same reasons.
+pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
+
+/// Opening the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the store {path} is open in another process\n  hint: if that is `engine serve`, commands read through it; otherwise stop that process and try again"
+    )]
+    Busy { path: PathBuf },
+    #[error("cannot open the store {path}: {source}")]
+    Database {
+        path: PathBuf,
+        source: DatabaseError,
+    },
+    #[error("cannot initialise the store {path}: {source}")]
+    Init { path: PathBuf, source: redb::Error },
+}
+
+/// A write (delivery, quarantine, probe) could not be committed; the request gets a 503.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+/// A read failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the store: {0}")]
+pub struct ReadError(pub(crate) String);
+
+impl ReadError {
+    pub fn new(message: String) -> Self {
+        ReadError(message)
+    }
+}
+
+/// Any store error, for callers that do not care which.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+/// Any redb/serde failure inside a write, as the error every write reports.
+pub(crate) fn storage<E: std::fmt::Display>(e: E) -> WriteError {
+    WriteError::Storage(e.to_string())
+}
+
+/// Any failure inside a read.
+pub(crate) fn read_err<E: std::fmt::Display>(e: E) -> ReadError {
+    ReadError(e.to_string())
+}
+
+/// How the writer commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitMode {
+    /// Every job waiting at the moment shares one durable commit.
+    Group,
+    /// One durable commit per job (the baseline the benchmark compares against).
+    PerRequest,
+}
+
+/// The server's handle on the store: submits writes to the writer thread and reads directly.
+pub struct Store {
+    db: Arc<Database>,
+    seen: Arc<Mutex<Seen>>,
+    stats: Arc<WriterStats>,
+    events_committed: Arc<Notify>,
+    tx: Option<mpsc::Sender<Job>>,
+    writer: Option<JoinHandle<()>>,
+    path: PathBuf,
+}
+
+/// The server holds the file exclusively: redb's shared modes (other processes reading beside
+/// the writer) force a two-phase commit, a second fsync on every commit. The history commands
+/// read through the server instead (`cli`'s remote reads, answered by [`query`]).
+fn builder() -> redb::Builder {
+    Database::builder()
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `data_dir` and starts its writer thread.
+    pub fn open(data_dir: &Path, mode: CommitMode) -> Result<Store, OpenError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| OpenError::CreateDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let path = data_dir.join(DB_FILE);
+        let db = builder().create(&path).map_err(|source| match source {
+            DatabaseError::DatabaseAlreadyOpen => OpenError::Busy { path: path.clone() },
+            source => OpenError::Database {
+                path: path.clone(),
+                source,
+            },
+        })?;
+        let db = Arc::new(db);
+        let next = init_tables(&db).map_err(|source| OpenError::Init {
+            path: path.clone(),
+            source,
+        })?;
+        let seen = inbox::load_seen(&db).map_err(|source| OpenError::Init {
+            path: path.clone(),
+            source,
+        })?;
+        let seen = Arc::new(Mutex::new(seen));
+        let (tx, rx) = mpsc::channel();
+        let writer_db = db.clone();
+        let writer_seen = seen.clone();
+        let stats = Arc::new(WriterStats::default());
+        let writer_stats = stats.clone();
+        let events_committed = Arc::new(Notify::new());
+        let notify = events_committed.clone();
+        let writer = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || {
+                writer::writer_loop(
+                    &writer_db,
+                    &writer_seen,
+                    &writer_stats,
+                    rx,
+                    mode,
+                    next,
+                    &notify,
+                )
+            })
+            .map_err(|e| OpenError::Init {
+                path: path.clone(),
+                source: redb::Error::Io(e),
+            })?;
+        Ok(Store {
+            db,
+            seen,
+            stats,
+            events_committed,
+            tx: Some(tx),
+            writer: Some(writer),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn submit<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Job,
+    ) -> Option<oneshot::Receiver<T>> {
+        let (reply, rx) = oneshot::channel();
+        let tx = self.tx.as_ref()?;
+        tx.send(make(reply)).ok()?;
+        Some(rx)
+    }
+
+    /// Stores a delivery and its events; resolves after the durable commit that holds it.
+    pub async fn store_delivery(&self, delivery: NewDelivery) -> Result<Stored, WriteError> {
+        // Compressed here, on the request's task, so that the writer thread only copies.
+        let delivery = PackedDelivery {
+            stored: pack_body(&delivery.body)
+                .map(Bytes::from)
+                .unwrap_or_else(|| delivery.body.clone()),
+            delivery,
+        };
+        match self.submit(|reply| Job::Delivery(delivery, reply)) {
+            Some(rx) => rx.await.unwrap_or(Err(WriteError::Closed)),
+            None => Err(WriteError::Closed),
+        }
+    }
+
+    /// Keeps an authenticated body that is not a valid delivery.
+    pub async fn quarantine(
+        &self,
+        hook: &str,
+        received_ms: u64,
+        reason: &str,
+        body: Bytes,
+    ) -> Result<(), WriteError> {
+        let rx = self.submit(|reply| Job::Quarantine {
+            hook: hook.to_string(),
+            received_ms,
+            reason: reason.to_string(),
+            body,
+            reply,
+        });
+        match rx {
+            Some(rx) => rx.await.unwrap_or(Err(WriteError::Closed)),
+            None => Err(WriteError::Closed),
+        }
+    }
+
+    /// Applies `f` in the writer's next transaction and returns its value once that transaction
+    /// has committed durably. `f` must not block: it runs on the writer thread. An error from `f`
+    /// fails the whole batch it is in (nothing of the batch is committed).
+    pub async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, WriteError> + Send + 'static,
+    ) -> Result<T, WriteError> {
+        let (tx, rx) = oneshot::channel::<Result<T, WriteError>>();
+        let job: TxnFn = Box::new(move |txn| {
+            let value = f(txn);
+            let applied = value.as_ref().map(|_| ()).map_err(Clone::clone);
+            let reply: Reply = Box::new(move |committed| {
+                let _ = tx.send(committed.and(value));
+            });
+            (applied, reply)
+        });
+        let sender = self.tx.as_ref().ok_or(WriteError::Closed)?;
+        sender.send(Job::Txn(job)).map_err(|_| WriteError::Closed)?;
+        rx.await.unwrap_or(Err(WriteError::Closed))
+    }
+
+    /// Forgets the dedup keys of pruned deliveries and events (after their removal committed).
+    pub fn forget(&self, keys: &PrunedKeys) {
+        let hashes = |keys: &[String]| keys.iter().map(|k| key_hash(k)).collect::<Vec<_>>();
+        writer::lock(&self.seen).remove(&hashes(&keys.delivery_ids), &hashes(&keys.event_uuids));
+    }
+
+    /// What the writer has done so far (for `/metrics` and the benchmark).
+    pub fn writer_stats(&self) -> Arc<WriterStats> {
+        self.stats.clone()
+    }
+
+    /// (delivery ids, event uuids) in the dedup index.
+    pub fn dedup_len(&self) -> (usize, usize) {
+        writer::lock(&self.seen).len()
+    }
+
+    /// Woken after every commit that stored new events.
+    pub fn events_committed(&self) -> Arc<Notify> {
+        self.events_committed.clone()
+    }
+
+    /// Commits a small write: proves the store is writable (for `/healthz`).
+    pub async fn probe(&self) -> Result<(), WriteError> {
+        match self.submit(Job::Probe) {
+            Some(rx) => rx.await.unwrap_or(Err(WriteError::Closed)),
+            None => Err(WriteError::Closed),
+        }
+    }
+
+    pub fn history(&self) -> History<'_> {
+        History(HistoryDb::Shared(&self.db))
+    }
+
+    /// Stops the writer after it has committed and answered every job already submitted.
+    pub fn close(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.tx.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn init_tables(db: &Database) -> Result<inbox::NextSeq, redb::Error> {
+    let txn = db.begin_write()?;
+    let next = inbox::init(&txn)?;
+    runs::init(&txn)?;
+    outbox::init(&txn)?;
+    samples::init(&txn)?;
+    txn.commit()?;
+    Ok(next)
+}
+
+enum HistoryDb<'a> {
+    Shared(&'a Database),
+    Owned(Box<Database>),
+}
+
+/// Read access to the stored history: on the server's open store, or on the file opened by a
+/// command while no server holds it.
+pub struct History<'a>(HistoryDb<'a>);
+
+impl History<'static> {
+    /// Opens the store of `data_dir` for reading from another process, read-write (so a store
+    /// left by a crash is repaired). `Err(OpenError::Busy)`: a server holds it; read through the
+    /// server. `Ok(None)`: there is no store yet.
+    pub fn open(data_dir: &Path) -> Result<Option<History<'static>>, OpenError> {
+        let path = data_dir.join(DB_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        match builder().open(&path) {
+            Ok(db) => {
+                init_tables(&db).map_err(|source| OpenError::Init {
+                    path: path.clone(),
+                    source,
+                })?;
+                Ok(Some(History(HistoryDb::Owned(Box::new(db)))))
+            }
+            // A server holds it: read through the server.
+            Err(DatabaseError::DatabaseAlreadyOpen) => Err(OpenError::Busy { path }),
+            Err(source) => Err(OpenError::Database { path, source }),
+        }
+    }
+}
+
+impl History<'_> {
+    /// A read transaction on the store.
+    pub(crate) fn read(&self) -> Result<ReadTransaction, ReadError> {
+        match &self.0 {
+            HistoryDb::Shared(db) => db.begin_read(),
+            HistoryDb::Owned(db) => db.begin_read(),
+        }
+        .map_err(read_err)
+    }
+}
+
+/// Anything that can start a read transaction: the server's database or a [`History`].
+pub trait ReadTxnSource {
+    fn begin(&self) -> Result<ReadTransaction, ReadError>;
+}
+
+impl ReadTxnSource for Database {
+    fn begin(&self) -> Result<ReadTransaction, ReadError> {
+        self.begin_read().map_err(read_err)
+    }
+}
+
+impl ReadTxnSource for History<'_> {
+    fn begin(&self) -> Result<ReadTransaction, ReadError> {
+        self.read()
+    }
+}
+
+impl ReadTxnSource for Store {
+    fn begin(&self) -> Result<ReadTransaction, ReadError> {
+        self.db.begin_read().map_err(read_err)
+    }
+}

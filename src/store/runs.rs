@@ -1,0 +1,350 @@
+//! Script runs in redb: one record per (event, script) run, and the pending set that survives
+//! crashes. A run leaves the pending set in the same transaction that records its result, so it
+//! is completed exactly once (unless replayed, which records a new run).
+
+use std::collections::HashSet;
+
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::due::{Due, DueIndex};
+use super::{EventHead, ReadError, ReadTxnSource, WriteError, read_err, storage};
+use crate::script::{Action, LogLine, RunError};
+
+/// run id → the run's record as JSON (records evolve; JSON keeps old ones readable).
+const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
+/// Every run not finished yet (`pending_runs`: run id → earliest attempt, ms since the epoch),
+/// with its time index (`pending_by_time`).
+const PENDING: DueIndex = DueIndex::new("pending_runs", "pending_by_time");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Waiting for a worker (new, or interrupted by a crash).
+    Pending,
+    /// Failed on a transient host error; attempted again at `next_attempt`.
+    Retrying,
+    Succeeded,
+    Failed,
+    /// Not run: its script was deleted (or renamed) before a worker got to it. `error` says so.
+    Skipped,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Retrying => "retrying",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Skipped => "skipped",
+        }
+    }
+
+    /// Whether the run is over (it leaves the pending set).
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Skipped
+        )
+    }
+}
+
+/// Everything recorded about one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: u64,
+    pub event_seq: u64,
+    pub event_uuid: String,
+    pub event_type: String,
+    pub hook: String,
+    pub script: String,
+    /// The hash of the script version that ran (set when it runs).
+    pub script_hash: Option<String>,
+    pub status: RunStatus,
+    pub attempts: u32,
+    pub created: String,
+    pub started: Option<String>,
+    pub finished: Option<String>,
+    pub next_attempt: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub log: Vec<LogLine>,
+    pub error: Option<RunError>,
+    pub actions: Vec<Action>,
+    /// The run this one replays.
+    pub replay_of: Option<u64>,
+}
+
+impl RunRecord {
+    pub fn new(id: u64, event: &EventHead, script: &str, replay_of: Option<u64>) -> Self {
+        RunRecord {
+            id,
+            event_seq: event.seq,
+            event_uuid: event.uuid.clone(),
+            event_type: event.event_type.clone(),
+            hook: event.hook.clone(),
+            script: script.to_string(),
+            script_hash: None,
+            status: RunStatus::Pending,
+            attempts: 0,
+            created: crate::util::format_ms(crate::util::now_ms()),
+            started: None,
+            finished: None,
+            next_attempt: None,
+            duration_ms: None,
+            log: Vec::new(),
+            error: None,
+            actions: Vec::new(),
+            replay_of,
+        }
+    }
+
+    /// `script:line:col: message` of the error, if any.
+    pub fn error_text(&self) -> String {
+        self.error
+            .as_ref()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// Creates the runs tables (so that readers in other processes find them).
+pub(crate) fn init(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(RUNS)?;
+    PENDING.init(txn)
+}
+
+/// Inserts new pending runs, giving them ids; returns the ids.
+pub fn create(txn: &WriteTransaction, mut records: Vec<RunRecord>) -> Result<Vec<u64>, WriteError> {
+    let mut runs = txn.open_table(RUNS).map_err(storage)?;
+    let first = runs
+        .last()
+        .map_err(storage)?
+        .map(|(k, _)| k.value() + 1)
+        .unwrap_or(1);
+    let mut ids = Vec::with_capacity(records.len());
+    for (r, id) in records.iter_mut().zip(first..) {
+        r.id = id;
+        let json = serde_json::to_vec(r).map_err(storage)?;
+        runs.insert(r.id, json.as_slice()).map_err(storage)?;
+        PENDING.set(txn, r.id, 0)?;
+        ids.push(r.id);
+    }
+    Ok(ids)
+}
+
+/// Records a run's new state: finished runs leave the pending set, retrying ones stay with
+/// their next attempt time.
+pub fn save(
+    txn: &WriteTransaction,
+    record: &RunRecord,
+    not_before_ms: u64,
+) -> Result<(), WriteError> {
+    let mut runs = txn.open_table(RUNS).map_err(storage)?;
+    let json = serde_json::to_vec(record).map_err(storage)?;
+    runs.insert(record.id, json.as_slice()).map_err(storage)?;
+    if record.status.is_finished() {
+        PENDING.unset(txn, record.id)
+    } else {
+        PENDING.set(txn, record.id, not_before_ms)
+    }
+}
+
+/// Removes up to `limit` finished runs that finished before `cutoff_ms`, oldest first; stops at
+/// the first run it must keep. Returns how many it removed and the oldest event seq that a
+/// pending run still needs (`u64::MAX` when none).
+pub fn prune(
+    txn: &WriteTransaction,
+    cutoff_ms: u64,
+    limit: usize,
+) -> Result<(u64, u64), WriteError> {
+    let pending = PENDING.ids_in(txn)?;
+    let mut runs = txn.open_table(RUNS).map_err(storage)?;
+    let mut oldest_needed = u64::MAX;
+    for id in pending {
+        if let Some(g) = runs.get(id).map_err(storage)? {
+            let r: RunRecord = serde_json::from_slice(g.value()).map_err(storage)?;
+            oldest_needed = oldest_needed.min(r.event_seq);
+        }
+    }
+    let mut doomed = Vec::new();
+    for entry in runs.iter().map_err(storage)?.take(limit) {
+        let (k, v) = entry.map_err(storage)?;
+        let r: RunRecord = serde_json::from_slice(v.value()).map_err(storage)?;
+        let finished_ms = r
+            .finished
+            .as_deref()
+            .and_then(crate::util::parse_rfc3339_nanos)
+            .map(|n| (n / 1_000_000) as u64);
+        let done = r.status.is_finished();
+        match finished_ms {
+            Some(ms) if done && ms < cutoff_ms => doomed.push(k.value()),
+            _ => break,
+        }
+    }
+    for id in &doomed {
+        runs.remove(*id).map_err(storage)?;
+    }
+    Ok((doomed.len() as u64, oldest_needed))
+}
+
+/// Drops a pending run whose record or event is gone (it can never run).
+pub fn forget(txn: &WriteTransaction, id: u64) -> Result<(), WriteError> {
+    PENDING.unset(txn, id)
+}
+
+/// Reads runs; works on a server's database or one opened by a command.
+pub struct RunsView<'a>(pub &'a dyn ReadTxnSource);
+
+impl RunsView<'_> {
+    pub fn get(&self, id: u64) -> Result<Option<RunRecord>, ReadError> {
+        let txn = self.0.begin()?;
+        let runs = match txn.open_table(RUNS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(read_err(e)),
+        };
+        match runs.get(id).map_err(read_err)? {
+            Some(g) => Ok(Some(serde_json::from_slice(g.value()).map_err(read_err)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// How many runs are pending.
+    pub fn pending_count(&self) -> Result<u64, ReadError> {
+        PENDING.count(&self.0.begin()?)
+    }
+
+    /// Pending runs with their earliest attempt time, oldest first.
+    pub fn pending(&self) -> Result<Vec<(u64, u64)>, ReadError> {
+        PENDING.all(&self.0.begin()?)
+    }
+
+    /// Up to `limit` runs due at `now` (earliest due first, then oldest) that are not in `skip`,
+    /// and the earliest time a pending run not yet due comes due (see [`DueIndex::due`]).
+    pub fn due(&self, now: u64, skip: &HashSet<u64>, limit: usize) -> Result<Due, ReadError> {
+        PENDING.due(&self.0.begin()?, now, skip, limit)
+    }
+
+    /// The newest runs first, optionally only failed ones; `limit` rows at most.
+    pub fn recent(&self, limit: usize, failed_only: bool) -> Result<Vec<RunRecord>, ReadError> {
+        self.scan(limit, |r| !failed_only || r.status == RunStatus::Failed)
+    }
+
+    /// The newest runs of one event, newest first.
+    pub fn of_event(&self, event_uuid: &str) -> Result<Vec<RunRecord>, ReadError> {
+        self.scan(usize::MAX, |r| r.event_uuid == event_uuid)
+    }
+
+    fn scan(
+        &self,
+        limit: usize,
+        keep: impl Fn(&RunRecord) -> bool,
+    ) -> Result<Vec<RunRecord>, ReadError> {
+        let txn = self.0.begin()?;
+        let runs = match txn.open_table(RUNS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(read_err(e)),
+        };
+        let mut out = Vec::new();
+        for entry in runs.iter().map_err(read_err)?.rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, v) = entry.map_err(read_err)?;
+            let r: RunRecord = serde_json::from_slice(v.value()).map_err(read_err)?;
+            if keep(&r) {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The latest run of each (event, script) whose latest run failed: what `replay --failed`
+    /// runs again.
+    pub fn latest_failed(&self) -> Result<Vec<RunRecord>, ReadError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for r in self.scan(usize::MAX, |_| true)? {
+            if seen.insert((r.event_uuid.clone(), r.script.clone()))
+                && r.status == RunStatus::Failed
+            {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64) -> EventHead {
+        EventHead {
+            seq,
+            uuid: format!("u{seq}"),
+            event_type: "user.lifecycle.create".into(),
+            hook: "h".into(),
+        }
+    }
+
+    fn write<T>(db: &redb::Database, f: impl FnOnce(&WriteTransaction) -> T) -> T {
+        let txn = db.begin_write().unwrap();
+        let out = f(&txn);
+        txn.commit().unwrap();
+        out
+    }
+
+    /// `due` reads the time index: due runs earliest first, in-flight ones skipped, retrying
+    /// ones only once due; finished runs leave both tables; an old store gets its index built.
+    #[test]
+    fn due_runs_come_from_the_time_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        write(&db, |t| init(t).unwrap());
+        let records = (1..=4)
+            .map(|i| RunRecord::new(0, &event(i), "s", None))
+            .collect();
+        let ids = write(&db, |t| create(t, records).unwrap());
+        assert_eq!(ids, [1, 2, 3, 4]);
+        let mut retrying = RunsView(&db).get(2).unwrap().unwrap();
+        retrying.status = RunStatus::Retrying;
+        write(&db, |t| save(t, &retrying, 5_000).unwrap());
+        let mut done = RunsView(&db).get(3).unwrap().unwrap();
+        done.status = RunStatus::Succeeded;
+        write(&db, |t| save(t, &done, 0).unwrap());
+
+        let skip: std::collections::HashSet<u64> = [1].into();
+        assert_eq!(
+            RunsView(&db).due(1_000, &skip, 10).unwrap(),
+            (vec![4], Some(5_000))
+        );
+        assert_eq!(
+            RunsView(&db).due(5_000, &Default::default(), 10).unwrap(),
+            (vec![1, 4, 2], None)
+        );
+        assert_eq!(
+            RunsView(&db).due(5_000, &Default::default(), 1).unwrap().0,
+            [1]
+        );
+        assert_eq!(RunsView(&db).pending_count().unwrap(), 3);
+
+        // A store from before the index: dropping it and opening again rebuilds it.
+        write(&db, |t| {
+            t.delete_table(TableDefinition::<(u64, u64), ()>::new("pending_by_time"))
+                .unwrap()
+        });
+        write(&db, |t| init(t).unwrap());
+        assert_eq!(
+            RunsView(&db).due(1_000, &skip, 10).unwrap(),
+            (vec![4], Some(5_000))
+        );
+        write(&db, |t| forget(t, 4).unwrap());
+        assert_eq!(
+            RunsView(&db).due(1_000, &skip, 10).unwrap(),
+            (vec![], Some(5_000))
+        );
+    }
+}

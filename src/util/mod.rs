@@ -1,0 +1,83 @@
+//! The base layer: small helpers every other layer may use (ids, clocks, timestamps), the
+//! minimal HTTP client, Prometheus text and the exit codes. Imports nothing from the crate.
+//!
+//! - `http_client`: a minimal HTTP/1.1 client (`engine send`, the history commands through the
+//!   running server, tests and benchmarks).
+//! - `prom`: Prometheus text exposition, with every label value escaped in one place.
+//! - `exit`: the stable exit codes of every command.
+
+pub mod exit;
+pub mod http_client;
+pub mod prom;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// A random RFC 4122 version 4 UUID.
+pub fn new_uuid() -> String {
+    let mut b = [0u8; 16];
+    fill_random(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Fills `buf` from the operating system's random source.
+pub fn fill_random(buf: &mut [u8]) {
+    // The OS random source failing is not recoverable and not caused by input.
+    getrandom::fill(buf).expect("the operating system's random source is unavailable");
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// An RFC 3339 UTC timestamp with millisecond precision.
+pub fn format_ms(ms: u64) -> String {
+    let t = OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.format(&fmt).unwrap_or_else(|_| ms.to_string())
+}
+
+/// Parses an RFC 3339 timestamp to nanoseconds since the epoch.
+pub fn parse_rfc3339_nanos(s: &str) -> Option<i128> {
+    OffsetDateTime::parse(s, &Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp_nanos())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_has_v4_shape() {
+        let u = new_uuid();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert_ne!(u, new_uuid());
+    }
+
+    #[test]
+    fn formats_milliseconds() {
+        assert_eq!(format_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(format_ms(1_700_000_000_100), "2023-11-14T22:13:20.100Z");
+    }
+}
