@@ -41,22 +41,27 @@ impl EnvelopeError {
     }
 }
 
+/// An envelope's fields; `D` is how much of `data` is parsed: `FastData` (everything, in one
+/// pass) or a raw value (level by level, to say what is wrong).
 #[derive(Deserialize)]
-struct Envelope<'a> {
+#[serde(bound(deserialize = "D: Deserialize<'de>"))]
+struct Envelope<'a, D> {
     #[serde(borrow, rename = "eventId", default)]
     event_id: Option<&'a RawValue>,
     #[serde(borrow, rename = "eventTime", default)]
     event_time: Option<&'a RawValue>,
     #[serde(borrow, default)]
     source: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    data: Option<&'a RawValue>,
+    #[serde(default)]
+    data: Option<D>,
 }
 
+/// `data` with `events` as `E`: a raw value, or the items.
 #[derive(Deserialize)]
-struct Data<'a> {
-    #[serde(borrow, default)]
-    events: Option<&'a RawValue>,
+#[serde(bound(deserialize = "E: Deserialize<'de>"))]
+struct Data<E> {
+    #[serde(default)]
+    events: Option<E>,
 }
 
 #[derive(Deserialize)]
@@ -79,23 +84,7 @@ pub fn parse(kind: HookKind, body: &[u8]) -> Result<ParsedDelivery, EnvelopeErro
 }
 
 /// The whole envelope in one pass; any surprise falls back to [`diagnose_okta`].
-#[derive(Deserialize)]
-struct FastEnvelope<'a> {
-    #[serde(borrow, rename = "eventId", default)]
-    event_id: Option<&'a RawValue>,
-    #[serde(borrow, rename = "eventTime", default)]
-    event_time: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    source: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    data: Option<FastData<'a>>,
-}
-
-#[derive(Deserialize)]
-struct FastData<'a> {
-    #[serde(borrow, default)]
-    events: Option<Vec<&'a RawValue>>,
-}
+type FastEnvelope<'a> = Envelope<'a, Data<Vec<&'a RawValue>>>;
 
 fn parse_okta(text: &str) -> Result<ParsedDelivery, EnvelopeError> {
     if text.trim_start().starts_with('{')
@@ -119,7 +108,7 @@ fn diagnose_okta(text: &str) -> Result<ParsedDelivery, EnvelopeError> {
             json_kind(root)
         )));
     }
-    let env: Envelope =
+    let env: Envelope<&RawValue> =
         serde_json::from_str(root.get()).map_err(|e| EnvelopeError::NotEnvelope(e.to_string()))?;
     let data = env
         .data
@@ -131,7 +120,7 @@ fn diagnose_okta(text: &str) -> Result<ParsedDelivery, EnvelopeError> {
             json_kind(data)
         )));
     }
-    let data: Data = serde_json::from_str(data.get())
+    let data: Data<&RawValue> = serde_json::from_str(data.get())
         .map_err(|e| EnvelopeError::NotEnvelope(format!("`data`: {e}")))?;
     let events = data
         .events

@@ -146,7 +146,7 @@ impl ScriptStates {
             let new_error = prev.and_then(|p| p.last_error.as_deref()) != Some(text.as_str())
                 || inner.failing_sources.get(&name) != Some(&source_hash);
             if new_error && reason == Reason::Startup {
-                // `serve::load_scripts` has just reported it.
+                // `app::load_scripts` has just reported it.
                 self.load_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(script = %name, error = %e, "script does not compile");
             } else if new_error && log {

@@ -2,10 +2,12 @@
 //! queue, samples, script state) behind one interface, and the queries the history commands and
 //! the admin API answer. Knows nothing of HTTP, scripts' execution or mail delivery.
 //!
-//! One writer thread owns every write transaction (group commit, `writer`): request handlers
-//! submit deliveries, the other parts submit closures ([`Store::write`]) applied inside the next
-//! batch's transaction, and each gets its answer only after that transaction committed. Nothing
-//! is acknowledged before its commit.
+//! While a [`Store`] is open, one writer thread owns every write transaction (group commit,
+//! `writer`): request handlers submit deliveries, the other parts submit closures
+//! ([`Store::write`]) applied inside the next batch's transaction, and each gets its answer only
+//! after that transaction committed. Nothing is acknowledged before its commit. (A command that
+//! opens the file with [`History::open`] while no server runs writes only to create missing
+//! tables and migrate old ones; redb repairs a file left by a crash on that open.)
 //!
 //! Readers (`/metrics`, the history commands) open read transactions. The server holds the file
 //! exclusively (one fsync per commit); while it runs, the history commands read through it

@@ -372,3 +372,95 @@ fn history_commands_read_through_a_running_server() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("admin token"), "{}", stderr(&o));
 }
+
+/// Regression (one event path): `engine run` and `engine check` read a payload through the
+/// server's own envelope parser, so events without a `uuid` or `published` get the server's
+/// order and ids (dry runs used to order by the `published` string and hash re-encoded JSON).
+#[tokio::test]
+async fn dry_runs_order_and_identify_events_as_the_server_does() {
+    let dir = temp_dir();
+    // Out of order as strings but not as instants; two events without uuid, one without time.
+    let body = r#"{"eventId":"d-order","data":{"events":[
+        {"eventType":"user.lifecycle.create","published":"2024-01-01T00:00:00.159Z","n":1},
+        {"eventType":"user.lifecycle.create","published":"2024-01-01T00:00:00.158999Z","n":2},
+        {"eventType":"user.lifecycle.create","n":3},
+        {"uuid":"u-4","eventType":"user.lifecycle.create","published":"2023-12-31T23:59:59Z","n":4}
+    ]}}"#;
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let a = server.post("test", body).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    server.stop().await;
+    let mut stored = stored_events(&dir.path().join("data"));
+    stored.sort_by_key(|e| e.seq);
+    let server_ids: Vec<String> = stored.iter().map(|e| e.uuid.clone()).collect();
+    assert_eq!(server_ids.len(), 4);
+    assert_eq!(server_ids[0], "u-4", "earliest first: {server_ids:?}");
+    assert!(server_ids[1].starts_with("sha256:"), "{server_ids:?}");
+
+    let payload = dir.path().join("payload.json");
+    std::fs::write(&payload, body).unwrap();
+    let script = dir.path().join("scripts/s.rhai");
+    std::fs::create_dir_all(script.parent().unwrap()).unwrap();
+    std::fs::write(
+        &script,
+        "//! on: user.lifecycle.create\nsend_email(#{ to: \"a@example.com\", subject: `n${event.n}`, body: \"b\" });\n",
+    )
+    .unwrap();
+    let o = run_engine(
+        dir.path(),
+        &[
+            "run",
+            script.to_str().unwrap(),
+            payload.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let runs: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let run_ids: Vec<String> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["event_uuid"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        run_ids, server_ids,
+        "engine run: same order and ids as the server"
+    );
+    let mail_ids: Vec<String> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["actions"][0]["id"].as_str().unwrap().to_string())
+        .collect();
+
+    // `engine check` dry-runs the same payload as a sample: the same mail ids.
+    let samples = dir.path().join("samples");
+    std::fs::create_dir_all(&samples).unwrap();
+    std::fs::write(samples.join("p.json"), body).unwrap();
+    let o = run_engine(
+        dir.path(),
+        &[
+            "check",
+            "--samples",
+            samples.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut check_ids: Vec<String> = report["dry_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["mails"][0]["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut want = mail_ids.clone();
+    check_ids.sort();
+    want.sort();
+    assert_eq!(
+        check_ids, want,
+        "engine check: the same mail ids as engine run"
+    );
+}

@@ -14,3 +14,4 @@ mod processing;
 mod reload;
 mod retention;
 mod scripts;
+mod tidy;

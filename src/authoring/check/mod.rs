@@ -113,7 +113,7 @@ fn script_files(scripts: &[PathBuf], scripts_dir: &Path) -> Result<(Vec<PathBuf>
 }
 
 /// Checks the scripts; `Err` is a usage error (nothing checked). The summary's counts are
-/// filled in by the caller ([`check_command`] does).
+/// filled in by [`Report::finish`].
 pub fn check(
     scripts: &[PathBuf],
     scripts_dir: &Path,
