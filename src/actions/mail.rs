@@ -69,6 +69,7 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, Tls
 use lettre::transport::smtp::extension::ClientId;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Secret;
 use crate::script::Email;
@@ -545,19 +546,97 @@ impl SmtpTransport {
         }
     }
 
-    async fn send(&self, message: &Message) -> Result<String, MailError> {
+    /// Sends one message on a pooled connection: `MAIL`, `RCPT`s and `DATA` as lettre's own
+    /// `send` does them, then — once `gate` (if any) gives a permit — the content and its end,
+    /// which is when the server accepts the mail. The permit is handed back with the answer, so
+    /// the caller can hold it until the outcome is recorded.
+    async fn send(
+        &self,
+        message: &Message,
+        gate: Option<&AcceptGate>,
+    ) -> Result<(String, Option<OwnedSemaphorePermit>), MailError> {
         let mut conn = self.checkout().await?;
-        let result = conn.send(message.envelope(), &message.formatted()).await;
-        match result {
+        let body = message.formatted();
+        if let Err(e) = begin(&mut conn, message.envelope(), &body).await {
+            conn.abort().await;
+            return Err(match e {
+                Begin::Smtp(e) => self.classify(&e),
+                Begin::Unsupported(what) => {
+                    MailError::Permanent(format!("SMTP {}: {what}", self.server))
+                }
+            });
+        }
+        let permit = match gate {
+            Some(g) => g.clone().acquire_owned().await.ok(),
+            None => None,
+        };
+        match conn.message(&body).await {
             Ok(response) => {
                 self.checkin(conn).await;
                 let text: Vec<&str> = response.message().collect();
-                Ok(self.scrub(&format!("{} {}", response.code(), text.join(" "))))
+                let detail = self.scrub(&format!("{} {}", response.code(), text.join(" ")));
+                Ok((detail, permit))
             }
-            // lettre has already aborted the connection (QUIT) on any error.
-            Err(e) => Err(self.classify(&e)),
+            Err(e) => {
+                conn.abort().await;
+                Err(self.classify(&e))
+            }
         }
     }
+}
+
+/// Why a mail could not be started.
+enum Begin {
+    Smtp(lettre::transport::smtp::Error),
+    /// The mail needs an extension the server does not offer.
+    Unsupported(&'static str),
+}
+
+impl From<lettre::transport::smtp::Error> for Begin {
+    fn from(e: lettre::transport::smtp::Error) -> Begin {
+        Begin::Smtp(e)
+    }
+}
+
+/// `MAIL FROM` (with SMTPUTF8 / 8BITMIME where the addresses or content need them), one
+/// `RCPT TO` per recipient, and `DATA`: what lettre's `AsyncSmtpConnection::send` does before the
+/// content, with the same refusals when the server lacks an extension the mail needs.
+async fn begin(
+    conn: &mut AsyncSmtpConnection,
+    envelope: &lettre::address::Envelope,
+    body: &[u8],
+) -> Result<(), Begin> {
+    use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+    use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
+    let mut options = Vec::new();
+    let ascii = |a: &lettre::Address| {
+        let s: &str = a.as_ref();
+        s.is_ascii()
+    };
+    let non_ascii = envelope.from().is_some_and(|a| !ascii(a)) || !envelope.to().iter().all(ascii);
+    if non_ascii {
+        if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+            return Err(Begin::Unsupported(
+                "the addresses are not ASCII, and the server does not offer SMTPUTF8",
+            ));
+        }
+        options.push(MailParameter::SmtpUtfEight);
+    }
+    if !body.is_ascii() {
+        if !conn.server_info().supports_feature(Extension::EightBitMime) {
+            return Err(Begin::Unsupported(
+                "the message is not ASCII, and the server does not offer 8BITMIME",
+            ));
+        }
+        options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    conn.command(Mail::new(envelope.from().cloned(), options))
+        .await?;
+    for to in envelope.to() {
+        conn.command(Rcpt::new(to.clone(), vec![])).await?;
+    }
+    conn.command(Data).await?;
+    Ok(())
 }
 
 fn decode(s: &str) -> Option<String> {
@@ -641,15 +720,32 @@ pub async fn send(
     from: &str,
     mail: &Email,
 ) -> Result<SendReceipt, MailError> {
+    send_gated(transport, from, mail, None).await.map(|(r, _)| r)
+}
+
+/// Holds back the end of a mail's content (when the server accepts it) until its sender may
+/// have one more mail accepted and not yet recorded: its permits bound how many mails a crash
+/// can send twice.
+pub type AcceptGate = Arc<Semaphore>;
+
+/// [`send`], with the SMTP server's acceptance behind `gate`: the permit comes back with the
+/// receipt, to be dropped once the outcome is recorded. (Files need no gate: a file written for
+/// an id is never written again.)
+pub async fn send_gated(
+    transport: &Transport,
+    from: &str,
+    mail: &Email,
+    gate: Option<&AcceptGate>,
+) -> Result<(SendReceipt, Option<OwnedSemaphorePermit>), MailError> {
     let message_id = format!("<{}@{MESSAGE_ID_DOMAIN}>", mail.id);
     match transport {
         Transport::Smtp(smtp) => {
             let message = build_message(from, mail)?;
-            match tokio::time::timeout(SEND_TIMEOUT, smtp.send(&message)).await {
-                Ok(detail) => Ok(SendReceipt {
-                    message_id,
-                    detail: detail?,
-                }),
+            match tokio::time::timeout(SEND_TIMEOUT, smtp.send(&message, gate)).await {
+                Ok(sent) => {
+                    let (detail, permit) = sent?;
+                    Ok((SendReceipt { message_id, detail }, permit))
+                }
                 Err(_) => Err(smtp.transient(format_args!(
                     "no answer within {} s",
                     SEND_TIMEOUT.as_secs()
@@ -663,10 +759,13 @@ pub async fn send(
             let written = tokio::task::spawn_blocking(move || write_eml(&dir, &id, &message))
                 .await
                 .map_err(|e| MailError::Transient(format!("mail file writer failed: {e}")))??;
-            Ok(SendReceipt {
-                message_id,
-                detail: written,
-            })
+            Ok((
+                SendReceipt {
+                    message_id,
+                    detail: written,
+                },
+                None,
+            ))
         }
     }
 }

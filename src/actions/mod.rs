@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::process::{Backoff, Due, DuePool, DueWork, MAX_PANICS, Task};
+use crate::process::{Backoff, Done, Due, DuePool, DueWork, MAX_PANICS, Task};
 use crate::store::outbox::{self, MailStatus, OutboxMail, OutboxView};
 use crate::store::{ReadError, Store};
 use crate::util::{now_ms, prom};
@@ -27,6 +27,10 @@ use mail::Transport;
 
 /// Mails sent at once: matches lettre's pool size so each send has a connection.
 pub const MAX_CONCURRENT_SENDS: usize = mail::POOL_MAX_SIZE;
+/// Mails that may be accepted by the SMTP server and not yet recorded as sent, at once: a crash
+/// re-sends at most this many (at-least-once is the contract; the window is one mail). The
+/// connections still work in parallel up to the end of each mail's content.
+pub const MAX_UNRECORDED_SENDS: usize = 1;
 /// How often the sender looks for due mail without being woken.
 pub const SENDER_TICK: Duration = Duration::from_millis(250);
 
@@ -47,6 +51,12 @@ pub struct MailSender {
     backoff: Backoff,
     /// Send outcomes for `/metrics`: sent, retried, failed.
     counts: [AtomicU64; 3],
+    /// See [`MAX_UNRECORDED_SENDS`].
+    accept_gate: mail::AcceptGate,
+    /// Mails whose outcome could not be recorded (the store could not write), by seq: their
+    /// next attempt records that outcome again instead of sending again.
+    unrecorded: std::sync::Mutex<std::collections::HashMap<u64, OutboxMail>>,
+    failures: crate::util::Throttle,
 }
 
 impl MailSender {
@@ -61,6 +71,9 @@ impl MailSender {
                 jitter: true,
             },
             counts: Default::default(),
+            accept_gate: Arc::new(tokio::sync::Semaphore::new(MAX_UNRECORDED_SENDS)),
+            unrecorded: Default::default(),
+            failures: crate::util::Throttle::new(crate::store::FAILURE_LOG_INTERVAL),
         }
     }
 
@@ -80,19 +93,35 @@ impl MailSender {
         DuePool::new(self.clone(), MAX_CONCURRENT_SENDS, SENDER_TICK)
     }
 
-    async fn send_one(&self, seq: u64) {
+    async fn send_one(&self, seq: u64) -> Done {
+        let unrecorded = self
+            .unrecorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&seq);
+        if let Some(m) = unrecorded {
+            // Sent (or failed) already: only its outcome is missing. Never send it again here.
+            return self.record(m).await;
+        }
         let mut m = match OutboxView(&*self.store).get_by_seq(seq) {
             Ok(Some(m)) if m.status == MailStatus::Queued => m,
-            Ok(_) => return,
+            Ok(_) => return Done::Recorded,
             Err(error) => {
-                tracing::error!(mail_seq = seq, %error, "cannot read mail");
-                return;
+                if let Some(left_out) = self.failures.ready() {
+                    tracing::error!(mail_seq = seq, %error, left_out, "cannot read mail");
+                }
+                return Done::NotRecorded;
             }
         };
-        let result = mail::send(&self.transport, &self.from, &m.email).await;
+        let result =
+            mail::send_gated(&self.transport, &self.from, &m.email, Some(&self.accept_gate)).await;
+        let answered = std::time::Instant::now();
         m.attempts += 1;
+        // Held until the outcome is recorded (see MAX_UNRECORDED_SENDS).
+        let mut accepted = None;
         match result {
-            Ok(receipt) => {
+            Ok((receipt, permit)) => {
+                accepted = permit;
                 m.status = MailStatus::Sent;
                 m.sent_ms = Some(now_ms());
                 m.next_attempt_ms = None;
@@ -112,33 +141,46 @@ impl MailSender {
                 tracing::error!(mail_id = %m.id, error = %e, "mail failed permanently");
             }
         }
-        self.record(m).await;
+        let done = self.record(m).await;
+        drop(accepted);
+        tracing::debug!(mail_seq = seq, record_us = answered.elapsed().as_micros() as u64, "mail outcome recorded");
+        done
     }
 
     fn within_retry_window(&self, m: &OutboxMail) -> bool {
         now_ms().saturating_sub(m.queued_ms) < mail::MAX_RETRY_WINDOW.as_millis() as u64
     }
 
-    async fn record(&self, m: OutboxMail) {
+    async fn record(&self, m: OutboxMail) -> Done {
         let slot = match m.status {
             MailStatus::Sent => 0,
             MailStatus::Queued => 1,
             MailStatus::Failed => 2,
         };
         self.counts[slot].fetch_add(1, Ordering::Relaxed);
-        let id = m.id.clone();
-        if let Err(error) = self.store.write(move |txn| outbox::save(txn, &m)).await {
-            tracing::error!(mail_id = %id, %error, "mail state not recorded");
+        let kept = m.clone();
+        match self.store.write(move |txn| outbox::save(txn, &m)).await {
+            Ok(()) => Done::Recorded,
+            Err(error) => {
+                if let Some(left_out) = self.failures.ready() {
+                    tracing::error!(mail_id = %kept.id, %error, left_out, "mail state not recorded; recording it again later");
+                }
+                self.unrecorded
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(kept.seq, kept);
+                Done::NotRecorded
+            }
         }
     }
 
     /// A send whose task panicked: retried with backoff, failed from [`MAX_PANICS`] on.
-    async fn record_panic(&self, seq: u64, count: u32, message: String) {
+    async fn record_panic(&self, seq: u64, count: u32, message: String) -> Done {
         let Ok(Some(mut m)) = OutboxView(&*self.store).get_by_seq(seq) else {
-            return;
+            return Done::NotRecorded;
         };
         if m.status != MailStatus::Queued {
-            return;
+            return Done::Recorded;
         }
         m.attempts += 1;
         if count >= MAX_PANICS {
@@ -150,7 +192,7 @@ impl MailSender {
             m.next_attempt_ms = Some(now_ms() + delay.as_millis() as u64);
             m.last_error = Some(format!("sending crashed: {message}"));
         }
-        self.record(m).await;
+        self.record(m).await
     }
 }
 

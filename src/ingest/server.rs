@@ -300,8 +300,12 @@ async fn deliver(app: &Front, hook: &Hook, req: Request<Incoming>) -> Answer {
 }
 
 pub(crate) fn unavailable(m: &HookMetrics, cause: &crate::store::WriteError) -> Answer {
+    /// While the store fails, every delivery fails: one line per interval says so.
+    static LOG: crate::util::Throttle = crate::util::Throttle::new(crate::store::FAILURE_LOG_INTERVAL);
     m.delivery(Outcome::Unavailable);
-    tracing::error!(error = %cause, "delivery not stored");
+    if let Some(left_out) = LOG.ready() {
+        tracing::error!(error = %cause, left_out, "delivery not stored");
+    }
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         "storage_unavailable",

@@ -27,6 +27,7 @@ pub struct Dispatcher {
     capture_hooks: HashSet<String>,
     /// Woken when runs were created.
     runs_wake: Arc<Notify>,
+    failures: crate::util::Throttle,
 }
 
 impl Dispatcher {
@@ -41,23 +42,30 @@ impl Dispatcher {
             scripts,
             capture_hooks,
             runs_wake,
+            failures: crate::util::Throttle::new(crate::store::FAILURE_LOG_INTERVAL),
         }
     }
 
     /// Dispatches until `shutdown` turns true, woken by every commit that stored events.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let committed = self.store.events_committed();
         loop {
             if *shutdown.borrow() {
                 return;
             }
             match self.dispatch_once().await {
-                Ok(true) => continue,
+                Ok(true) => {
+                    self.failures.reset();
+                    continue;
+                }
                 Ok(false) => {}
-                Err(error) => tracing::error!(%error, "dispatch failed; retrying"),
+                Err(error) => {
+                    if let Some(left_out) = self.failures.ready() {
+                        tracing::error!(%error, left_out, "dispatch failed; retrying");
+                    }
+                }
             }
             tokio::select! {
-                _ = committed.notified() => {}
+                _ = self.store.events_committed().notified() => {}
                 _ = tokio::time::sleep(DISPATCH_TICK) => {}
                 _ = shutdown.changed() => {}
             }

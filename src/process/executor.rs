@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-use super::scheduler::{Backoff, Due, DueWork, MAX_PANICS, Task};
+use super::scheduler::{Backoff, Done, Due, DueWork, MAX_PANICS, Task};
 use crate::script::{self, DeliveryInfo, Host, Limits, LiveScripts, RunError, RunErrorKind};
 use crate::store::outbox::{self, Origin};
 use crate::store::runs::{self, RunRecord, RunStatus, RunsView};
@@ -46,6 +46,10 @@ pub struct Executor {
     /// Woken when a successful run queued mail.
     mail_wake: Arc<Notify>,
     stats: Mutex<RunStats>,
+    /// Runs whose result could not be recorded (the store could not write), with their next
+    /// attempt: the next attempt records them again instead of running the script again.
+    unrecorded: Mutex<std::collections::HashMap<u64, (RunRecord, u64)>>,
+    failures: crate::util::Throttle,
 }
 
 impl Executor {
@@ -63,10 +67,20 @@ impl Executor {
             limits,
             mail_wake,
             stats: Mutex::new(RunStats::default()),
+            unrecorded: Mutex::new(std::collections::HashMap::new()),
+            failures: crate::util::Throttle::new(crate::store::FAILURE_LOG_INTERVAL),
         }
     }
 
-    async fn execute_run(&self, id: u64) {
+    async fn execute_run(&self, id: u64) -> Done {
+        let pending = self
+            .unrecorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        if let Some((record, not_before)) = pending {
+            return self.save(record, not_before).await;
+        }
         let loaded = (|| -> Result<Option<(RunRecord, StoredEvent)>, ReadError> {
             let Some(record) = RunsView(&*self.store).get(id)? else {
                 return Ok(None);
@@ -78,12 +92,16 @@ impl Executor {
             Ok(Some(x)) => x,
             Ok(None) => {
                 tracing::error!(run_id = id, "run or its event is missing; dropping it");
-                let _ = self.store.write(move |txn| runs::forget(txn, id)).await;
-                return;
+                return match self.store.write(move |txn| runs::forget(txn, id)).await {
+                    Ok(()) => Done::Recorded,
+                    Err(_) => Done::NotRecorded,
+                };
             }
             Err(error) => {
-                tracing::error!(run_id = id, %error, "cannot load run");
-                return;
+                if let Some(left_out) = self.failures.ready() {
+                    tracing::error!(run_id = id, %error, left_out, "cannot load run");
+                }
+                return Done::NotRecorded;
             }
         };
         let set = self.scripts.load_full();
@@ -169,7 +187,7 @@ impl Executor {
             }
         }
         self.count(&record);
-        self.save(record, not_before).await;
+        self.save(record, not_before).await
     }
 
     fn count(&self, record: &RunRecord) {
@@ -190,8 +208,9 @@ impl Executor {
 
     /// Records the run's new state; a successful run's actions are queued in the same
     /// transaction.
-    async fn save(&self, record: RunRecord, not_before: u64) {
+    async fn save(&self, record: RunRecord, not_before: u64) -> Done {
         let (id, status) = (record.id, record.status);
+        let kept = record.clone();
         let result = self
             .store
             .write(move |txn| {
@@ -213,20 +232,28 @@ impl Executor {
                 if status == RunStatus::Succeeded {
                     self.mail_wake.notify_one();
                 }
+                Done::Recorded
             }
             Err(error) => {
-                tracing::error!(run_id = id, %error, "run result not recorded; it will run again")
+                if let Some(left_out) = self.failures.ready() {
+                    tracing::error!(run_id = id, %error, left_out, "run result not recorded; recording it again later");
+                }
+                self.unrecorded
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id, (kept, not_before));
+                Done::NotRecorded
             }
         }
     }
 
     /// A run whose task panicked: retried with backoff, failed from [`MAX_PANICS`] panics on.
-    async fn record_panic(&self, id: u64, count: u32, message: String) {
+    async fn record_panic(&self, id: u64, count: u32, message: String) -> Done {
         let Ok(Some(mut record)) = RunsView(&*self.store).get(id) else {
-            return;
+            return Done::NotRecorded;
         };
         if record.status.is_finished() {
-            return;
+            return Done::Recorded;
         }
         record.finished = Some(format_ms(now_ms()));
         record.actions = Vec::new();
@@ -249,7 +276,7 @@ impl Executor {
             });
         }
         self.count(&record);
-        self.save(record, not_before).await;
+        self.save(record, not_before).await
     }
 }
 

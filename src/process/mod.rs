@@ -28,7 +28,9 @@ use tokio::sync::{Notify, watch};
 
 pub use dispatcher::{DISPATCH_BATCH, Dispatcher};
 pub use executor::{Executor, MAX_RUN_ATTEMPTS, RUN_BACKOFF, RUN_DURATION_BUCKETS};
-pub use scheduler::{Backoff, Due, DuePool, DueWork, MAX_PANICS, Task, panic_message};
+pub use scheduler::{
+    Backoff, Done, Due, DuePool, DueWork, MAX_PANICS, PAUSE_FIRST, PAUSE_MAX, Task, panic_message,
+};
 
 use crate::script::{Host, Limits, LiveScripts};
 use crate::store::runs::{self, RunRecord, RunsView};

@@ -21,9 +21,23 @@ use crate::util::now_ms;
 
 /// Times an item's task may panic before its queue is asked to fail it for good.
 pub const MAX_PANICS: u32 = 3;
+/// First pause of the whole pool after an item's outcome could not be recorded (the store
+/// cannot write: a full disk): nothing new starts until then, so a broken store is not hammered.
+pub const PAUSE_FIRST: Duration = Duration::from_millis(250);
+/// Longest such pause; each failure in a row doubles it up to this.
+pub const PAUSE_MAX: Duration = Duration::from_secs(30);
+
+/// How an item's work ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    /// Its outcome is recorded (or there was nothing to do).
+    Recorded,
+    /// Its outcome could not be recorded (storage failed); it stays due, and the pool pauses.
+    NotRecorded,
+}
 
 /// A boxed future, as the pool's work returns.
-pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+pub type Task = Pin<Box<dyn Future<Output = Done> + Send + 'static>>;
 
 /// What the pool found due: the ids, and when the next item not yet due comes due.
 pub type Due = (Vec<u64>, Option<u64>);
@@ -86,6 +100,9 @@ pub struct DuePool<W: DueWork> {
     /// Notified whenever an item's work ended (for waiters such as `replay`).
     finished: Notify,
     tick: Duration,
+    /// While storage fails: (no new item starts before, the pause that got there).
+    paused: Mutex<Option<(std::time::Instant, Duration)>>,
+    pause_log: crate::util::Throttle,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -105,6 +122,8 @@ impl<W: DueWork> DuePool<W> {
             wake: Arc::new(Notify::new()),
             finished: Notify::new(),
             tick,
+            paused: Mutex::new(None),
+            pause_log: crate::util::Throttle::new(crate::store::FAILURE_LOG_INTERVAL),
         })
     }
 
@@ -132,7 +151,9 @@ impl<W: DueWork> DuePool<W> {
             let next_due = match self.start_due() {
                 Ok(n) => n,
                 Err(error) => {
-                    tracing::error!(%error, kind = W::KIND, "scheduler cannot read the queue");
+                    if let Some(left_out) = self.pause_log.ready() {
+                        tracing::error!(%error, kind = W::KIND, left_out, "scheduler cannot read the queue");
+                    }
                     None
                 }
             };
@@ -150,8 +171,31 @@ impl<W: DueWork> DuePool<W> {
         let _ = self.permits.acquire_many(self.size as u32).await;
     }
 
+    /// Records how an item ended: a failure to record pauses the pool (doubling), a success
+    /// ends the pause.
+    fn note(&self, done: Done) {
+        let mut paused = lock(&self.paused);
+        match done {
+            Done::Recorded => *paused = None,
+            Done::NotRecorded => {
+                let pause = paused.map_or(PAUSE_FIRST, |(_, p)| (p * 2).min(PAUSE_MAX));
+                *paused = Some((std::time::Instant::now() + pause, pause));
+                if let Some(left_out) = self.pause_log.ready() {
+                    tracing::warn!(kind = W::KIND, pause_ms = pause.as_millis() as u64, left_out, "outcome not recorded (the store cannot write); pausing");
+                }
+            }
+        }
+    }
+
     /// Starts every due item there is a free permit for; returns when the next one comes due.
     fn start_due(self: &Arc<Self>) -> Result<Option<u64>, ReadError> {
+        if let Some((until, _)) = *lock(&self.paused) {
+            let now = std::time::Instant::now();
+            if now < until {
+                let wait = until - now;
+                return Ok(Some(now_ms() + wait.as_millis() as u64));
+            }
+        }
         let free = self.permits.available_permits();
         let skip = lock(&self.in_flight).clone();
         let (due, next_due) = self.work.due(now_ms(), &skip, free)?;
@@ -164,6 +208,9 @@ impl<W: DueWork> DuePool<W> {
             tokio::spawn(async move {
                 // The work runs in a task of its own: a panic ends that task, not this one.
                 let outcome = tokio::spawn(me.work.clone().execute(id)).await;
+                if let Ok(done) = outcome {
+                    me.note(done);
+                }
                 if let Err(e) = outcome
                     && e.is_panic()
                 {
@@ -175,9 +222,11 @@ impl<W: DueWork> DuePool<W> {
                         *n
                     };
                     tracing::error!(kind = W::KIND, id, count, panic = %message, "work panicked");
-                    let record = tokio::spawn(me.work.clone().panicked(id, count, message)).await;
-                    if record.is_err() {
-                        tracing::error!(kind = W::KIND, id, "recording a panic panicked too");
+                    match tokio::spawn(me.work.clone().panicked(id, count, message)).await {
+                        Ok(done) => me.note(done),
+                        Err(_) => {
+                            tracing::error!(kind = W::KIND, id, "recording a panic panicked too")
+                        }
                     }
                 }
                 lock(&me.in_flight).remove(&id);
@@ -202,6 +251,105 @@ pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A queue in memory: item 1 works, item 2 always panics, item 3 panics once then works.
+    #[derive(Default)]
+    struct Fake {
+        /// Items still due, and what happened to each.
+        state: Mutex<FakeState>,
+    }
+
+    #[derive(Default)]
+    struct FakeState {
+        due: Vec<u64>,
+        done: Vec<u64>,
+        panics_seen: Vec<(u64, u32)>,
+        failed: Vec<u64>,
+        attempts: HashMap<u64, u32>,
+    }
+
+    impl DueWork for Fake {
+        const KIND: &'static str = "fake";
+
+        fn due(&self, _now: u64, skip: &HashSet<u64>, limit: usize) -> Result<Due, ReadError> {
+            let s = lock(&self.state);
+            let ids = s
+                .due
+                .iter()
+                .copied()
+                .filter(|id| !skip.contains(id))
+                .take(limit)
+                .collect();
+            Ok((ids, None))
+        }
+
+        fn execute(self: Arc<Self>, id: u64) -> Task {
+            Box::pin(async move {
+                let attempt = {
+                    let mut s = lock(&self.state);
+                    let n = s.attempts.entry(id).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                if id == 2 || (id == 3 && attempt == 1) {
+                    panic!("injected panic in item {id}");
+                }
+                let mut s = lock(&self.state);
+                s.due.retain(|d| *d != id);
+                s.done.push(id);
+                Done::Recorded
+            })
+        }
+
+        fn panicked(self: Arc<Self>, id: u64, count: u32, message: String) -> Task {
+            Box::pin(async move {
+                assert!(message.contains("injected panic"), "{message}");
+                let mut s = lock(&self.state);
+                s.panics_seen.push((id, count));
+                if count >= MAX_PANICS {
+                    s.due.retain(|d| *d != id);
+                    s.failed.push(id);
+                }
+                Done::Recorded
+            })
+        }
+    }
+
+    /// Regression: a run task that panicked left its id in the in-flight set, so the scheduler
+    /// skipped it until a restart (runs stuck pending, their mail never sent).
+    #[tokio::test]
+    async fn a_panicking_item_is_retried_then_failed_never_stuck() {
+        let fake = Arc::new(Fake::default());
+        lock(&fake.state).due = vec![1, 2, 3];
+        let pool = DuePool::new(fake.clone(), 2, Duration::from_millis(5));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let running = tokio::spawn(pool.clone().run(stop_rx));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !lock(&fake.state).due.is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "items stuck: {:?}",
+                lock(&fake.state).due
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = stop_tx.send(true);
+        running.await.expect("the pool survives panics");
+        let s = lock(&fake.state);
+        let mut done = s.done.clone();
+        done.sort();
+        assert_eq!(done, [1, 3], "the others still ran");
+        assert_eq!(s.failed, [2], "the always-panicking item failed visibly");
+        let twos: Vec<u32> = s
+            .panics_seen
+            .iter()
+            .filter(|(id, _)| *id == 2)
+            .map(|(_, n)| *n)
+            .collect();
+        assert_eq!(twos, (1..=MAX_PANICS).collect::<Vec<_>>());
+        assert!(s.panics_seen.contains(&(3, 1)));
+        assert_eq!(pool.in_flight(), 0, "nothing left in flight");
+    }
 
     #[test]
     fn backoff_doubles_up_to_its_cap_and_jitters_within_half() {

@@ -39,22 +39,34 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use redb::{Database, DatabaseError, ReadTransaction, ReadableDatabase, WriteTransaction};
 use tokio::sync::{Notify, oneshot};
 
-use dedup::{Seen, key_hash};
+use dedup::key_hash;
 pub use inbox::{
     DISPATCH_CURSOR, Depths, EventHead, EventRow, NewDelivery, ParsedDelivery, ParsedEvent, Pruned,
     PrunedKeys, QUARANTINE_PREVIEW_CHARS, QuarantineRow, Stored, StoredEvent, prune,
     set_dispatch_cursor,
 };
 use inbox::{PackedDelivery, pack_body};
-use writer::{Job, Reply, TxnFn};
-pub use writer::{WriterCounts, WriterStats};
+use writer::{Job, Reply, Shared, TxnFn};
+pub use writer::{FAILURE_LOG_INTERVAL, REOPEN_FIRST_DELAY, REOPEN_MAX_DELAY, WriterCounts, WriterStats};
+
+/// A handle on the writer's counters that outlives nothing else of the store.
+#[derive(Clone)]
+pub struct WriterStatsHandle(Arc<Shared>);
+
+impl WriterStatsHandle {
+    pub fn read(&self) -> WriterCounts {
+        self.0.stats.read()
+    }
+}
 
 /// The store file inside the data dir.
 pub const DB_FILE: &str = "engine.redb";
@@ -137,10 +149,7 @@ pub enum CommitMode {
 
 /// The server's handle on the store: submits writes to the writer thread and reads directly.
 pub struct Store {
-    db: Arc<Database>,
-    seen: Arc<Mutex<Seen>>,
-    stats: Arc<WriterStats>,
-    events_committed: Arc<Notify>,
+    shared: Arc<Shared>,
     tx: Option<mpsc::Sender<Job>>,
     writer: Option<JoinHandle<()>>,
     path: PathBuf,
@@ -168,7 +177,6 @@ impl Store {
                 source,
             },
         })?;
-        let db = Arc::new(db);
         let next = init_tables(&db).map_err(|source| OpenError::Init {
             path: path.clone(),
             source,
@@ -177,36 +185,25 @@ impl Store {
             path: path.clone(),
             source,
         })?;
-        let seen = Arc::new(Mutex::new(seen));
+        let shared = Arc::new(Shared {
+            db: ArcSwapOption::from_pointee(db),
+            seen: Mutex::new(seen),
+            stats: WriterStats::default(),
+            events_committed: Notify::new(),
+            failing: AtomicBool::new(false),
+        });
         let (tx, rx) = mpsc::channel();
-        let writer_db = db.clone();
-        let writer_seen = seen.clone();
-        let stats = Arc::new(WriterStats::default());
-        let writer_stats = stats.clone();
-        let events_committed = Arc::new(Notify::new());
-        let notify = events_committed.clone();
+        let writer_shared = shared.clone();
+        let writer_path = path.clone();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || {
-                writer::writer_loop(
-                    &writer_db,
-                    &writer_seen,
-                    &writer_stats,
-                    rx,
-                    mode,
-                    next,
-                    &notify,
-                )
-            })
+            .spawn(move || writer::writer_loop(&writer_shared, &writer_path, rx, mode, next))
             .map_err(|e| OpenError::Init {
                 path: path.clone(),
                 source: redb::Error::Io(e),
             })?;
         Ok(Store {
-            db,
-            seen,
-            stats,
-            events_committed,
+            shared,
             tx: Some(tx),
             writer: Some(writer),
             path,
@@ -271,8 +268,8 @@ impl Store {
         f: impl FnOnce(&WriteTransaction) -> Result<T, WriteError> + Send + 'static,
     ) -> Result<T, WriteError> {
         let (tx, rx) = oneshot::channel::<Result<T, WriteError>>();
-        let job: TxnFn = Box::new(move |txn| {
-            let value = f(txn);
+        let job: TxnFn = Box::new(move |txn: Result<&WriteTransaction, WriteError>| {
+            let value = txn.and_then(f);
             let applied = value.as_ref().map(|_| ()).map_err(Clone::clone);
             let reply: Reply = Box::new(move |committed| {
                 let _ = tx.send(committed.and(value));
@@ -287,22 +284,22 @@ impl Store {
     /// Forgets the dedup keys of pruned deliveries and events (after their removal committed).
     pub fn forget(&self, keys: &PrunedKeys) {
         let hashes = |keys: &[String]| keys.iter().map(|k| key_hash(k)).collect::<Vec<_>>();
-        writer::lock(&self.seen).remove(&hashes(&keys.delivery_ids), &hashes(&keys.event_uuids));
+        writer::lock(&self.shared.seen).remove(&hashes(&keys.delivery_ids), &hashes(&keys.event_uuids));
     }
 
     /// What the writer has done so far (for `/metrics` and the benchmark).
-    pub fn writer_stats(&self) -> Arc<WriterStats> {
-        self.stats.clone()
+    pub fn writer_stats(&self) -> WriterStatsHandle {
+        WriterStatsHandle(self.shared.clone())
     }
 
     /// (delivery ids, event uuids) in the dedup index.
     pub fn dedup_len(&self) -> (usize, usize) {
-        writer::lock(&self.seen).len()
+        writer::lock(&self.shared.seen).len()
     }
 
     /// Woken after every commit that stored new events.
-    pub fn events_committed(&self) -> Arc<Notify> {
-        self.events_committed.clone()
+    pub fn events_committed(&self) -> &Notify {
+        &self.shared.events_committed
     }
 
     /// Commits a small write: proves the store is writable (for `/healthz`).
@@ -314,7 +311,7 @@ impl Store {
     }
 
     pub fn history(&self) -> History<'_> {
-        History(HistoryDb::Shared(&self.db))
+        History(HistoryDb::Shared(&self.shared.db))
     }
 
     /// Stops the writer after it has committed and answered every job already submitted.
@@ -327,6 +324,13 @@ impl Store {
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
+        // Closes the file (handles such as `writer_stats` keep only the counters).
+        self.shared.db.store(None);
+    }
+
+    /// Whether writes are failing now (the writer is reopening the file).
+    pub fn failing(&self) -> bool {
+        self.shared.failing.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -347,7 +351,7 @@ fn init_tables(db: &Database) -> Result<inbox::NextSeq, redb::Error> {
 }
 
 enum HistoryDb<'a> {
-    Shared(&'a Database),
+    Shared(&'a ArcSwapOption<Database>),
     Owned(Box<Database>),
 }
 
@@ -383,7 +387,10 @@ impl History<'_> {
     /// A read transaction on the store.
     pub(crate) fn read(&self) -> Result<ReadTransaction, ReadError> {
         match &self.0 {
-            HistoryDb::Shared(db) => db.begin_read(),
+            HistoryDb::Shared(db) => match &*db.load() {
+                Some(db) => db.begin_read(),
+                None => return Err(ReadError("the store is being reopened after a storage failure".into())),
+            },
             HistoryDb::Owned(db) => db.begin_read(),
         }
         .map_err(read_err)
@@ -409,6 +416,6 @@ impl ReadTxnSource for History<'_> {
 
 impl ReadTxnSource for Store {
     fn begin(&self) -> Result<ReadTransaction, ReadError> {
-        self.db.begin_read().map_err(read_err)
+        self.history().read()
     }
 }

@@ -1,21 +1,58 @@
 //! The writer thread: owns every write transaction (group commit). It takes the first job
 //! waiting, gathers every other job waiting at that moment, applies them all in one transaction,
 //! commits durably, and only then answers each job. Nothing is acknowledged before its commit.
+//!
+//! When storage fails (a full disk, an I/O error) redb refuses every later write until the
+//! database is closed and opened again. The writer then answers every job at once with an error
+//! (a delivery gets 503, never a false 200), and reopens the file with backoff
+//! ([`REOPEN_FIRST_DELAY`] doubling to [`REOPEN_MAX_DELAY`]), logging once per
+//! [`FAILURE_LOG_INTERVAL`]; once the file opens and takes a write again, writes succeed again
+//! without a restart.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use redb::{Database, WriteTransaction};
 use tokio::sync::{Notify, oneshot};
+
+use crate::util::Throttle;
 
 use super::dedup::{KeyHash, Seen, key_hash};
 use super::inbox::{
     DELIVERIES, DELIVERY_KEYS, EVENTS, META, NextSeq, PackedDelivery, QUARANTINE, Stored,
 };
 use super::{CommitMode, MAX_BATCH_BYTES, MAX_BATCH_JOBS, WriteError, storage};
+
+/// First wait before reopening a store that failed: short, so a disk that frees up is used again
+/// within a second.
+pub const REOPEN_FIRST_DELAY: Duration = Duration::from_millis(250);
+/// Longest wait between two reopen attempts: a disk that stays full is tried twice a minute.
+pub const REOPEN_MAX_DELAY: Duration = Duration::from_secs(30);
+/// A storage failure that repeats is logged at most this often (with the count left out).
+pub const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What the writer shares with the store's readers.
+pub(crate) struct Shared {
+    /// The open database; `None` while the writer reopens it after a failure.
+    pub(crate) db: ArcSwapOption<Database>,
+    pub(crate) seen: Mutex<Seen>,
+    pub(crate) stats: WriterStats,
+    pub(crate) events_committed: Notify,
+    /// Whether writes are failing now (for `/metrics` and the health probe's message).
+    pub(crate) failing: std::sync::atomic::AtomicBool,
+}
+
+/// The error every job gets while the store cannot write.
+fn unavailable(cause: &str) -> WriteError {
+    WriteError::Storage(format!(
+        "the store cannot write ({cause}); retrying in the background"
+    ))
+}
 
 pub(crate) enum Job {
     Delivery(PackedDelivery, oneshot::Sender<Result<Stored, WriteError>>),
@@ -32,11 +69,13 @@ pub(crate) enum Job {
     Txn(TxnFn),
 }
 
-/// A write applied by the writer thread inside a batch's transaction. It returns whether it
-/// succeeded (an error fails the whole batch: a transaction cannot be half committed) and the
-/// [`Reply`] that hands its own result to its caller once the batch's fate is known.
-pub(crate) type TxnFn =
-    Box<dyn FnOnce(&WriteTransaction) -> (Result<(), WriteError>, Reply) + Send>;
+/// A write applied by the writer thread inside a batch's transaction (or, when the store cannot
+/// write, handed the error instead). It returns whether it succeeded (an error fails the whole
+/// batch: a transaction cannot be half committed) and the [`Reply`] that hands its own result to
+/// its caller once the batch's fate is known.
+pub(crate) type TxnFn = Box<
+    dyn FnOnce(Result<&WriteTransaction, WriteError>) -> (Result<(), WriteError>, Reply) + Send,
+>;
 /// Called with the outcome of the commit (the batch's error if it failed).
 pub(crate) type Reply = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
 
@@ -98,26 +137,78 @@ pub(crate) fn lock(seen: &Mutex<Seen>) -> MutexGuard<'_, Seen> {
     seen.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Where the writer stands after a failed commit: the store is reopened at `retry_at`.
+struct Broken {
+    cause: String,
+    retry_at: Instant,
+    delay: Duration,
+}
+
 pub(crate) fn writer_loop(
-    db: &Database,
-    seen: &Mutex<Seen>,
-    stats: &WriterStats,
+    shared: &Shared,
+    path: &Path,
     rx: mpsc::Receiver<Job>,
     mode: CommitMode,
     mut next: NextSeq,
-    events_committed: &Notify,
 ) {
     let max_jobs = match mode {
         CommitMode::Group => MAX_BATCH_JOBS,
         CommitMode::PerRequest => 1,
     };
+    let failures = Throttle::new(FAILURE_LOG_INTERVAL);
+    let mut broken: Option<Broken> = None;
     let mut batch: Vec<Job> = Vec::new();
-    // No waiting for jobs still to come: under load the clients answered by one commit come back
-    // while the next one runs, so two batches alternate and the disk never idles. (Waiting for
-    // them to form one larger batch was measured slower: the disk idles while they come back.)
-    while let Ok(first) = rx.recv() {
+    loop {
+        // While broken, wake up to reopen even when no job comes.
+        let first = match &broken {
+            None => match rx.recv() {
+                Ok(job) => Some(job),
+                Err(_) => return,
+            },
+            Some(b) => match rx.recv_timeout(b.retry_at.saturating_duration_since(Instant::now())) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            },
+        };
+        if let Some(b) = broken.take() {
+            if Instant::now() >= b.retry_at {
+                match reopen(shared, path) {
+                    Ok(n) => {
+                        next = n;
+                        shared.failing.store(false, Ordering::Relaxed);
+                        tracing::info!(path = %path.display(), "store reopened; writes succeed again");
+                    }
+                    Err(e) => {
+                        if let Some(left_out) = failures.ready() {
+                            tracing::error!(error = %e, left_out, retry_in_ms = b.delay.as_millis() as u64, "store still cannot write");
+                        }
+                        let delay = (b.delay * 2).min(REOPEN_MAX_DELAY);
+                        broken = Some(Broken {
+                            cause: e,
+                            retry_at: Instant::now() + delay,
+                            delay,
+                        });
+                    }
+                }
+            } else {
+                broken = Some(b);
+            }
+        }
+        let Some(first) = first else { continue };
+        if let Some(b) = &broken {
+            // Nothing can be written: answer at once (503 for deliveries), do not spin.
+            answer_failed(first, &unavailable(&b.cause));
+            while let Ok(job) = rx.try_recv() {
+                answer_failed(job, &unavailable(&b.cause));
+            }
+            continue;
+        }
         let mut bytes = first.size();
         batch.push(first);
+        // No waiting for jobs still to come: under load the clients answered by one commit come
+        // back while the next one runs, so two batches alternate and the disk never idles.
+        // (Waiting for them to form one larger batch was measured slower.)
         while batch.len() < max_jobs && bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
                 Ok(job) => {
@@ -127,15 +218,22 @@ pub(crate) fn writer_loop(
                 Err(_) => break,
             }
         }
+        let Some(db) = shared.db.load_full() else {
+            for job in batch.drain(..) {
+                answer_failed(job, &unavailable("the store is closed"));
+            }
+            continue;
+        };
         let before = next;
         let started = Instant::now();
         let mut replies = Vec::new();
-        let r = apply_batch(db, seen, &mut batch, &mut next, stats, &mut replies);
-        stats.record(batch.len(), started.elapsed());
+        let r = apply_batch(&db, &shared.seen, &mut batch, &mut next, &shared.stats, &mut replies);
+        shared.stats.record(batch.len(), started.elapsed());
         match r {
             Ok(results) => {
+                failures.reset();
                 if next.event != before.event {
-                    events_committed.notify_one();
+                    shared.events_committed.notify_one();
                 }
                 for (job, result) in batch.drain(..).zip(results) {
                     answer(job, Ok(result));
@@ -146,15 +244,83 @@ pub(crate) fn writer_loop(
             }
             Err(e) => {
                 next = before;
-                tracing::error!(error = %e, jobs = batch.len(), "store commit failed");
+                if let Some(left_out) = failures.ready() {
+                    tracing::error!(error = %e, jobs = batch.len(), left_out, "store commit failed");
+                }
                 for job in batch.drain(..) {
                     answer(job, Err(e.clone()));
                 }
                 for reply in replies {
                     reply(Err(e.clone()));
                 }
+                // redb refuses every write after an I/O error until it is reopened.
+                if db.begin_write().is_err() {
+                    shared.failing.store(true, Ordering::Relaxed);
+                    drop(db);
+                    close(shared);
+                    broken = Some(Broken {
+                        cause: e.to_string(),
+                        retry_at: Instant::now() + REOPEN_FIRST_DELAY,
+                        delay: REOPEN_FIRST_DELAY,
+                    });
+                }
             }
         }
+    }
+}
+
+/// Takes the database out of the readers' reach and waits (briefly) until the last reader let go,
+/// so that its file is closed and can be opened again.
+fn close(shared: &Shared) {
+    let Some(db) = shared.db.swap(None) else { return };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut db = db;
+    loop {
+        match Arc::try_unwrap(db) {
+            Ok(db) => {
+                drop(db);
+                return;
+            }
+            Err(still) if Instant::now() < deadline => {
+                db = still;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(still) => {
+                // A reader holds it: it closes when that reader is done; reopen retries.
+                drop(still);
+                return;
+            }
+        }
+    }
+}
+
+/// Opens the file again, re-reads the next sequence numbers and rebuilds the dedup index from
+/// what is durable (a failed commit may or may not have reached the disk), and proves a write
+/// goes through.
+fn reopen(shared: &Shared, path: &Path) -> Result<NextSeq, String> {
+    let db = super::builder().create(path).map_err(|e| e.to_string())?;
+    let next = super::init_tables(&db).map_err(|e| e.to_string())?;
+    let seen = super::inbox::load_seen(&db).map_err(|e| e.to_string())?;
+    let probe = db.begin_write().map_err(|e| e.to_string())?;
+    {
+        let mut meta = probe.open_table(META).map_err(|e| e.to_string())?;
+        meta.insert("probe_ms", crate::util::now_ms())
+            .map_err(|e| e.to_string())?;
+    }
+    probe.commit().map_err(|e| e.to_string())?;
+    *lock(&shared.seen) = seen;
+    shared.db.store(Some(Arc::new(db)));
+    Ok(next)
+}
+
+/// Answers any job with `error` (a `Txn` job through its own reply).
+fn answer_failed(job: Job, error: &WriteError) {
+    match job {
+        Job::Txn(f) => {
+            let (_, reply) = f(Err(error.clone()));
+            reply(Err(error.clone()));
+        }
+        other => answer(other, Err(error.clone())),
     }
 }
 
@@ -305,8 +471,12 @@ fn apply_jobs(
     let mut failed = None;
     for job in batch.iter_mut() {
         if let Job::Txn(f) = job {
-            let f = std::mem::replace(f, Box::new(|_| (Ok(()), Box::new(|_| ()))));
-            let (applied, reply) = f(&txn);
+            let noop: TxnFn = Box::new(|_: Result<&WriteTransaction, WriteError>| {
+                let reply: Reply = Box::new(|_| ());
+                (Ok(()), reply)
+            });
+            let f = std::mem::replace(f, noop);
+            let (applied, reply) = f(Ok(&txn));
             replies.push(reply);
             if let (Err(e), None) = (applied, &failed) {
                 failed = Some(e);

@@ -10,7 +10,8 @@ pub mod exit;
 pub mod http_client;
 pub mod prom;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -63,6 +64,50 @@ pub fn parse_rfc3339_nanos(s: &str) -> Option<i128> {
         .map(|t| t.unix_timestamp_nanos())
 }
 
+/// At most one log line per interval for a condition that repeats (a full disk, a far side that
+/// is down), with the count of the ones left out, so a failure in a loop cannot flood the log.
+pub struct Throttle {
+    interval_ms: u64,
+    /// When the last line was let through (ms since the epoch; 0: never).
+    last_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl Throttle {
+    pub const fn new(interval: Duration) -> Throttle {
+        Throttle {
+            interval_ms: interval.as_millis() as u64,
+            last_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)`: log now (`n` occurrences were left out since the last line); `None`: stay
+    /// quiet (this one is counted).
+    pub fn ready(&self) -> Option<u64> {
+        let now = now_ms();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < self.interval_ms {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if self
+            .last_ms
+            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+
+    /// Forgets the last line (the condition cleared: the next occurrence is logged at once).
+    pub fn reset(&self) {
+        self.last_ms.store(0, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +118,16 @@ mod tests {
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "4");
         assert_ne!(u, new_uuid());
+    }
+
+    #[test]
+    fn throttle_lets_one_line_through_per_interval_and_counts_the_rest() {
+        let t = Throttle::new(Duration::from_secs(3600));
+        assert_eq!(t.ready(), Some(0));
+        assert_eq!(t.ready(), None);
+        assert_eq!(t.ready(), None);
+        t.reset();
+        assert_eq!(t.ready(), Some(2));
     }
 
     #[test]

@@ -156,7 +156,7 @@ fn embedded_defaults_generate_a_private_secret_shown_once() {
         0o600
     );
     p.signal(libc::SIGTERM);
-    let out = p.child.wait_with_output_ref();
+    let out = p.wait_output();
     assert!(out.0.success(), "SIGTERM exits 0: {:?}\n{}", out.0, out.2);
     assert!(out.1.contains(&secret), "first start shows the secret");
     assert!(out.1.contains("/hooks/default"));
@@ -164,7 +164,7 @@ fn embedded_defaults_generate_a_private_secret_shown_once() {
     // Second start: the same secret, not shown again.
     let mut p = ServeProcess::start(dir.path(), port, &[]);
     p.signal(libc::SIGINT);
-    let out = p.child.wait_with_output_ref();
+    let out = p.wait_output();
     assert!(out.0.success(), "SIGINT exits 0: {:?}\n{}", out.0, out.2);
     assert!(!out.1.contains(&secret) && !out.2.contains(&secret));
     assert!(out.1.contains("hook-secret-default"));
@@ -275,7 +275,7 @@ fn send_events_and_quarantine_through_the_binary() {
     // The secret never appears in the server's output.
     p.signal(libc::SIGTERM);
     let mut p = p;
-    let out = p.child.wait_with_output_ref();
+    let out = p.wait_output();
     assert!(out.0.success());
     assert!(
         !out.1.contains(SECRET) && !out.2.contains(SECRET),

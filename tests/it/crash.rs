@@ -55,6 +55,36 @@ fn load(
     })
 }
 
+/// Posts one single-event delivery every `pace` until the server stops answering; returns the
+/// uuids answered 200.
+fn paced(url: String, pace: Duration) -> std::thread::JoinHandle<HashSet<String>> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut accepted = HashSet::new();
+            let Ok(mut conn) = client::Conn::open(&url).await else {
+                return accepted;
+            };
+            let headers = vec![("Authorization".to_string(), SECRET.to_string())];
+            loop {
+                let (body, uuids) = envelope(1);
+                match conn
+                    .send(Method::POST, "/hooks/test", &headers, Bytes::from(body))
+                    .await
+                {
+                    Ok(a) if a.status == 200 => accepted.extend(uuids),
+                    Ok(a) => panic!("unexpected answer {}", a.status),
+                    Err(_) => return accepted, // the server died: not acknowledged
+                }
+                tokio::time::sleep(pace).await;
+            }
+        })
+    })
+}
+
 #[test]
 fn sigkill_under_load_loses_no_acknowledged_event() {
     let dir = temp_dir();
@@ -105,4 +135,123 @@ fn sigkill_under_load_loses_no_acknowledged_event() {
         missing.first()
     );
     assert_eq!(stored.len(), rows.len(), "no event stored twice");
+}
+
+/// Kills while a script mails every event: every acknowledged event ends with exactly one
+/// succeeded run, every mail arrives, and a crash re-sends at most the mail whose send it cut
+/// between the server's acceptance and our record (the sweep saw ~10 per crash: every send in
+/// flight).
+#[test]
+fn kills_while_mailing_lose_no_event_and_resend_at_most_one_mail_per_crash() {
+    const CRASHES: usize = 5;
+    /// One single-event delivery this often: a steady stream of mail, not a flood.
+    const PACE: Duration = Duration::from_millis(1);
+    /// Loaders at once: together a few hundred mails per second, as in the sweep.
+    const LOADERS: usize = 4;
+    let smtp = crate::mail::SmtpServer::start(&["--delay-ms", "5"]);
+    let dir = temp_dir();
+    let port = free_port();
+    engine_dir(
+        dir.path(),
+        port,
+        "\n[smtp]\nurl_env = \"ENGINE_TEST_SMTP_URL\"\nfrom = \"automation@example.com\"\nretry_base_ms = 50\n",
+        &[(
+            "mailer.rhai",
+            "//! on: *\nsend_email(#{ to: \"a@example.com\", subject: `event ${event.uuid}`, body: \"b\" });\n",
+        )],
+    );
+    let url = smtp.url("");
+    let env = [
+        ("ENGINE_TEST_SECRET", SECRET),
+        ("ENGINE_TEST_SMTP_URL", url.expose()),
+        ("ENGINE_LOG", "info,engine::actions=debug"),
+    ];
+    let mut acknowledged = HashSet::new();
+    let mut logs = String::new();
+    for round in 0..CRASHES {
+        let p = ServeProcess::start(dir.path(), port, &env);
+        let loaders: Vec<_> = (0..LOADERS)
+            .map(|_| paced(format!("{}/hooks/test", p.url), PACE))
+            .collect();
+        std::thread::sleep(Duration::from_millis(800 + 150 * round as u64));
+        p.signal(libc::SIGKILL);
+        for l in loaders {
+            acknowledged.extend(l.join().unwrap());
+        }
+        let mut p = p;
+        logs.push_str(&p.wait_output().2);
+    }
+    let final_server = ServeProcess::start(dir.path(), port, &env);
+    let mut runs = Vec::new();
+    let mailed = |received: &[serde_json::Value]| -> HashSet<String> {
+        received
+            .iter()
+            .map(|m| m["subject"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let finished = wait_until(Duration::from_secs(120), || {
+        runs = history_json(dir.path(), "runs");
+        let done = runs.iter().filter(|r| r["status"] == "succeeded").count();
+        let subjects = mailed(&smtp.received());
+        let unfinished = runs.iter().any(|r| r["status"] == "pending" || r["status"] == "retrying");
+        done >= acknowledged.len()
+            && !unfinished
+            && acknowledged
+                .iter()
+                .all(|u| subjects.contains(&format!("event {u}")))
+    });
+    let received = smtp.received();
+    assert!(
+        finished,
+        "{} events acknowledged, {} runs succeeded, {} mails received",
+        acknowledged.len(),
+        runs.iter().filter(|r| r["status"] == "succeeded").count(),
+        received.len()
+    );
+    let mut per_event: std::collections::HashMap<String, usize> = Default::default();
+    for r in &runs {
+        assert_eq!(r["status"], "succeeded", "{r:#?}");
+        *per_event
+            .entry(r["event_uuid"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    for u in &acknowledged {
+        assert_eq!(per_event.get(u), Some(&1), "event {u}: runs {:?}", per_event.get(u));
+    }
+    let ids: Vec<&str> = received
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap())
+        .collect();
+    let unique: HashSet<&str> = ids.iter().copied().collect();
+    let duplicates = ids.len() - unique.len();
+    eprintln!(
+        "{} events over {CRASHES} kills: {} mails, {duplicates} duplicates ({:.1} per crash)",
+        acknowledged.len(),
+        ids.len(),
+        duplicates as f64 / CRASHES as f64
+    );
+    let subjects = mailed(&received);
+    for u in &acknowledged {
+        assert!(subjects.contains(&format!("event {u}")), "no mail for event {u}");
+    }
+    logs.push_str(&final_server.log());
+    let log = logs;
+    let mut record_us: Vec<u64> = log
+        .lines()
+        .filter_map(|l| l.split("record_us=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+        .collect();
+    record_us.sort();
+    if !record_us.is_empty() {
+        eprintln!(
+            "mail outcome recorded after: p50 {} us, p99 {} us, max {} us",
+            record_us[record_us.len() / 2],
+            record_us[record_us.len() * 99 / 100],
+            record_us[record_us.len() - 1]
+        );
+    }
+    assert!(
+        duplicates <= CRASHES,
+        "{duplicates} mails sent twice over {CRASHES} crashes"
+    );
 }

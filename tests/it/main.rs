@@ -7,6 +7,7 @@ mod check;
 mod cli;
 mod crash;
 mod dedup;
+mod disk;
 mod ingest;
 mod lookup;
 mod mail;

@@ -123,7 +123,7 @@ fn events_run_scripts_and_mail_goes_out_over_smtp_with_no_secret_shown() {
     let o = run_engine(dir.path(), &["outbox"]);
     assert!(!stdout(&o).contains("pa55w0rd") && !stderr(&o).contains("pa55w0rd"));
     p.signal(libc::SIGTERM);
-    let out = p.child.wait_with_output_ref();
+    let out = p.wait_output();
     assert!(out.0.success());
     for text in [&out.1, &out.2] {
         assert!(
@@ -526,7 +526,7 @@ fn lookup_user_against_the_okta_api_retries_transient_errors() {
     assert_eq!(log, ["found flaky@example.com (00u3flaky)", "nobody: "]);
     assert_eq!(okta.hits("/api/v1/users/flaky%40example.com"), 2);
     p.signal(libc::SIGTERM);
-    let out = p.child.wait_with_output_ref();
+    let out = p.wait_output();
     assert!(
         !out.1.contains(crate::lookup::TOKEN) && !out.2.contains(crate::lookup::TOKEN),
         "token leaked"

@@ -208,10 +208,32 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// `engine serve` as a child process in `dir` with a config listening on `port`.
+/// `engine serve` as a child process in `dir` with a config listening on `port`. Its stdout and
+/// stderr are drained into buffers as it writes (a full pipe would block the server).
 pub struct ServeProcess {
     pub child: Child,
     pub url: String,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+    err: std::sync::Arc<std::sync::Mutex<String>>,
+    drains: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Copies everything `from` gives into `into`, until it ends.
+fn drain(
+    mut from: impl std::io::Read + Send + 'static,
+    into: std::sync::Arc<std::sync::Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    })
 }
 
 impl ServeProcess {
@@ -225,11 +247,40 @@ impl ServeProcess {
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("engine serve starts");
+        let mut child = cmd.spawn().expect("engine serve starts");
         let url = format!("http://127.0.0.1:{port}");
-        let mut p = ServeProcess { child, url };
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut drains = Vec::new();
+        if let Some(o) = child.stdout.take() {
+            drains.push(drain(o, out.clone()));
+        }
+        if let Some(e) = child.stderr.take() {
+            drains.push(drain(e, err.clone()));
+        }
+        let mut p = ServeProcess {
+            child,
+            url,
+            out,
+            err,
+            drains,
+        };
         p.wait_ready();
         p
+    }
+
+    /// What the server wrote on stderr so far.
+    pub fn log(&self) -> String {
+        self.err.lock().unwrap().clone()
+    }
+
+    /// Waits for the server to exit: (status, stdout, stderr).
+    pub fn wait_output(&mut self) -> (std::process::ExitStatus, String, String) {
+        let status = self.child.wait().unwrap();
+        for d in self.drains.drain(..) {
+            let _ = d.join();
+        }
+        (status, self.out.lock().unwrap().clone(), self.log())
     }
 
     fn wait_ready(&mut self) {
@@ -245,12 +296,10 @@ impl ServeProcess {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                let mut err = String::new();
-                if let Some(e) = self.child.stderr.as_mut() {
-                    use std::io::Read;
-                    let _ = e.read_to_string(&mut err);
+                for d in self.drains.drain(..) {
+                    let _ = d.join();
                 }
-                panic!("engine serve exited with {status} before listening: {err}");
+                panic!("engine serve exited with {status} before listening: {}", self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
