@@ -519,6 +519,16 @@ impl ModuleResolver for SharedResolver {
         path: &str,
         pos: Position,
     ) -> Result<Arc<Module>, Box<EvalAltResult>> {
+        if CTX.with(|c| c.borrow().is_some()) {
+            // Literal imports are embedded at load; resolving now would read the file as it is
+            // (not the version the script's hash covers) from inside a run.
+            return Err(runtime_error_at(
+                format!(
+                    "import {path:?} while a script runs: stdlib modules are embedded when the script loads, so an import must name its module by a string literal"
+                ),
+                pos,
+            ));
+        }
         let name = check_module_name(path).map_err(|m| runtime_error_at(m, pos))?;
         // Evaluating the module below resolves its imports (recursively): refuse a cycle or a
         // chain too deep before it overflows the stack.

@@ -45,7 +45,8 @@
 //! Semantics worth knowing when wiring this in:
 //! - Loading never overflows the stack on the stdlib: an import cycle (`a -> b -> a`) or a chain
 //!   of modules deeper than [`MAX_IMPORT_DEPTH`] is a `LoadErrorKind::Import` error naming the
-//!   chain, at the import that closes it.
+//!   chain, at the import that closes it. A run resolves no module: imports by literal are
+//!   embedded at load, and one by a computed name inside a stdlib function fails the run.
 //! - `run` never panics and never blocks beyond `limits.timeout_ms` plus the time host functions
 //!   take (a `lookup_user` is not interrupted). A panic inside a host function becomes a
 //!   `RunErrorKind::Script` error.

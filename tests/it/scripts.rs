@@ -546,3 +546,82 @@ fn stdlib_import_chain_deeper_than_the_limit_is_a_load_error_not_a_stack_overflo
         }
     }
 }
+
+/// Runs `s.rhai` of an [`import_setup`] dir once on the default event.
+fn run_setup_script(script: &engine::script::Script) -> RunOutcome {
+    let delivery = DeliveryInfo {
+        id: "d1".into(),
+        time: "t".into(),
+        hook: "default".into(),
+        source: "s".into(),
+    };
+    let host: Arc<dyn Host> = Arc::new(StaticDirectory::default());
+    run(
+        script,
+        DEFAULT_EVENT.as_bytes(),
+        "e1",
+        &delivery,
+        &host,
+        &Limits::default(),
+    )
+}
+
+/// A loaded script is self-contained: its runs resolve no module again, not even one imported
+/// inside a module's function, so they read no stdlib file (here: all deleted after loading).
+#[test]
+fn a_loaded_script_resolves_no_module_at_run_time() {
+    let dir = import_setup(
+        "a",
+        &[
+            (
+                "a",
+                "import \"b\" as b;\nfn f() { import \"c\" as c; b::g() + c::h() }\n",
+            ),
+            ("b", "fn g() { 2 }\n"),
+            ("c", "fn h() { 3 }\n"),
+        ],
+    );
+    let (scripts, stdlib) = (dir.path().join("scripts"), dir.path().join("stdlib"));
+    std::fs::write(
+        scripts.join("s.rhai"),
+        "//! on: user.lifecycle.create\nimport \"a\" as m;\nlog(m::f());\n",
+    )
+    .unwrap();
+    let script =
+        ScriptSet::load_one(&scripts.join("s.rhai"), &stdlib, &Limits::default()).expect("loads");
+    std::fs::remove_dir_all(&stdlib).unwrap();
+    let out = run_setup_script(&script);
+    assert!(out.result.is_ok(), "{:?}", out.result);
+    assert_eq!(out.log.len(), 1);
+    assert_eq!(out.log[0].message, "5");
+}
+
+/// Regression: an import by a computed name inside a stdlib function was resolved while the
+/// script ran: the run read the module file as it was then (not the version the script's hash
+/// covers), and a module re-importing itself that way recursed until `max_modules`. A run now
+/// resolves nothing: such an import fails the run with a message saying why.
+#[test]
+fn an_import_by_computed_name_is_not_resolved_during_a_run() {
+    let dir = import_setup(
+        "a",
+        &[
+            ("a", "fn f() { let p = \"b\"; import p as x; x::g() }\n"),
+            ("b", "fn g() { 2 }\n"),
+        ],
+    );
+    let (scripts, stdlib) = (dir.path().join("scripts"), dir.path().join("stdlib"));
+    std::fs::write(
+        scripts.join("s.rhai"),
+        "//! on: user.lifecycle.create\nimport \"a\" as m;\nlog(m::f());\n",
+    )
+    .unwrap();
+    let script =
+        ScriptSet::load_one(&scripts.join("s.rhai"), &stdlib, &Limits::default()).expect("loads");
+    let out = run_setup_script(&script);
+    let err = out.result.expect_err("the import is refused");
+    assert!(
+        err.message.contains("import \"b\"") && err.message.contains("while a script runs"),
+        "{err}"
+    );
+    assert!(out.log.is_empty(), "{:?}", out.log);
+}
