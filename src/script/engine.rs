@@ -36,6 +36,43 @@ pub(crate) const MAX_LOG_LINE_CHARS: usize = 4_096;
 const DISABLED_SYMBOLS: &[&str] = &["eval"];
 /// The token `on_progress` and fatal host errors terminate a run with.
 const TERMINATE_TOKEN: &str = "engine: run terminated";
+/// Longest chain of stdlib modules importing one another (`a` imports `b` imports `c` …). Each
+/// level nests a compile and an evaluation of its module on the loading thread's stack, ~21 KiB
+/// in a debug build (measured: a chain of 90 small modules loaded on a 2 MiB thread, 100
+/// overflowed it), and hot reload loads on tokio's 2 MiB blocking threads. 16 levels take ~350
+/// KiB, leaving room for each module's own top-level code; a stdlib is a handful of modules.
+pub const MAX_IMPORT_DEPTH: usize = 16;
+
+/// What made the resolver refuse an import. Its errors carry this as their value's tag, so the
+/// loader can report their message as is (without Rhai's "Runtime error: ") and add a hint.
+/// The values fit an `i16`, Rhai's tag type on 32-bit targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i16)]
+enum Refusal {
+    /// Bad name, file outside the stdlib directory, unreadable file.
+    File = 0x1d3,
+    /// The module is already being resolved further up the chain.
+    Cycle,
+    /// The chain is longer than [`MAX_IMPORT_DEPTH`].
+    TooDeep,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 3] = [Refusal::File, Refusal::Cycle, Refusal::TooDeep];
+
+    fn hint(self) -> Option<String> {
+        match self {
+            Refusal::File => None,
+            Refusal::Cycle => Some(
+                "a module cannot import itself, directly or through others: move what they share into a module that imports neither"
+                    .to_string(),
+            ),
+            Refusal::TooDeep => Some(format!(
+                "stdlib modules may import one another at most {MAX_IMPORT_DEPTH} deep"
+            )),
+        }
+    }
+}
 
 /// Why a run was stopped from outside the script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +128,10 @@ thread_local! {
     /// or the first operation over the limit, whichever comes first; 0 (every operation) while
     /// no run is entered and once the run is tripped.
     static NEXT_CHECK: Cell<u64> = const { Cell::new(0) };
+    /// The stdlib modules being resolved on this thread, outermost first: evaluating a module
+    /// runs its imports, which call the resolver again (one load runs on one thread; several
+    /// loads may run at once on different threads).
+    static RESOLVING: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The `NEXT_CHECK` after operation `ops` of a run allowed `max_ops` operations.
@@ -407,7 +448,64 @@ impl StdlibResolver {
 }
 
 fn runtime_error_at(message: String, pos: Position) -> Box<EvalAltResult> {
-    Box::new(EvalAltResult::ErrorRuntime(message.into(), pos))
+    refused(Refusal::File, message, pos)
+}
+
+fn refused(why: Refusal, message: String, pos: Position) -> Box<EvalAltResult> {
+    let mut value: Dynamic = message.into();
+    value.set_tag((why as i16).into());
+    Box::new(EvalAltResult::ErrorRuntime(value, pos))
+}
+
+/// The message and hint of an error the resolver raised itself.
+pub(crate) fn refusal_message(e: &EvalAltResult) -> Option<(String, Option<String>)> {
+    let EvalAltResult::ErrorRuntime(v, _) = e else {
+        return None;
+    };
+    let tag = i16::try_from(v.tag()).ok()?;
+    let why = Refusal::ALL.into_iter().find(|r| *r as i16 == tag)?;
+    let message = v.read_lock::<ImmutableString>()?.to_string();
+    Some((message, why.hint()))
+}
+
+/// Module `name` is being resolved on this thread; leaves the chain when dropped.
+struct Resolving;
+
+impl Resolving {
+    /// Puts `name` on this thread's chain of modules being resolved, unless that closes a
+    /// cycle or makes the chain longer than [`MAX_IMPORT_DEPTH`]. `pos` is where the import
+    /// stands in the module at the end of the chain.
+    fn enter(name: &str, pos: Position) -> Result<Resolving, Box<EvalAltResult>> {
+        RESOLVING.with(|chain| {
+            let mut chain = chain.borrow_mut();
+            if let Some(start) = chain.iter().position(|m| m == name) {
+                let cycle: Vec<&str> = chain[start..].iter().map(String::as_str).collect();
+                return Err(refused(
+                    Refusal::Cycle,
+                    format!("import cycle: {} -> {name}", cycle.join(" -> ")),
+                    pos,
+                ));
+            }
+            if chain.len() >= MAX_IMPORT_DEPTH {
+                return Err(refused(
+                    Refusal::TooDeep,
+                    format!(
+                        "import chain more than {MAX_IMPORT_DEPTH} modules deep: {} -> {name}",
+                        chain.join(" -> ")
+                    ),
+                    pos,
+                ));
+            }
+            chain.push(name.to_string());
+            Ok(Resolving)
+        })
+    }
+}
+
+impl Drop for Resolving {
+    fn drop(&mut self) {
+        RESOLVING.with(|chain| chain.borrow_mut().pop());
+    }
 }
 
 /// Adapter so the resolver can be shared with the loader after the engine owns it.
@@ -421,6 +519,20 @@ impl ModuleResolver for SharedResolver {
         path: &str,
         pos: Position,
     ) -> Result<Arc<Module>, Box<EvalAltResult>> {
+        if CTX.with(|c| c.borrow().is_some()) {
+            // Literal imports are embedded at load; resolving now would read the file as it is
+            // (not the version the script's hash covers) from inside a run.
+            return Err(runtime_error_at(
+                format!(
+                    "import {path:?} while a script runs: stdlib modules are embedded when the script loads, so an import must name its module by a string literal"
+                ),
+                pos,
+            ));
+        }
+        let name = check_module_name(path).map_err(|m| runtime_error_at(m, pos))?;
+        // Evaluating the module below resolves its imports (recursively): refuse a cycle or a
+        // chain too deep before it overflows the stack.
+        let _resolving = Resolving::enter(name, pos)?;
         let ast = self.0.compile(engine, path, pos)?;
         let mut module = Module::eval_ast_as_new(Scope::new(), &ast, engine)
             .map_err(|e| Box::new(EvalAltResult::ErrorInModule(path.to_string(), e, pos)))?;

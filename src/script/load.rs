@@ -12,7 +12,7 @@ use rhai::{ASTNode, Expr, Stmt};
 use sha2::{Digest, Sha256};
 
 use super::Limits;
-use super::engine::{StdlibResolver, check_module_name, new_engine};
+use super::engine::{StdlibResolver, check_module_name, new_engine, refusal_message};
 use super::header::{Header, parse_header, pattern_matches};
 
 /// Host functions a script must not redefine (a script function of the same name and arity
@@ -459,14 +459,14 @@ fn module_load_error(
         module = Some(name.clone());
         err = inner;
     }
-    let message = match err {
-        EvalAltResult::ErrorParsing(t, _) => t.to_string(),
-        other => other.to_string(),
+    let (message, hint) = match err {
+        EvalAltResult::ErrorParsing(t, _) => (t.to_string(), None),
+        other => refusal_message(other).unwrap_or_else(|| (other.to_string(), None)),
     };
     let message = message
         .rsplit_once(" (line ")
         .map_or(message.clone(), |(m, _)| m.to_string());
-    match module.as_deref().and_then(|m| check_module_name(m).ok()) {
+    let mut le = match module.as_deref().and_then(|m| check_module_name(m).ok()) {
         Some(name) => {
             let file = resolver.file_of(name);
             let text = std::fs::read_to_string(&file).unwrap_or_default();
@@ -477,5 +477,7 @@ fn module_load_error(
         }
         // The first pass compiled the script itself: what fails now is one of its imports.
         None => LoadError::new(LoadErrorKind::Import, path, message).at(source, None, None),
-    }
+    };
+    le.hint = hint;
+    le
 }

@@ -18,6 +18,7 @@
 //! parse_header(source) -> Result<Header { on, hooks: [HeaderEntry { value, line, col }] }, HeaderError>
 //! pattern_matches(pattern, event_type) -> bool              // the one `on:` pattern matcher
 //! visible_files(dir, ext) -> sorted non-hidden `*.ext` files; read_source(path) -> script text
+//! MAX_IMPORT_DEPTH                                // longest chain of stdlib modules importing one another
 //!
 //! // Running (synchronous: call it from a blocking thread)
 //! run(script, event_json: &[u8], event_id: &str, delivery: &DeliveryInfo, host: &Arc<dyn Host>,
@@ -42,6 +43,10 @@
 //! ```
 //!
 //! Semantics worth knowing when wiring this in:
+//! - Loading never overflows the stack on the stdlib: an import cycle (`a -> b -> a`) or a chain
+//!   of modules deeper than [`MAX_IMPORT_DEPTH`] is a `LoadErrorKind::Import` error naming the
+//!   chain, at the import that closes it. A run resolves no module: imports by literal are
+//!   embedded at load, and one by a computed name inside a stdlib function fails the run.
 //! - `run` never panics and never blocks beyond `limits.timeout_ms` plus the time host functions
 //!   take (a `lookup_user` is not interrupted). A panic inside a host function becomes a
 //!   `RunErrorKind::Script` error.
@@ -77,6 +82,7 @@ mod outcome;
 mod run;
 
 pub use email::{Action, Email, MAX_ADDRESS_LEN, MAX_RECIPIENTS, MAX_SUBJECT_CHARS, mail_id};
+pub use engine::MAX_IMPORT_DEPTH;
 pub use event::{DeliveryInfo, LOGEVENT_FIELDS, build_event_map, delivery_map};
 pub use header::{Header, HeaderEntry, HeaderError, parse_header, pattern_matches};
 pub use host::{Host, HostError, NoDirectory, StaticDirectory, User, user_to_dynamic};

@@ -464,3 +464,47 @@ async fn dry_runs_order_and_identify_events_as_the_server_does() {
         "engine check: the same mail ids as engine run"
     );
 }
+
+/// Regression (defect 2 of "Hardening"): with a stdlib module importing itself, `engine check`
+/// and `engine run` overflowed the stack and aborted (exit 134). Now the cycle is a load error:
+/// check reports it as a finding (exit 1), run as the script's load error (exit 1).
+#[test]
+fn engine_check_and_run_report_a_stdlib_import_cycle_instead_of_aborting() {
+    for (modules, cycle) in [
+        (
+            &[("a", "import \"a\" as a;\nfn f() { 1 }\n")][..],
+            "import cycle: a -> a",
+        ),
+        (
+            &[
+                ("a", "import \"b\" as b;\nfn f() { 1 }\n"),
+                ("b", "import \"a\" as a;\nfn g() { 2 }\n"),
+            ][..],
+            "import cycle: a -> b -> a",
+        ),
+    ] {
+        let dir = temp_dir();
+        std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+        std::fs::create_dir_all(dir.path().join("stdlib")).unwrap();
+        std::fs::write(
+            dir.path().join("scripts/s.rhai"),
+            "//! on: user.lifecycle.create\nimport \"a\" as a;\nlog(a::f());\n",
+        )
+        .unwrap();
+        for (name, text) in modules {
+            std::fs::write(dir.path().join(format!("stdlib/{name}.rhai")), text).unwrap();
+        }
+        let o = run_engine(dir.path(), &["check"]);
+        assert_eq!(o.status.code(), Some(1), "check: {}", stderr(&o));
+        assert!(stdout(&o).contains(cycle), "{cycle} in {}", stdout(&o));
+
+        std::fs::write(
+            dir.path().join("event.json"),
+            fixture("event.user.lifecycle.deactivate.json"),
+        )
+        .unwrap();
+        let o = run_engine(dir.path(), &["run", "scripts/s.rhai", "event.json"]);
+        assert_eq!(o.status.code(), Some(1), "run: {}", stderr(&o));
+        assert!(stderr(&o).contains(cycle), "{cycle} in {}", stderr(&o));
+    }
+}

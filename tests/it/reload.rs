@@ -524,6 +524,86 @@ async fn a_stdlib_edit_reaches_the_scripts_that_import_it() {
     s.stop().await;
 }
 
+/// Regression (defect 2 of "Hardening"): a stdlib module edited into an import cycle
+/// overflowed the reload thread's stack and aborted the server within 2 s; a restart with the
+/// files in place aborted too. Now the cycle is a load error: the scripts importing the module
+/// keep their previous version, the others are untouched, and a start with the cycle in place
+/// runs without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stdlib_edit_into_an_import_cycle_keeps_the_previous_version_live() {
+    let c = "//! on: user.lifecycle.*\nimport \"okta\" as okta;\nimport \"tags\" as t;\nlog(\"c \" + t::tag());\n";
+    let d = script("d", "v1");
+    let tags = "fn tag() { \"lib v1\" }\n";
+    let okta = "fn target_user(e) { () }\n";
+    let s = Server::start(
+        &[("c.rhai", c), ("d.rhai", &d)],
+        &[("tags.rhai", tags), ("okta.rhai", okta)],
+    )
+    .await;
+    let (hc, hd) = (s.hash_of("c.rhai", c), s.hash_of("d.rhai", &d));
+    let before = vec![row("c", "c lib v1", &hc), row("d", "d v1", &hd)];
+    assert_eq!(s.run_event().await, before);
+
+    let lib = s.config.stdlib_dir.clone();
+    for (module, text, cycle) in [
+        (
+            "tags.rhai",
+            "import \"tags\" as again;\nfn tag() { \"lib v2\" }\n",
+            "import cycle: tags -> tags",
+        ),
+        (
+            "okta.rhai",
+            "import \"okta\" as okta;\nfn target_user(e) { () }\n",
+            "import cycle: okta -> okta",
+        ),
+    ] {
+        let passes = s.states.passes();
+        let original = std::fs::read_to_string(lib.join(module)).unwrap();
+        std::fs::write(lib.join(module), text).unwrap();
+        s.wait(Duration::from_secs(10), "the cycle to be reported", |s| {
+            s.states.passes() > passes
+                && s.states.get("c").is_some_and(|st| {
+                    st.status == ScriptStatus::Error
+                        && st.last_error.as_deref().is_some_and(|e| e.contains(cycle))
+                })
+        })
+        .await;
+        let st = s.states.get("c").unwrap();
+        assert_eq!(
+            st.hash.as_deref(),
+            Some(hc.as_str()),
+            "the old version stays live"
+        );
+        assert_eq!(s.states.get("d").unwrap().status, ScriptStatus::Ok);
+        assert_eq!(s.run_event().await, before, "the server runs on");
+        std::fs::write(lib.join(module), original).unwrap();
+        s.wait(Duration::from_secs(10), "the fix", |s| {
+            s.states
+                .get("c")
+                .is_some_and(|st| st.status == ScriptStatus::Ok)
+        })
+        .await;
+    }
+    let _dir = s.stop().await;
+
+    // A start with the cycle in place: `c` is not loaded, `d` runs.
+    let cyclic = "import \"tags\" as again;\nfn tag() { \"lib v2\" }\n";
+    let s = Server::start(
+        &[("c.rhai", c), ("d.rhai", &d)],
+        &[("tags.rhai", cyclic), ("okta.rhai", okta)],
+    )
+    .await;
+    let st = s.states.get("c").expect("c has a state");
+    assert!(
+        st.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("import cycle: tags -> tags")),
+        "{st:?}"
+    );
+    assert_eq!(s.run_event().await, vec![row("d", "d v1", &hd)]);
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_rapid_saves_end_in_the_last_one() {
     let s = Server::start(&[("a.rhai", &script("a", "v0"))], &[]).await;

@@ -409,3 +409,219 @@ fn scripts_fail_independently() {
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// A temp dir with `scripts/s.rhai` importing `first` and the given stdlib modules.
+fn import_setup(first: &str, modules: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = crate::support::temp_dir();
+    let (scripts, stdlib) = (dir.path().join("scripts"), dir.path().join("stdlib"));
+    std::fs::create_dir_all(&scripts).expect("scripts dir");
+    std::fs::create_dir_all(&stdlib).expect("stdlib dir");
+    std::fs::write(
+        scripts.join("s.rhai"),
+        format!("//! on: user.lifecycle.create\nimport \"{first}\" as m;\nlog(\"s\");\n"),
+    )
+    .expect("write");
+    for (name, text) in modules {
+        std::fs::write(stdlib.join(format!("{name}.rhai")), text).expect("write");
+    }
+    dir
+}
+
+/// Regression (defect 2 of "Hardening"): a stdlib module importing itself, directly or through
+/// another, recursed in the resolver until the stack overflowed and the process aborted. Now
+/// each is a load error naming the cycle and the import that closes it, from `load` and
+/// `load_one` alike.
+#[test]
+fn stdlib_import_cycle_is_a_load_error_not_a_stack_overflow() {
+    /// The module the script imports, the stdlib, the message, and where the cycle closes.
+    struct Case {
+        first: &'static str,
+        modules: &'static [(&'static str, &'static str)],
+        message: &'static str,
+        file: &'static str,
+        line: usize,
+    }
+    let cases = [
+        Case {
+            first: "a",
+            modules: &[("a", "import \"a\" as a;\nfn f() { 1 }\n")],
+            message: "import cycle: a -> a",
+            file: "a.rhai",
+            line: 1,
+        },
+        Case {
+            first: "a",
+            modules: &[
+                ("a", "fn f() { 1 }\nimport \"b\" as b;\n"),
+                ("b", "// b\n\nimport \"a\" as a;\nfn g() { 2 }\n"),
+            ],
+            message: "import cycle: a -> b -> a",
+            file: "b.rhai",
+            line: 3,
+        },
+        Case {
+            first: "okta",
+            modules: &[(
+                "okta",
+                "import \"okta\" as okta;\nfn target_user(e) { () }\n",
+            )],
+            message: "import cycle: okta -> okta",
+            file: "okta.rhai",
+            line: 1,
+        },
+    ];
+    for Case {
+        first,
+        modules,
+        message,
+        file,
+        line,
+    } in cases
+    {
+        let dir = import_setup(first, modules);
+        let (scripts, stdlib) = (dir.path().join("scripts"), dir.path().join("stdlib"));
+        let (set, errors) = ScriptSet::load(&scripts, &stdlib, &Limits::default());
+        assert!(set.scripts().is_empty(), "{message}: {set:?}");
+        let single = ScriptSet::load_one(&scripts.join("s.rhai"), &stdlib, &Limits::default())
+            .expect_err(message);
+        for e in [&errors[0], &single] {
+            assert_eq!(e.kind, engine::script::LoadErrorKind::Import, "{e}");
+            assert!(e.message.contains(message), "{message} in {e}");
+            assert!(!e.message.contains("Runtime error"), "{e}");
+            assert!(e.file.ends_with(file), "{file}: {e}");
+            assert_eq!(e.line, Some(line), "{e}");
+            assert!(e.script.ends_with("s.rhai"), "{e}");
+        }
+        assert_eq!(errors.len(), 1, "{errors:?}");
+    }
+}
+
+/// Regression (defect 2 of "Hardening"): a chain of distinct modules nests one compile and one
+/// evaluation per level on the loading thread's stack; deeper than `MAX_IMPORT_DEPTH` it is a
+/// load error, and as deep as that it loads on a 2 MiB thread (tokio's, where reload loads).
+#[test]
+fn stdlib_import_chain_deeper_than_the_limit_is_a_load_error_not_a_stack_overflow() {
+    let max = engine::script::MAX_IMPORT_DEPTH;
+    let chain = |n: usize| -> Vec<(String, String)> {
+        (0..n)
+            .map(|i| {
+                let import = if i + 1 < n {
+                    format!("import \"m{}\" as next;\n", i + 1)
+                } else {
+                    String::new()
+                };
+                (format!("m{i}"), format!("{import}fn f{i}() {{ {i} }}\n"))
+            })
+            .collect()
+    };
+    for (n, loads) in [(max, true), (max + 1, false), (200, false)] {
+        let modules = chain(n);
+        let refs: Vec<(&str, &str)> = modules
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let dir = import_setup("m0", &refs);
+        let (scripts, stdlib) = (dir.path().join("scripts"), dir.path().join("stdlib"));
+        let got = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                ScriptSet::load_one(&scripts.join("s.rhai"), &stdlib, &Limits::default())
+                    .map(|_| ())
+                    .map_err(|e| (e.kind, e.message))
+            })
+            .expect("thread")
+            .join()
+            .expect("no panic");
+        match (loads, got) {
+            (true, Ok(_)) => {}
+            (false, Err((kind, message))) => {
+                assert_eq!(kind, engine::script::LoadErrorKind::Import, "{message}");
+                assert!(
+                    message.contains(&format!("more than {max} modules deep")),
+                    "{n}: {message}"
+                );
+                assert!(message.contains("m0 -> m1 -> "), "{message}");
+            }
+            (_, got) => panic!("a chain of {n} modules: {got:?}"),
+        }
+    }
+}
+
+/// Runs `s.rhai` of an [`import_setup`] dir once on the default event.
+fn run_setup_script(script: &engine::script::Script) -> RunOutcome {
+    let delivery = DeliveryInfo {
+        id: "d1".into(),
+        time: "t".into(),
+        hook: "default".into(),
+        source: "s".into(),
+    };
+    let host: Arc<dyn Host> = Arc::new(StaticDirectory::default());
+    run(
+        script,
+        DEFAULT_EVENT.as_bytes(),
+        "e1",
+        &delivery,
+        &host,
+        &Limits::default(),
+    )
+}
+
+/// A loaded script is self-contained: its runs resolve no module again, not even one imported
+/// inside a module's function, so they read no stdlib file (here: all deleted after loading).
+#[test]
+fn a_loaded_script_resolves_no_module_at_run_time() {
+    let dir = import_setup(
+        "a",
+        &[
+            (
+                "a",
+                "import \"b\" as b;\nfn f() { import \"c\" as c; b::g() + c::h() }\n",
+            ),
+            ("b", "fn g() { 2 }\n"),
+            ("c", "fn h() { 3 }\n"),
+        ],
+    );
+    let (scripts, stdlib) = (dir.path().join("scripts"), dir.path().join("stdlib"));
+    std::fs::write(
+        scripts.join("s.rhai"),
+        "//! on: user.lifecycle.create\nimport \"a\" as m;\nlog(m::f());\n",
+    )
+    .unwrap();
+    let script =
+        ScriptSet::load_one(&scripts.join("s.rhai"), &stdlib, &Limits::default()).expect("loads");
+    std::fs::remove_dir_all(&stdlib).unwrap();
+    let out = run_setup_script(&script);
+    assert!(out.result.is_ok(), "{:?}", out.result);
+    assert_eq!(out.log.len(), 1);
+    assert_eq!(out.log[0].message, "5");
+}
+
+/// Regression: an import by a computed name inside a stdlib function was resolved while the
+/// script ran: the run read the module file as it was then (not the version the script's hash
+/// covers), and a module re-importing itself that way recursed until `max_modules`. A run now
+/// resolves nothing: such an import fails the run with a message saying why.
+#[test]
+fn an_import_by_computed_name_is_not_resolved_during_a_run() {
+    let dir = import_setup(
+        "a",
+        &[
+            ("a", "fn f() { let p = \"b\"; import p as x; x::g() }\n"),
+            ("b", "fn g() { 2 }\n"),
+        ],
+    );
+    let (scripts, stdlib) = (dir.path().join("scripts"), dir.path().join("stdlib"));
+    std::fs::write(
+        scripts.join("s.rhai"),
+        "//! on: user.lifecycle.create\nimport \"a\" as m;\nlog(m::f());\n",
+    )
+    .unwrap();
+    let script =
+        ScriptSet::load_one(&scripts.join("s.rhai"), &stdlib, &Limits::default()).expect("loads");
+    let out = run_setup_script(&script);
+    let err = out.result.expect_err("the import is refused");
+    assert!(
+        err.message.contains("import \"b\"") && err.message.contains("while a script runs"),
+        "{err}"
+    );
+    assert!(out.log.is_empty(), "{:?}", out.log);
+}
