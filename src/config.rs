@@ -29,6 +29,9 @@ pub const DEFAULT_RETENTION_DAYS: u32 = 30;
 pub const DEFAULT_HOOK_ID: &str = "default";
 /// The header Okta is usually configured to send.
 pub const DEFAULT_AUTH_HEADER: &str = "Authorization";
+/// Highest `[limits] max_memory_mb`: one run holding more than 16 GiB is a runaway, whatever the
+/// machine.
+pub const MAX_MEMORY_MB_CEILING: i64 = 16 * 1024;
 /// The config file looked for in the working directory when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "engine.toml";
 
@@ -200,6 +203,7 @@ struct RawLimits {
     max_operations: Option<Spanned<i64>>,
     timeout_ms: Option<Spanned<i64>>,
     max_emails: Option<Spanned<i64>>,
+    max_memory_mb: Option<Spanned<i64>>,
 }
 
 impl Config {
@@ -406,6 +410,12 @@ impl Config {
             }
             if let Some(n) = l.max_emails {
                 cfg.limits.max_emails = v.range(&n, "limits.max_emails", 0, 10_000)? as usize;
+            }
+            if let Some(n) = l.max_memory_mb {
+                cfg.limits.max_memory_bytes =
+                    v.range(&n, "limits.max_memory_mb", 1, MAX_MEMORY_MB_CEILING)? as usize
+                        * 1024
+                        * 1024;
             }
         }
         Ok(cfg)

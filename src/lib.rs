@@ -9,7 +9,8 @@
 //! - [`util`]: ids, clocks, timestamps; `util/http_client.rs` (a minimal HTTP/1.1 client),
 //!   `util/prom.rs` (Prometheus text, label escaping), `util/exit.rs` (the exit codes).
 //! - [`script`]: the Rhai layer, self-contained: `load.rs`, `header.rs`, `engine.rs`, `run.rs`,
-//!   `outcome.rs`, `event.rs`, `email.rs`, `host.rs`, `naming.rs`.
+//!   `outcome.rs`, `event.rs`, `email.rs`, `host.rs`, `naming.rs`, `alloc.rs` (the global
+//!   allocator with the per-thread heap count the memory limit reads).
 //! - [`config`]: `engine.toml` loading and validation; the embedded defaults.
 //! - [`store`]: every table of the one redb file: `writer.rs` (group commit), `inbox.rs`,
 //!   `dedup.rs`, `due.rs`, `runs.rs`, `outbox.rs`, `samples.rs`, `script_state.rs`, `query.rs`.

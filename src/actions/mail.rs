@@ -720,7 +720,9 @@ pub async fn send(
     from: &str,
     mail: &Email,
 ) -> Result<SendReceipt, MailError> {
-    send_gated(transport, from, mail, None).await.map(|(r, _)| r)
+    send_gated(transport, from, mail, None)
+        .await
+        .map(|(r, _)| r)
 }
 
 /// Holds back the end of a mail's content (when the server accepts it) until its sender may

@@ -113,8 +113,13 @@ impl MailSender {
                 return Done::NotRecorded;
             }
         };
-        let result =
-            mail::send_gated(&self.transport, &self.from, &m.email, Some(&self.accept_gate)).await;
+        let result = mail::send_gated(
+            &self.transport,
+            &self.from,
+            &m.email,
+            Some(&self.accept_gate),
+        )
+        .await;
         let answered = std::time::Instant::now();
         m.attempts += 1;
         // Held until the outcome is recorded (see MAX_UNRECORDED_SENDS).
@@ -143,7 +148,11 @@ impl MailSender {
         }
         let done = self.record(m).await;
         drop(accepted);
-        tracing::debug!(mail_seq = seq, record_us = answered.elapsed().as_micros() as u64, "mail outcome recorded");
+        tracing::debug!(
+            mail_seq = seq,
+            record_us = answered.elapsed().as_micros() as u64,
+            "mail outcome recorded"
+        );
         done
     }
 

@@ -301,7 +301,8 @@ async fn deliver(app: &Front, hook: &Hook, req: Request<Incoming>) -> Answer {
 
 pub(crate) fn unavailable(m: &HookMetrics, cause: &crate::store::WriteError) -> Answer {
     /// While the store fails, every delivery fails: one line per interval says so.
-    static LOG: crate::util::Throttle = crate::util::Throttle::new(crate::store::FAILURE_LOG_INTERVAL);
+    static LOG: crate::util::Throttle =
+        crate::util::Throttle::new(crate::store::FAILURE_LOG_INTERVAL);
     m.delivery(Outcome::Unavailable);
     if let Some(left_out) = LOG.ready() {
         tracing::error!(error = %cause, left_out, "delivery not stored");

@@ -123,6 +123,10 @@ impl Executor {
                     source: event.source.clone(),
                 };
                 let StoredEvent { json, uuid, .. } = event;
+                // Marked without waiting (queued before the result, so never after it): a crash
+                // during the script counts against it.
+                self.store
+                    .write_detached(move |txn| runs::mark_in_flight(txn, id, started));
                 let span = tracing::Span::current();
                 tokio::task::spawn_blocking(move || {
                     let _in_run = span.enter();
@@ -243,6 +247,44 @@ impl Executor {
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(id, (kept, not_before));
                 Done::NotRecorded
+            }
+        }
+    }
+
+    /// At startup: the runs that were in flight when the engine last stopped without finishing
+    /// them count a crash; a run at its second is failed rather than run again.
+    pub async fn recover_in_flight(&self) {
+        let result = self
+            .store
+            .write(|txn| {
+                runs::recover_in_flight(txn, |r| {
+                    plain_error(
+                        &r.script,
+                        format!(
+                            "the engine crashed {} times while this run was in flight: it is not run again (`engine replay` runs it once it is fixed)",
+                            r.crashes
+                        ),
+                    )
+                })
+            })
+            .await;
+        match result {
+            Ok((counted, failed)) => {
+                for id in &counted {
+                    tracing::warn!(
+                        run_id = id,
+                        "run was in flight when the engine stopped; running it again"
+                    );
+                }
+                for id in &failed {
+                    tracing::error!(
+                        run_id = id,
+                        "run was in flight at two crashes of the engine; failed instead of running again"
+                    );
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot read the runs in flight at the last stop")
             }
         }
     }

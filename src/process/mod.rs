@@ -94,6 +94,7 @@ impl Processor {
     /// Runs the dispatcher and the scheduler until `shutdown` turns true, then waits for the
     /// runs in flight to be recorded.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        self.executor.recover_in_flight().await;
         let dispatcher = tokio::spawn(self.dispatcher.clone().run(shutdown.clone()));
         self.pool.clone().run(shutdown).await;
         let _ = dispatcher.await;

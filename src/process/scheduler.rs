@@ -181,7 +181,12 @@ impl<W: DueWork> DuePool<W> {
                 let pause = paused.map_or(PAUSE_FIRST, |(_, p)| (p * 2).min(PAUSE_MAX));
                 *paused = Some((std::time::Instant::now() + pause, pause));
                 if let Some(left_out) = self.pause_log.ready() {
-                    tracing::warn!(kind = W::KIND, pause_ms = pause.as_millis() as u64, left_out, "outcome not recorded (the store cannot write); pausing");
+                    tracing::warn!(
+                        kind = W::KIND,
+                        pause_ms = pause.as_millis() as u64,
+                        left_out,
+                        "outcome not recorded (the store cannot write); pausing"
+                    );
                 }
             }
         }

@@ -79,6 +79,8 @@ impl Refusal {
 pub(crate) enum Trip {
     Operations,
     Timeout,
+    /// The run's heap grew past `max_bytes`.
+    Memory,
     /// A host function recorded a fatal error in `RunCtx::fatal`.
     Fatal,
 }
@@ -87,6 +89,8 @@ pub(crate) enum Trip {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Budget {
     pub max_ops: u64,
+    /// Heap bytes the run may hold (see `super::alloc`).
+    pub max_bytes: usize,
     pub deadline: Option<Instant>,
     pub tripped: Option<Trip>,
 }
@@ -94,6 +98,7 @@ pub(crate) struct Budget {
 impl Budget {
     const LOADING: Budget = Budget {
         max_ops: LOAD_MAX_OPERATIONS,
+        max_bytes: usize::MAX,
         deadline: None,
         tripped: None,
     };
@@ -132,6 +137,15 @@ thread_local! {
     /// runs its imports, which call the resolver again (one load runs on one thread; several
     /// loads may run at once on different threads).
     static RESOLVING: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    /// The value of `alloc::thread_net_bytes()` over which the run in progress holds more than
+    /// its `max_bytes`; `isize::MAX` while no run is entered.
+    static MEM_LIMIT: Cell<isize> = const { Cell::new(isize::MAX) };
+}
+
+/// The `MEM_LIMIT` of a run allowed `max_bytes`, entered now.
+fn mem_limit(max_bytes: usize) -> isize {
+    super::alloc::thread_net_bytes()
+        .saturating_add(isize::try_from(max_bytes).unwrap_or(isize::MAX))
 }
 
 /// The `NEXT_CHECK` after operation `ops` of a run allowed `max_ops` operations.
@@ -152,7 +166,7 @@ fn trip(t: Trip) {
 
 /// A run entered on this thread; restores the previous state when finished or dropped.
 pub(crate) struct Entered {
-    prev: Option<(Option<RunCtx>, Budget)>,
+    prev: Option<(Option<RunCtx>, Budget, isize)>,
 }
 
 /// Makes `ctx` and `budget` the current run of this thread.
@@ -163,9 +177,10 @@ pub(crate) fn enter(ctx: RunCtx, budget: Budget) -> Entered {
     } else {
         next_check(0, budget.max_ops)
     });
+    let prev_mem_limit = MEM_LIMIT.replace(mem_limit(budget.max_bytes));
     let prev_budget = BUDGET.with(|b| b.replace(budget));
     Entered {
-        prev: Some((prev_ctx, prev_budget)),
+        prev: Some((prev_ctx, prev_budget, prev_mem_limit)),
     }
 }
 
@@ -177,7 +192,8 @@ impl Entered {
 
     fn restore(&mut self) -> (Option<RunCtx>, Budget) {
         match self.prev.take() {
-            Some((prev_ctx, prev_budget)) => {
+            Some((prev_ctx, prev_budget, prev_mem_limit)) => {
+                MEM_LIMIT.set(prev_mem_limit);
                 let ctx = CTX.with(|c| std::mem::replace(&mut *c.borrow_mut(), prev_ctx));
                 let budget = BUDGET.with(|b| b.replace(prev_budget));
                 // `progress` recomputes it from the restored budget.
@@ -199,11 +215,12 @@ fn with_ctx<R>(f: impl FnOnce(&mut RunCtx) -> R) -> Option<R> {
     CTX.with(|c| c.borrow_mut().as_mut().map(f))
 }
 
-/// The `on_progress` callback, called on every operation: one thread-local read on the fast
-/// path; the budget itself is looked at every `CLOCK_CHECK_INTERVAL` operations, on the first
-/// operation over the limit and after a trip.
+/// The `on_progress` callback, called on every operation: three thread-local reads on the fast
+/// path (the operation count, and the heap count against its limit); the budget itself is
+/// looked at every `CLOCK_CHECK_INTERVAL` operations, on the first operation over a limit and
+/// after a trip.
 fn progress(ops: u64) -> Option<Dynamic> {
-    if ops < NEXT_CHECK.get() {
+    if ops < NEXT_CHECK.get() && super::alloc::thread_net_bytes() <= MEM_LIMIT.get() {
         return None;
     }
     check_budget(ops)
@@ -216,6 +233,8 @@ fn check_budget(ops: u64) -> Option<Dynamic> {
     if b.tripped.is_none() {
         if ops > b.max_ops {
             trip(Trip::Operations);
+        } else if super::alloc::thread_net_bytes() > MEM_LIMIT.get() {
+            trip(Trip::Memory);
         } else if ops.is_multiple_of(CLOCK_CHECK_INTERVAL)
             && b.deadline.is_some_and(|d| Instant::now() >= d)
         {

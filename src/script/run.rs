@@ -70,6 +70,7 @@ pub fn run_map(
     };
     let budget = Budget {
         max_ops: limits.max_operations,
+        max_bytes: limits.max_memory_bytes,
         deadline: Instant::now().checked_add(Duration::from_millis(limits.timeout_ms)),
         tripped: None,
     };
@@ -183,6 +184,13 @@ fn describe(
             format!(
                 "script exceeded {} operations (limits.max_operations)",
                 limits.max_operations
+            ),
+        ),
+        (Some(Trip::Memory), ..) => (
+            RunErrorKind::Limit,
+            format!(
+                "script used more than {} MiB of memory (limits.max_memory_bytes)",
+                limits.max_memory_bytes / (1024 * 1024)
             ),
         ),
         (Some(Trip::Timeout), ..) => (

@@ -16,6 +16,12 @@ const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
 /// Every run not finished yet (`pending_runs`: run id → earliest attempt, ms since the epoch),
 /// with its time index (`pending_by_time`).
 const PENDING: DueIndex = DueIndex::new("pending_runs", "pending_by_time");
+/// run id → when it started (ms since the epoch), for every run whose script is running: a
+/// mark left at startup means the engine stopped (crashed) during that run.
+const IN_FLIGHT: TableDefinition<u64, u64> = TableDefinition::new("runs_in_flight");
+/// Crashes of the engine a run may be in flight at: at the second, the run is failed ("it
+/// crashed the engine") instead of crashing it again and again.
+pub const MAX_CRASHES_IN_FLIGHT: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -73,6 +79,13 @@ pub struct RunRecord {
     pub actions: Vec<Action>,
     /// The run this one replays.
     pub replay_of: Option<u64>,
+    /// Crashes of the engine this run was in flight at.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub crashes: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl RunRecord {
@@ -96,6 +109,7 @@ impl RunRecord {
             error: None,
             actions: Vec::new(),
             replay_of,
+            crashes: 0,
         }
     }
 
@@ -111,7 +125,61 @@ impl RunRecord {
 /// Creates the runs tables (so that readers in other processes find them).
 pub(crate) fn init(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(RUNS)?;
+    txn.open_table(IN_FLIGHT)?;
     PENDING.init(txn)
+}
+
+/// Marks run `id` as running (written without waiting for the commit: if the engine crashes
+/// before the mark is durable, the crash simply is not counted).
+pub fn mark_in_flight(txn: &WriteTransaction, id: u64, started_ms: u64) -> Result<(), WriteError> {
+    let mut t = txn.open_table(IN_FLIGHT).map_err(storage)?;
+    t.insert(id, started_ms).map_err(storage)?;
+    Ok(())
+}
+
+/// At startup: every run still marked was in flight when the engine stopped without finishing it
+/// (a crash). Each pending one counts the crash; one at [`MAX_CRASHES_IN_FLIGHT`] is failed with
+/// `error` built by `failed`. Clears the marks. Returns (runs that counted a crash, runs failed).
+pub fn recover_in_flight(
+    txn: &WriteTransaction,
+    failed: impl Fn(&RunRecord) -> RunError,
+) -> Result<(Vec<u64>, Vec<u64>), WriteError> {
+    let marked: Vec<u64> = {
+        let t = txn.open_table(IN_FLIGHT).map_err(storage)?;
+        let mut ids = Vec::new();
+        for entry in t.iter().map_err(storage)? {
+            ids.push(entry.map_err(storage)?.0.value());
+        }
+        ids
+    };
+    let (mut counted, mut failed_ids) = (Vec::new(), Vec::new());
+    for id in marked {
+        let record = {
+            let runs = txn.open_table(RUNS).map_err(storage)?;
+            let got = runs.get(id).map_err(storage)?;
+            match got {
+                Some(g) => Some(serde_json::from_slice::<RunRecord>(g.value()).map_err(storage)?),
+                None => None,
+            }
+        };
+        let Some(mut record) = record else { continue };
+        if record.status.is_finished() {
+            continue;
+        }
+        record.crashes += 1;
+        if record.crashes >= MAX_CRASHES_IN_FLIGHT {
+            record.status = RunStatus::Failed;
+            record.next_attempt = None;
+            record.error = Some(failed(&record));
+            failed_ids.push(id);
+        } else {
+            counted.push(id);
+        }
+        save(txn, &record, 0)?;
+    }
+    let mut t = txn.open_table(IN_FLIGHT).map_err(storage)?;
+    t.retain(|_, _| false).map_err(storage)?;
+    Ok((counted, failed_ids))
 }
 
 /// Inserts new pending runs, giving them ids; returns the ids.
@@ -143,6 +211,10 @@ pub fn save(
     let mut runs = txn.open_table(RUNS).map_err(storage)?;
     let json = serde_json::to_vec(record).map_err(storage)?;
     runs.insert(record.id, json.as_slice()).map_err(storage)?;
+    txn.open_table(IN_FLIGHT)
+        .map_err(storage)?
+        .remove(record.id)
+        .map_err(storage)?;
     if record.status.is_finished() {
         PENDING.unset(txn, record.id)
     } else {
@@ -190,6 +262,10 @@ pub fn prune(
 
 /// Drops a pending run whose record or event is gone (it can never run).
 pub fn forget(txn: &WriteTransaction, id: u64) -> Result<(), WriteError> {
+    txn.open_table(IN_FLIGHT)
+        .map_err(storage)?
+        .remove(id)
+        .map_err(storage)?;
     PENDING.unset(txn, id)
 }
 

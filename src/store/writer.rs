@@ -165,11 +165,13 @@ pub(crate) fn writer_loop(
                 Ok(job) => Some(job),
                 Err(_) => return,
             },
-            Some(b) => match rx.recv_timeout(b.retry_at.saturating_duration_since(Instant::now())) {
-                Ok(job) => Some(job),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => return,
-            },
+            Some(b) => {
+                match rx.recv_timeout(b.retry_at.saturating_duration_since(Instant::now())) {
+                    Ok(job) => Some(job),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
         };
         if let Some(b) = broken.take() {
             if Instant::now() >= b.retry_at {
@@ -227,7 +229,14 @@ pub(crate) fn writer_loop(
         let before = next;
         let started = Instant::now();
         let mut replies = Vec::new();
-        let r = apply_batch(&db, &shared.seen, &mut batch, &mut next, &shared.stats, &mut replies);
+        let r = apply_batch(
+            &db,
+            &shared.seen,
+            &mut batch,
+            &mut next,
+            &shared.stats,
+            &mut replies,
+        );
         shared.stats.record(batch.len(), started.elapsed());
         match r {
             Ok(results) => {
@@ -272,7 +281,9 @@ pub(crate) fn writer_loop(
 /// Takes the database out of the readers' reach and waits (briefly) until the last reader let go,
 /// so that its file is closed and can be opened again.
 fn close(shared: &Shared) {
-    let Some(db) = shared.db.swap(None) else { return };
+    let Some(db) = shared.db.swap(None) else {
+        return;
+    };
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut db = db;
     loop {

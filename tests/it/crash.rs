@@ -193,7 +193,9 @@ fn kills_while_mailing_lose_no_event_and_resend_at_most_one_mail_per_crash() {
         runs = history_json(dir.path(), "runs");
         let done = runs.iter().filter(|r| r["status"] == "succeeded").count();
         let subjects = mailed(&smtp.received());
-        let unfinished = runs.iter().any(|r| r["status"] == "pending" || r["status"] == "retrying");
+        let unfinished = runs
+            .iter()
+            .any(|r| r["status"] == "pending" || r["status"] == "retrying");
         done >= acknowledged.len()
             && !unfinished
             && acknowledged
@@ -216,7 +218,12 @@ fn kills_while_mailing_lose_no_event_and_resend_at_most_one_mail_per_crash() {
             .or_default() += 1;
     }
     for u in &acknowledged {
-        assert_eq!(per_event.get(u), Some(&1), "event {u}: runs {:?}", per_event.get(u));
+        assert_eq!(
+            per_event.get(u),
+            Some(&1),
+            "event {u}: runs {:?}",
+            per_event.get(u)
+        );
     }
     let ids: Vec<&str> = received
         .iter()
@@ -232,7 +239,10 @@ fn kills_while_mailing_lose_no_event_and_resend_at_most_one_mail_per_crash() {
     );
     let subjects = mailed(&received);
     for u in &acknowledged {
-        assert!(subjects.contains(&format!("event {u}")), "no mail for event {u}");
+        assert!(
+            subjects.contains(&format!("event {u}")),
+            "no mail for event {u}"
+        );
     }
     logs.push_str(&final_server.log());
     let log = logs;
@@ -254,4 +264,96 @@ fn kills_while_mailing_lose_no_event_and_resend_at_most_one_mail_per_crash() {
         duplicates <= CRASHES,
         "{duplicates} mails sent twice over {CRASHES} crashes"
     );
+}
+
+/// Regression: a script that crashed the engine (a memory bomb) ran again after every restart
+/// and crashed it again (4 restarts in the sweep). A run in flight at two crashes is failed.
+#[test]
+fn a_run_in_flight_at_two_crashes_is_failed_not_run_a_third_time() {
+    let dir = temp_dir();
+    let port = free_port();
+    // Long enough to be killed while running; within the 5 s time limit.
+    engine_dir(
+        dir.path(),
+        port,
+        "",
+        &[(
+            "slow.rhai",
+            "//! on: *\nlog(\"start\");\nsleep(3);\nlog(\"end\");\n",
+        )],
+    );
+    let env = [("ENGINE_TEST_SECRET", SECRET)];
+    let (body, uuids) = envelope(1);
+    for crash in 0..2 {
+        let p = ServeProcess::start(dir.path(), port, &env);
+        if crash == 0 {
+            assert_eq!(
+                post_blocking(&format!("{}/hooks/test", p.url), body.clone()),
+                200
+            );
+        }
+        // The run starts within a moment of the (re)start and sleeps 3 s: kill it mid-run.
+        std::thread::sleep(Duration::from_millis(1200));
+        p.signal(libc::SIGKILL);
+        drop(p);
+    }
+    let mut p = ServeProcess::start(dir.path(), port, &env);
+    let mut runs = Vec::new();
+    let failed = wait_until(Duration::from_secs(10), || {
+        runs = history_json(dir.path(), "runs");
+        runs.first().is_some_and(|r| r["status"] == "failed")
+    });
+    assert!(failed, "{runs:#?}");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["event_uuid"], uuids[0].as_str());
+    assert_eq!(runs[0]["crashes"], 2);
+    let error = runs[0]["error"]["message"].as_str().unwrap();
+    assert!(error.contains("crashed 2 times"), "{error}");
+    // It is not run again: no new attempt starts.
+    std::thread::sleep(Duration::from_millis(500));
+    let again = history_json(dir.path(), "runs");
+    assert_eq!(again[0]["attempts"], runs[0]["attempts"]);
+    p.signal(libc::SIGTERM);
+    let (status, _, log) = p.wait_output();
+    assert!(status.success());
+    assert!(log.contains("two crashes"), "{log}");
+}
+
+/// Regression: a script filling a map with distinct 0.5 MB strings grew the server to 2.6 GB
+/// and aborted it. The run fails on its memory limit and the server stays small.
+#[test]
+fn a_memory_bomb_fails_its_run_and_the_server_stays_small() {
+    let dir = temp_dir();
+    let port = free_port();
+    engine_dir(
+        dir.path(),
+        port,
+        "",
+        &[(
+            "bomb.rhai",
+            "//! on: *\nlet m = #{};\nlet s = \"x\";\ns.pad(500000, \"x\");\nfor i in 0..100000 { m[\"k\" + i] = s + i; }\n",
+        )],
+    );
+    let mut p = ServeProcess::start(dir.path(), port, &[("ENGINE_TEST_SECRET", SECRET)]);
+    let (body, _) = envelope(1);
+    assert_eq!(post_blocking(&format!("{}/hooks/test", p.url), body), 200);
+    let mut runs = Vec::new();
+    let done = wait_until(Duration::from_secs(20), || {
+        runs = history_json(dir.path(), "runs");
+        runs.first().is_some_and(|r| r["status"] == "failed")
+    });
+    assert!(done, "{runs:#?}");
+    let error = runs[0]["error"]["message"].as_str().unwrap();
+    assert!(error.contains("MiB of memory"), "{error}");
+    assert_eq!(runs[0]["error"]["kind"], "limit");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    eprintln!("peak RSS under the memory bomb: {} MB", peak_kb / 1024);
+    assert!(peak_kb < 400 * 1024, "peak RSS {} MB", peak_kb / 1024);
+    p.signal(libc::SIGTERM);
+    assert!(p.wait_output().0.success());
 }

@@ -50,7 +50,12 @@ fn cpu_ticks(pid: u32) -> u64 {
     // Fields after the `(comm)`: state is field 3; utime 14 and stime 15.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let get = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     get(11) + get(12)
 }
 
@@ -108,9 +113,19 @@ fn full_disk_answers_503_then_recovers_without_restart() {
     let ticks = cpu_ticks(p.child.id()) - cpu_before;
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let cpu = ticks as f64 / hz / started.elapsed().as_secs_f64();
-    eprintln!("disk full: {ok} answered 200, {unavailable} answered 503; CPU {:.0} %", cpu * 100.0);
-    assert!(unavailable > 0, "a full disk must fail writes ({ok} were accepted)");
-    assert!(cpu < 0.5, "the server spins while the disk is full: {:.0} % CPU", cpu * 100.0);
+    eprintln!(
+        "disk full: {ok} answered 200, {unavailable} answered 503; CPU {:.0} %",
+        cpu * 100.0
+    );
+    assert!(
+        unavailable > 0,
+        "a full disk must fail writes ({ok} were accepted)"
+    );
+    assert!(
+        cpu < 0.5,
+        "the server spins while the disk is full: {:.0} % CPU",
+        cpu * 100.0
+    );
 
     std::fs::remove_file(&filler).expect("free the disk");
     let freed = Instant::now();
@@ -122,7 +137,10 @@ fn full_disk_answers_503_then_recovers_without_restart() {
         status == 200
     });
     assert!(recovered, "still failing 15 s after space was freed");
-    eprintln!("recovered {} ms after space was freed", freed.elapsed().as_millis());
+    eprintln!(
+        "recovered {} ms after space was freed",
+        freed.elapsed().as_millis()
+    );
     for _ in 0..5 {
         let (status, uuids) = post(&url);
         assert_eq!(status, 200);
@@ -130,7 +148,10 @@ fn full_disk_answers_503_then_recovers_without_restart() {
     }
     // Every acknowledged event gets its run, and each its mail, once.
     let all_done = wait_until(Duration::from_secs(30), || {
-        let o = run_engine(dir.path(), &["runs", "--format", "json", "--limit", "100000"]);
+        let o = run_engine(
+            dir.path(),
+            &["runs", "--format", "json", "--limit", "100000"],
+        );
         let runs: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap_or_default();
         accepted.iter().all(|u| {
             runs.iter()

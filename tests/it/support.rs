@@ -299,7 +299,10 @@ impl ServeProcess {
                 for d in self.drains.drain(..) {
                     let _ = d.join();
                 }
-                panic!("engine serve exited with {status} before listening: {}", self.log());
+                panic!(
+                    "engine serve exited with {status} before listening: {}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
