@@ -301,11 +301,7 @@ fn events_on_an_empty_data_dir() {
 /// admin endpoint and prints what it would print with the server stopped.
 #[test]
 fn history_commands_read_through_a_running_server() {
-    let dir = temp_dir();
-    let port = free_port();
-    engine_dir(
-        dir.path(),
-        port,
+    let (dir, port) = engine_setup(
         "",
         &[("log-it.rhai", "//! on: user.*\nlog(`saw ${event.uuid}`);\n")],
     );

@@ -149,11 +149,7 @@ fn kills_while_mailing_lose_no_event_and_resend_at_most_one_mail_per_crash() {
     /// Loaders at once: together a few hundred mails per second, as in the sweep.
     const LOADERS: usize = 4;
     let smtp = crate::mail::SmtpServer::start(&["--delay-ms", "5"]);
-    let dir = temp_dir();
-    let port = free_port();
-    engine_dir(
-        dir.path(),
-        port,
+    let (dir, port) = engine_setup(
         "\n[smtp]\nurl_env = \"ENGINE_TEST_SMTP_URL\"\nfrom = \"automation@example.com\"\nretry_base_ms = 50\n",
         &[(
             "mailer.rhai",
@@ -323,11 +319,7 @@ fn a_run_in_flight_at_two_crashes_is_failed_not_run_a_third_time() {
 /// and aborted it. The run fails on its memory limit and the server stays small.
 #[test]
 fn a_memory_bomb_fails_its_run_and_the_server_stays_small() {
-    let dir = temp_dir();
-    let port = free_port();
-    engine_dir(
-        dir.path(),
-        port,
+    let (dir, port) = engine_setup(
         "",
         &[(
             "bomb.rhai",

@@ -40,11 +40,7 @@ fn by_script(runs: &[serde_json::Value]) -> HashMap<String, serde_json::Value> {
 #[test]
 fn events_run_scripts_and_mail_goes_out_over_smtp_with_no_secret_shown() {
     let smtp = SmtpServer::start(&["--auth", "bot:pa55w0rd-smtp"]);
-    let dir = temp_dir();
-    let port = free_port();
-    engine_dir(
-        dir.path(),
-        port,
+    let (dir, port) = engine_setup(
         &smtp_config(smtp.port),
         &[
             (
@@ -140,11 +136,7 @@ const RECURSES: &str = "//! on: user.lifecycle.deactivate\nfn f(n) { f(n + 1) }\
 
 #[test]
 fn hostile_scripts_fail_alone_and_replay_reruns_them() {
-    let dir = temp_dir();
-    let port = free_port();
-    engine_dir(
-        dir.path(),
-        port,
+    let (dir, port) = engine_setup(
         "\n[limits]\nmax_operations = 200000\n",
         &[
             ("good.rhai", GOOD),
@@ -275,14 +267,7 @@ const COUNTS: &str = "//! on: user.lifecycle.create\nlet n = 0;\nfor i in 0..300
 
 #[test]
 fn sigkill_during_processing_completes_every_run_exactly_once() {
-    let dir = temp_dir();
-    let port = free_port();
-    engine_dir(
-        dir.path(),
-        port,
-        "",
-        &[("a.rhai", COUNTS), ("b.rhai", COUNTS)],
-    );
+    let (dir, port) = engine_setup("", &[("a.rhai", COUNTS), ("b.rhai", COUNTS)]);
     let env = [("ENGINE_TEST_SECRET", SECRET)];
     let p = ServeProcess::start(dir.path(), port, &env);
     let hook = format!("{}/hooks/test", p.url);
@@ -340,11 +325,7 @@ fn sigkill_during_processing_completes_every_run_exactly_once() {
 #[test]
 fn mail_waits_for_a_down_smtp_server_and_is_sent_once_across_a_kill() {
     let smtp_port = free_port();
-    let dir = temp_dir();
-    let port = free_port();
-    engine_dir(
-        dir.path(),
-        port,
+    let (dir, port) = engine_setup(
         &smtp_config(smtp_port),
         &[(
             "new-hire-manager.rhai",
@@ -407,14 +388,7 @@ fn mail_waits_for_a_down_smtp_server_and_is_sent_once_across_a_kill() {
 #[test]
 fn a_permanent_smtp_error_fails_the_mail_without_retry() {
     let smtp = SmtpServer::start(&["--reject-5xx"]);
-    let dir = temp_dir();
-    let port = free_port();
-    engine_dir(
-        dir.path(),
-        port,
-        &smtp_config(smtp.port),
-        &[("good.rhai", GOOD)],
-    );
+    let (dir, port) = engine_setup(&smtp_config(smtp.port), &[("good.rhai", GOOD)]);
     std::fs::write(dir.path().join("directory.csv"), DIRECTORY).unwrap();
     let smtp_url = format!("smtp://127.0.0.1:{}?tls=none", smtp.port);
     let env = [
@@ -535,11 +509,7 @@ fn lookup_user_against_the_okta_api_retries_transient_errors() {
 
 #[test]
 fn samples_are_captured_bounded_and_added_by_hand() {
-    let dir = temp_dir();
-    let port = free_port();
-    engine_dir(
-        dir.path(),
-        port,
+    let (dir, port) = engine_setup(
         "\n[[hook]]\nid = \"quiet\"\nsecret_env = \"ENGINE_TEST_SECRET\"\ncapture = false\n",
         &[],
     );

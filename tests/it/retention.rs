@@ -34,35 +34,16 @@ async fn prunes_old_history_but_keeps_what_is_still_needed() {
         .write(move |txn| runs::create(txn, vec![done, retrying]))
         .await
         .unwrap();
-    let mut first = RunsView(&store).get(created[0]).unwrap().unwrap();
-    first.status = RunStatus::Succeeded;
-    first.finished = Some(format_ms(old));
-    store
-        .write(move |txn| runs::save(txn, &first, 0))
-        .await
-        .unwrap();
+    finish(&store, created[0], RunStatus::Succeeded, old).await;
 
-    let report = engine::process::retention::prune_once(&store, now_ms() - 30 * DAY_MS)
-        .await
-        .unwrap();
+    let report = prune(&store).await;
     assert_eq!(report.runs, 1, "the old finished run");
     assert_eq!(
         report.store.events, 2,
         "events 1 and 2 only: event 3 is needed by a pending run"
     );
     assert_eq!(report.store.deliveries, 1);
-    let left: Vec<u64> = {
-        let mut v: Vec<u64> = store
-            .history()
-            .recent_events(100)
-            .unwrap()
-            .iter()
-            .map(|e| e.seq)
-            .collect();
-        v.sort();
-        v
-    };
-    assert_eq!(left, [3, 4, 5, 6, 7, 8]);
+    assert_eq!(event_seqs(&store), [3, 4, 5, 6, 7, 8]);
     // A pruned event's uuid can be accepted again; a kept one is still a duplicate.
     assert_eq!(
         deliver(
@@ -90,30 +71,49 @@ async fn prunes_old_history_but_keeps_what_is_still_needed() {
             .duplicate_delivery
     );
     // Once the pending run is done, the rest of the old dispatched history goes.
-    let mut second = RunsView(&store).get(created[1]).unwrap().unwrap();
-    second.status = RunStatus::Failed;
-    second.finished = Some(format_ms(old));
-    store
-        .write(move |txn| runs::save(txn, &second, 0))
-        .await
-        .unwrap();
-    let report = engine::process::retention::prune_once(&store, now_ms() - 30 * DAY_MS)
-        .await
-        .unwrap();
+    finish(&store, created[1], RunStatus::Failed, old).await;
+    let report = prune(&store).await;
     assert_eq!(
         (report.store.events, report.store.deliveries, report.runs),
         (2, 1, 1)
     );
-    let mut left: Vec<u64> = store
+    assert_eq!(
+        event_seqs(&store),
+        [5, 6, 7, 8, 9],
+        "undispatched old events stay"
+    );
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .unwrap();
+}
+
+/// Marks run `id` finished with `status` at `at_ms`.
+async fn finish(store: &Store, id: u64, status: RunStatus, at_ms: u64) {
+    let mut r = RunsView(store).get(id).unwrap().unwrap();
+    r.status = status;
+    r.finished = Some(format_ms(at_ms));
+    store
+        .write(move |txn| runs::save(txn, &r, 0))
+        .await
+        .unwrap();
+}
+
+/// One pruning pass with the default 30 days.
+async fn prune(store: &Store) -> engine::process::retention::PruneReport {
+    engine::process::retention::prune_once(store, now_ms() - 30 * DAY_MS)
+        .await
+        .unwrap()
+}
+
+/// The seqs of the stored events, ascending.
+fn event_seqs(store: &Store) -> Vec<u64> {
+    let mut v: Vec<u64> = store
         .history()
         .recent_events(100)
         .unwrap()
         .iter()
         .map(|e| e.seq)
         .collect();
-    left.sort();
-    assert_eq!(left, [5, 6, 7, 8, 9], "undispatched old events stay");
-    tokio::task::spawn_blocking(move || store.close())
-        .await
-        .unwrap();
+    v.sort();
+    v
 }

@@ -356,6 +356,14 @@ pub fn engine_dir(dir: &Path, port: u16, extra: &str, scripts: &[(&str, &str)]) 
     }
 }
 
+/// A temp dir laid out by [`engine_dir`] for a server on a fresh port.
+pub fn engine_setup(extra: &str, scripts: &[(&str, &str)]) -> (tempfile::TempDir, u16) {
+    let dir = temp_dir();
+    let port = free_port();
+    engine_dir(dir.path(), port, extra, scripts);
+    (dir, port)
+}
+
 /// The repo's example script `name` (from `scripts/`).
 pub fn example_script(name: &str) -> String {
     std::fs::read_to_string(Path::new(REPO).join("scripts").join(name)).unwrap()
