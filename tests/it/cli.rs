@@ -31,12 +31,12 @@ fn config_errors_name_the_key_and_line() {
         ConfigCase {
             name: "unknown key",
             toml: "listen = \"127.0.0.1:1\"\nlisten_port = 9\n",
-            messages: &["listen_port", "line 2"],
+            messages: &["listen_port", "engine.toml:2:1:"],
         },
         ConfigCase {
             name: "unknown hook key",
             toml: "[[hook]]\nid = \"a\"\nsecret_env = \"X\"\nsecret = \"plain\"\n",
-            messages: &["secret", "line 4"],
+            messages: &["secret", "engine.toml:4:1:"],
         },
         ConfigCase {
             name: "bad listen",
@@ -46,7 +46,7 @@ fn config_errors_name_the_key_and_line() {
         ConfigCase {
             name: "bad kind",
             toml: "[[hook]]\nid = \"a\"\nkind = \"slack\"\nsecret_env = \"X\"\n",
-            messages: &["slack", "line 3"],
+            messages: &["slack", "`kind`", "engine.toml:3:8:"],
         },
         ConfigCase {
             name: "bad hook id",
@@ -76,12 +76,12 @@ fn config_errors_name_the_key_and_line() {
         ConfigCase {
             name: "wrong type",
             toml: "retention_days = \"thirty\"\n",
-            messages: &["retention_days", "line 1"],
+            messages: &["`retention_days`", "engine.toml:1:18:"],
         },
         ConfigCase {
             name: "not toml",
             toml: "listen = \n",
-            messages: &["line 1"],
+            messages: &["engine.toml:1:10:"],
         },
         ConfigCase {
             name: "bad smtp from",
@@ -105,6 +105,87 @@ fn config_errors_name_the_key_and_line() {
             assert!(err.contains(m), "{}: {err:?} lacks {m:?}", case.name);
         }
         assert!(!err.contains("panicked"), "{}", case.name);
+    }
+}
+
+/// Defect 14: TOML syntax errors printed toml's multi-line snippet (`TOML parse error at line 1,
+/// column 22`, the line, a caret, the message) where one line and a hint are promised; a
+/// non-UTF-8 file said only "stream did not contain valid UTF-8", with no place.
+#[test]
+fn toml_syntax_errors_are_one_line_and_a_hint() {
+    let cases: [(&str, &[u8], &str, &str); 7] = [
+        (
+            "unclosed string",
+            b"listen = \"127.0.0.1:1\nretention_days = 3\n",
+            "engine.toml:1:22: ",
+            "double quotes",
+        ),
+        (
+            "missing =",
+            b"retention_days = 3\nlisten \"127.0.0.1:1\"\n",
+            "engine.toml:2:8: ",
+            "key = value",
+        ),
+        (
+            "duplicate key",
+            b"listen = \"127.0.0.1:1\"\n\nlisten = \"127.0.0.1:2\"\n",
+            "engine.toml:3:1: duplicate key",
+            "only once",
+        ),
+        (
+            "bad table header",
+            b"[[hook]\nid = \"a\"\nsecret_env = \"X\"\n",
+            "engine.toml:1:8: ",
+            "[[hook]]",
+        ),
+        (
+            "table header twice",
+            b"[smtp]\nurl_env = \"U\"\n[smtp]\nfrom = \"a@b\"\n",
+            "engine.toml:3:",
+            "only once",
+        ),
+        (
+            "not UTF-8 (line 2, after a two-byte character)",
+            b"# ok\nlisten = \"\xc3\xa9\xff\"\n",
+            "engine.toml:2:12: the file is not valid UTF-8",
+            "UTF-8",
+        ),
+        (
+            "unknown key (TOML that does not fit)",
+            b"retention_days = 3\n  listen_prot = \"x\"\n",
+            "engine.toml:2:3: unknown field `listen_prot`",
+            "spelling",
+        ),
+    ];
+    for (name, toml, place, hint) in cases {
+        let dir = temp_dir();
+        std::fs::write(dir.path().join("engine.toml"), toml).unwrap();
+        for args in [&["events"][..], &["serve"][..]] {
+            let o = run_engine(dir.path(), args);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+            let lines: Vec<&str> = err.lines().collect();
+            assert_eq!(lines.len(), 2, "{name}: not one line and a hint:\n{err}");
+            assert!(
+                lines[0].starts_with(&format!("error: {place}")),
+                "{name}: {:?} does not start with error: {place}",
+                lines[0]
+            );
+            assert!(
+                lines[1].starts_with("  hint: ") && lines[1].contains(hint),
+                "{name}: hint line {:?} lacks {hint:?}",
+                lines[1]
+            );
+            assert!(
+                !err.contains("TOML parse error") && !err.contains(" | "),
+                "{name}: {err}"
+            );
+            assert!(
+                stdout(&o).is_empty(),
+                "{name}: serve started: {}",
+                stdout(&o)
+            );
+        }
     }
 }
 
