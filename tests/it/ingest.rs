@@ -497,3 +497,183 @@ async fn healthz_and_metrics_answer() {
     assert_eq!(a.status, 404);
     s.stop().await;
 }
+
+/// One sample of the Prometheus text format: name, label pairs (unescaped), value.
+type PromSample = (String, Vec<(String, String)>, String);
+
+/// Parses Prometheus text exposition strictly: `# HELP`/`# TYPE` comments, and samples
+/// `name{label="value",…} value` whose label values escape only `\\`, `\"` and `\n`.
+fn parse_exposition(text: &str) -> Result<Vec<PromSample>, String> {
+    fn is_name(s: &str, colon: bool) -> bool {
+        let mut chars = s.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || (colon && c == ':'))
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (colon && c == ':'))
+    }
+    let mut samples = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let bad = |why: &str| format!("line {}: {why}: {line:?}", n + 1);
+        if let Some(comment) = line.strip_prefix("# ") {
+            let mut parts = comment.splitn(3, ' ');
+            let (kind, name) = (parts.next(), parts.next());
+            if !matches!(kind, Some("HELP" | "TYPE")) || !name.is_some_and(|m| is_name(m, true)) {
+                return Err(bad("comment is neither # HELP nor # TYPE"));
+            }
+            continue;
+        }
+        let name_end = line.find(['{', ' ']).ok_or_else(|| bad("no value"))?;
+        let name = &line[..name_end];
+        if !is_name(name, true) {
+            return Err(bad("bad metric name"));
+        }
+        let mut rest = &line[name_end..];
+        let mut labels = Vec::new();
+        if let Some(inner) = rest.strip_prefix('{') {
+            let mut chars = inner.char_indices().peekable();
+            loop {
+                if let Some((i, '}')) = chars.peek().copied() {
+                    rest = &inner[i + 1..];
+                    break;
+                }
+                let start = chars.peek().map(|(i, _)| *i).ok_or_else(|| bad("open {"))?;
+                let eq = inner[start..]
+                    .find('=')
+                    .ok_or_else(|| bad("label without ="))?;
+                let key = &inner[start..start + eq];
+                if !is_name(key, false) {
+                    return Err(bad("bad label name"));
+                }
+                while chars.next_if(|(i, _)| *i < start + eq + 1).is_some() {}
+                if chars.next().map(|(_, c)| c) != Some('"') {
+                    return Err(bad("label value not quoted"));
+                }
+                let mut value = String::new();
+                loop {
+                    match chars.next().map(|(_, c)| c) {
+                        Some('"') => break,
+                        Some('\\') => match chars.next().map(|(_, c)| c) {
+                            Some('\\') => value.push('\\'),
+                            Some('"') => value.push('"'),
+                            Some('n') => value.push('\n'),
+                            _ => return Err(bad("bad escape in label value")),
+                        },
+                        Some(c) => value.push(c),
+                        None => return Err(bad("unterminated label value")),
+                    }
+                }
+                labels.push((key.to_string(), value));
+                match chars.peek().map(|(_, c)| *c) {
+                    Some(',') => {
+                        chars.next();
+                    }
+                    Some('}') => {}
+                    _ => return Err(bad("labels not separated by ,")),
+                }
+            }
+        }
+        let value = rest
+            .strip_prefix(' ')
+            .ok_or_else(|| bad("no space before the value"))?;
+        let number = value.split(' ').next().unwrap_or_default();
+        if number.parse::<f64>().is_err() && !matches!(number, "+Inf" | "-Inf" | "NaN") {
+            return Err(bad("value is not a number"));
+        }
+        samples.push((name.to_string(), labels, number.to_string()));
+    }
+    Ok(samples)
+}
+
+#[test]
+fn the_exposition_parser_refuses_broken_text() {
+    assert!(parse_exposition("# TYPE a counter\na{s=\"x\\\"y\"} 1\nb 2.5\n").is_ok());
+    for broken in [
+        "a{s=\"quote\"name\"} 1",
+        "a{s=\"line\n\"} 1",
+        "a{s=\"back\\x\"} 1",
+        "a{s=\"x\"}1",
+        "a{s=x} 1",
+        "a{s=\"x\" 1",
+        "a one",
+        "#\"} 1",
+    ] {
+        assert!(parse_exposition(broken).is_err(), "{broken:?} parsed");
+    }
+}
+
+/// Defect 11: script names come from file names and reached `/metrics` unescaped: a script
+/// named `quote"name.rhai` broke `engine_runs_total`, and a name holding `"} 1`, a line break
+/// and `engine_injected_total 42` added a series of its own.
+#[tokio::test]
+async fn metrics_labels_from_odd_script_names_are_escaped() {
+    let quote = "quote\"name\\x";
+    let inject = "x\"} 1\nengine_injected_total 42\n#";
+    let broken = "broken\\\"\nname";
+    let on = "//! on: user.lifecycle.*\nlog(\"ran\");\n";
+    let dir = temp_dir();
+    let port = free_port();
+    let files = [
+        (format!("{quote}.rhai"), on.to_string()),
+        (format!("{inject}.rhai"), on.to_string()),
+        (
+            format!("{broken}.rhai"),
+            "//! on: user.*\nlet = ;\n".to_string(),
+        ),
+        ("plain.rhai".to_string(), on.to_string()),
+    ];
+    let scripts: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    engine_dir(dir.path(), port, "", &scripts);
+    let p = ServeProcess::start(dir.path(), port, &[("ENGINE_TEST_SECRET", SECRET)]);
+    let (body, _) = envelope(1);
+    let a = post_with(&format!("{}/hooks/test", p.url), SECRET, body).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let metrics_url = format!("{}/metrics", p.url);
+    let scrape = || async {
+        client::request(Method::GET, &metrics_url, &[], Bytes::new())
+            .await
+            .expect("metrics answered")
+            .text()
+    };
+    let mut text = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        text = scrape().await;
+        if text.matches("engine_runs_total{").count() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let samples = parse_exposition(&text)
+        .unwrap_or_else(|e| panic!("/metrics is not Prometheus text: {e}\n{text}"));
+    assert!(
+        !samples.iter().any(|(n, _, _)| n == "engine_injected_total"),
+        "a script name injected a series:\n{text}"
+    );
+    let label = |metric: &str, script: &str| {
+        samples.iter().any(|(n, labels, _)| {
+            n == metric && labels.iter().any(|(k, v)| k == "script" && v == script)
+        })
+    };
+    // Each odd name comes back exactly as the file was named.
+    for name in [quote, inject, "plain"] {
+        assert!(
+            label("engine_runs_total", name),
+            "no runs of {name:?}:\n{text}"
+        );
+        assert!(
+            label("engine_script_info", name),
+            "no info of {name:?}:\n{text}"
+        );
+    }
+    assert!(
+        samples
+            .iter()
+            .any(|(n, labels, v)| n == "engine_script_load_error"
+                && labels.iter().any(|(k, s)| k == "script" && s == broken)
+                && v == "1"),
+        "the broken script's load error is missing:\n{text}"
+    );
+}
