@@ -29,6 +29,8 @@ pub const DEFAULT_RETENTION_DAYS: u32 = 30;
 pub const DEFAULT_HOOK_ID: &str = "default";
 /// The header Okta is usually configured to send.
 pub const DEFAULT_AUTH_HEADER: &str = "Authorization";
+/// Generated hook secrets are kept in the data dir as `<prefix><hook id>`.
+pub const GENERATED_SECRET_PREFIX: &str = "hook-secret-";
 /// The config file looked for in the working directory when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "engine.toml";
 
@@ -439,7 +441,8 @@ impl Config {
 
     /// The file that holds a generated hook secret.
     pub fn generated_secret_path(&self, hook_id: &str) -> PathBuf {
-        self.data_dir.join(format!("hook-secret-{hook_id}"))
+        self.data_dir
+            .join(format!("{GENERATED_SECRET_PREFIX}{hook_id}"))
     }
 
     /// Reads a `*_env` variable, naming it (and where it was configured) when it is missing.

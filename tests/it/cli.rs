@@ -545,3 +545,128 @@ async fn dry_runs_order_and_identify_events_as_the_server_does() {
         "engine check: the same mail ids as engine run"
     );
 }
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Every path the engine keeps under `data/`: (path, is a directory).
+fn data_entries(data: &std::path::Path) -> Vec<(std::path::PathBuf, bool)> {
+    let mut out = vec![(data.to_path_buf(), true)];
+    for name in ["engine.redb", "admin-token"] {
+        out.push((data.join(name), false));
+    }
+    for sub in ["outbox-mail", "samples"] {
+        let d = data.join(sub);
+        out.push((d.clone(), true));
+        for e in std::fs::read_dir(&d).unwrap() {
+            out.push((e.unwrap().path(), false));
+        }
+    }
+    out
+}
+
+/// Defect 13: `engine.redb` was 0644 and the data dir 0755 (so were `.eml` mail and samples):
+/// any account on the host could read stored deliveries and mail. New ones are 0700/0600 even
+/// under umask 000, and a start tightens what an older engine left open, saying so once.
+#[test]
+fn data_dir_is_private_and_a_loose_one_is_tightened_at_start() {
+    let dir = temp_dir();
+    let port = free_port();
+    let mailer = "//! on: user.lifecycle.*\nsend_email(#{ to: \"a@example.com\", subject: \"s\", body: \"b\" });\n";
+    engine_dir(dir.path(), port, "", &[("mailer.rhai", mailer)]);
+    let data = dir.path().join("data");
+    let env = [("ENGINE_TEST_SECRET", SECRET)];
+    let open_umask = |cmd: &mut std::process::Command| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: umask is async-signal-safe; it changes only the child's mask.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::umask(0);
+                Ok(())
+            });
+        }
+    };
+    let p = ServeProcess::start_with(dir.path(), port, &env, open_umask);
+    let (body, _) = envelope(1);
+    assert_eq!(post_blocking(&format!("{}/hooks/test", p.url), body), 200);
+    let mail_dir = data.join("outbox-mail");
+    assert!(
+        wait_until(Duration::from_secs(20), || std::fs::read_dir(&mail_dir)
+            .is_ok_and(|mut d| d.next().is_some())),
+        "no .eml written"
+    );
+    drop(p);
+    let o = engine_bin()
+        .current_dir(dir.path())
+        .args(["samples", "add"])
+        .arg(format!("{FIXTURES}/envelope.user.session.start.json"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let entries = data_entries(&data);
+    assert!(
+        entries
+            .iter()
+            .any(|(p, _)| p.extension().is_some_and(|x| x == "eml"))
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|(p, _)| p.extension().is_some_and(|x| x == "json"))
+    );
+    for (path, is_dir) in &entries {
+        let want = if *is_dir { 0o700 } else { 0o600 };
+        let got = mode_of(path);
+        assert_eq!(got, want, "fresh {} is {got:04o}", path.display());
+    }
+
+    // As an older engine left it: everything readable by all; plus a file that is not ours.
+    for (path, is_dir) in &entries {
+        set_mode(path, if *is_dir { 0o755 } else { 0o644 });
+    }
+    let foreign = data.join("notes.txt");
+    std::fs::write(&foreign, "not the engine's").unwrap();
+    set_mode(&foreign, 0o644);
+    let mut p = ServeProcess::start(dir.path(), port, &env);
+    p.signal(libc::SIGTERM);
+    let (status, _, err) = p.child.wait_with_output_ref();
+    assert!(status.success(), "{err}");
+    for (path, is_dir) in &entries {
+        let want = if *is_dir { 0o700 } else { 0o600 };
+        let got = mode_of(path);
+        assert_eq!(got, want, "{} is still {got:04o}", path.display());
+    }
+    assert_eq!(mode_of(&foreign), 0o644, "a file that is not the engine's");
+    let said: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("made it private"))
+        .collect();
+    assert_eq!(said.len(), 1, "one log line: {err}");
+    for what in [
+        "data (0755 -> 0700)",
+        "data/engine.redb (0644 -> 0600)",
+        "data/admin-token (0644 -> 0600)",
+        "data/outbox-mail (0755 -> 0700)",
+        "data/samples (0755 -> 0700)",
+        "count=7",
+    ] {
+        assert!(said[0].contains(what), "{what:?} not in {}", said[0]);
+    }
+    assert!(!said[0].contains("notes.txt"));
+
+    // Nothing left to tighten: nothing said.
+    let mut p = ServeProcess::start(dir.path(), port, &env);
+    p.signal(libc::SIGTERM);
+    let (status, _, err) = p.child.wait_with_output_ref();
+    assert!(status.success(), "{err}");
+    assert!(!err.contains("made it private"), "{err}");
+}

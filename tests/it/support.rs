@@ -216,7 +216,19 @@ pub struct ServeProcess {
 
 impl ServeProcess {
     pub fn start(dir: &Path, port: u16, envs: &[(&str, &str)]) -> ServeProcess {
+        Self::start_with(dir, port, envs, |_| {})
+    }
+
+    /// As [`ServeProcess::start`], with `configure` applied to the command first (a `pre_exec`
+    /// setting the child's umask or rlimits, say: only the child's, never this process's).
+    pub fn start_with(
+        dir: &Path,
+        port: u16,
+        envs: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> ServeProcess {
         let mut cmd = engine_bin();
+        configure(&mut cmd);
         cmd.current_dir(dir)
             .args(["serve"])
             .stdin(Stdio::null())
