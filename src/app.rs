@@ -20,14 +20,14 @@ use crate::authoring::samples::SAMPLES_DIR;
 use crate::config::{
     Config, ConfigError, GENERATED_SECRET_PREFIX, HookConfig, Secret, SecretSource,
 };
-use crate::ingest::{self, AdminError, Front, ReplayRequest, SecretError};
+use crate::ingest::{self, AdminError, Front, ReplayRequest, SecretError, ServerLimits};
 use crate::lookup::{Directory, Lookup, LookupError, LookupHost, OktaClient};
 use crate::process::{self, DuePool, Processor, ReplayError};
 use crate::reload::{self, Reloader};
 use crate::script::{Host, LiveScripts, ScriptSet};
 use crate::store::{CommitMode, DB_FILE, OpenError, Store};
-use crate::util::private;
 use crate::util::prom::MetricsSource;
+use crate::util::{fd_limit, private};
 
 /// The sender address when `[smtp]` is absent (mail goes to `.eml` files).
 pub const DEFAULT_FROM: &str = "engine@localhost";
@@ -80,6 +80,13 @@ impl App {
             front: Front::new(hooks, Arc::new(store), max_body_bytes),
             runtime: None,
         }
+    }
+
+    /// Serves with these connection caps and timeouts (tests pass small ones; `serve` derives
+    /// them from the raised open-file limit).
+    pub fn with_server_limits(mut self, limits: ServerLimits) -> App {
+        self.front = self.front.with_limits(limits);
+        self
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -397,13 +404,40 @@ fn display_header(lower: &str) -> String {
         .join("-")
 }
 
+/// Raises the soft open-file limit to the hard one (every connection is a descriptor, and the
+/// usual soft limit of 1024 is far below what the system allows), logs it, and returns the
+/// limit the connection caps are derived from.
+fn raise_fd_limit() -> u64 {
+    match fd_limit::raise() {
+        Ok(l) if l.soft > l.before => {
+            tracing::info!(from = l.before, to = l.soft, "raised the open-file limit");
+            l.soft
+        }
+        Ok(l) => {
+            tracing::info!(limit = l.soft, "open-file limit");
+            l.soft
+        }
+        Err(error) => {
+            let limit = fd_limit::soft().unwrap_or(ingest::DEFAULT_FD_LIMIT);
+            tracing::warn!(%error, limit, "cannot raise the open-file limit");
+            limit
+        }
+    }
+}
+
 /// Binds `config.listen` and serves until `shutdown` resolves.
 pub async fn serve(
     config: &Config,
     shutdown: impl Future<Output = ()>,
     out: &mut dyn Write,
 ) -> Result<(), AppError> {
-    let app = prepare(config, CommitMode::Group, out)?;
+    let limits = ServerLimits::for_fd_limit(raise_fd_limit());
+    tracing::info!(
+        max_connections = limits.max_connections,
+        max_connections_per_address = limits.max_connections_per_address,
+        "connection limits"
+    );
+    let app = prepare(config, CommitMode::Group, out)?.with_server_limits(limits);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| AppError::Bind {
