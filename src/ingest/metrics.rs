@@ -14,16 +14,19 @@ pub enum Outcome {
     Unauthorized,
     TooLarge,
     Invalid,
+    /// The body did not arrive within the body read timeout (408).
+    Timeout,
     Unavailable,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 6] = [
+    const ALL: [Outcome; 7] = [
         Outcome::Accepted,
         Outcome::Duplicate,
         Outcome::Unauthorized,
         Outcome::TooLarge,
         Outcome::Invalid,
+        Outcome::Timeout,
         Outcome::Unavailable,
     ];
 
@@ -34,6 +37,7 @@ impl Outcome {
             Outcome::Unauthorized => "unauthorized",
             Outcome::TooLarge => "too_large",
             Outcome::Invalid => "invalid",
+            Outcome::Timeout => "timeout",
             Outcome::Unavailable => "unavailable",
         }
     }

@@ -292,7 +292,14 @@ async fn deliver(app: &Front, hook: &Hook, req: Request<Incoming>) -> Answer {
         m.delivery(Outcome::TooLarge);
         return too_large(max);
     }
-    let body = match Limited::new(req.into_body(), max).collect().await {
+    let timeout = app.limits.body_read_timeout;
+    let read = tokio::time::timeout(timeout, Limited::new(req.into_body(), max).collect()).await;
+    let Ok(read) = read else {
+        m.delivery(Outcome::Timeout);
+        tracing::debug!(hook = %hook.config.id, "delivery body did not arrive in time");
+        return body_timeout(timeout);
+    };
+    let body = match read {
         Ok(b) => b.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             m.delivery(Outcome::TooLarge);
@@ -355,6 +362,22 @@ pub(crate) fn unavailable(m: &HookMetrics, cause: &crate::store::WriteError) -> 
         "storage_unavailable",
         "the delivery could not be stored; retry later",
     )
+}
+
+/// 408 for a body that did not arrive within the limit; the connection is closed after it (the
+/// rest of the body may still come, and cannot be told from a next request).
+pub(crate) fn body_timeout(timeout: Duration) -> Answer {
+    let mut r = error_owned(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_timeout",
+        format!(
+            "the request body did not arrive within {} s (is Content-Length larger than the body?)",
+            timeout.as_secs_f64()
+        ),
+    );
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 fn too_large(max: usize) -> Answer {

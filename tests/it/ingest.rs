@@ -990,3 +990,134 @@ async fn at_the_connection_cap_new_clients_wait_instead_of_failing() {
     drop(holders);
     s.stop().await;
 }
+
+/// Defect 4: an authenticated client whose body is shorter than its Content-Length (or whose
+/// chunked body never ends) held its connection forever, with no answer after 40 s. Now: 408
+/// with the JSON error after the body timeout, the connection closed, counted as `timeout`,
+/// nothing stored. A body that arrives slowly but in time is still accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_body_gets_408_after_the_body_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = temp_dir();
+    let limits = engine::ingest::ServerLimits {
+        body_read_timeout: std::time::Duration::from_millis(600),
+        ..engine::ingest::ServerLimits::default()
+    };
+    let s = TestServer::start_limits(dir.path(), DEFAULT_MAX_BODY, limits).await;
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let (good, good_uuids) = envelope(1);
+    let cases: [(&str, String, &[u8]); 2] = [
+        (
+            "Content-Length larger than the body",
+            format!("Content-Length: {}\r\n", good.len() + 50),
+            good.as_bytes(),
+        ),
+        (
+            "chunked body without its last chunk",
+            "Transfer-Encoding: chunked\r\n".to_string(),
+            b"a\r\n{\"data\":{}\r\n",
+        ),
+    ];
+    for (name, framing, sent) in cases {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /hooks/test HTTP/1.1\r\nHost: x\r\nAuthorization: {SECRET}\r\n{framing}\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(sent).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut answer = Vec::new();
+        // The connection must end after the answer: read_to_end returns.
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_end(&mut answer),
+        )
+        .await;
+        let took = started.elapsed();
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert!(
+            read.is_ok(),
+            "{name}: no answer and not closed within 10 s: {answer:?}"
+        );
+        assert!(answer.starts_with("HTTP/1.1 408"), "{name}: {answer:?}");
+        assert!(
+            took >= std::time::Duration::from_millis(500),
+            "{name}: too soon: {took:?}"
+        );
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{name}: {answer}"
+        );
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let json: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{name}: {e}: {body:?}"));
+        assert_eq!(json["error"], "body_timeout", "{name}");
+        assert!(
+            json["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("0.6 s"),
+            "{name}: {json}"
+        );
+    }
+    // Without the secret the body is never waited for.
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"POST /hooks/test HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 12];
+    let quick = tokio::time::timeout(
+        std::time::Duration::from_millis(400),
+        stream.read_exact(&mut buf),
+    )
+    .await;
+    assert!(
+        quick.is_ok(),
+        "an unauthenticated request waited for its body"
+    );
+    assert_eq!(&buf, b"HTTP/1.1 401");
+    // A body that arrives in two halves, slowly but in time, is accepted.
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /hooks/test HTTP/1.1\r\nHost: x\r\nAuthorization: {SECRET}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        good.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (a, b) = good.as_bytes().split_at(good.len() / 2);
+    stream.write_all(a).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    stream.write_all(b).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let metrics = s.get("/metrics", &[]).await.text();
+    for (status, n) in [
+        ("timeout", 2),
+        ("invalid", 0),
+        ("accepted", 1),
+        ("unauthorized", 1),
+    ] {
+        let series = format!("engine_deliveries_total{{hook=\"test\",status=\"{status}\"}}");
+        assert_eq!(metric(&metrics, &series), n, "{series}:\n{metrics}");
+    }
+    s.stop().await;
+    let stored: Vec<String> = stored_events(dir.path())
+        .into_iter()
+        .map(|e| e.uuid)
+        .collect();
+    assert_eq!(
+        stored, good_uuids,
+        "only the slow but complete body is stored"
+    );
+    let q = engine::store::History::open(dir.path())
+        .unwrap()
+        .unwrap()
+        .quarantine(100)
+        .unwrap();
+    assert!(q.is_empty(), "a timed-out body was quarantined");
+}
