@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -15,14 +16,18 @@ use tokio::sync::watch;
 
 use crate::actions::mail::{self, MailError, Transport};
 use crate::actions::{MailSender, MailSettings};
-use crate::config::{Config, ConfigError, HookConfig, Secret, SecretSource};
-use crate::ingest::{self, AdminError, Front, ReplayRequest, SecretError};
+use crate::authoring::samples::SAMPLES_DIR;
+use crate::config::{
+    Config, ConfigError, GENERATED_SECRET_PREFIX, HookConfig, Secret, SecretSource,
+};
+use crate::ingest::{self, AdminError, Front, ReplayRequest, SecretError, ServerLimits};
 use crate::lookup::{Directory, Lookup, LookupError, LookupHost, OktaClient};
 use crate::process::{self, DuePool, Processor, ReplayError};
 use crate::reload::{self, Reloader};
 use crate::script::{Host, LiveScripts, ScriptSet};
-use crate::store::{CommitMode, OpenError, Store};
+use crate::store::{CommitMode, DB_FILE, OpenError, Store};
 use crate::util::prom::MetricsSource;
+use crate::util::{fd_limit, private};
 
 /// The sender address when `[smtp]` is absent (mail goes to `.eml` files).
 pub const DEFAULT_FROM: &str = "engine@localhost";
@@ -75,6 +80,13 @@ impl App {
             front: Front::new(hooks, Arc::new(store), max_body_bytes),
             runtime: None,
         }
+    }
+
+    /// Serves with these connection caps and timeouts (tests pass small ones; `serve` derives
+    /// them from the raised open-file limit).
+    pub fn with_server_limits(mut self, limits: ServerLimits) -> App {
+        self.front = self.front.with_limits(limits);
+        self
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -171,6 +183,7 @@ pub fn load_scripts(config: &Config, out: &mut dyn Write) -> ScriptSet {
 /// Opens the store, resolves every hook's secret and builds the processing runtime. What the
 /// admin must configure in Okta is written to `out` (a generated secret only the first time).
 pub fn prepare(config: &Config, mode: CommitMode, out: &mut dyn Write) -> Result<App, AppError> {
+    make_data_dir_private(config);
     let mut hooks = Vec::new();
     let mut notes = Vec::new();
     for hook in &config.hooks {
@@ -299,10 +312,82 @@ pub fn build_runtime(
 }
 
 fn create_data_dir(config: &Config) -> Result<(), OpenError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| OpenError::CreateDir {
+    private::create_dir(&config.data_dir).map_err(|source| OpenError::CreateDir {
         path: config.data_dir.clone(),
         source,
     })
+}
+
+/// How many tightened paths the start's log line names (the rest are counted): a data dir from
+/// an older engine may hold thousands of `.eml` files.
+pub const MAX_TIGHTENED_NAMED: usize = 8;
+
+/// Takes group and other access away from an existing data dir and what the engine keeps in it
+/// (the store, the admin token and hook secrets, `outbox-mail/` and `samples/` with their files),
+/// as older engines left them 0755/0644. Only the engine's own names are touched, so a data dir
+/// shared with other files keeps those as they are. One log line says what was changed.
+fn make_data_dir_private(config: &Config) {
+    let dir = &config.data_dir;
+    if !dir.is_dir() {
+        return;
+    }
+    let entries = |d: &Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(d)
+            .map(|it| it.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let mut paths = vec![dir.clone()];
+    for path in entries(dir) {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name == DB_FILE
+            || name == ingest::ADMIN_TOKEN_FILE
+            || name.starts_with(GENERATED_SECRET_PREFIX)
+        {
+            paths.push(path);
+        }
+    }
+    for sub in [mail::OUTBOX_MAIL_DIR, SAMPLES_DIR] {
+        let sub = dir.join(sub);
+        paths.extend(entries(&sub));
+        paths.push(sub);
+    }
+    let mut tightened = Vec::new();
+    let mut failed = Vec::new();
+    for path in &paths {
+        match private::tighten(path) {
+            Ok(Some(t)) => tightened.push(t.to_string()),
+            Ok(None) => {}
+            Err(error) => failed.push(format!("{}: {error}", path.display())),
+        }
+    }
+    let list = |items: &[String]| {
+        let mut text = items
+            .iter()
+            .take(MAX_TIGHTENED_NAMED)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if items.len() > MAX_TIGHTENED_NAMED {
+            text.push_str(&format!(" and {} more", items.len() - MAX_TIGHTENED_NAMED));
+        }
+        text
+    };
+    if !tightened.is_empty() {
+        tracing::warn!(
+            count = tightened.len(),
+            tightened = %list(&tightened),
+            "the data dir was readable by other users; made it private"
+        );
+    }
+    if !failed.is_empty() {
+        tracing::warn!(
+            failed = %list(&failed),
+            "cannot make these data dir entries private; fix their owner or mode by hand"
+        );
+    }
 }
 
 fn display_header(lower: &str) -> String {
@@ -319,13 +404,40 @@ fn display_header(lower: &str) -> String {
         .join("-")
 }
 
+/// Raises the soft open-file limit to the hard one (every connection is a descriptor, and the
+/// usual soft limit of 1024 is far below what the system allows), logs it, and returns the
+/// limit the connection caps are derived from.
+fn raise_fd_limit() -> u64 {
+    match fd_limit::raise() {
+        Ok(l) if l.soft > l.before => {
+            tracing::info!(from = l.before, to = l.soft, "raised the open-file limit");
+            l.soft
+        }
+        Ok(l) => {
+            tracing::info!(limit = l.soft, "open-file limit");
+            l.soft
+        }
+        Err(error) => {
+            let limit = fd_limit::soft().unwrap_or(ingest::DEFAULT_FD_LIMIT);
+            tracing::warn!(%error, limit, "cannot raise the open-file limit");
+            limit
+        }
+    }
+}
+
 /// Binds `config.listen` and serves until `shutdown` resolves.
 pub async fn serve(
     config: &Config,
     shutdown: impl Future<Output = ()>,
     out: &mut dyn Write,
 ) -> Result<(), AppError> {
-    let app = prepare(config, CommitMode::Group, out)?;
+    let limits = ServerLimits::for_fd_limit(raise_fd_limit());
+    tracing::info!(
+        max_connections = limits.max_connections,
+        max_connections_per_address = limits.max_connections_per_address,
+        "connection limits"
+    );
+    let app = prepare(config, CommitMode::Group, out)?.with_server_limits(limits);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| AppError::Bind {

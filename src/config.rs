@@ -32,6 +32,8 @@ pub const DEFAULT_AUTH_HEADER: &str = "Authorization";
 /// Highest `[limits] max_memory_mb`: one run holding more than 16 GiB is a runaway, whatever the
 /// machine.
 pub const MAX_MEMORY_MB_CEILING: i64 = 16 * 1024;
+/// Generated hook secrets are kept in the data dir as `<prefix><hook id>`.
+pub const GENERATED_SECRET_PREFIX: &str = "hook-secret-";
 /// The config file looked for in the working directory when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "engine.toml";
 
@@ -43,8 +45,16 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    /// The file is not UTF-8 TOML, or its TOML does not fit the schema (unknown key, wrong
+    /// type): one line with the place, and a hint.
+    #[error("{path}:{line}:{col}: {message}\n  hint: {hint}")]
+    Toml {
+        path: PathBuf,
+        line: usize,
+        col: usize,
+        message: String,
+        hint: &'static str,
+    },
     #[error("{path}:{line}: `{key}`: {message}{}", hint.as_ref().map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
     Invalid {
         path: PathBuf,
@@ -247,19 +257,33 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let valid = e.utf8_error().valid_up_to();
+            // The valid prefix is text, so the place of the first bad byte is computed on it.
+            let prefix = String::from_utf8_lossy(&e.as_bytes()[..valid]).into_owned();
+            let (line, col) = line_col(&prefix, valid);
+            ConfigError::Toml {
+                path: path.to_path_buf(),
+                line,
+                col,
+                message: "the file is not valid UTF-8".to_string(),
+                hint: "save engine.toml as UTF-8 text",
+            }
         })?;
         Config::parse(&text, path)
     }
 
     /// Parses and validates config text; `path` names it in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
+        // Syntax first, so a file that is not TOML and a key that does not fit are told apart.
+        if let Err(e) = text.parse::<toml::Table>() {
+            return Err(toml_error(text, path, &e, false));
+        }
+        let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(text, path, &e, true))?;
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -427,7 +451,8 @@ impl Config {
 
     /// The file that holds a generated hook secret.
     pub fn generated_secret_path(&self, hook_id: &str) -> PathBuf {
-        self.data_dir.join(format!("hook-secret-{hook_id}"))
+        self.data_dir
+            .join(format!("{GENERATED_SECRET_PREFIX}{hook_id}"))
     }
 
     /// Reads a `*_env` variable, naming it (and where it was configured) when it is missing.
@@ -442,6 +467,84 @@ impl Config {
                 empty: std::env::var_os(var).is_some(),
             }),
         }
+    }
+}
+
+/// The 1-based line and column (in characters) of byte `at` of `text`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let at = at.min(text.len());
+    let before = text.get(..at).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.bytes().filter(|b| *b == b'\n').count() + 1;
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// A `toml` error as one line: its place from the span, its message (without the snippet toml
+/// would draw), and for schema errors (`schema`: the TOML parsed but does not fit) the key
+/// written on that line.
+fn toml_error(text: &str, path: &Path, e: &toml::de::Error, schema: bool) -> ConfigError {
+    let at = e.span().map_or(0, |s| s.start);
+    let (line, col) = line_col(text, at);
+    let mut message = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    // "invalid type: string, expected i64" does not say which key: the one on its line does.
+    if schema
+        && !message.starts_with("unknown field")
+        && let Some(key) = text
+            .lines()
+            .nth(line - 1)
+            .and_then(|l| l.split_once('='))
+            .map(|(k, _)| k.trim())
+            .filter(|k| !k.is_empty() && !k.contains(char::is_whitespace))
+    {
+        message = format!("`{key}`: {message}");
+    }
+    let hint = if schema {
+        schema_hint(&message)
+    } else {
+        syntax_hint(&message)
+    };
+    ConfigError::Toml {
+        path: path.to_path_buf(),
+        line,
+        col,
+        message,
+        hint,
+    }
+}
+
+/// What to do about a TOML syntax error.
+fn syntax_hint(message: &str) -> &'static str {
+    if message.contains("duplicate key") {
+        "each key may appear only once in a table, and each [table] header only once"
+    } else if message.contains("string") {
+        "strings are written in double quotes and end on the same line: key = \"value\""
+    } else if message.contains("expected `=`") {
+        "write each setting as key = value, one per line"
+    } else if message.contains("table") {
+        "table headers stand on a line of their own: [smtp], or [[hook]] for each hook"
+    } else {
+        "engine.toml is TOML: one key = value per line, strings in double quotes, tables as [name]"
+    }
+}
+
+/// What to do about TOML that parses but does not fit the schema.
+fn schema_hint(message: &str) -> &'static str {
+    if message.contains("unknown field") {
+        "check the spelling: the message lists the keys this table accepts"
+    } else if message.contains("unknown variant") {
+        "use one of the values the message lists"
+    } else if message.contains("missing field") {
+        "add the key the message names"
+    } else if message.contains("invalid type") {
+        "numbers are written bare (30), strings in double quotes (\"x\"), flags as true or false"
+    } else {
+        "see the README for the keys engine.toml accepts"
     }
 }
 

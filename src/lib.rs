@@ -7,7 +7,9 @@
 //! `tests/it/tidy.rs` enforces the order, lowest first):
 //!
 //! - [`util`]: ids, clocks, timestamps; `util/http_client.rs` (a minimal HTTP/1.1 client),
-//!   `util/prom.rs` (Prometheus text, label escaping), `util/exit.rs` (the exit codes).
+//!   `util/prom.rs` (Prometheus text, label escaping), `util/exit.rs` (the exit codes),
+//!   `util/private.rs` (data files 0600, directories 0700), `util/fd_limit.rs` (the open-file
+//!   limit).
 //! - [`script`]: the Rhai layer, self-contained: `load.rs`, `header.rs`, `engine.rs`, `run.rs`,
 //!   `outcome.rs`, `event.rs`, `email.rs`, `host.rs`, `naming.rs`, `alloc.rs` (the global
 //!   allocator with the per-thread heap count the memory limit reads).
@@ -15,8 +17,8 @@
 //! - [`store`]: every table of the one redb file: `writer.rs` (group commit), `inbox.rs`,
 //!   `dedup.rs`, `due.rs`, `runs.rs`, `outbox.rs`, `samples.rs`, `script_state.rs`, `query.rs`.
 //! - [`lookup`]: `lookup_user`'s sources: `directory.rs`, `okta.rs`, the cache and the `Host`.
-//! - [`ingest`]: the HTTP front door: `server.rs`, `admin.rs`, `envelope.rs` (the only envelope
-//!   parser), `metrics.rs`, `secrets.rs`.
+//! - [`ingest`]: the HTTP front door: `server.rs`, `limits.rs` (connection caps, slow-client
+//!   timeouts), `admin.rs`, `envelope.rs` (the only envelope parser), `metrics.rs`, `secrets.rs`.
 //! - [`process`]: `dispatcher.rs`, `executor.rs`, `scheduler.rs` (the one scheduler of due work,
 //!   and `Backoff`), `retention.rs`.
 //! - [`actions`]: the action queue's executors: the mail sender and `mail.rs` (its transports).

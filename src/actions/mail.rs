@@ -781,13 +781,14 @@ fn write_eml(dir: &Path, id: &str, message: &Message) -> Result<String, MailErro
     if target.exists() {
         return Ok(format!("{} (already written)", target.display()));
     }
-    std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
+    crate::util::private::create_dir(dir).map_err(|e| io("cannot create", dir, e))?;
     // Unique per process and call, so two writers of the same id never share a temp file.
     static TMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let seq = TMP_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(".{id}.eml.{}-{seq}.tmp", std::process::id()));
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        // Mail bodies are private like the rest of the data dir: 0600.
+        let mut f = crate::util::private::create_file(&tmp)?;
         f.write_all(&message.formatted())?;
         f.sync_all()?;
         Ok(())

@@ -135,7 +135,9 @@ pub fn added(data_dir: &Path) -> Vec<StoredSample> {
 pub fn add(data_dir: &Path, payload: &[u8]) -> Result<Vec<PathBuf>, String> {
     let payload = parse_payload(payload).map_err(|e| e.to_string())?;
     let dir = data_dir.join(SAMPLES_DIR);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // Samples are real events (names, emails): private like the rest of the data dir.
+    crate::util::private::create_dir(&dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let mut written = Vec::new();
     for (_, json) in payload.events() {
         let v: serde_json::Value =
@@ -157,7 +159,8 @@ pub fn add(data_dir: &Path, payload: &[u8]) -> Result<Vec<PathBuf>, String> {
                 .collect()
         };
         let path = dir.join(format!("{}.{}.json", safe(ty), safe(&id)));
-        std::fs::write(&path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        crate::util::private::write(&path, json)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         written.push(path);
     }
     Ok(written)

@@ -11,7 +11,7 @@ use hyper::{Method, Request, StatusCode};
 use subtle::ConstantTimeEq;
 
 use super::Front;
-use super::server::{Answer, error, error_owned, json, printable};
+use super::server::{Answer, body_timeout, error, error_owned, json, printable};
 use crate::store::query::{self, Query};
 
 /// The file (in the data dir) holding the admin token, mode 0600.
@@ -123,10 +123,12 @@ pub(crate) async fn handle(
             "the admin endpoints are POST /admin/replay and POST /admin/read",
         );
     }
-    let body = match Limited::new(req.into_body(), MAX_ADMIN_BODY_BYTES)
-        .collect()
-        .await
-    {
+    let timeout = app.limits.body_read_timeout;
+    let collect = Limited::new(req.into_body(), MAX_ADMIN_BODY_BYTES).collect();
+    let Ok(collected) = tokio::time::timeout(timeout, collect).await else {
+        return body_timeout(timeout);
+    };
+    let body = match collected {
         Ok(b) => b.to_bytes(),
         Err(_) => {
             return error(

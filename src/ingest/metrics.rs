@@ -14,16 +14,19 @@ pub enum Outcome {
     Unauthorized,
     TooLarge,
     Invalid,
+    /// The body did not arrive within the body read timeout (408).
+    Timeout,
     Unavailable,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 6] = [
+    const ALL: [Outcome; 7] = [
         Outcome::Accepted,
         Outcome::Duplicate,
         Outcome::Unauthorized,
         Outcome::TooLarge,
         Outcome::Invalid,
+        Outcome::Timeout,
         Outcome::Unavailable,
     ];
 
@@ -34,6 +37,7 @@ impl Outcome {
             Outcome::Unauthorized => "unauthorized",
             Outcome::TooLarge => "too_large",
             Outcome::Invalid => "invalid",
+            Outcome::Timeout => "timeout",
             Outcome::Unavailable => "unavailable",
         }
     }
@@ -42,7 +46,7 @@ impl Outcome {
 /// One hook's counters.
 #[derive(Default)]
 pub struct HookMetrics {
-    deliveries: [AtomicU64; 6],
+    deliveries: [AtomicU64; Outcome::ALL.len()],
     events: AtomicU64,
     duplicate_events: AtomicU64,
     verifications: AtomicU64,
@@ -135,6 +139,45 @@ pub fn render<'a>(
             prom::single(out, name, "gauge", help, v);
         }
     }
+}
+
+/// The server's connection counters, updated by the accept loop.
+#[derive(Default)]
+pub struct ConnectionStats {
+    /// Connections being served now.
+    pub open: AtomicU64,
+    /// Connections closed at once because their address held the most allowed.
+    pub refused_per_address: AtomicU64,
+}
+
+/// Appends the connection families: open now, the cap, and those closed for their address.
+pub fn render_connections(out: &mut String, open: u64, max: usize, refused_per_address: u64) {
+    prom::single(
+        out,
+        "engine_connections_open",
+        "gauge",
+        "Client connections being served.",
+        open,
+    );
+    prom::single(
+        out,
+        "engine_connections_max",
+        "gauge",
+        "Client connections served at once (more wait to be accepted).",
+        max,
+    );
+    prom::family(
+        out,
+        "engine_connections_refused_total",
+        "counter",
+        "Client connections closed at once, by reason.",
+    );
+    prom::sample(
+        out,
+        "engine_connections_refused_total",
+        &[("reason", "per_address")],
+        refused_per_address,
+    );
 }
 
 /// Appends the store writer's counters: how many commits, how many jobs they carried, and the

@@ -5,8 +5,10 @@
 //!
 //! # Layout
 //!
-//! - `server`: [`run`] (per-connection hyper http1, graceful shutdown), routing, verification,
-//!   delivery, `/healthz`, `/metrics`.
+//! - `server`: [`run`] (per-connection hyper http1, graceful shutdown, the connection caps),
+//!   routing, verification, delivery, `/healthz`, `/metrics`.
+//! - `limits`: [`ServerLimits`] (connections in total and per address, header and body
+//!   timeouts), derived from the open-file limit.
 //! - `admin`: `POST /admin/read` and `/admin/replay` (this host only, with the admin token).
 //! - [`envelope`]: the only envelope parser (delivery bodies and payload files).
 //! - `metrics`: the per-hook counters and the receiver's Prometheus families.
@@ -14,6 +16,7 @@
 
 mod admin;
 pub mod envelope;
+mod limits;
 mod metrics;
 mod secrets;
 mod server;
@@ -25,13 +28,18 @@ use std::sync::atomic::AtomicU64;
 pub use admin::{
     ADMIN_TOKEN_FILE, ADMIN_TOKEN_HEADER, Admin, AdminError, MAX_ADMIN_BODY_BYTES, ReplayRequest,
 };
+pub use limits::{
+    BODY_READ_TIMEOUT, DEFAULT_FD_LIMIT, FD_RESERVE, HEADER_READ_TIMEOUT, MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_ADDRESS, MIN_CONNECTIONS, PER_ADDRESS_SHARE, ServerLimits,
+};
 pub use metrics::{HookMetrics, Outcome};
 pub use secrets::{GENERATED_SECRET_BYTES, SecretError, ensure as ensure_secret};
-pub use server::{HEADER_READ_TIMEOUT, SHUTDOWN_GRACE, VERIFICATION_HEADER, run};
+pub use server::{SHUTDOWN_GRACE, VERIFICATION_HEADER, run};
 
 use crate::config::{HookConfig, Secret};
 use crate::store::Store;
 use crate::util::prom::MetricsSource;
+use metrics::ConnectionStats;
 
 /// A configured hook with its resolved secret.
 pub struct Hook {
@@ -51,6 +59,9 @@ pub struct Front {
     admin: Option<(Arc<dyn Admin>, Secret)>,
     /// The other parts' metrics, appended to `/metrics`.
     metrics: Vec<Arc<dyn MetricsSource>>,
+    /// Connection caps and slow-client timeouts.
+    limits: ServerLimits,
+    connections: ConnectionStats,
 }
 
 impl Front {
@@ -81,7 +92,19 @@ impl Front {
             unknown_hook_requests: AtomicU64::new(0),
             admin: None,
             metrics: Vec::new(),
+            limits: ServerLimits::default(),
+            connections: ConnectionStats::default(),
         }
+    }
+
+    /// Serves with these limits instead of those derived from the current open-file limit.
+    pub fn with_limits(mut self, limits: ServerLimits) -> Front {
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> ServerLimits {
+        self.limits
     }
 
     /// Serves the admin API (`engine replay`, the history commands) with `admin` behind it,

@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -22,7 +22,9 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
+use super::limits::PerAddress;
 use super::metrics::{self, HookMetrics, Outcome};
 use super::{Front, Hook, admin, envelope};
 use crate::store::NewDelivery;
@@ -31,36 +33,73 @@ use crate::store::NewDelivery;
 pub const VERIFICATION_HEADER: &str = "x-okta-verification-challenge";
 /// How long shutdown waits for requests in flight before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// A client that sends its headers slower than this is dropped (slowloris guard).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the accept loop pauses after a failed accept (out of file descriptors and the like),
+/// instead of spinning on the error.
+pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// At most one warning per this interval about connections closed for their address's cap
+/// (each one is counted in `/metrics`): an attacker must not flood the log either.
+pub const REFUSAL_WARN_INTERVAL: Duration = Duration::from_secs(60);
 
 pub(crate) type Answer = Response<Full<Bytes>>;
 
 /// Serves connections from `listener` until `shutdown` resolves, then stops accepting, lets the
 /// requests in flight finish (up to [`SHUTDOWN_GRACE`]) and returns.
+///
+/// At most `max_connections` (of the front's [`ServerLimits`](super::ServerLimits)) are served at
+/// once: the loop waits for a free slot before it accepts, so further clients wait in the
+/// kernel's backlog instead of failing. A client address holding `max_connections_per_address`
+/// has its further connections closed at once, unread: that costs the server nothing, and
+/// closing (rather than answering 503) gives a client that is flooding no work to wait for.
 pub async fn run(listener: TcpListener, app: Arc<Front>, shutdown: impl Future<Output = ()>) {
+    let limits = app.limits;
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(limits.header_read_timeout);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = PerAddress::new(limits.max_connections_per_address);
+    let mut last_refusal_warning: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
+        // Back-pressure: a slot first, then accept.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(s) => s,
                     Err(error) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
                         tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                         continue;
                     }
+                };
+                let Some(address_slot) = per_address.claim(peer.ip()) else {
+                    drop(stream);
+                    let refused = app.connections.refused_per_address.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::debug!(peer = %peer.ip(), "connection closed: its address holds the most connections allowed");
+                    if last_refusal_warning.is_none_or(|t| t.elapsed() >= REFUSAL_WARN_INTERVAL) {
+                        last_refusal_warning = Some(Instant::now());
+                        tracing::warn!(
+                            peer = %peer.ip(),
+                            max_per_address = limits.max_connections_per_address,
+                            refused_total = refused,
+                            "closing connections from an address that holds the most allowed (see engine_connections_refused_total)"
+                        );
+                    }
+                    continue;
                 };
                 let _ = stream.set_nodelay(true);
                 // A connection from this host: over loopback, or to the address it came from
                 // (a server bound to one interface address sees its own host's clients so).
                 let same_host = peer.ip().is_loopback()
                     || stream.local_addr().is_ok_and(|local| local.ip() == peer.ip());
+                let open = app.clone();
                 let app = app.clone();
                 let conn = http.serve_connection(
                     TokioIo::new(stream),
@@ -70,10 +109,13 @@ pub async fn run(listener: TcpListener, app: Arc<Front>, shutdown: impl Future<O
                     }),
                 );
                 let conn = graceful.watch(conn);
+                open.connections.open.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
                     if let Err(error) = conn.await {
                         tracing::debug!(%error, "connection ended with an error");
                     }
+                    open.connections.open.fetch_sub(1, Ordering::Relaxed);
+                    drop((slot, address_slot));
                 });
             }
             _ = &mut shutdown => break,
@@ -116,6 +158,12 @@ async fn handle(app: &Front, req: Request<Incoming>, same_host: bool) -> Answer 
                     .filter_map(|id| app.hooks.get(id).map(|h| (id.as_str(), &h.metrics))),
                 app.unknown_hook_requests.load(Ordering::Relaxed),
                 depths,
+            );
+            metrics::render_connections(
+                &mut body,
+                app.connections.open.load(Ordering::Relaxed),
+                app.limits.max_connections,
+                app.connections.refused_per_address.load(Ordering::Relaxed),
             );
             metrics::render_writer(&mut body, app.store.writer_stats().read());
             for source in &app.metrics {
@@ -244,7 +292,14 @@ async fn deliver(app: &Front, hook: &Hook, req: Request<Incoming>) -> Answer {
         m.delivery(Outcome::TooLarge);
         return too_large(max);
     }
-    let body = match Limited::new(req.into_body(), max).collect().await {
+    let timeout = app.limits.body_read_timeout;
+    let read = tokio::time::timeout(timeout, Limited::new(req.into_body(), max).collect()).await;
+    let Ok(read) = read else {
+        m.delivery(Outcome::Timeout);
+        tracing::debug!(hook = %hook.config.id, "delivery body did not arrive in time");
+        return body_timeout(timeout);
+    };
+    let body = match read {
         Ok(b) => b.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             m.delivery(Outcome::TooLarge);
@@ -312,6 +367,22 @@ pub(crate) fn unavailable(m: &HookMetrics, cause: &crate::store::WriteError) -> 
         "storage_unavailable",
         "the delivery could not be stored; retry later",
     )
+}
+
+/// 408 for a body that did not arrive within the limit; the connection is closed after it (the
+/// rest of the body may still come, and cannot be told from a next request).
+pub(crate) fn body_timeout(timeout: Duration) -> Answer {
+    let mut r = error_owned(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_timeout",
+        format!(
+            "the request body did not arrive within {} s (is Content-Length larger than the body?)",
+            timeout.as_secs_f64()
+        ),
+    );
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 fn too_large(max: usize) -> Answer {

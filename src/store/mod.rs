@@ -87,6 +87,13 @@ pub enum OpenError {
         source: std::io::Error,
     },
     #[error(
+        "cannot create the store file {path}: {source}\n  hint: the data dir must be writable by the user running the engine"
+    )]
+    CreateFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
         "the store {path} is open in another process\n  hint: if that is `engine serve`, commands read through it; otherwise stop that process and try again"
     )]
     Busy { path: PathBuf },
@@ -175,13 +182,19 @@ fn builder() -> redb::Builder {
 pub const REDB_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 impl Store {
-    /// Opens (creating if needed) the store in `data_dir` and starts its writer thread.
+    /// Opens (creating if needed) the store in `data_dir` and starts its writer thread. A new
+    /// data dir is created 0700 and the redb file 0600.
     pub fn open(data_dir: &Path, mode: CommitMode) -> Result<Store, OpenError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| OpenError::CreateDir {
+        crate::util::private::create_dir(data_dir).map_err(|source| OpenError::CreateDir {
             path: data_dir.to_path_buf(),
             source,
         })?;
         let path = data_dir.join(DB_FILE);
+        // redb would create the file with the umask's mode (0644): it holds every delivery.
+        crate::util::private::ensure_file(&path).map_err(|source| OpenError::CreateFile {
+            path: path.clone(),
+            source,
+        })?;
         let db = builder().create(&path).map_err(|source| match source {
             DatabaseError::DatabaseAlreadyOpen => OpenError::Busy { path: path.clone() },
             source => OpenError::Database {

@@ -1,13 +1,18 @@
 //! The base layer: small helpers every other layer may use (ids, clocks, timestamps), the
-//! minimal HTTP client, Prometheus text and the exit codes. Imports nothing from the crate.
+//! minimal HTTP client, Prometheus text, the exit codes, private files and the open-file limit.
+//! Imports nothing from the crate.
 //!
 //! - `http_client`: a minimal HTTP/1.1 client (`engine send`, the history commands through the
 //!   running server, tests and benchmarks).
 //! - `prom`: Prometheus text exposition, with every label value escaped in one place.
 //! - `exit`: the stable exit codes of every command.
+//! - `private`: files 0600 and directories 0700 under the data dir, and tightening loose ones.
+//! - `fd_limit`: raising the open-file limit at start.
 
 pub mod exit;
+pub mod fd_limit;
 pub mod http_client;
+pub mod private;
 pub mod prom;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -11,8 +11,10 @@ pub trait MetricsSource: Send + Sync {
 }
 
 /// Writes the `# HELP` and `# TYPE` lines of a family (`kind`: `counter`, `gauge`, `histogram`).
+/// The help text escapes backslash and line feed, as the format requires.
 pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {}", help.replace('\n', " "));
+    let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+    let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
@@ -71,5 +73,12 @@ mod tests {
             "engine_runs_total{script=\"quote\\\"name\\\\x\\nengine_injected_total 42\"} 3\n"
         );
         assert_eq!(out.lines().count(), 1);
+    }
+
+    #[test]
+    fn help_text_cannot_break_the_text() {
+        let mut out = String::new();
+        family(&mut out, "a", "gauge", "one\ntwo \\ three");
+        assert_eq!(out, "# HELP a one\\ntwo \\\\ three\n# TYPE a gauge\n");
     }
 }

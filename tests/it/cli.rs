@@ -31,12 +31,12 @@ fn config_errors_name_the_key_and_line() {
         ConfigCase {
             name: "unknown key",
             toml: "listen = \"127.0.0.1:1\"\nlisten_port = 9\n",
-            messages: &["listen_port", "line 2"],
+            messages: &["listen_port", "engine.toml:2:1:"],
         },
         ConfigCase {
             name: "unknown hook key",
             toml: "[[hook]]\nid = \"a\"\nsecret_env = \"X\"\nsecret = \"plain\"\n",
-            messages: &["secret", "line 4"],
+            messages: &["secret", "engine.toml:4:1:"],
         },
         ConfigCase {
             name: "bad listen",
@@ -46,7 +46,7 @@ fn config_errors_name_the_key_and_line() {
         ConfigCase {
             name: "bad kind",
             toml: "[[hook]]\nid = \"a\"\nkind = \"slack\"\nsecret_env = \"X\"\n",
-            messages: &["slack", "line 3"],
+            messages: &["slack", "`kind`", "engine.toml:3:8:"],
         },
         ConfigCase {
             name: "bad hook id",
@@ -76,12 +76,12 @@ fn config_errors_name_the_key_and_line() {
         ConfigCase {
             name: "wrong type",
             toml: "retention_days = \"thirty\"\n",
-            messages: &["retention_days", "line 1"],
+            messages: &["`retention_days`", "engine.toml:1:18:"],
         },
         ConfigCase {
             name: "not toml",
             toml: "listen = \n",
-            messages: &["line 1"],
+            messages: &["engine.toml:1:10:"],
         },
         ConfigCase {
             name: "bad smtp from",
@@ -105,6 +105,87 @@ fn config_errors_name_the_key_and_line() {
             assert!(err.contains(m), "{}: {err:?} lacks {m:?}", case.name);
         }
         assert!(!err.contains("panicked"), "{}", case.name);
+    }
+}
+
+/// Defect 14: TOML syntax errors printed toml's multi-line snippet (`TOML parse error at line 1,
+/// column 22`, the line, a caret, the message) where one line and a hint are promised; a
+/// non-UTF-8 file said only "stream did not contain valid UTF-8", with no place.
+#[test]
+fn toml_syntax_errors_are_one_line_and_a_hint() {
+    let cases: [(&str, &[u8], &str, &str); 7] = [
+        (
+            "unclosed string",
+            b"listen = \"127.0.0.1:1\nretention_days = 3\n",
+            "engine.toml:1:22: ",
+            "double quotes",
+        ),
+        (
+            "missing =",
+            b"retention_days = 3\nlisten \"127.0.0.1:1\"\n",
+            "engine.toml:2:8: ",
+            "key = value",
+        ),
+        (
+            "duplicate key",
+            b"listen = \"127.0.0.1:1\"\n\nlisten = \"127.0.0.1:2\"\n",
+            "engine.toml:3:1: duplicate key",
+            "only once",
+        ),
+        (
+            "bad table header",
+            b"[[hook]\nid = \"a\"\nsecret_env = \"X\"\n",
+            "engine.toml:1:8: ",
+            "[[hook]]",
+        ),
+        (
+            "table header twice",
+            b"[smtp]\nurl_env = \"U\"\n[smtp]\nfrom = \"a@b\"\n",
+            "engine.toml:3:",
+            "only once",
+        ),
+        (
+            "not UTF-8 (line 2, after a two-byte character)",
+            b"# ok\nlisten = \"\xc3\xa9\xff\"\n",
+            "engine.toml:2:12: the file is not valid UTF-8",
+            "UTF-8",
+        ),
+        (
+            "unknown key (TOML that does not fit)",
+            b"retention_days = 3\n  listen_prot = \"x\"\n",
+            "engine.toml:2:3: unknown field `listen_prot`",
+            "spelling",
+        ),
+    ];
+    for (name, toml, place, hint) in cases {
+        let dir = temp_dir();
+        std::fs::write(dir.path().join("engine.toml"), toml).unwrap();
+        for args in [&["events"][..], &["serve"][..]] {
+            let o = run_engine(dir.path(), args);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+            let lines: Vec<&str> = err.lines().collect();
+            assert_eq!(lines.len(), 2, "{name}: not one line and a hint:\n{err}");
+            assert!(
+                lines[0].starts_with(&format!("error: {place}")),
+                "{name}: {:?} does not start with error: {place}",
+                lines[0]
+            );
+            assert!(
+                lines[1].starts_with("  hint: ") && lines[1].contains(hint),
+                "{name}: hint line {:?} lacks {hint:?}",
+                lines[1]
+            );
+            assert!(
+                !err.contains("TOML parse error") && !err.contains(" | "),
+                "{name}: {err}"
+            );
+            assert!(
+                stdout(&o).is_empty(),
+                "{name}: serve started: {}",
+                stdout(&o)
+            );
+        }
     }
 }
 
@@ -503,4 +584,129 @@ fn engine_check_and_run_report_a_stdlib_import_cycle_instead_of_aborting() {
         assert_eq!(o.status.code(), Some(1), "run: {}", stderr(&o));
         assert!(stderr(&o).contains(cycle), "{cycle} in {}", stderr(&o));
     }
+}
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Every path the engine keeps under `data/`: (path, is a directory).
+fn data_entries(data: &std::path::Path) -> Vec<(std::path::PathBuf, bool)> {
+    let mut out = vec![(data.to_path_buf(), true)];
+    for name in ["engine.redb", "admin-token"] {
+        out.push((data.join(name), false));
+    }
+    for sub in ["outbox-mail", "samples"] {
+        let d = data.join(sub);
+        out.push((d.clone(), true));
+        for e in std::fs::read_dir(&d).unwrap() {
+            out.push((e.unwrap().path(), false));
+        }
+    }
+    out
+}
+
+/// Defect 13: `engine.redb` was 0644 and the data dir 0755 (so were `.eml` mail and samples):
+/// any account on the host could read stored deliveries and mail. New ones are 0700/0600 even
+/// under umask 000, and a start tightens what an older engine left open, saying so once.
+#[test]
+fn data_dir_is_private_and_a_loose_one_is_tightened_at_start() {
+    let dir = temp_dir();
+    let port = free_port();
+    let mailer = "//! on: user.lifecycle.*\nsend_email(#{ to: \"a@example.com\", subject: \"s\", body: \"b\" });\n";
+    engine_dir(dir.path(), port, "", &[("mailer.rhai", mailer)]);
+    let data = dir.path().join("data");
+    let env = [("ENGINE_TEST_SECRET", SECRET)];
+    let open_umask = |cmd: &mut std::process::Command| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: umask is async-signal-safe; it changes only the child's mask.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::umask(0);
+                Ok(())
+            });
+        }
+    };
+    let p = ServeProcess::start_with(dir.path(), port, &env, open_umask);
+    let (body, _) = envelope(1);
+    assert_eq!(post_blocking(&format!("{}/hooks/test", p.url), body), 200);
+    let mail_dir = data.join("outbox-mail");
+    assert!(
+        wait_until(Duration::from_secs(20), || std::fs::read_dir(&mail_dir)
+            .is_ok_and(|mut d| d.next().is_some())),
+        "no .eml written"
+    );
+    drop(p);
+    let o = engine_bin()
+        .current_dir(dir.path())
+        .args(["samples", "add"])
+        .arg(format!("{FIXTURES}/envelope.user.session.start.json"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let entries = data_entries(&data);
+    assert!(
+        entries
+            .iter()
+            .any(|(p, _)| p.extension().is_some_and(|x| x == "eml"))
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|(p, _)| p.extension().is_some_and(|x| x == "json"))
+    );
+    for (path, is_dir) in &entries {
+        let want = if *is_dir { 0o700 } else { 0o600 };
+        let got = mode_of(path);
+        assert_eq!(got, want, "fresh {} is {got:04o}", path.display());
+    }
+
+    // As an older engine left it: everything readable by all; plus a file that is not ours.
+    for (path, is_dir) in &entries {
+        set_mode(path, if *is_dir { 0o755 } else { 0o644 });
+    }
+    let foreign = data.join("notes.txt");
+    std::fs::write(&foreign, "not the engine's").unwrap();
+    set_mode(&foreign, 0o644);
+    let mut p = ServeProcess::start(dir.path(), port, &env);
+    p.signal(libc::SIGTERM);
+    let (status, _, err) = p.wait_output();
+    assert!(status.success(), "{err}");
+    for (path, is_dir) in &entries {
+        let want = if *is_dir { 0o700 } else { 0o600 };
+        let got = mode_of(path);
+        assert_eq!(got, want, "{} is still {got:04o}", path.display());
+    }
+    assert_eq!(mode_of(&foreign), 0o644, "a file that is not the engine's");
+    let said: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("made it private"))
+        .collect();
+    assert_eq!(said.len(), 1, "one log line: {err}");
+    for what in [
+        "data (0755 -> 0700)",
+        "data/engine.redb (0644 -> 0600)",
+        "data/admin-token (0644 -> 0600)",
+        "data/outbox-mail (0755 -> 0700)",
+        "data/samples (0755 -> 0700)",
+        "count=7",
+    ] {
+        assert!(said[0].contains(what), "{what:?} not in {}", said[0]);
+    }
+    assert!(!said[0].contains("notes.txt"));
+
+    // Nothing left to tighten: nothing said.
+    let mut p = ServeProcess::start(dir.path(), port, &env);
+    p.signal(libc::SIGTERM);
+    let (status, _, err) = p.wait_output();
+    assert!(status.success(), "{err}");
+    assert!(!err.contains("made it private"), "{err}");
 }

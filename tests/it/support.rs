@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use engine::app::App;
 use engine::config::{HookConfig, HookKind, SecretSource};
+use engine::ingest::ServerLimits;
 use engine::store::{CommitMode, History, Store};
 use engine::util::http_client::{self as client, Answer};
 use hyper::Method;
@@ -55,6 +56,15 @@ impl TestServer {
     }
 
     pub async fn start_with(data_dir: &Path, max_body: usize) -> TestServer {
+        Self::start_limits(data_dir, max_body, ServerLimits::default()).await
+    }
+
+    /// As [`TestServer::start_with`], with these connection caps and timeouts.
+    pub async fn start_limits(
+        data_dir: &Path,
+        max_body: usize,
+        limits: ServerLimits,
+    ) -> TestServer {
         let store = Store::open(data_dir, CommitMode::Group).expect("store opens");
         let hooks = vec![
             (
@@ -66,7 +76,7 @@ impl TestServer {
                 engine::config::Secret::new(SECRET.into()),
             ),
         ];
-        let app = App::receiver(hooks, store, max_body);
+        let app = App::receiver(hooks, store, max_body).with_server_limits(limits);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -238,7 +248,19 @@ fn drain(
 
 impl ServeProcess {
     pub fn start(dir: &Path, port: u16, envs: &[(&str, &str)]) -> ServeProcess {
+        Self::start_with(dir, port, envs, |_| {})
+    }
+
+    /// As [`ServeProcess::start`], with `configure` applied to the command first (a `pre_exec`
+    /// setting the child's umask or rlimits, say: only the child's, never this process's).
+    pub fn start_with(
+        dir: &Path,
+        port: u16,
+        envs: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> ServeProcess {
         let mut cmd = engine_bin();
+        configure(&mut cmd);
         cmd.current_dir(dir)
             .args(["serve"])
             .stdin(Stdio::null())
