@@ -20,7 +20,9 @@ use crate::authoring::samples::SAMPLES_DIR;
 use crate::config::{
     Config, ConfigError, GENERATED_SECRET_PREFIX, HookConfig, Secret, SecretSource,
 };
-use crate::ingest::{self, AdminError, Front, ReplayRequest, SecretError, ServerLimits};
+use crate::ingest::{
+    self, AdminError, Front, ReplayRequest, ReplayTarget, SecretError, ServerLimits,
+};
 use crate::lookup::{Directory, Lookup, LookupError, LookupHost, OktaClient};
 use crate::process::{self, DuePool, Processor, ReplayError};
 use crate::reload::{self, Reloader};
@@ -107,12 +109,14 @@ impl ingest::Admin for Replays {
         request: ReplayRequest,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<u64>, AdminError>> + Send + '_>> {
         Box::pin(async move {
-            let result = match &request {
-                ReplayRequest::Event(uuid) => self.0.replay_event(uuid).await,
-                ReplayRequest::Failed => self.0.replay_failed().await,
+            let script = request.script.as_deref();
+            let result = match &request.target {
+                ReplayTarget::Event(uuid) => self.0.replay_event(uuid, script).await,
+                ReplayTarget::Failed => self.0.replay_failed(script).await,
             };
             result.map_err(|e| match e {
                 ReplayError::NoSuchEvent(uuid) => AdminError::NoSuchEvent(uuid),
+                ReplayError::NoSuchScript(name) => AdminError::NoSuchScript(name),
                 other => AdminError::Unavailable(other.to_string()),
             })
         })

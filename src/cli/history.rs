@@ -9,13 +9,15 @@ use super::output::{
 use super::remote;
 use crate::config::Config;
 use crate::store::outbox::OutboxMail;
-use crate::store::query::Query;
-use crate::store::runs::RunRecord;
+use crate::store::query::{Query, ReplayedRun};
+use crate::store::runs::{RunFilter, RunRecord};
 use crate::store::script_state::ScriptState;
-use crate::store::{EventRow, QuarantineRow};
+use crate::store::{EventDetail, EventRow, QuarantineRow};
 
 /// Hex digits of a hash shown in a table cell (the JSON has all of them).
 const HASH_CELL_CHARS: usize = 12;
+/// Characters of a run's last log line shown in the `runs` table.
+const LOG_CELL_CHARS: usize = 40;
 
 /// Runs a history query; no store yet reads as nothing.
 fn read<T: serde::de::DeserializeOwned + Default>(
@@ -65,8 +67,12 @@ pub fn events(config: &Config, limit: usize, json: bool, quarantine: bool) -> Cl
     Ok(Exit::Ok)
 }
 
-pub fn runs(config: &Config, failed: bool, limit: usize, json: bool) -> CliResult {
-    let rows: Vec<RunRecord> = read(config, &Query::Runs { limit, failed })?;
+pub fn runs(config: &Config, filter: &RunFilter, limit: usize, json: bool) -> CliResult {
+    let query = Query::Runs {
+        limit,
+        filter: filter.clone(),
+    };
+    let rows: Vec<RunRecord> = read(config, &query)?;
     rows_or_json(
         json,
         &rows,
@@ -79,6 +85,7 @@ pub fn runs(config: &Config, failed: bool, limit: usize, json: bool) -> CliResul
             "STATUS",
             "ATTEMPTS",
             "MAILS",
+            "LOG",
             "ERROR",
         ],
         |r| {
@@ -94,10 +101,143 @@ pub fn runs(config: &Config, failed: bool, limit: usize, json: bool) -> CliResul
                 r.status.as_str().to_string(),
                 r.attempts.to_string(),
                 r.actions.len().to_string(),
+                r.log
+                    .last()
+                    .map(|l| cut(&l.message, LOG_CELL_CHARS))
+                    .unwrap_or_default(),
                 cut(&r.error_text(), ERROR_CELL_CHARS),
             ]
         },
     );
+    // `--failed` answers "is anything failed now?": exit 1 when it lists any.
+    Ok(if filter.failed_now && !rows.is_empty() {
+        Exit::Failure
+    } else {
+        Exit::Ok
+    })
+}
+
+/// `engine runs ID`: one run whole — its log, error with the source line, actions (with their
+/// state) and event.
+pub fn run(config: &Config, id: u64, json: bool) -> CliResult {
+    let runs: Vec<ReplayedRun> = read(config, &Query::Replayed { ids: vec![id] })?;
+    let Some(ReplayedRun { record: r, mails }) = runs.into_iter().next() else {
+        return Err(CliError::failure(format!(
+            "no run {id}\n  hint: `engine runs` lists the runs"
+        )));
+    };
+    let event: Option<EventDetail> = read(
+        config,
+        &Query::Event {
+            uuid: r.event_uuid.clone(),
+        },
+    )?;
+    if json {
+        print_json(&serde_json::json!({ "run": r, "mails": mails, "event": event }));
+        return Ok(Exit::Ok);
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "run {} ({}): {}", r.id, r.script, r.status.as_str());
+    let _ = writeln!(out, "  event: {} {} (hook {})", r.event_type, r.event_uuid, r.hook);
+    if let Some(e) = &event {
+        let _ = writeln!(out, "         published {}, received {}", e.published, e.received);
+    }
+    let _ = writeln!(out, "  attempts: {}", r.attempts);
+    for (what, v) in [
+        ("created", Some(&r.created)),
+        ("started", r.started.as_ref()),
+        ("finished", r.finished.as_ref()),
+        ("next attempt", r.next_attempt.as_ref()),
+    ] {
+        if let Some(v) = v {
+            let _ = writeln!(out, "  {what}: {v}");
+        }
+    }
+    if let Some(h) = &r.script_hash {
+        let _ = writeln!(out, "  script version: {h}");
+    }
+    if let Some(p) = r.replay_of {
+        let _ = writeln!(out, "  replays run {p}");
+    }
+    if r.crashes > 0 {
+        let _ = writeln!(out, "  in flight at {} crash(es) of the engine", r.crashes);
+    }
+    let _ = writeln!(out, "log:");
+    if r.log.is_empty() {
+        let _ = writeln!(out, "  (nothing)");
+    }
+    for l in &r.log {
+        let _ = writeln!(out, "  {}: {}", l.level, l.message);
+    }
+    if let Some(e) = &r.error {
+        let _ = writeln!(out, "error: {e}");
+        if let Some(shown) = source_line(config, &e.file, e.line, e.col) {
+            let _ = writeln!(out, "{shown}");
+        }
+    }
+    let _ = writeln!(out, "actions:");
+    if r.actions.is_empty() {
+        let _ = writeln!(out, "  (none)");
+    }
+    for m in &mails {
+        let _ = writeln!(out, "  {m}");
+    }
+    let _ = writeln!(
+        out,
+        "(the payload: `engine events show {}`)",
+        r.event_uuid
+    );
+    Ok(Exit::Ok)
+}
+
+/// The line `line` of a script or stdlib file as it is now, with a caret under `col`.
+fn source_line(config: &Config, file: &str, line: Option<usize>, col: Option<usize>) -> Option<String> {
+    let path = match file.strip_prefix("stdlib/") {
+        Some(rel) => config.stdlib_dir.join(rel),
+        None => config.scripts_dir.join(file),
+    };
+    let text = std::fs::read_to_string(path).ok()?;
+    let n = line?;
+    let src = text.lines().nth(n.checked_sub(1)?)?;
+    let mut shown = format!("  {n:>4} | {src}");
+    if let Some(c) = col {
+        shown.push_str(&format!("\n       | {}^", " ".repeat(c.saturating_sub(1))));
+    }
+    Some(shown)
+}
+
+/// `engine events show UUID`: the event's envelope and its payload as stored, pretty.
+pub fn event(config: &Config, uuid: &str, json: bool) -> CliResult {
+    let detail: Option<EventDetail> = read(
+        config,
+        &Query::Event {
+            uuid: uuid.to_string(),
+        },
+    )?;
+    let Some(e) = detail else {
+        return Err(CliError::failure(format!(
+            "no stored event has uuid `{uuid}`\n  hint: `engine events` lists the stored events"
+        )));
+    };
+    if json {
+        print_json(&e);
+        return Ok(Exit::Ok);
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "event {} ({}), {}", e.uuid, e.event_type, e.status);
+    let _ = writeln!(out, "  published: {}", e.published);
+    let _ = writeln!(out, "  hook: {}, received {}", e.hook, e.received);
+    let _ = writeln!(
+        out,
+        "  delivery: {} (eventTime {}, source {})",
+        e.delivery_id, e.event_time, e.source
+    );
+    let _ = writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(&e.payload).unwrap_or_default()
+    );
+    let _ = writeln!(out, "(its runs: `engine runs --event {}`)", e.uuid);
     Ok(Exit::Ok)
 }
 

@@ -30,6 +30,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
+use crate::store::runs::RunFilter;
 pub use output::{CliError, CliResult, Exit};
 
 /// Rows shown by the history commands unless `--limit` says otherwise.
@@ -58,22 +59,34 @@ pub struct Cli {
 pub enum Command {
     /// Run the receiver: answers Okta's verification and stores deliveries durably
     Serve,
-    /// Show stored events, newest first (works whether or not the server runs)
+    /// Show stored events, newest first, or one event whole (works whether or not the server runs)
     Events {
+        #[command(subcommand)]
+        show: Option<EventsAction>,
         /// Show at most this many rows
         #[arg(long, default_value_t = DEFAULT_LIMIT)]
         limit: usize,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
         format: Format,
         /// Show quarantined bodies (authenticated requests that were not valid deliveries)
         #[arg(long)]
         quarantine: bool,
     },
-    /// Show script runs, newest first (works whether or not the server runs)
+    /// Show script runs, newest first, or one run whole (works whether or not the server runs)
     Runs {
-        /// Only failed runs
+        /// One run: its log, error with the source line, actions and event
+        id: Option<u64>,
+        /// Only what is failed now: the latest run of each (event, script), when it failed
+        /// (exit 1 when any is listed)
         #[arg(long)]
         failed: bool,
+        /// Only this script's runs
+        #[arg(long, value_name = "NAME")]
+        script: Option<String>,
+        /// Only this event's runs
+        #[arg(long, value_name = "UUID")]
+        event: Option<String>,
+        /// Show at most this many rows
         #[arg(long, default_value_t = DEFAULT_LIMIT)]
         limit: usize,
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -87,6 +100,14 @@ pub enum Command {
         /// Replay the latest failed run of every (event, script)
         #[arg(long)]
         failed: bool,
+        /// Only this script (by name, as in `engine scripts`)
+        #[arg(long, value_name = "NAME")]
+        script: Option<String>,
+        /// Show what each run would log and do; carry out nothing and record no run
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
     /// Dry-run one script on a payload: prints its log and the mail it would send; sends nothing
     Run {
@@ -153,6 +174,15 @@ pub enum Command {
         /// A header to send, e.g. 'Authorization: s3cret' (repeatable)
         #[arg(long = "header", value_name = "'Name: value'")]
         headers: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EventsAction {
+    /// One event whole: its envelope and its payload as stored
+    Show {
+        /// The event's uuid (see `engine events`)
+        uuid: String,
     },
 }
 
@@ -234,6 +264,12 @@ async fn dispatch(command: Command, config: Config) -> CliResult {
             Ok(Exit::Ok)
         }
         Command::Events {
+            show: Some(EventsAction::Show { uuid }),
+            format,
+            ..
+        } => history::event(&config, &uuid, format == Format::Json),
+        Command::Events {
+            show: None,
             limit,
             format,
             quarantine,
@@ -274,16 +310,51 @@ async fn dispatch(command: Command, config: Config) -> CliResult {
             SamplesAction::Add { file } => samples::add(&config, &file),
         },
         Command::Runs {
+            id: Some(id),
+            format,
+            ..
+        } => history::run(&config, id, format == Format::Json),
+        Command::Runs {
+            id: None,
             failed,
+            script,
+            event,
             limit,
             format,
-        } => history::runs(&config, failed, limit, format == Format::Json),
+        } => {
+            let filter = RunFilter {
+                failed_now: failed,
+                script,
+                event,
+            };
+            history::runs(&config, &filter, limit, format == Format::Json)
+        }
         Command::Outbox {
             failed,
             limit,
             format,
         } => history::outbox(&config, failed, limit, format == Format::Json),
-        Command::Replay { event_uuid, .. } => replay::replay(&config, event_uuid.as_deref()).await,
+        Command::Replay {
+            event_uuid,
+            script,
+            dry_run: true,
+            format,
+            ..
+        } => {
+            replay::dry_run(
+                &config,
+                event_uuid.as_deref(),
+                script.as_deref(),
+                format == Format::Json,
+            )
+            .await
+        }
+        Command::Replay {
+            event_uuid,
+            script,
+            dry_run: false,
+            ..
+        } => replay::replay(&config, event_uuid.as_deref(), script.as_deref()).await,
         Command::Run {
             script,
             payload,

@@ -1,6 +1,7 @@
-//! `engine replay <uuid> | --failed`: through the running server's admin endpoint, or in this
-//! process (the processor and mail executor on the store) when no server holds it. Waits for the
-//! runs (and their mail) and prints what each did.
+//! `engine replay <uuid> | --failed [--script NAME] [--dry-run]`: through the running server's
+//! admin endpoint, or in this process (the processor and mail executor on the store) when no
+//! server holds it. Waits for the runs (and their mail) and prints what each did. With
+//! `--dry-run` it runs the current scripts here on the stored events and carries out nothing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,33 +11,136 @@ use hyper::Method;
 
 use super::output::{CliError, CliResult, Exit};
 use super::remote;
+use super::run::{DryEvent, dry_run_one, print_dry_runs};
 use crate::config::Config;
 use crate::ingest::ADMIN_TOKEN_HEADER;
+use crate::script::{DeliveryInfo, Script, ScriptSet};
 use crate::store::outbox::OutboxView;
 use crate::store::query::{self, Query, ReplayedRun};
-use crate::store::runs::{RunRecord, RunStatus, RunsView};
-use crate::store::{CommitMode, OpenError, Store};
+use crate::store::runs::{RunFilter, RunRecord, RunStatus, RunsView};
+use crate::store::{CommitMode, EventDetail, OpenError, Store};
 
 /// How long `replay` waits for its runs (and their mail) before leaving them to the server.
 pub const REPLAY_WAIT: Duration = Duration::from_secs(30);
 /// How often `replay` looks at the runs it waits for.
 const REPLAY_POLL: Duration = Duration::from_millis(50);
 
-pub async fn replay(config: &Config, uuid: Option<&str>) -> CliResult {
+pub async fn replay(config: &Config, uuid: Option<&str>, script: Option<&str>) -> CliResult {
     match Store::open(&config.data_dir, CommitMode::Group) {
-        Ok(store) => replay_here(config, Arc::new(store), uuid).await,
-        Err(OpenError::Busy { .. }) => replay_via_server(config, uuid).await,
+        Ok(store) => replay_here(config, Arc::new(store), uuid, script).await,
+        Err(OpenError::Busy { .. }) => replay_via_server(config, uuid, script).await,
         Err(e) => Err(CliError::failure(e)),
     }
 }
 
-async fn replay_here(config: &Config, store: Arc<Store>, uuid: Option<&str>) -> CliResult {
+/// `engine replay … --dry-run`: runs the current scripts on the stored events (read through the
+/// server while it runs), prints each run's log and actions, carries out none and records no
+/// run.
+pub async fn dry_run(
+    config: &Config,
+    uuid: Option<&str>,
+    script: Option<&str>,
+    json: bool,
+) -> CliResult {
+    let (set, errors) = ScriptSet::load(&config.scripts_dir, &config.stdlib_dir, &config.limits);
+    for e in &errors {
+        eprintln!("warning: script not loaded: {e}");
+    }
+    if let Some(name) = script
+        && set.get(name).is_none()
+    {
+        return Err(CliError::failure(format!(
+            "no script `{name}` in {}\n  hint: `engine scripts` lists the scripts",
+            config.scripts_dir.display()
+        )));
+    }
+    // (script, event) pairs: the subscribed scripts of one event, or the failed runs.
+    let mut pairs: Vec<(Arc<Script>, EventDetail)> = Vec::new();
+    match uuid {
+        Some(u) => {
+            let event = event_detail(config, u)?;
+            for s in set.matching(&event.hook, &event.event_type) {
+                if script.is_none_or(|n| n == s.name) {
+                    pairs.push((s, event.clone()));
+                }
+            }
+        }
+        None => {
+            let filter = RunFilter {
+                failed_now: true,
+                script: script.map(str::to_string),
+                event: None,
+            };
+            let failed: Vec<RunRecord> = remote::read(
+                config,
+                &Query::Runs {
+                    limit: usize::MAX,
+                    filter,
+                },
+            )
+            .map_err(CliError::failure)?
+            .unwrap_or_default();
+            for r in failed {
+                let Some(s) = set.get(&r.script).cloned() else {
+                    eprintln!("note: run {} is of `{}`, which is not loaded now", r.id, r.script);
+                    continue;
+                };
+                pairs.push((s, event_detail(config, &r.event_uuid)?));
+            }
+        }
+    }
+    if pairs.is_empty() {
+        println!("nothing to replay (no script subscribes to that event, or no failed runs)");
+        return Ok(Exit::Ok);
+    }
+    let host = crate::app::build_host(config).map_err(CliError::usage)?;
+    let mut results = Vec::new();
+    for (s, e) in pairs {
+        let event = DryEvent {
+            delivery: DeliveryInfo {
+                id: e.delivery_id.clone(),
+                time: e.event_time.clone(),
+                hook: e.hook.clone(),
+                source: e.source.clone(),
+            },
+            id: e.uuid.clone(),
+            event_type: e.event_type.clone(),
+            json: serde_json::to_vec(&e.payload).unwrap_or_default(),
+        };
+        results.push(dry_run_one(&s, event, &host, &config.limits).await?);
+    }
+    Ok(print_dry_runs(&results, json))
+}
+
+/// A stored event whole, read through the server while it runs.
+fn event_detail(config: &Config, uuid: &str) -> Result<EventDetail, CliError> {
+    let found: Option<EventDetail> = remote::read(
+        config,
+        &Query::Event {
+            uuid: uuid.to_string(),
+        },
+    )
+    .map_err(CliError::failure)?
+    .flatten();
+    found.ok_or_else(|| {
+        CliError::failure(format!(
+            "no stored event has uuid `{uuid}`\n  hint: `engine events` lists the stored events"
+        ))
+    })
+}
+
+async fn replay_here(
+    config: &Config,
+    store: Arc<Store>,
+    uuid: Option<&str>,
+    script: Option<&str>,
+) -> CliResult {
     let mut log = std::io::stderr();
     let runtime =
         crate::app::build_runtime(config, store.clone(), &mut log).map_err(CliError::usage)?;
     let created = match uuid {
-        Some(u) => runtime.processor.replay_event(u).await,
-        None => runtime.processor.replay_failed().await,
+        Some(u) => runtime.processor.replay_event(u, script).await,
+        None => runtime.processor.replay_failed(script).await,
     };
     let ids = created.map_err(CliError::failure)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -74,12 +178,15 @@ async fn replay_here(config: &Config, store: Arc<Store>, uuid: Option<&str>) -> 
     Ok(code)
 }
 
-async fn replay_via_server(config: &Config, uuid: Option<&str>) -> CliResult {
+async fn replay_via_server(config: &Config, uuid: Option<&str>, script: Option<&str>) -> CliResult {
     let (addr, token) = remote::admin_target(config).map_err(CliError::failure)?;
-    let body = match uuid {
+    let mut body = match uuid {
         Some(u) => serde_json::json!({ "uuid": u }),
         None => serde_json::json!({ "failed": true }),
     };
+    if let Some(s) = script {
+        body["script"] = s.into();
+    }
     let url = format!("http://{addr}/admin/replay");
     let headers = vec![(ADMIN_TOKEN_HEADER.to_string(), token)];
     let answer = crate::util::http_client::request(

@@ -4,22 +4,89 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::output::{CliError, CliResult, Exit, print_json};
 use crate::config::Config;
 use crate::ingest::envelope::parse_payload;
-use crate::script::{self, Action, DeliveryInfo, ScriptSet};
+use crate::script::{self, Action, DeliveryInfo, Host, Limits, Script, ScriptSet};
 
+/// One dry run: one script on one event.
 #[derive(Serialize)]
-struct DryRun {
-    event_uuid: String,
-    event_type: String,
-    subscribed: bool,
-    log: Vec<script::LogLine>,
-    actions: Vec<Action>,
-    error: Option<script::RunError>,
+pub(super) struct DryRun {
+    pub script: String,
+    pub event_uuid: String,
+    pub event_type: String,
+    pub subscribed: bool,
+    pub log: Vec<script::LogLine>,
+    pub actions: Vec<Action>,
+    pub error: Option<script::RunError>,
+    /// Said above the run's output (e.g. that the script does not subscribe to the event).
+    #[serde(skip)]
+    pub note: Option<String>,
+}
+
+/// An event to dry-run a script on: as the server would hand it to a run.
+pub(super) struct DryEvent {
+    pub delivery: DeliveryInfo,
+    /// The event's id as stored (its uuid, or the envelope parser's content id).
+    pub id: String,
+    pub event_type: String,
+    pub json: Vec<u8>,
+}
+
+/// Runs `script` on `event` on a blocking thread; nothing is carried out.
+pub(super) async fn dry_run_one(
+    script: &Arc<Script>,
+    event: DryEvent,
+    host: &Arc<dyn Host>,
+    limits: &Limits,
+) -> Result<DryRun, CliError> {
+    let subscribed = script.matches(&event.delivery.hook, &event.event_type);
+    let note = (!subscribed).then(|| {
+        format!(
+            "{} does not subscribe to this event type or hook (on: {}); ran it anyway",
+            script.file_name,
+            script.on.join(", ")
+        )
+    });
+    let (s, h, l) = (script.clone(), host.clone(), limits.clone());
+    let DryEvent {
+        delivery,
+        id,
+        event_type,
+        json,
+    } = event;
+    let event_uuid = id.clone();
+    let outcome =
+        tokio::task::spawn_blocking(move || script::run(&s, &json, &id, &delivery, &h, &l))
+            .await
+            .map_err(|e| CliError::failure(format!("the run crashed: {e}")))?;
+    Ok(DryRun {
+        script: script.name.clone(),
+        subscribed,
+        event_uuid,
+        event_type,
+        log: outcome.log,
+        actions: outcome.actions,
+        error: outcome.result.err(),
+        note,
+    })
+}
+
+/// Loads one script file as the server would; a load error is printed (with its source line)
+/// and ends the command with exit 1.
+pub(super) fn load_script(config: &Config, path: &Path) -> Result<Arc<Script>, Exit> {
+    ScriptSet::load_one(path, &config.stdlib_dir, &config.limits).map_err(|e| {
+        // The error's text carries its hint.
+        eprintln!("error: {e}");
+        if let Some(line) = &e.source_line {
+            eprintln!("  | {line}");
+        }
+        Exit::Failure
+    })
 }
 
 /// `engine run SCRIPT PAYLOAD`: runs the script on each event of the payload; nothing is sent.
@@ -30,19 +97,9 @@ pub async fn dry_run(
     hook: &str,
     json: bool,
 ) -> CliResult {
-    let limits = config.limits.clone();
-    let script = match ScriptSet::load_one(script_path, &config.stdlib_dir, &limits) {
+    let script = match load_script(config, script_path) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            if let Some(line) = &e.source_line {
-                eprintln!("  | {line}");
-            }
-            if let Some(h) = &e.hint {
-                eprintln!("  = hint: {h}");
-            }
-            return Ok(Exit::Failure);
-        }
+        Err(exit) => return Ok(exit),
     };
     let bytes = std::fs::read(payload)
         .map_err(|e| CliError::usage(format!("cannot read {}: {e}", payload.display())))?;
@@ -57,28 +114,19 @@ pub async fn dry_run(
     };
     let mut results = Vec::new();
     for (event, json_bytes) in payload.events() {
-        let event_type = event.event_type.clone();
-        let event_uuid = event.uuid.clone();
-        let (s, h, l, d) = (
-            script.clone(),
-            host.clone(),
-            limits.clone(),
-            delivery.clone(),
-        );
-        let (json_bytes, id) = (json_bytes.to_vec(), event_uuid.clone());
-        let outcome =
-            tokio::task::spawn_blocking(move || script::run(&s, &json_bytes, &id, &d, &h, &l))
-                .await
-                .map_err(|e| CliError::failure(format!("the run crashed: {e}")))?;
-        results.push(DryRun {
-            subscribed: script.matches(hook, &event_type),
-            event_uuid,
-            event_type,
-            log: outcome.log,
-            actions: outcome.actions,
-            error: outcome.result.err(),
-        });
+        let event = DryEvent {
+            delivery: delivery.clone(),
+            id: event.uuid.clone(),
+            event_type: event.event_type.clone(),
+            json: json_bytes.to_vec(),
+        };
+        results.push(dry_run_one(&script, event, &host, &config.limits).await?);
     }
+    Ok(print_dry_runs(&results, json))
+}
+
+/// Prints dry runs (their logs and the actions they would carry out); exit 1 when one failed.
+pub(super) fn print_dry_runs(results: &[DryRun], json: bool) -> Exit {
     let code = if results.iter().any(|r| r.error.is_some()) {
         Exit::Failure
     } else {
@@ -86,7 +134,7 @@ pub async fn dry_run(
     };
     if json {
         print_json(&results);
-        return Ok(code);
+        return code;
     }
     let mut out = std::io::stdout().lock();
     let n = results.len();
@@ -98,13 +146,8 @@ pub async fn dry_run(
             r.event_type,
             r.event_uuid
         );
-        if !r.subscribed {
-            let _ = writeln!(
-                out,
-                "  note: {} does not subscribe to this event type or hook (on: {}); ran it anyway",
-                script.file_name,
-                script.on.join(", ")
-            );
+        if let Some(note) = &r.note {
+            let _ = writeln!(out, "  note: {note}");
         }
         for line in &r.log {
             let _ = writeln!(out, "  {}: {}", line.level, line.message);
@@ -147,5 +190,5 @@ pub async fn dry_run(
             }
         }
     }
-    Ok(code)
+    code
 }

@@ -23,7 +23,15 @@ pub const MAX_ADMIN_BODY_BYTES: usize = 4096;
 
 /// What to replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReplayRequest {
+pub struct ReplayRequest {
+    pub target: ReplayTarget,
+    /// Only this script (else every script the target concerns).
+    pub script: Option<String>,
+}
+
+/// The events a replay runs scripts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayTarget {
     /// Every subscribed script again on the event with this uuid.
     Event(String),
     /// The latest failed run of every (event, script) again.
@@ -35,6 +43,8 @@ pub enum ReplayRequest {
 pub enum AdminError {
     #[error("no stored event has uuid `{0}`")]
     NoSuchEvent(String),
+    #[error("no script `{0}` is loaded")]
+    NoSuchScript(String),
     #[error("{0}")]
     Unavailable(String),
 }
@@ -147,6 +157,8 @@ pub(crate) async fn handle(
         uuid: Option<String>,
         #[serde(default)]
         failed: bool,
+        #[serde(default)]
+        script: Option<String>,
     }
     let replay: Replay = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -158,9 +170,9 @@ pub(crate) async fn handle(
             );
         }
     };
-    let result = match (replay.uuid, replay.failed) {
-        (Some(uuid), false) => backend.replay(ReplayRequest::Event(uuid)).await,
-        (None, true) => backend.replay(ReplayRequest::Failed).await,
+    let target = match (replay.uuid, replay.failed) {
+        (Some(uuid), false) => ReplayTarget::Event(uuid),
+        (None, true) => ReplayTarget::Failed,
         _ => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -169,6 +181,12 @@ pub(crate) async fn handle(
             );
         }
     };
+    let result = backend
+        .replay(ReplayRequest {
+            target,
+            script: replay.script,
+        })
+        .await;
     match result {
         Ok(ids) => json(
             StatusCode::OK,
@@ -178,6 +196,14 @@ pub(crate) async fn handle(
             StatusCode::NOT_FOUND,
             "no_such_event",
             format!("no stored event has uuid `{}`", printable(&uuid)),
+        ),
+        Err(AdminError::NoSuchScript(name)) => error_owned(
+            StatusCode::NOT_FOUND,
+            "no_such_script",
+            format!(
+                "no script `{}` is loaded\n  hint: `engine scripts` lists the scripts",
+                printable(&name)
+            ),
         ),
         Err(AdminError::Unavailable(e)) => {
             error_owned(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", e)

@@ -27,6 +27,7 @@ use std::sync::atomic::AtomicU64;
 
 pub use admin::{
     ADMIN_TOKEN_FILE, ADMIN_TOKEN_HEADER, Admin, AdminError, MAX_ADMIN_BODY_BYTES, ReplayRequest,
+    ReplayTarget,
 };
 pub use limits::{
     BODY_READ_TIMEOUT, DEFAULT_FD_LIMIT, FD_RESERVE, HEADER_READ_TIMEOUT, MAX_CONNECTIONS,

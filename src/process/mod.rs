@@ -110,8 +110,13 @@ impl Processor {
         self.pool.finished().await
     }
 
-    /// Creates new runs for an event (current script versions), as `replay` does.
-    pub async fn replay_event(&self, uuid: &str) -> Result<Vec<u64>, ReplayError> {
+    /// Creates new runs for an event (current script versions; only `script` when given), as
+    /// `replay` does.
+    pub async fn replay_event(
+        &self,
+        uuid: &str,
+        script: Option<&str>,
+    ) -> Result<Vec<u64>, ReplayError> {
         let event = self
             .store
             .history()
@@ -120,9 +125,15 @@ impl Processor {
         let set = self.scripts.load_full();
         let previous = RunsView(&*self.store).of_event(uuid)?;
         let head = event.head();
+        if let Some(name) = script
+            && set.get(name).is_none()
+        {
+            return Err(ReplayError::NoSuchScript(name.to_string()));
+        }
         let records: Vec<RunRecord> = set
             .matching(&event.hook, &event.event_type)
             .iter()
+            .filter(|s| script.is_none_or(|n| n == s.name))
             .map(|s| {
                 let replay_of = previous.iter().find(|r| r.script == s.name).map(|r| r.id);
                 RunRecord::new(0, &head, &s.name, replay_of)
@@ -131,12 +142,16 @@ impl Processor {
         self.create_runs(records).await
     }
 
-    /// Creates new runs for the latest failed run of each (event, script).
-    pub async fn replay_failed(&self) -> Result<Vec<u64>, ReplayError> {
+    /// Creates new runs for the latest failed run of each (event, script), of `script` only
+    /// when given.
+    pub async fn replay_failed(&self, script: Option<&str>) -> Result<Vec<u64>, ReplayError> {
         let failed = RunsView(&*self.store).latest_failed()?;
         let history = self.store.history();
         let mut records = Vec::new();
         for r in failed {
+            if script.is_some_and(|n| n != r.script) {
+                continue;
+            }
             if let Some(event) = history.event_by_seq(r.event_seq)? {
                 records.push(RunRecord::new(0, &event.head(), &r.script, Some(r.id)));
             }
@@ -170,6 +185,8 @@ impl prom::MetricsSource for Processor {
 pub enum ReplayError {
     #[error("no stored event has uuid `{0}`\n  hint: `engine events` lists the stored events")]
     NoSuchEvent(String),
+    #[error("no script `{0}` is loaded\n  hint: `engine scripts` lists the scripts")]
+    NoSuchScript(String),
     #[error(transparent)]
     Read(#[from] ReadError),
     #[error(transparent)]

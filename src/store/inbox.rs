@@ -412,6 +412,25 @@ pub struct EventRow {
     pub status: String,
 }
 
+/// One stored event whole: its envelope and its payload as stored (`engine events show`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EventDetail {
+    pub seq: u64,
+    pub uuid: String,
+    pub event_type: String,
+    pub published: String,
+    pub hook: String,
+    pub delivery_id: String,
+    /// The envelope's `eventTime` and `source`.
+    pub event_time: String,
+    pub source: String,
+    pub received: String,
+    /// `queued` until processed.
+    pub status: String,
+    /// The LogEvent as Okta sent it.
+    pub payload: serde_json::Value,
+}
+
 /// One quarantined body.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct QuarantineRow {
@@ -467,6 +486,29 @@ impl History<'_> {
             });
         }
         Ok(rows)
+    }
+
+    /// The event with `uuid` whole (`None`: no such event).
+    pub fn event_detail(&self, uuid: &str) -> Result<Option<EventDetail>, ReadError> {
+        let Some(e) = self.event_by_uuid(uuid)? else {
+            return Ok(None);
+        };
+        let cursor = self.dispatch_cursor()?;
+        let payload = serde_json::from_slice(&e.json)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&e.json).into_owned()));
+        Ok(Some(EventDetail {
+            seq: e.seq,
+            uuid: e.uuid,
+            event_type: e.event_type,
+            published: e.published,
+            hook: e.hook,
+            delivery_id: e.delivery_id,
+            event_time: e.event_time,
+            source: e.source,
+            received: crate::util::format_ms(e.received_ms),
+            status: if e.seq > cursor { "queued" } else { "processed" }.to_string(),
+            payload,
+        }))
     }
 
     /// The dispatch cursor: events above it have not been handed to the scripts yet.

@@ -50,7 +50,7 @@ use tokio::sync::{Notify, oneshot};
 
 use dedup::key_hash;
 pub use inbox::{
-    DISPATCH_CURSOR, Depths, EventHead, EventRow, NewDelivery, ParsedDelivery, ParsedEvent, Pruned,
+    DISPATCH_CURSOR, Depths, EventDetail, EventHead, EventRow, NewDelivery, ParsedDelivery, ParsedEvent, Pruned,
     PrunedKeys, QUARANTINE_PREVIEW_CHARS, QuarantineRow, Stored, StoredEvent, prune,
     set_dispatch_cursor,
 };

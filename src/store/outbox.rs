@@ -51,8 +51,24 @@ pub struct OutboxMail {
     pub status: MailStatus,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// Times are kept in ms since the epoch and written as RFC 3339 (`queued`, `sent`,
+    /// `next_attempt`), like every time in the JSON output; records written by older engines
+    /// (numbers under `*_ms`) still read.
+    #[serde(rename = "queued", alias = "queued_ms", with = "crate::util::rfc3339_ms")]
     pub queued_ms: u64,
+    #[serde(
+        rename = "sent",
+        alias = "sent_ms",
+        default,
+        with = "crate::util::rfc3339_ms::option"
+    )]
     pub sent_ms: Option<u64>,
+    #[serde(
+        rename = "next_attempt",
+        alias = "next_attempt_ms",
+        default,
+        with = "crate::util::rfc3339_ms::option"
+    )]
     pub next_attempt_ms: Option<u64>,
 }
 

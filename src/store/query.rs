@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::outbox::{MailStatus, OutboxView};
-use super::runs::{RunRecord, RunsView};
+use super::runs::{RunFilter, RunRecord, RunsView};
 use super::{History, ReadError, ReadTxnSource};
 use crate::script::Action;
 
@@ -23,8 +23,10 @@ pub enum Query {
     Events { limit: usize },
     /// The newest quarantined bodies.
     Quarantine { limit: usize },
-    /// The newest runs (only failed ones with `failed`).
-    Runs { limit: usize, failed: bool },
+    /// The newest runs that pass the filter.
+    Runs { limit: usize, filter: RunFilter },
+    /// One event with its payload as stored.
+    Event { uuid: String },
     /// The newest mails (only failed ones with `failed`).
     Outbox { limit: usize, failed: bool },
     /// Captured samples, with their JSON.
@@ -58,9 +60,10 @@ pub fn answer(h: &History<'_>, query: &Query) -> Result<serde_json::Value, ReadE
     match query {
         Query::Events { limit } => json(serde_json::to_value(h.recent_events(*limit)?)),
         Query::Quarantine { limit } => json(serde_json::to_value(h.quarantine(*limit)?)),
-        Query::Runs { limit, failed } => {
-            json(serde_json::to_value(RunsView(h).recent(*limit, *failed)?))
+        Query::Runs { limit, filter } => {
+            json(serde_json::to_value(RunsView(h).list(*limit, filter)?))
         }
+        Query::Event { uuid } => json(serde_json::to_value(h.event_detail(uuid)?)),
         Query::Outbox { limit, failed } => {
             json(serde_json::to_value(OutboxView(h).recent(*limit, *failed)?))
         }

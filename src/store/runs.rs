@@ -269,6 +269,28 @@ pub fn forget(txn: &WriteTransaction, id: u64) -> Result<(), WriteError> {
     PENDING.unset(txn, id)
 }
 
+/// Which runs a listing shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunFilter {
+    /// Only what is failed now: the newest run of an (event, script) whose status is failed (a
+    /// failure that was fixed and replayed is not listed).
+    #[serde(default)]
+    pub failed_now: bool,
+    /// Only this script's runs.
+    #[serde(default)]
+    pub script: Option<String>,
+    /// Only this event's runs.
+    #[serde(default)]
+    pub event: Option<String>,
+}
+
+impl RunFilter {
+    fn matches(&self, r: &RunRecord) -> bool {
+        self.script.as_ref().is_none_or(|s| *s == r.script)
+            && self.event.as_ref().is_none_or(|e| *e == r.event_uuid)
+    }
+}
+
 /// Reads runs; works on a server's database or one opened by a command.
 pub struct RunsView<'a>(pub &'a dyn ReadTxnSource);
 
@@ -304,7 +326,29 @@ impl RunsView<'_> {
 
     /// The newest runs first, optionally only failed ones; `limit` rows at most.
     pub fn recent(&self, limit: usize, failed_only: bool) -> Result<Vec<RunRecord>, ReadError> {
-        self.scan(limit, |r| !failed_only || r.status == RunStatus::Failed)
+        let filter = RunFilter {
+            failed_now: failed_only,
+            ..RunFilter::default()
+        };
+        self.list(limit, &filter)
+    }
+
+    /// The newest runs that pass `filter`, newest first; `limit` rows at most.
+    pub fn list(&self, limit: usize, filter: &RunFilter) -> Result<Vec<RunRecord>, ReadError> {
+        let mut latest = HashSet::new();
+        let mut out = Vec::new();
+        for r in self.scan(usize::MAX, |r| filter.matches(r))? {
+            if out.len() >= limit {
+                break;
+            }
+            // The newest run of each (event, script) says whether it is failed now.
+            let newest = latest.insert((r.event_uuid.clone(), r.script.clone()));
+            if filter.failed_now && !(newest && r.status == RunStatus::Failed) {
+                continue;
+            }
+            out.push(r);
+        }
+        Ok(out)
     }
 
     /// The newest runs of one event, newest first.

@@ -69,6 +69,55 @@ pub fn parse_rfc3339_nanos(s: &str) -> Option<i128> {
         .map(|t| t.unix_timestamp_nanos())
 }
 
+/// Serde for a time kept as ms since the epoch: written as RFC 3339 (the one time format of the
+/// JSON output), read from RFC 3339 or from a number (records written by older engines).
+pub mod rfc3339_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Ms(u64),
+        Text(String),
+    }
+
+    fn from(e: Either) -> Result<u64, String> {
+        match e {
+            Either::Ms(ms) => Ok(ms),
+            Either::Text(t) => super::parse_rfc3339_nanos(&t)
+                .map(|n| (n / 1_000_000).max(0) as u64)
+                .ok_or_else(|| format!("`{t}` is not an RFC 3339 time")),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(ms: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_ms(*ms))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        from(Either::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+
+    /// The same for an optional time (`null` when absent).
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(ms: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+            match ms {
+                Some(ms) => s.serialize_str(&super::super::format_ms(*ms)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+            match Option::<super::Either>::deserialize(d)? {
+                Some(e) => super::from(e).map(Some).map_err(serde::de::Error::custom),
+                None => Ok(None),
+            }
+        }
+    }
+}
+
 /// At most one log line per interval for a condition that repeats (a full disk, a far side that
 /// is down), with the count of the ones left out, so a failure in a loop cannot flood the log.
 pub struct Throttle {
@@ -123,6 +172,26 @@ mod tests {
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "4");
         assert_ne!(u, new_uuid());
+    }
+
+    #[test]
+    fn times_are_written_as_rfc3339_and_read_from_either_form() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct T {
+            #[serde(with = "rfc3339_ms")]
+            at: u64,
+            #[serde(default, with = "rfc3339_ms::option")]
+            maybe: Option<u64>,
+        }
+        let t = T {
+            at: 1_700_000_000_123,
+            maybe: None,
+        };
+        let text = serde_json::to_string(&t).unwrap();
+        assert_eq!(text, r#"{"at":"2023-11-14T22:13:20.123Z","maybe":null}"#);
+        assert_eq!(serde_json::from_str::<T>(&text).unwrap(), t);
+        let old: T = serde_json::from_str(r#"{"at":1700000000123,"maybe":5}"#).unwrap();
+        assert_eq!((old.at, old.maybe), (1_700_000_000_123, Some(5)));
     }
 
     #[test]

@@ -710,3 +710,88 @@ fn data_dir_is_private_and_a_loose_one_is_tightened_at_start() {
     assert!(status.success(), "{err}");
     assert!(!err.contains("made it private"), "{err}");
 }
+
+/// Inspection: one run whole (`runs ID`, with the source line of its error), one event whole
+/// (`events show UUID`), the log's last line in the table, filters, `--failed` as "failed now"
+/// (a fixed and replayed failure disappears) with exit 1 while it lists any, RFC 3339 times.
+#[test]
+fn runs_and_events_can_be_inspected_one_by_one() {
+    let ok = "//! on: user.lifecycle.deactivate\nlog(`hello ${event.uuid}`);\nsend_email(#{ to: \"it@example.com\", subject: \"s\", body: \"b\" });\n";
+    let typo = "//! on: user.lifecycle.deactivate\nlet a = 1;\nlog(event.actr.id);\n";
+    let (dir, port) = engine_setup("", &[("ok.rhai", ok), ("typo.rhai", typo)]);
+    let p = ServeProcess::start(dir.path(), port, &[("ENGINE_TEST_SECRET", SECRET)]);
+    let event = event_variant("event.user.lifecycle.deactivate.json", "evt-inspect", None);
+    let body = format!(r#"{{"eventId":"d-inspect","data":{{"events":[{event}]}}}}"#);
+    assert_eq!(post_blocking(&format!("{}/hooks/test", p.url), body), 200);
+    assert!(wait_until(Duration::from_secs(20), || {
+        history_json(dir.path(), "runs")
+            .iter()
+            .filter(|r| r["status"] == "succeeded" || r["status"] == "failed")
+            .count()
+            == 2
+    }));
+
+    let o = run_engine(dir.path(), &["runs", "--failed", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(1), "--failed lists one: exit 1");
+    let failed: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["script"], "typo");
+    let typo_id = failed[0]["id"].as_u64().unwrap();
+    let only_ok = run_engine(dir.path(), &["runs", "--script", "ok", "--format", "json"]);
+    let only_ok: Vec<serde_json::Value> = serde_json::from_slice(&only_ok.stdout).unwrap();
+    assert_eq!(only_ok.len(), 1);
+    assert_eq!(only_ok[0]["script"], "ok");
+    let of_event = run_engine(dir.path(), &["runs", "--event", "evt-inspect", "--format", "json"]);
+    let of_event: Vec<serde_json::Value> = serde_json::from_slice(&of_event.stdout).unwrap();
+    assert_eq!(of_event.len(), 2);
+    let table = stdout(&run_engine(dir.path(), &["runs"]));
+    assert!(table.contains("LOG") && table.contains("hello evt-inspect"), "{table}");
+
+    let o = run_engine(dir.path(), &["runs", &typo_id.to_string()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let shown = stdout(&o);
+    for want in [
+        "typo.rhai:3:",
+        "log(event.actr.id);",
+        "^",
+        "actions:",
+        "engine events show evt-inspect",
+    ] {
+        assert!(shown.contains(want), "{want} missing from:\n{shown}");
+    }
+    let o = run_engine(dir.path(), &["runs", "999999"]);
+    assert_eq!(o.status.code(), Some(1));
+
+    let o = run_engine(dir.path(), &["events", "show", "evt-inspect"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let shown = stdout(&o);
+    assert!(shown.contains("\"eventType\": \"user.lifecycle.deactivate\""), "{shown}");
+    assert!(shown.contains("hook: test"), "{shown}");
+    let o = run_engine(dir.path(), &["events", "show", "evt-inspect", "--format", "json"]);
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["payload"]["uuid"], "evt-inspect");
+    assert_eq!(e["delivery_id"], "d-inspect");
+    assert_eq!(run_engine(dir.path(), &["events", "show", "nope"]).status.code(), Some(1));
+
+    // Every time in JSON output is RFC 3339.
+    assert!(wait_until(Duration::from_secs(10), || {
+        history_json(dir.path(), "outbox")
+            .first()
+            .is_some_and(|m| m["status"] == "sent")
+    }));
+    let mail = &history_json(dir.path(), "outbox")[0];
+    for key in ["queued", "sent"] {
+        let t = mail[key].as_str().unwrap_or_else(|| panic!("{key}: {mail}"));
+        assert!(engine::util::parse_rfc3339_nanos(t).is_some(), "{key}: {t}");
+    }
+
+    // Fixed and replayed: nothing is failed now.
+    std::fs::write(dir.path().join("scripts/typo.rhai"), typo.replace("actr", "actor")).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let o = run_engine(dir.path(), &["replay", "--failed"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let o = run_engine(dir.path(), &["runs", "--failed", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stdout(&o).trim(), "[]");
+    drop(p);
+}

@@ -619,3 +619,68 @@ async fn runs_queued_for_a_deleted_script_are_skipped() {
     assert!(RunsView(&*store).latest_failed().unwrap().is_empty());
     assert_eq!(RunsView(&*store).pending_count().unwrap(), 0);
 }
+
+/// `replay --script NAME` reruns one script only, and `--dry-run` shows what it would do and
+/// carries out nothing (testing one script used to re-send mail from the others).
+#[test]
+fn replay_of_one_script_and_its_dry_run_send_nothing_new() {
+    let smtp = SmtpServer::start(&[]);
+    let mailer = |name: &str| {
+        format!(
+            "//! on: user.lifecycle.deactivate\nlog(\"{name} ran\");\nsend_email(#{{ to: \"it@example.com\", subject: `{name} ${{event.uuid}}`, body: \"b\" }});\n"
+        )
+    };
+    let (a, b) = (mailer("a"), mailer("b"));
+    let (dir, port) = engine_setup(
+        "\n[smtp]\nurl_env = \"ENGINE_TEST_SMTP_URL\"\nfrom = \"automation@example.com\"\n",
+        &[("a.rhai", &a), ("b.rhai", &b)],
+    );
+    let url = smtp.url("");
+    let env = [
+        ("ENGINE_TEST_SECRET", SECRET),
+        ("ENGINE_TEST_SMTP_URL", url.expose()),
+    ];
+    let p = ServeProcess::start(dir.path(), port, &env);
+    let body = envelope_with(
+        "d-one",
+        &[],
+    )
+    .replace(
+        r#""events":[]"#,
+        &format!(
+            r#""events":[{}]"#,
+            event_variant("event.user.lifecycle.deactivate.json", "evt-one", None)
+        ),
+    );
+    assert_eq!(post_blocking(&format!("{}/hooks/test", p.url), body), 200);
+    assert!(wait_until(Duration::from_secs(20), || smtp.received().len() == 2));
+    let runs_before = final_runs(dir.path(), 2).len();
+
+    let o = run_engine(
+        dir.path(),
+        &["replay", "evt-one", "--script", "a", "--dry-run"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("log: a ran") && out.contains("would send mail"), "{out}");
+    assert!(!out.contains("b ran"), "only script a: {out}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(smtp.received().len(), 2, "a dry run sends nothing");
+    assert_eq!(history_json(dir.path(), "runs").len(), runs_before, "and records no run");
+
+    let o = run_engine(dir.path(), &["replay", "evt-one", "--script", "a"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("(a on event evt-one): succeeded"), "{out}");
+    assert!(!out.contains("(b on event"), "{out}");
+    let runs = history_json(dir.path(), "runs");
+    assert_eq!(runs.len(), runs_before + 1, "one new run, of a");
+    assert_eq!(runs[0]["script"], "a");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(smtp.received().len(), 2, "a's mail is not sent twice");
+
+    let o = run_engine(dir.path(), &["replay", "evt-one", "--script", "nosuch"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no script `nosuch`"), "{}", stderr(&o));
+    drop(p);
+}
