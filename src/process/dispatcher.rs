@@ -86,6 +86,11 @@ impl Dispatcher {
             for s in set.matching(&e.hook, &e.event_type) {
                 records.push(RunRecord::new(0, e, &s.name, None));
             }
+            // A new script that does not load gets a failed run for every event it would have
+            // received (`engine replay --failed` runs them once it is fixed).
+            for b in set.broken_matching(&e.hook, &e.event_type) {
+                records.push(RunRecord::new(0, e, &b.name, None));
+            }
         }
         let keep = self.samples_of(&heads)?;
         let (n_events, count) = (heads.len(), records.len());

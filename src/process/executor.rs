@@ -110,7 +110,7 @@ impl Executor {
         record.attempts += 1;
         record.started = Some(format_ms(started));
         let script = set.get(&record.script).cloned();
-        let script_gone = script.is_none();
+        let script_gone = script.is_none() && set.broken(&record.script).is_none();
         let outcome = match script {
             Some(script) => {
                 record.script_hash = Some(script.hash.clone());
@@ -138,6 +138,36 @@ impl Executor {
                     actions: Vec::new(),
                     result: Err(plain_error(&record.script, format!("the run crashed: {e}"))),
                 })
+            }
+            // A script that does not load (and has no working version): the run fails with its
+            // load error, not retried; replayed once the script is fixed.
+            None if set.broken(&record.script).is_some() => {
+                let b = set.broken(&record.script).map(|b| b.error.clone());
+                let (file, line, col, message) = match b {
+                    Some(e) => (
+                        e.file
+                            .file_name()
+                            .map(|f| f.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                        e.line,
+                        e.col,
+                        format!("the script does not load: {}", e.message),
+                    ),
+                    None => (String::new(), None, None, "the script does not load".into()),
+                };
+                script::RunOutcome {
+                    log: Vec::new(),
+                    actions: Vec::new(),
+                    result: Err(RunError {
+                        kind: RunErrorKind::Load,
+                        message,
+                        script: record.script.clone(),
+                        file,
+                        line,
+                        col,
+                        trace: Vec::new(),
+                    }),
+                }
             }
             // Deleted or renamed since the run was queued (a script that stops compiling keeps
             // its previous version loaded): a deleted script stops, so the run is skipped.

@@ -66,6 +66,9 @@ pub struct LoadError {
     pub source_line: Option<String>,
     /// The script being loaded (same as `file` unless the error is inside a module).
     pub script: PathBuf,
+    /// The script's header, when it parsed (the error is in its code): which events it would
+    /// have received.
+    pub header: Option<Header>,
 }
 
 impl fmt::Display for LoadError {
@@ -101,6 +104,7 @@ impl LoadError {
             hint: None,
             source_line: None,
             script: script.to_path_buf(),
+            header: None,
         }
     }
 
@@ -208,6 +212,29 @@ impl Script {
 /// The scripts of a directory, compiled with one shared engine.
 pub struct ScriptSet {
     scripts: Vec<Arc<Script>>,
+    /// Scripts that do not compile and have no working version, but whose header parsed: the
+    /// events they would have received get a failed run (kind `load`) each.
+    broken: Vec<Broken>,
+}
+
+/// A script that does not load, with what it would have received.
+#[derive(Debug, Clone)]
+pub struct Broken {
+    /// File stem, as `Script::name`.
+    pub name: String,
+    pub on: Vec<String>,
+    pub hooks: Option<Vec<String>>,
+    pub error: LoadError,
+}
+
+impl Broken {
+    /// Whether this script would have received `event_type` on `hook`.
+    pub fn matches(&self, hook: &str, event_type: &str) -> bool {
+        self.hooks
+            .as_ref()
+            .is_none_or(|h| h.iter().any(|id| id == hook))
+            && self.on.iter().any(|p| pattern_matches(p, event_type))
+    }
 }
 
 impl fmt::Debug for ScriptSet {
@@ -221,6 +248,7 @@ impl ScriptSet {
     pub fn empty() -> Self {
         ScriptSet {
             scripts: Vec::new(),
+            broken: Vec::new(),
         }
     }
 
@@ -256,7 +284,19 @@ impl ScriptSet {
             }
         }
         scripts.sort_by(|a, b| a.name.cmp(&b.name));
-        (ScriptSet { scripts }, errors)
+        let broken = errors
+            .iter()
+            .filter_map(|e| {
+                let h = e.header.as_ref()?;
+                Some(Broken {
+                    name: e.script.file_stem()?.to_string_lossy().into_owned(),
+                    on: h.patterns(),
+                    hooks: h.hook_ids(),
+                    error: e.clone(),
+                })
+            })
+            .collect();
+        (ScriptSet { scripts, broken }, errors)
     }
 
     /// Compiles one script file the same way `load` does (with an engine of its own).
@@ -279,6 +319,23 @@ impl ScriptSet {
             }
         }
         self.scripts.sort_by(|a, b| a.name.cmp(&b.name));
+        // A script whose previous version stays live is not broken.
+        let live = &self.scripts;
+        self.broken
+            .retain(|b| !live.iter().any(|s| s.name == b.name));
+    }
+
+    /// The scripts that do not load and would have received `event_type` on `hook`.
+    pub fn broken_matching(&self, hook: &str, event_type: &str) -> Vec<&Broken> {
+        self.broken
+            .iter()
+            .filter(|b| b.matches(hook, event_type))
+            .collect()
+    }
+
+    /// The script called `name` that does not load (and has no working version).
+    pub fn broken(&self, name: &str) -> Option<&Broken> {
+        self.broken.iter().find(|b| b.name == name)
     }
 
     /// The scripts subscribed to `event_type` on `hook`, by name.
@@ -330,6 +387,22 @@ fn compile_script(
             .at(&source, Some(e.line), Some(e.col))
             .hint(e.hint)
     })?;
+    compile_body(engine, resolver, path, source, name, file_name, header.clone()).map_err(|mut e| {
+        e.header = Some(header);
+        e
+    })
+}
+
+/// Compiles a script whose header parsed.
+fn compile_body(
+    engine: &Arc<Engine>,
+    resolver: &StdlibResolver,
+    path: &Path,
+    source: String,
+    name: String,
+    file_name: String,
+    header: Header,
+) -> Result<Script, LoadError> {
 
     let scope = compile_scope();
     // First pass: syntax, strict variables, and imports checked with their positions.

@@ -45,6 +45,9 @@ pub enum RunErrorKind {
     Limit,
     /// A host function failed transiently (Okta API down, rate limit): retry the run later.
     Transient,
+    /// The script does not load (a new script that does not compile): not run; replay it once
+    /// it is fixed.
+    Load,
 }
 
 /// Why a run failed, with the innermost position.

@@ -684,3 +684,33 @@ fn replay_of_one_script_and_its_dry_run_send_nothing_new() {
     assert!(stderr(&o).contains("no script `nosuch`"), "{}", stderr(&o));
     drop(p);
 }
+
+/// Regression: a new script that did not compile missed its events without a trace (no run, the
+/// event `processed`). Each event it would have received gets a failed run (kind `load`), which
+/// `replay --failed` runs once the script is fixed.
+#[test]
+fn a_new_script_that_does_not_load_fails_a_run_per_event_replayed_once_fixed() {
+    let broken = "//! on: user.lifecycle.deactivate\nlog(\"fixed\"\n";
+    let (dir, port) = engine_setup("", &[("new.rhai", broken)]);
+    let p = ServeProcess::start(dir.path(), port, &[("ENGINE_TEST_SECRET", SECRET)]);
+    for uuid in ["evt-load-1", "evt-load-2"] {
+        let event = event_variant("event.user.lifecycle.deactivate.json", uuid, None);
+        let body = format!(r#"{{"eventId":"d-{uuid}","data":{{"events":[{event}]}}}}"#);
+        assert_eq!(post_blocking(&format!("{}/hooks/test", p.url), body), 200);
+    }
+    let runs = final_runs(dir.path(), 2);
+    for r in &runs {
+        assert_eq!(r["script"], "new");
+        assert_eq!(r["status"], "failed", "{r:#?}");
+        assert_eq!(r["error"]["kind"], "load", "{r:#?}");
+        let m = r["error"]["message"].as_str().unwrap();
+        assert!(m.contains("does not load"), "{m}");
+    }
+    std::fs::write(dir.path().join("scripts/new.rhai"), broken.replace("\"\n", "\");\n")).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let o = run_engine(dir.path(), &["replay", "--failed"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert_eq!(out.matches("succeeded, replays run").count(), 2, "{out}");
+    drop(p);
+}

@@ -107,7 +107,7 @@ pub fn dry_run(
         if let Err(e) = outcome.result {
             let code = match e.kind {
                 RunErrorKind::Limit => Code::E0302,
-                RunErrorKind::Script | RunErrorKind::Transient => Code::E0301,
+                RunErrorKind::Script | RunErrorKind::Transient | RunErrorKind::Load => Code::E0301,
             };
             // The place: the script, or a stdlib module (`stdlib/okta.rhai`).
             let (file, source) = if e.file == script.file_name || e.file.is_empty() {
