@@ -187,6 +187,14 @@ pub fn load_scripts(config: &Config, out: &mut dyn Write) -> ScriptSet {
 /// Opens the store, resolves every hook's secret and builds the processing runtime. What the
 /// admin must configure in Okta is written to `out` (a generated secret only the first time).
 pub fn prepare(config: &Config, mode: CommitMode, out: &mut dyn Write) -> Result<App, AppError> {
+    // Everything the configuration can fail on comes first: nothing is generated, printed or
+    // opened for a config that cannot run.
+    for hook in &config.hooks {
+        if let SecretSource::Env { var, line } = &hook.secret {
+            config.read_env(var, "hook.secret_env", *line)?;
+        }
+    }
+    let parts = Parts::build(config)?;
     make_data_dir_private(config);
     let mut hooks = Vec::new();
     let mut notes = Vec::new();
@@ -234,7 +242,7 @@ pub fn prepare(config: &Config, mode: CommitMode, out: &mut dyn Write) -> Result
         );
         let _ = writeln!(out, "  Authentication secret: {value}");
     }
-    let runtime = build_runtime(config, store.clone(), out)?;
+    let runtime = assemble(config, store.clone(), parts, out)?;
     let front = Front::new(hooks, store, config.max_body_bytes)
         .with_admin(Arc::new(Replays(runtime.processor.clone())), admin_token)
         .with_metrics(runtime.processor.clone() as Arc<dyn MetricsSource>)
@@ -254,12 +262,39 @@ pub fn build_runtime(
     store: Arc<Store>,
     out: &mut dyn Write,
 ) -> Result<Runtime, AppError> {
-    let smtp_url = match &config.smtp {
-        Some(s) => Some(config.read_env(&s.url_env, "smtp.url_env", s.url_env_line)?),
-        None => None,
-    };
-    let transport = Transport::new(smtp_url.as_ref(), &config.data_dir).map_err(AppError::Mail)?;
-    let host = build_host(config)?;
+    let parts = Parts::build(config)?;
+    assemble(config, store, parts, out)
+}
+
+/// What the runtime is built from that can fail on the configuration (an unset variable, a bad
+/// SMTP URL, an unreadable directory file): built before anything is generated or opened.
+pub struct Parts {
+    transport: Transport,
+    host: Arc<dyn Host>,
+}
+
+impl Parts {
+    /// Must be called inside the tokio runtime (the Okta client keeps its handle).
+    pub fn build(config: &Config) -> Result<Parts, AppError> {
+        let smtp_url = match &config.smtp {
+            Some(s) => Some(config.read_env(&s.url_env, "smtp.url_env", s.url_env_line)?),
+            None => None,
+        };
+        let transport =
+            Transport::new(smtp_url.as_ref(), &config.data_dir).map_err(AppError::Mail)?;
+        let host = build_host(config)?;
+        Ok(Parts { transport, host })
+    }
+}
+
+/// The runtime from its parts, on `store`.
+fn assemble(
+    config: &Config,
+    store: Arc<Store>,
+    parts: Parts,
+    out: &mut dyn Write,
+) -> Result<Runtime, AppError> {
+    let Parts { transport, host } = parts;
     match &config.smtp {
         Some(s) => {
             let _ = writeln!(out, "engine: mail via SMTP (from {})", s.from);

@@ -130,6 +130,19 @@ pub fn added(data_dir: &Path) -> Vec<StoredSample> {
     out
 }
 
+/// Deletes the sample files added by hand for the event with `uuid`; returns how many.
+pub fn remove_added(data_dir: &Path, uuid: &str) -> Result<usize, String> {
+    let mut n = 0;
+    for s in added(data_dir) {
+        if s.uuid == uuid {
+            std::fs::remove_file(&s.source)
+                .map_err(|e| format!("cannot remove {}: {e}", s.source))?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// Stores each event of a payload (envelope or LogEvent) as a file under `data_dir/samples/`.
 /// Returns the files written.
 pub fn add(data_dir: &Path, payload: &[u8]) -> Result<Vec<PathBuf>, String> {

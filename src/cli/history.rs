@@ -138,9 +138,17 @@ pub fn run(config: &Config, id: u64, json: bool) -> CliResult {
     }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "run {} ({}): {}", r.id, r.script, r.status.as_str());
-    let _ = writeln!(out, "  event: {} {} (hook {})", r.event_type, r.event_uuid, r.hook);
+    let _ = writeln!(
+        out,
+        "  event: {} {} (hook {})",
+        r.event_type, r.event_uuid, r.hook
+    );
     if let Some(e) = &event {
-        let _ = writeln!(out, "         published {}, received {}", e.published, e.received);
+        let _ = writeln!(
+            out,
+            "         published {}, received {}",
+            e.published, e.received
+        );
     }
     let _ = writeln!(out, "  attempts: {}", r.attempts);
     for (what, v) in [
@@ -182,16 +190,17 @@ pub fn run(config: &Config, id: u64, json: bool) -> CliResult {
     for m in &mails {
         let _ = writeln!(out, "  {m}");
     }
-    let _ = writeln!(
-        out,
-        "(the payload: `engine events show {}`)",
-        r.event_uuid
-    );
+    let _ = writeln!(out, "(the payload: `engine events show {}`)", r.event_uuid);
     Ok(Exit::Ok)
 }
 
 /// The line `line` of a script or stdlib file as it is now, with a caret under `col`.
-fn source_line(config: &Config, file: &str, line: Option<usize>, col: Option<usize>) -> Option<String> {
+fn source_line(
+    config: &Config,
+    file: &str,
+    line: Option<usize>,
+    col: Option<usize>,
+) -> Option<String> {
     let path = match file.strip_prefix("stdlib/") {
         Some(rel) => config.stdlib_dir.join(rel),
         None => config.scripts_dir.join(file),

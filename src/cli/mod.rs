@@ -126,6 +126,7 @@ pub enum Command {
         /// Only mails that failed permanently
         #[arg(long)]
         failed: bool,
+        /// Show at most this many rows
         #[arg(long, default_value_t = DEFAULT_LIMIT)]
         limit: usize,
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -163,14 +164,17 @@ pub enum Command {
     Samples {
         #[command(subcommand)]
         action: Option<SamplesAction>,
+        #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
+        format: Format,
     },
     /// Do what Okta does: the verification GET, then the delivery POST of PAYLOAD
     Send {
         /// An event-hook envelope, or a single LogEvent (wrapped into an envelope)
         payload: PathBuf,
-        /// The hook URL, e.g. http://127.0.0.1:8080/hooks/default
+        /// The hook URL, e.g. http://127.0.0.1:8080/hooks/default (default: this engine's
+        /// `default` hook, with its secret)
         #[arg(long)]
-        url: String,
+        url: Option<String>,
         /// A header to send, e.g. 'Authorization: s3cret' (repeatable)
         #[arg(long = "header", value_name = "'Name: value'")]
         headers: Vec<String>,
@@ -189,10 +193,7 @@ pub enum EventsAction {
 #[derive(Subcommand, Debug)]
 pub enum SamplesAction {
     /// List the samples per hook and event type (the default)
-    List {
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
+    List,
     /// Print the samples of one event type as JSON
     Show {
         /// The event type, e.g. user.lifecycle.create
@@ -200,10 +201,17 @@ pub enum SamplesAction {
     },
     /// Keep the events of a payload (envelope or LogEvent, e.g. from Okta's Preview) as samples
     Add { file: PathBuf },
+    /// Remove the samples (captured or added) of one event, by its uuid
+    Rm {
+        /// The event's uuid (see `engine samples`)
+        uuid: String,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
+    /// Text for people (also accepted as `human`)
+    #[value(alias = "human")]
     Table,
     Json,
 }
@@ -278,7 +286,7 @@ async fn dispatch(command: Command, config: Config) -> CliResult {
             payload,
             url,
             headers,
-        } => send::send(&payload, &url, &headers).await,
+        } => send::send(&config, &payload, url.as_deref(), &headers).await,
         Command::Check {
             scripts,
             samples,
@@ -302,12 +310,11 @@ async fn dispatch(command: Command, config: Config) -> CliResult {
             format == Format::Json,
         ),
         Command::Scripts { format } => history::scripts(&config, format == Format::Json),
-        Command::Samples { action } => match action.unwrap_or(SamplesAction::List {
-            format: Format::Table,
-        }) {
-            SamplesAction::List { format } => samples::list(&config, format == Format::Json),
+        Command::Samples { action, format } => match action.unwrap_or(SamplesAction::List) {
+            SamplesAction::List => samples::list(&config, format == Format::Json),
             SamplesAction::Show { event_type } => samples::show(&config, &event_type),
             SamplesAction::Add { file } => samples::add(&config, &file),
+            SamplesAction::Rm { uuid } => samples::remove(&config, &uuid).await,
         },
         Command::Runs {
             id: Some(id),

@@ -53,9 +53,22 @@ pub fn admin_target(config: &Config) -> Result<(std::net::SocketAddr, String), S
 /// `POST /admin/read` on the running server. Runs on a thread of its own so that it works from
 /// synchronous commands inside the CLI's runtime.
 fn ask_server(config: &Config, query: &Query) -> Result<serde_json::Value, String> {
+    admin_post(
+        config,
+        "read",
+        &serde_json::to_value(query).map_err(|e| e.to_string())?,
+    )
+}
+
+/// `POST /admin/<action>` with `body` on the running server; its JSON answer.
+pub fn admin_post(
+    config: &Config,
+    action: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
     let (addr, token) = admin_target(config)?;
-    let body = serde_json::to_vec(query).map_err(|e| e.to_string())?;
-    let url = format!("http://{addr}/admin/read");
+    let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+    let url = format!("http://{addr}/admin/{action}");
     let headers = vec![(ADMIN_TOKEN_HEADER.to_string(), token)];
     let answer = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()

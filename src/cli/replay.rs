@@ -82,7 +82,10 @@ pub async fn dry_run(
             .unwrap_or_default();
             for r in failed {
                 let Some(s) = set.get(&r.script).cloned() else {
-                    eprintln!("note: run {} is of `{}`, which is not loaded now", r.id, r.script);
+                    eprintln!(
+                        "note: run {} is of `{}`, which is not loaded now",
+                        r.id, r.script
+                    );
                     continue;
                 };
                 pairs.push((s, event_detail(config, &r.event_uuid)?));

@@ -10,6 +10,7 @@ use crate::authoring::samples::{self, ADDED_HOOK, ANY_HOOK, Sample, load_samples
 use crate::config::Config;
 use crate::store::query::{Query, SampleWithJson};
 use crate::store::samples::StoredSample;
+use crate::store::{CommitMode, OpenError, Store};
 
 /// Captured samples (from the store) and added ones (files), newest first.
 pub fn all_samples(config: &Config) -> Result<Vec<StoredSample>, CliError> {
@@ -84,6 +85,48 @@ pub fn show(config: &Config, event_type: &str) -> CliResult {
     }
     print_json(&matching);
     Ok(Exit::Ok)
+}
+
+/// `engine samples rm ID`: removes the samples (captured or added) of the event with uuid `ID`.
+pub async fn remove(config: &Config, uuid: &str) -> CliResult {
+    let files = samples::remove_added(&config.data_dir, uuid).map_err(CliError::failure)?;
+    let captured = remove_captured(config, uuid).await?;
+    let n = files + captured;
+    if n == 0 {
+        return Err(CliError::failure(format!(
+            "no sample of event `{uuid}`\n  hint: `engine samples` lists them with their uuids"
+        )));
+    }
+    println!("removed {n} sample(s) of event {uuid}");
+    Ok(Exit::Ok)
+}
+
+/// Removes the captured samples of `uuid`: in the store when no server holds it, else through
+/// the server.
+async fn remove_captured(config: &Config, uuid: &str) -> Result<usize, CliError> {
+    if !config.data_dir.join(crate::store::DB_FILE).exists() {
+        return Ok(0);
+    }
+    match Store::open(&config.data_dir, CommitMode::Group) {
+        Ok(store) => {
+            let uuid = uuid.to_string();
+            let removed = store
+                .write(move |txn| crate::store::samples::remove(txn, &uuid))
+                .await;
+            let _ = tokio::task::spawn_blocking(move || store.close()).await;
+            removed.map_err(CliError::failure)
+        }
+        Err(OpenError::Busy { .. }) => {
+            let answer = remote::admin_post(
+                config,
+                "remove-sample",
+                &serde_json::json!({ "uuid": uuid }),
+            )
+            .map_err(CliError::failure)?;
+            Ok(answer["removed"].as_u64().unwrap_or(0) as usize)
+        }
+        Err(e) => Err(CliError::failure(e)),
+    }
 }
 
 pub fn add(config: &Config, file: &Path) -> CliResult {

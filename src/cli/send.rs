@@ -7,11 +7,17 @@ use bytes::Bytes;
 use hyper::Method;
 
 use super::output::{CliError, CliResult, Exit};
+use crate::config::{Config, DEFAULT_HOOK_ID, SecretSource};
 use crate::ingest::VERIFICATION_HEADER;
 use crate::ingest::envelope::delivery_body;
 use crate::util::http_client as client;
 
-pub async fn send(payload: &Path, url: &str, headers: &[String]) -> CliResult {
+pub async fn send(
+    config: &Config,
+    payload: &Path,
+    url: Option<&str>,
+    headers: &[String],
+) -> CliResult {
     let bytes = std::fs::read(payload)
         .map_err(|e| CliError::usage(format!("cannot read {}: {e}", payload.display())))?;
     let body = delivery_body(&bytes)
@@ -20,6 +26,16 @@ pub async fn send(payload: &Path, url: &str, headers: &[String]) -> CliResult {
     for h in headers {
         parsed.push(client::parse_header(h).map_err(CliError::usage)?);
     }
+    let local;
+    let url = match url {
+        Some(u) => u,
+        None => {
+            let (u, header) = local_default_hook(config)?;
+            parsed.push(header);
+            local = u;
+            local.as_str()
+        }
+    };
     let challenge = format!("engine-send-{}", crate::util::new_uuid());
     let mut get_headers = parsed.clone();
     get_headers.push((VERIFICATION_HEADER.to_string(), challenge.clone()));
@@ -66,4 +82,42 @@ pub async fn send(payload: &Path, url: &str, headers: &[String]) -> CliResult {
         Err(e) => return Err(CliError::failure(format!("delivery POST failed: {e}"))),
     }
     Ok(if ok { Exit::Ok } else { Exit::Failure })
+}
+
+/// This engine's `default` hook: its URL on `listen` and its auth header with the secret (the
+/// generated one in the data dir, or its `secret_env` variable). The secret is sent, never printed.
+fn local_default_hook(config: &Config) -> Result<(String, (String, String)), CliError> {
+    let hook = config.hook(DEFAULT_HOOK_ID).ok_or_else(|| {
+        CliError::usage(format!(
+            "no --url, and engine.toml has no hook `{DEFAULT_HOOK_ID}` to send to\n  hint: give the hook's URL, e.g. --url http://{}/hooks/<id> --header 'Authorization: <secret>'",
+            config.listen
+        ))
+    })?;
+    let secret = match &hook.secret {
+        SecretSource::Env { var, line } => config
+            .read_env(var, "hook.secret_env", *line)
+            .map_err(CliError::usage)?
+            .expose()
+            .to_string(),
+        SecretSource::Generated => {
+            let path = config.generated_secret_path(&hook.id);
+            std::fs::read_to_string(&path)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| {
+                    CliError::usage(format!(
+                        "cannot read the `{}` hook's secret {}: {e}\n  hint: start `engine serve` once (it generates the secret), or give --url and --header",
+                        hook.id,
+                        path.display()
+                    ))
+                })?
+        }
+    };
+    let mut addr = config.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    Ok((
+        format!("http://{addr}/hooks/{}", hook.id),
+        (hook.auth_header.clone(), secret),
+    ))
 }

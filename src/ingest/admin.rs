@@ -21,6 +21,43 @@ pub const ADMIN_TOKEN_HEADER: &str = "x-engine-admin-token";
 /// Admin request bodies are tiny JSON objects.
 pub const MAX_ADMIN_BODY_BYTES: usize = 4096;
 
+/// The admin actions (`POST /admin/<action>`).
+const ACTIONS: &[&str] = &["read", "replay", "remove-sample"];
+
+/// `/admin/remove-sample`: `engine samples rm` while the server holds the store.
+async fn remove_sample(app: &Front, body: &[u8]) -> Answer {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Remove {
+        uuid: String,
+    }
+    let remove: Remove = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error_owned(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("bad remove-sample request: {e}"),
+            );
+        }
+    };
+    let removed = app
+        .store
+        .write(move |txn| crate::store::samples::remove(txn, &remove.uuid))
+        .await;
+    match removed {
+        Ok(n) => json(
+            StatusCode::OK,
+            serde_json::json!({ "removed": n }).to_string(),
+        ),
+        Err(e) => error_owned(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            e.to_string(),
+        ),
+    }
+}
+
 /// What to replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayRequest {
@@ -126,11 +163,11 @@ pub(crate) async fn handle(
             "missing or wrong admin token",
         );
     }
-    if req.method() != Method::POST || (action != "replay" && action != "read") {
+    if req.method() != Method::POST || !ACTIONS.contains(&action) {
         return error(
             StatusCode::NOT_FOUND,
             "not_found",
-            "the admin endpoints are POST /admin/replay and POST /admin/read",
+            "the admin endpoints are POST /admin/replay, /admin/read and /admin/remove-sample",
         );
     }
     let timeout = app.limits.body_read_timeout;
@@ -150,6 +187,9 @@ pub(crate) async fn handle(
     };
     if action == "read" {
         return read(app, &body).await;
+    }
+    if action == "remove-sample" {
+        return remove_sample(app, &body).await;
     }
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -387,7 +387,16 @@ fn compile_script(
             .at(&source, Some(e.line), Some(e.col))
             .hint(e.hint)
     })?;
-    compile_body(engine, resolver, path, source, name, file_name, header.clone()).map_err(|mut e| {
+    compile_body(
+        engine,
+        resolver,
+        path,
+        source,
+        name,
+        file_name,
+        header.clone(),
+    )
+    .map_err(|mut e| {
         e.header = Some(header);
         e
     })
@@ -403,7 +412,6 @@ fn compile_body(
     file_name: String,
     header: Header,
 ) -> Result<Script, LoadError> {
-
     let scope = compile_scope();
     // First pass: syntax, strict variables, and imports checked with their positions.
     let plain = engine.compile_with_scope(&scope, &source).map_err(|e| {

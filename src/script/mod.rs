@@ -88,9 +88,7 @@ pub use engine::MAX_IMPORT_DEPTH;
 pub use event::{DeliveryInfo, LOGEVENT_FIELDS, build_event_map, delivery_map};
 pub use header::{Header, HeaderEntry, HeaderError, parse_header, pattern_matches};
 pub use host::{Host, HostError, NoDirectory, StaticDirectory, User, user_to_dynamic};
-pub use load::{
-    Broken, LoadError, LoadErrorKind, Script, ScriptSet, read_source, visible_files,
-};
+pub use load::{Broken, LoadError, LoadErrorKind, Script, ScriptSet, read_source, visible_files};
 pub use outcome::{LogLevel, LogLine, RunError, RunErrorKind, RunOutcome};
 pub use run::{run, run_map};
 

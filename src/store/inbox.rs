@@ -494,8 +494,9 @@ impl History<'_> {
             return Ok(None);
         };
         let cursor = self.dispatch_cursor()?;
-        let payload = serde_json::from_slice(&e.json)
-            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&e.json).into_owned()));
+        let payload = serde_json::from_slice(&e.json).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&e.json).into_owned())
+        });
         Ok(Some(EventDetail {
             seq: e.seq,
             uuid: e.uuid,
@@ -506,7 +507,12 @@ impl History<'_> {
             event_time: e.event_time,
             source: e.source,
             received: crate::util::format_ms(e.received_ms),
-            status: if e.seq > cursor { "queued" } else { "processed" }.to_string(),
+            status: if e.seq > cursor {
+                "queued"
+            } else {
+                "processed"
+            }
+            .to_string(),
             payload,
         }))
     }

@@ -50,9 +50,9 @@ use tokio::sync::{Notify, oneshot};
 
 use dedup::key_hash;
 pub use inbox::{
-    DISPATCH_CURSOR, Depths, EventDetail, EventHead, EventRow, NewDelivery, ParsedDelivery, ParsedEvent, Pruned,
-    PrunedKeys, QUARANTINE_PREVIEW_CHARS, QuarantineRow, Stored, StoredEvent, prune,
-    set_dispatch_cursor,
+    DISPATCH_CURSOR, Depths, EventDetail, EventHead, EventRow, NewDelivery, ParsedDelivery,
+    ParsedEvent, Pruned, PrunedKeys, QUARANTINE_PREVIEW_CHARS, QuarantineRow, Stored, StoredEvent,
+    prune, set_dispatch_cursor,
 };
 use inbox::{PackedDelivery, pack_body};
 pub use writer::{

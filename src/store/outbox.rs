@@ -54,7 +54,11 @@ pub struct OutboxMail {
     /// Times are kept in ms since the epoch and written as RFC 3339 (`queued`, `sent`,
     /// `next_attempt`), like every time in the JSON output; records written by older engines
     /// (numbers under `*_ms`) still read.
-    #[serde(rename = "queued", alias = "queued_ms", with = "crate::util::rfc3339_ms")]
+    #[serde(
+        rename = "queued",
+        alias = "queued_ms",
+        with = "crate::util::rfc3339_ms"
+    )]
     pub queued_ms: u64,
     #[serde(
         rename = "sent",

@@ -54,6 +54,24 @@ pub fn capture(txn: &WriteTransaction, events: &[&StoredEvent]) -> Result<(), Wr
     Ok(())
 }
 
+/// Removes the captured samples whose event has `uuid`; returns how many.
+pub fn remove(txn: &WriteTransaction, uuid: &str) -> Result<usize, WriteError> {
+    let mut t = txn.open_table(SAMPLES).map_err(storage)?;
+    let mut doomed = Vec::new();
+    for entry in t.iter().map_err(storage)? {
+        let (k, v) = entry.map_err(storage)?;
+        if uuid_of(v.value()) == uuid {
+            let (hook, ty, seq) = k.value();
+            doomed.push((hook.to_string(), ty.to_string(), seq));
+        }
+    }
+    for (hook, ty, seq) in &doomed {
+        t.remove((hook.as_str(), ty.as_str(), *seq))
+            .map_err(storage)?;
+    }
+    Ok(doomed.len())
+}
+
 /// Every captured sample, newest first within each (hook, type).
 pub fn captured(db: &dyn ReadTxnSource) -> Result<Vec<StoredSample>, ReadError> {
     let txn = db.begin()?;

@@ -741,11 +741,17 @@ fn runs_and_events_can_be_inspected_one_by_one() {
     let only_ok: Vec<serde_json::Value> = serde_json::from_slice(&only_ok.stdout).unwrap();
     assert_eq!(only_ok.len(), 1);
     assert_eq!(only_ok[0]["script"], "ok");
-    let of_event = run_engine(dir.path(), &["runs", "--event", "evt-inspect", "--format", "json"]);
+    let of_event = run_engine(
+        dir.path(),
+        &["runs", "--event", "evt-inspect", "--format", "json"],
+    );
     let of_event: Vec<serde_json::Value> = serde_json::from_slice(&of_event.stdout).unwrap();
     assert_eq!(of_event.len(), 2);
     let table = stdout(&run_engine(dir.path(), &["runs"]));
-    assert!(table.contains("LOG") && table.contains("hello evt-inspect"), "{table}");
+    assert!(
+        table.contains("LOG") && table.contains("hello evt-inspect"),
+        "{table}"
+    );
 
     let o = run_engine(dir.path(), &["runs", &typo_id.to_string()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -765,13 +771,24 @@ fn runs_and_events_can_be_inspected_one_by_one() {
     let o = run_engine(dir.path(), &["events", "show", "evt-inspect"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let shown = stdout(&o);
-    assert!(shown.contains("\"eventType\": \"user.lifecycle.deactivate\""), "{shown}");
+    assert!(
+        shown.contains("\"eventType\": \"user.lifecycle.deactivate\""),
+        "{shown}"
+    );
     assert!(shown.contains("hook: test"), "{shown}");
-    let o = run_engine(dir.path(), &["events", "show", "evt-inspect", "--format", "json"]);
+    let o = run_engine(
+        dir.path(),
+        &["events", "show", "evt-inspect", "--format", "json"],
+    );
     let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(e["payload"]["uuid"], "evt-inspect");
     assert_eq!(e["delivery_id"], "d-inspect");
-    assert_eq!(run_engine(dir.path(), &["events", "show", "nope"]).status.code(), Some(1));
+    assert_eq!(
+        run_engine(dir.path(), &["events", "show", "nope"])
+            .status
+            .code(),
+        Some(1)
+    );
 
     // Every time in JSON output is RFC 3339.
     assert!(wait_until(Duration::from_secs(10), || {
@@ -781,17 +798,71 @@ fn runs_and_events_can_be_inspected_one_by_one() {
     }));
     let mail = &history_json(dir.path(), "outbox")[0];
     for key in ["queued", "sent"] {
-        let t = mail[key].as_str().unwrap_or_else(|| panic!("{key}: {mail}"));
+        let t = mail[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key}: {mail}"));
         assert!(engine::util::parse_rfc3339_nanos(t).is_some(), "{key}: {t}");
     }
 
     // Fixed and replayed: nothing is failed now.
-    std::fs::write(dir.path().join("scripts/typo.rhai"), typo.replace("actr", "actor")).unwrap();
+    std::fs::write(
+        dir.path().join("scripts/typo.rhai"),
+        typo.replace("actr", "actor"),
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     let o = run_engine(dir.path(), &["replay", "--failed"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     let o = run_engine(dir.path(), &["runs", "--failed", "--format", "json"]);
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(stdout(&o).trim(), "[]");
+    drop(p);
+}
+
+/// Regression: `serve` generated (and printed) a new hook secret, then failed on a missing
+/// environment variable. The whole configuration is checked first.
+#[test]
+fn serve_checks_every_variable_before_generating_a_secret() {
+    let dir = temp_dir();
+    std::fs::write(
+        dir.path().join("engine.toml"),
+        "listen = \"127.0.0.1:1\"\n\n[smtp]\nurl_env = \"ENGINE_TEST_UNSET_SMTP\"\nfrom = \"a@example.com\"\n",
+    )
+    .unwrap();
+    let o = run_engine(dir.path(), &["serve"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("ENGINE_TEST_UNSET_SMTP"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        !stdout(&o).contains("Authentication secret"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!dir.path().join("data/hook-secret-default").exists());
+}
+
+/// `engine send FILE` without `--url` targets this engine's `default` hook with its secret.
+#[test]
+fn send_without_url_posts_to_the_local_default_hook() {
+    let dir = temp_dir();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("engine.toml"),
+        format!("listen = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let p = ServeProcess::start(dir.path(), port, &[]);
+    let payload = format!("{FIXTURES}/event.user.lifecycle.deactivate.json");
+    let o = run_engine(dir.path(), &["send", &payload]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("delivery POST: 200 (accepted)"), "{out}");
+    let secret = std::fs::read_to_string(dir.path().join("data/hook-secret-default")).unwrap();
+    assert!(!out.contains(secret.trim()), "the secret is not printed");
+    let rows = history_json(dir.path(), "events");
+    assert_eq!(rows.len(), 1);
     drop(p);
 }

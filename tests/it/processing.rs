@@ -570,6 +570,17 @@ fn samples_are_captured_bounded_and_added_by_hand() {
         "{}",
         stderr(&o)
     );
+    // `samples rm`: a captured one (through the running server) and an added one (a file).
+    for uuid in ["cap-6", "f1d0b993-cc19-11ed-a688-db22c99ef6c4"] {
+        let o = run_engine(dir.path(), &["samples", "rm", uuid]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let o = run_engine(dir.path(), &["samples", "list", "--format", "json"]);
+    let left: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let left: Vec<&str> = left.iter().map(|s| s["uuid"].as_str().unwrap()).collect();
+    assert_eq!(left, ["cap-5", "cap-4", "cap-3", "cap-2"]);
+    let o = run_engine(dir.path(), &["samples", "rm", "cap-6"]);
+    assert_eq!(o.status.code(), Some(1), "nothing left to remove");
     drop(p);
 }
 
@@ -641,11 +652,7 @@ fn replay_of_one_script_and_its_dry_run_send_nothing_new() {
         ("ENGINE_TEST_SMTP_URL", url.expose()),
     ];
     let p = ServeProcess::start(dir.path(), port, &env);
-    let body = envelope_with(
-        "d-one",
-        &[],
-    )
-    .replace(
+    let body = envelope_with("d-one", &[]).replace(
         r#""events":[]"#,
         &format!(
             r#""events":[{}]"#,
@@ -653,7 +660,10 @@ fn replay_of_one_script_and_its_dry_run_send_nothing_new() {
         ),
     );
     assert_eq!(post_blocking(&format!("{}/hooks/test", p.url), body), 200);
-    assert!(wait_until(Duration::from_secs(20), || smtp.received().len() == 2));
+    assert!(wait_until(Duration::from_secs(20), || smtp
+        .received()
+        .len()
+        == 2));
     let runs_before = final_runs(dir.path(), 2).len();
 
     let o = run_engine(
@@ -662,11 +672,18 @@ fn replay_of_one_script_and_its_dry_run_send_nothing_new() {
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(out.contains("log: a ran") && out.contains("would send mail"), "{out}");
+    assert!(
+        out.contains("log: a ran") && out.contains("would send mail"),
+        "{out}"
+    );
     assert!(!out.contains("b ran"), "only script a: {out}");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(smtp.received().len(), 2, "a dry run sends nothing");
-    assert_eq!(history_json(dir.path(), "runs").len(), runs_before, "and records no run");
+    assert_eq!(
+        history_json(dir.path(), "runs").len(),
+        runs_before,
+        "and records no run"
+    );
 
     let o = run_engine(dir.path(), &["replay", "evt-one", "--script", "a"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -706,7 +723,11 @@ fn a_new_script_that_does_not_load_fails_a_run_per_event_replayed_once_fixed() {
         let m = r["error"]["message"].as_str().unwrap();
         assert!(m.contains("does not load"), "{m}");
     }
-    std::fs::write(dir.path().join("scripts/new.rhai"), broken.replace("\"\n", "\");\n")).unwrap();
+    std::fs::write(
+        dir.path().join("scripts/new.rhai"),
+        broken.replace("\"\n", "\");\n"),
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     let o = run_engine(dir.path(), &["replay", "--failed"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
