@@ -1,9 +1,8 @@
-//! Mails per second to a local aiosmtpd server (`tests/support/smtp_server.py --no-store`):
+//! Mails per second to the tests' in-process SMTP server (`tests/support/smtp_server.rs`,
+//! `--no-store`):
 //! the pooled transport (sequential and 8 in flight) vs one new connection per mail, and a
 //! reference figure for one raw lettre connection.
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,10 @@ use engine::script::Email;
 /// The sender of every bench mail.
 const FROM: &str = "automation@example.com";
 
-const SMTP_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_server.py");
+#[path = "../tests/support/smtp_server.rs"]
+#[allow(dead_code)] // the tests use the rest of it
+mod smtp_server;
+
 /// Mails per measurement: enough for a stable figure, a few seconds in all.
 const MAILS: usize = 500;
 /// Concurrent sends for the pooled-parallel figure (below the pool's 10 connections).
@@ -44,30 +46,11 @@ fn report(name: &str, n: usize, elapsed: Duration) {
 
 #[tokio::main]
 async fn main() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let out = std::env::temp_dir().join(format!("engine-bench-smtp-{}", std::process::id()));
-    let mut child = Command::new("python3")
-        .args([
-            SMTP_SERVER,
-            &port.to_string(),
-            &out.to_string_lossy(),
-            "--no-store",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start smtp_server.py (pip install aiosmtpd)");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "smtp_server.py did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let server = smtp_server::SmtpServer::start(&["--no-store"]);
+    let port = server.port;
     let url = Secret::new(format!("smtp://127.0.0.1:{port}?tls=none"));
 
-    // Warm-up (Python imports, first connection).
+    // Warm-up (first connection).
     let pooled = Arc::new(Transport::from_url(&url).expect("transport"));
     for i in 0..20 {
         mail::send(&pooled, FROM, &mail(i)).await.expect("warm-up");
@@ -138,7 +121,5 @@ async fn main() {
     );
     let _ = conn.quit().await;
 
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&out);
+    drop(server);
 }

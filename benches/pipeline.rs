@@ -3,13 +3,12 @@
 //! 1. events/s processed end to end (delivery → durable commit → dispatch → example scripts →
 //!    recorded runs → outbox → `.eml` files), with the shipped example scripts;
 //! 2. the receiver's answer latency (p50/p99) while every event queues a mail and the SMTP server
-//!    (aiosmtpd, `tests/support/smtp_server.py`) answers at once, against while it takes 2 s per
-//!    mail: slow mail must not slow the answers to Okta.
+//!    (the tests' in-process one, `tests/support/smtp_server.rs`) answers at once, against while it
+//!    takes 2 s per mail: slow mail must not slow the answers to Okta.
 //!
-//! Run: `cargo bench --bench pipeline` (needs `pip install aiosmtpd` for part 2).
+//! Run: `cargo bench --bench pipeline`.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +21,9 @@ use engine::util::http_client::Conn;
 use hyper::Method;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
+#[path = "../tests/support/smtp_server.rs"]
+#[allow(dead_code)] // the tests use the rest of it
+mod smtp_server;
 const DEACTIVATE: &str = include_str!("../tests/fixtures/event.user.lifecycle.deactivate.json");
 const GROUP_ADD: &str = include_str!("../tests/fixtures/event.group.user_membership.add.json");
 /// Events in part 1.
@@ -154,22 +156,9 @@ async fn end_to_end() {
 
 /// p50/p99 answer latency (ms) of 1-event deliveries that each queue a mail.
 async fn latency_with_smtp(delay_ms: u64) -> (f64, f64, usize) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let out = tempfile::tempdir().expect("tmp");
-    let mut smtp = Command::new("python3")
-        .arg(format!("{REPO}/tests/support/smtp_server.py"))
-        .arg(port.to_string())
-        .arg(out.path())
-        .args(["--no-store", "--delay-ms", &delay_ms.to_string()])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("python3 tests/support/smtp_server.py (pip install aiosmtpd)");
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let delay = delay_ms.to_string();
+    let mut smtp = smtp_server::SmtpServer::start(&["--no-store", "--delay-ms", &delay]);
+    let port = smtp.port;
     let var = format!("ENGINE_BENCH_SMTP_{port}");
     // SAFETY: set before the engine reads it; no other thread reads or writes this variable.
     unsafe { std::env::set_var(&var, format!("smtp://127.0.0.1:{port}?tls=none")) };
@@ -215,8 +204,7 @@ async fn latency_with_smtp(delay_ms: u64) -> (f64, f64, usize) {
     let _ = r.stop.send(());
     // Shutdown waits for sends in flight (up to 2 s each at the slow speed).
     let _ = tokio::time::timeout(Duration::from_secs(30), r.done).await;
-    let _ = smtp.kill();
-    let _ = smtp.wait();
+    smtp.stop();
     result
 }
 

@@ -314,23 +314,10 @@ fn send_events_and_quarantine_through_the_binary() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("only http://"));
     // An authenticated body that is not an envelope goes to quarantine.
-    let o = std::process::Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            &auth,
-            "--data",
-            "{\"data\":{\"events\":[]}}",
-            &url,
-        ])
-        .output();
-    if let Ok(o) = o {
-        assert_eq!(String::from_utf8_lossy(&o.stdout), "400");
-    }
+    assert_eq!(
+        post_blocking(&url, "{\"data\":{\"events\":[]}}".into()),
+        400
+    );
 
     // History while the server runs.
     let o = run_engine(dir.path(), &["events"]);
@@ -349,9 +336,10 @@ fn send_events_and_quarantine_through_the_binary() {
     let o = run_engine(dir.path(), &["events", "--quarantine", "--format", "json"]);
     let q: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let q = q.as_array().unwrap();
+    assert_eq!(q.len(), 1, "the one body that is not an envelope: {q:?}");
     assert!(
-        q.iter()
-            .all(|r| r["reason"].as_str().unwrap().contains("data.events"))
+        q[0]["reason"].as_str().unwrap().contains("data.events"),
+        "{q:?}"
     );
     // The secret never appears in the server's output.
     p.signal(libc::SIGTERM);

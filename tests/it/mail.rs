@@ -1,97 +1,20 @@
-//! Mail delivery against a real SMTP server (aiosmtpd, `tests/support/smtp_server.py`) and the
+//! Mail delivery against a real SMTP server (in-process, `tests/support/smtp_server.rs`) and the
 //! `.eml` file transport.
 
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use engine::actions::mail::{self, MailError, Transport};
 use engine::config::Secret;
 use engine::script::Email;
 
-/// The sender of every test mail.
-const FROM: &str = "Automation <automation@example.com>";
-
 use crate::support::free_port;
 
-const SMTP_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_server.py");
-/// The Python server starts in ~0.3 s; allow a loaded CI machine much more.
-const SMTP_START_TIMEOUT: Duration = Duration::from_secs(20);
+#[path = "../support/smtp_server.rs"]
+mod smtp_server;
+pub use smtp_server::SmtpServer;
 
-/// `tests/support/smtp_server.py` running as a child process on a free loopback port.
-pub struct SmtpServer {
-    child: Child,
-    pub port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl SmtpServer {
-    pub fn start(args: &[&str]) -> SmtpServer {
-        SmtpServer::start_on(free_port(), args)
-    }
-
-    pub fn start_on(port: u16, args: &[&str]) -> SmtpServer {
-        let dir = tempfile::Builder::new()
-            .prefix("engine-smtp-")
-            .tempdir()
-            .expect("temp dir");
-        let python = std::env::var("ENGINE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-        let mut child = Command::new(&python)
-            .arg(SMTP_SERVER)
-            .arg(port.to_string())
-            .arg(dir.path())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {python} {SMTP_SERVER}: {e}"));
-        let deadline = Instant::now() + SMTP_START_TIMEOUT;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "smtp_server.py exited with {status} (is aiosmtpd installed? pip install aiosmtpd)"
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "smtp_server.py did not listen in time"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        SmtpServer { child, port, dir }
-    }
-
-    pub fn url(&self, userinfo: &str) -> Secret {
-        Secret::new(format!("smtp://{userinfo}127.0.0.1:{}?tls=none", self.port))
-    }
-
-    /// The summaries (`NNNNNN.json`) of the messages received so far, in order.
-    pub fn received(&self) -> Vec<serde_json::Value> {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
-            .expect("out dir")
-            .map(|e| e.expect("dir entry").path())
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .collect();
-        names.sort();
-        names
-            .iter()
-            .map(|p| serde_json::from_slice(&std::fs::read(p).expect("read json")).expect("json"))
-            .collect()
-    }
-
-    pub fn raw(&self, summary: &serde_json::Value) -> String {
-        let name = summary["eml"].as_str().expect("eml name");
-        std::fs::read_to_string(self.dir.path().join(name)).expect("read eml")
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The sender of every test mail.
+const FROM: &str = "Automation <automation@example.com>";
 
 fn mail(id: &str) -> Email {
     Email {
@@ -523,15 +446,16 @@ async fn smtp_tls_required_is_enforced() {
 
 #[tokio::test]
 async fn smtp_pool_survives_server_restart() {
-    let mut server = SmtpServer::start(&[]);
-    let port = server.port;
+    // A port from the tests' range: a port the kernel hands out could be taken by a client's
+    // source port while the server is down (see `free_port`).
+    let port = free_port();
+    let mut server = SmtpServer::start_on(port, &[]);
     let transport = Transport::from_url(&server.url("")).expect("transport");
     mail::send(&transport, FROM, &mail("before"))
         .await
         .expect("sent");
     // The pooled connection dies with the server; a new server on the same port takes over.
-    let _ = server.child.kill();
-    let _ = server.child.wait();
+    server.stop();
     let err = mail::send(&transport, FROM, &mail("while-down"))
         .await
         .expect_err("down");
@@ -542,4 +466,55 @@ async fn smtp_pool_survives_server_restart() {
         .expect("sent after restart");
     assert_eq!(restarted.received().len(), 1);
     drop(server);
+}
+
+/// The test server's TLS works for a client that trusts its certificate, STARTTLS and implicit:
+/// the refusals in `smtp_tls_required_is_enforced` are the engine refusing an untrusted
+/// certificate, not a handshake that could never succeed.
+#[tokio::test]
+async fn test_server_speaks_tls_to_a_client_that_trusts_its_certificate() {
+    use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+    use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+    use lettre::transport::smtp::extension::ClientId;
+    for (flag, implicit) in [("--starttls", false), ("--implicit-tls", true)] {
+        let server = SmtpServer::start(&[flag, "--auth", "bob:pw"]);
+        let cert = server
+            .certificate()
+            .expect("a TLS server has a certificate");
+        let tls = TlsParameters::builder("127.0.0.1".into())
+            .add_root_certificate(Certificate::from_der(cert.to_vec()).expect("DER"))
+            .build_rustls()
+            .expect("TLS parameters");
+        let hello = ClientId::Domain("client.test".into());
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            ("127.0.0.1", server.port),
+            Some(Duration::from_secs(10)),
+            &hello,
+            implicit.then(|| tls.clone()),
+            None,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{flag}: connect: {e}"));
+        if !implicit {
+            assert!(conn.can_starttls(), "{flag}: STARTTLS offered");
+            conn.starttls(tls, &hello)
+                .await
+                .unwrap_or_else(|e| panic!("{flag}: STARTTLS: {e}"));
+        }
+        assert!(conn.is_encrypted(), "{flag}");
+        conn.auth(
+            &[Mechanism::Plain],
+            &Credentials::new("bob".into(), "pw".into()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{flag}: AUTH: {e}"));
+        let m = mail::build_message(FROM, &mail(&format!("tls-{implicit}"))).expect("message");
+        conn.send(m.envelope(), &m.formatted())
+            .await
+            .unwrap_or_else(|e| panic!("{flag}: send: {e}"));
+        let got = server.received();
+        assert_eq!(got.len(), 1, "{flag}");
+        assert_eq!(got[0]["message_id"], format!("<tls-{implicit}@engine>"));
+        let _ = conn.quit().await;
+    }
 }

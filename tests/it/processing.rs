@@ -1,5 +1,5 @@
 //! Scripts on events through the real binary: runs, hostile scripts, crash recovery, the outbox
-//! over real SMTP (aiosmtpd), replay and dry runs.
+//! over real SMTP (the in-process test server), replay and dry runs.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

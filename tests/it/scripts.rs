@@ -15,6 +15,9 @@
 //! - `expect-log: <level>: <message>` (repeatable, exact and complete; `expect-log: none`).
 //! - `expect-email: to=a@x.com,b@y.com; cc=…; subject~text; body~text` (repeatable, one per
 //!   mail, complete; `=` exact, `~` substring); `expect-emails: 0` for none.
+//! - `expect-body: <one line of the body>` (repeatable): the whole body of the case's one mail,
+//!   exact, one directive per line, kept as written after `expect-body: ` (spaces included); a
+//!   last `// expect-body:` with nothing after it stands for a body ending in a line break.
 //!
 //! The cases live in the main repository: `$ENGINE_REPO/tests/scripts`, where `ENGINE_REPO`
 //! defaults to this crate's directory.
@@ -88,6 +91,17 @@ fn directives(source: &str) -> Vec<(String, String)> {
         .filter(|(k, _)| !k.contains(' '))
         .map(|(k, v)| (k.to_string(), v.trim().to_string()))
         .collect()
+}
+
+/// The whole mail body the `// expect-body:` lines spell, if there are any: each line's text after
+/// `expect-body: ` as written (not trimmed), joined with line breaks.
+fn expected_body(source: &str) -> Option<String> {
+    let lines: Vec<&str> = source
+        .lines()
+        .filter_map(|l| l.strip_prefix("// expect-body:"))
+        .map(|rest| rest.strip_prefix(' ').unwrap_or(rest))
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("\n"))
 }
 
 /// `line:col` or `-`.
@@ -301,6 +315,19 @@ fn run_case(case: &Path) -> Result<(), String> {
             if let Err(p) = check_email(spec, action) {
                 problems.push(p);
             }
+        }
+    }
+    if let Some(want) = expected_body(&source) {
+        match all.actions.as_slice() {
+            [Action::Email(mail)] if mail.body == want => {}
+            [Action::Email(mail)] => problems.push(format!(
+                "body mismatch\n  expected: {want:?}\n  got:      {:?}",
+                mail.body
+            )),
+            other => problems.push(format!(
+                "expect-body needs exactly one mail, got {}",
+                other.len()
+            )),
         }
     }
     if problems.is_empty() {
