@@ -11,6 +11,7 @@
 //!   `util/private.rs` (data files 0600, directories 0700), `util/fd_limit.rs` (the open-file
 //!   limit).
 //! - [`script`]: the Rhai layer, self-contained: `load.rs`, `header.rs`, `engine.rs`, `run.rs`,
+//!   `explain.rs` (Rhai's run-time errors in the script's terms), `suggest.rs` (did you mean),
 //!   `outcome.rs`, `event.rs`, `email.rs`, `host.rs`, `naming.rs`, `alloc.rs` (the global
 //!   allocator with the per-thread heap count the memory limit reads).
 //! - [`config`]: `engine.toml` loading and validation; the embedded defaults.

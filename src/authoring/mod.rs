@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //!
-//! - `samples`: the [`Sample`](samples::Sample) type, `--samples DIR`, samples added by hand.
+//! - `samples`: the [`Sample`](samples::Sample) type (named by uuid and source), `--samples DIR`,
+//!   samples added by hand, each event once ([`dedupe`](samples::dedupe)).
 //! - `tokens`: every path a script can read, with its type and an example; the [`Shape`](tokens::Shape)
 //!   `check` checks paths against.
 //! - `check/`: `engine check` (see its own layout).

@@ -407,5 +407,6 @@ fn plain_error(script: &str, message: String) -> RunError {
         line: None,
         col: None,
         trace: Vec::new(),
+        hint: None,
     }
 }

@@ -575,8 +575,8 @@ pub fn render_report(r: &Report, deny_warnings: bool, out: &mut dyn Write) -> st
             };
             writeln!(
                 out,
-                "  {} on {} ({}): {}",
-                run.script, run.sample, run.event_type, status
+                "  {} on {} {} ({}): {}",
+                run.script, run.event_type, run.sample_id, run.sample, status
             )?;
             if run.ok {
                 for m in &run.mails {
