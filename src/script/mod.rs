@@ -39,6 +39,7 @@
 //! // Events
 //! build_event_map(event_json: &[u8]) -> Result<rhai::Map, String>
 //! LOGEVENT_FIELDS: &[&str]; DeliveryInfo { id, time, hook, source }
+//! schema::{LOGEVENT, ENTITY, DELIVERY, USER}: &[FieldDoc { name, ty: DocType, example, doc, fields }]
 //!
 //! // Suggestions
 //! nearest(name, candidates) -> Option<String>; edit_distance(a, b)
@@ -74,6 +75,8 @@
 //! - `suggest`: edit distance and the closest name (did you mean).
 //! - `outcome`: what a run produced (log lines, errors, the outcome).
 //! - `event`: the `event` and `delivery` maps built from LogEvent JSON.
+//! - `schema`: the documented fields of `event`, `delivery` and the `lookup_user` map, with
+//!   types, examples and a line of documentation each.
 //! - `email`: `send_email`'s map into an `Email` action and its stable id.
 //! - `host`: the `Host` trait (`lookup_user`) and the `User` record.
 //! - `naming`: native kernels of the `okta` module's naming helpers.
@@ -90,6 +93,7 @@ mod load;
 mod naming;
 mod outcome;
 mod run;
+pub mod schema;
 mod suggest;
 
 pub use email::{Action, Email, MAX_ADDRESS_LEN, MAX_RECIPIENTS, MAX_SUBJECT_CHARS, mail_id};

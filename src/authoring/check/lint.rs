@@ -1,12 +1,13 @@
 //! The AST walk of `engine check`: every `event.…` / `delivery.…` path a script reads, through
-//! simple aliases, `?.`, loops and the `okta` stdlib helpers; and the check of those paths
-//! against the shape of the samples (with "did you mean").
+//! simple aliases, `?.`, loops and the `okta` stdlib helpers, and every target picked by
+//! position (`event.target[1]`); and the check of those paths against the shape of the samples
+//! (with "did you mean").
 //!
 //! Rhai property chains are right-nested: `event.target[0].alternateId` is
 //! `Dot(event, Index(target, Dot(0, alternateId)))`. The operator of a `Dot`/`Index` node sits
 //! between its `lhs` and the first element of its `rhs`; [`Walker::chain`] flattens that.
 
-use rhai::{AST, ASTFlags, Expr, FnCallExpr, Position, Stmt, StmtBlock};
+use rhai::{AST, ASTFlags, Expr, FnCallExpr, INT, Position, Stmt, StmtBlock};
 
 use crate::authoring::tokens::{Shape, field_path};
 pub use crate::script::{edit_distance, nearest};
@@ -62,6 +63,27 @@ pub struct PathRead {
     pub alias: Option<(String, usize, Position)>,
 }
 
+/// A target picked by its position: `event.target[1]`, or `t[1]` where `t` is `event.target`.
+/// Okta does not keep targets in a stable order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PositionalTarget {
+    pub index: INT,
+    /// The array as written: `event.target`, or the variable holding it.
+    pub written: String,
+    /// Where the chain starts (`event` or the variable) and where the index is.
+    pub start: Position,
+    pub index_pos: Position,
+}
+
+/// What the walk of a script found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Walk {
+    pub reads: Vec<PathRead>,
+    pub positional: Vec<PositionalTarget>,
+    /// Whether the script imports the `okta` module (at its top level).
+    pub imports_okta: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Val {
     Unknown,
@@ -86,17 +108,25 @@ struct Walker {
     depth: usize,
     okta: Vec<String>,
     reads: Vec<PathRead>,
+    positional: Vec<PositionalTarget>,
     /// Nesting of the recursion, bounded by [`MAX_WALK_DEPTH`].
     nesting: usize,
 }
 
 /// Every `event`/`delivery` path `ast` reads (top level and functions), in walk order.
 pub fn path_reads(ast: &AST) -> Vec<PathRead> {
+    walk(ast).reads
+}
+
+/// The paths `ast` reads and the targets it picks by position (top level and functions), in
+/// walk order.
+pub fn walk(ast: &AST) -> Walk {
     let mut w = Walker {
         scope: Vec::new(),
         depth: 0,
         okta: Vec::new(),
         reads: Vec::new(),
+        positional: Vec::new(),
         nesting: 0,
     };
     w.bind_roots(&["event", "delivery"]);
@@ -109,6 +139,7 @@ pub fn path_reads(ast: &AST) -> Vec<PathRead> {
             w.okta.push(x.1.name.to_string());
         }
     }
+    let imports_okta = !w.okta.is_empty();
     for s in ast.statements() {
         w.stmt(s);
     }
@@ -144,7 +175,11 @@ pub fn path_reads(ast: &AST) -> Vec<PathRead> {
             w.stmt(s);
         }
     }
-    w.reads
+    Walk {
+        reads: w.reads,
+        positional: w.positional,
+        imports_okta,
+    }
 }
 
 impl Walker {
@@ -439,6 +474,24 @@ impl Walker {
         };
         let mut stopped = base.is_none();
         for (is_index, el) in elems {
+            if let (false, true, Expr::IntegerConstant(index, index_pos), Some((Root::Event, segs))) =
+                (stopped, is_index, el, &base)
+                && let [Seg::Field { name, pos, .. }] = segs.as_slice()
+                && name == "target"
+                // `okta::targets(…)` stands for `event.target` with no position of its own.
+                && !pos.is_none()
+            {
+                let written = match &alias {
+                    Some((var, 1, _)) => var.clone(),
+                    _ => "event.target".to_string(),
+                };
+                self.positional.push(PositionalTarget {
+                    index: *index,
+                    written,
+                    start: x.lhs.position(),
+                    index_pos: *index_pos,
+                });
+            }
             let seg = if is_index {
                 match el {
                     Expr::IntegerConstant(..) => Some(Seg::Index { dynamic: false }),
