@@ -41,7 +41,9 @@
 //! LOGEVENT_FIELDS: &[&str]; DeliveryInfo { id, time, hook, source }
 //! schema::{LOGEVENT, ENTITY, DELIVERY, USER}: &[FieldDoc { name, ty: DocType, example, doc, fields }]
 //!
-//! // Suggestions
+//! // Editor support and suggestions
+//! definitions(stdlib_dir, limits) -> Result<Vec<DefinitionFile { name, text }>, String>
+//! DEFAULT_DEFINITIONS_DIR, HOST_FILE, SCOPE_FILE
 //! nearest(name, candidates) -> Option<String>; edit_distance(a, b)
 //! Limits { max_operations, timeout_ms, max_emails, max_call_levels, max_expr_depth,
 //!          max_function_expr_depth, max_string_size, max_array_size, max_map_size, max_modules }
@@ -77,12 +79,14 @@
 //! - `event`: the `event` and `delivery` maps built from LogEvent JSON.
 //! - `schema`: the documented fields of `event`, `delivery` and the `lookup_user` map, with
 //!   types, examples and a line of documentation each.
+//! - `definitions`: the `.d.rhai` editor definition files (rhai's generator, plus the scope).
 //! - `email`: `send_email`'s map into an `Email` action and its stable id.
 //! - `host`: the `Host` trait (`lookup_user`) and the `User` record.
 //! - `naming`: native kernels of the `okta` module's naming helpers.
 //! - `alloc`: the global allocator, with the per-thread heap count the memory limit reads.
 
 pub mod alloc;
+mod definitions;
 mod email;
 mod engine;
 mod event;
@@ -96,6 +100,9 @@ mod run;
 pub mod schema;
 mod suggest;
 
+pub use definitions::{
+    DEFAULT_DEFINITIONS_DIR, DefinitionFile, HOST_FILE, SCOPE_FILE, definitions,
+};
 pub use email::{Action, Email, MAX_ADDRESS_LEN, MAX_RECIPIENTS, MAX_SUBJECT_CHARS, mail_id};
 pub use engine::MAX_IMPORT_DEPTH;
 pub use event::{DeliveryInfo, LOGEVENT_FIELDS, build_event_map, delivery_map};
