@@ -11,8 +11,10 @@
 //!   `util/private.rs` (data files 0600, directories 0700), `util/fd_limit.rs` (the open-file
 //!   limit).
 //! - [`script`]: the Rhai layer, self-contained: `load.rs`, `header.rs`, `engine.rs`, `run.rs`,
-//!   `outcome.rs`, `event.rs`, `email.rs`, `host.rs`, `naming.rs`, `alloc.rs` (the global
-//!   allocator with the per-thread heap count the memory limit reads).
+//!   `explain.rs` (Rhai's run-time errors in the script's terms), `suggest.rs` (did you mean),
+//!   `outcome.rs`, `event.rs`, `schema.rs` (the documented `event`/`delivery`/user fields),
+//!   `definitions.rs` (editor definition files), `email.rs`, `host.rs`, `naming.rs`, `alloc.rs`
+//!   (the global allocator with the per-thread heap count the memory limit reads).
 //! - [`config`]: `engine.toml` loading and validation; the embedded defaults.
 //! - [`store`]: every table of the one redb file: `writer.rs` (group commit), `inbox.rs`,
 //!   `dedup.rs`, `due.rs`, `runs.rs`, `outbox.rs`, `samples.rs`, `script_state.rs`, `query.rs`.
@@ -27,7 +29,7 @@
 //!   `dryrun.rs`, `eligible.rs`).
 //! - [`app`]: builds every part from the config, runs them, stops them.
 //! - [`cli`]: clap and dispatch: `output.rs`, `remote.rs`, `history.rs`, `replay.rs`, `run.rs`,
-//!   `samples.rs`, `check.rs`, `send.rs`.
+//!   `samples.rs`, `check.rs`, `definitions.rs`, `send.rs`.
 //!
 //! See ARCHITECTURE.md for the invariants.
 

@@ -4,9 +4,11 @@
 //!
 //! # Layout
 //!
-//! - `samples`: the [`Sample`](samples::Sample) type, `--samples DIR`, samples added by hand.
-//! - `tokens`: every path a script can read, with its type and an example; the [`Shape`](tokens::Shape)
-//!   `check` checks paths against.
+//! - `samples`: the [`Sample`](samples::Sample) type (named by uuid and source), `--samples DIR`,
+//!   samples added by hand, each event once ([`dedupe`](samples::dedupe)).
+//! - `tokens`: every expression a script can paste (`event.…`, targets per type, `delivery.…`,
+//!   `lookup_user`'s map), with its type and an example, or Okta's documented fields without
+//!   samples; the [`Shape`](tokens::Shape) `check` checks paths against.
 //! - `check/`: `engine check` (see its own layout).
 
 pub mod check;

@@ -30,8 +30,14 @@ pub struct Sample {
     pub event_type: String,
     /// One LogEvent (not an envelope).
     pub json: Vec<u8>,
-    /// Where it came from: the file (with `#n` for the n-th event of an envelope), or `captured`.
+    /// Where it came from: the file (with `#n` for the n-th event of an envelope), or
+    /// `captured on hook ID`; several, `; `-separated, when the same event came from several.
     pub source: String,
+}
+
+/// How a captured sample's source is shown.
+pub fn captured_source(hook: &str) -> String {
+    format!("captured on hook {hook}")
 }
 
 impl Sample {
@@ -49,6 +55,32 @@ impl Sample {
             source: source.to_string(),
         }
     }
+
+    /// How the sample is named to people: its id (the uuid) and where it came from.
+    pub fn name(&self) -> String {
+        format!("{} ({})", self.id, self.source)
+    }
+}
+
+/// `samples` with each event once (by id), in first-seen order: an event captured and also
+/// added by hand (or in `--samples DIR`) is one sample, with both sources. Its hook is
+/// [`ANY_HOOK`] when either copy stands for every hook or they name different hooks.
+pub fn dedupe(samples: Vec<Sample>) -> Vec<Sample> {
+    let mut out: Vec<Sample> = Vec::with_capacity(samples.len());
+    for s in samples {
+        match out.iter_mut().find(|o| o.id == s.id) {
+            Some(kept) => {
+                if kept.hook != s.hook {
+                    kept.hook = ANY_HOOK.to_string();
+                }
+                if !kept.source.split("; ").any(|x| x == s.source) {
+                    kept.source = format!("{}; {}", kept.source, s.source);
+                }
+            }
+            None => out.push(s),
+        }
+    }
+    out
 }
 
 /// A samples directory or file that could not be read.

@@ -1,10 +1,13 @@
-//! Personalization tokens: every path a script can read from `event`, with its type and an
-//! example value, from sample LogEvents.
+//! Personalization tokens: every expression a script can paste to read a value — `event.…`
+//! paths, each target type through `okta::target(event, "Type")`, `delivery.…` and the
+//! `lookup_user` map — with its type and an example value, from sample LogEvents; or Okta's
+//! documented fields when there is no sample.
 //!
 //! The paths come from the `event` map exactly as scripts see it ([`build_event_map`]), so the
 //! documented LogEvent fields that a sample has as `null` (or lacks) are listed with type `()`.
-//! The samples are merged into one [`Shape`] per event type: array items are merged into one
-//! item shown as index 0 (`event.target[0].alternateId`), with the lengths seen as a note.
+//! The samples are merged into one [`Shape`] per event type. Targets are listed per type, never
+//! by position (Okta does not keep their order); other arrays' items are merged into one item
+//! shown as index 0 (`event.request.ipChain[0].ip`), with the lengths seen as a note.
 //! `engine check` uses the same [`Shape`] to check the paths a script reads.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,7 +16,8 @@ use std::io::Write;
 use rhai::{Dynamic, Map};
 use serde::Serialize;
 
-use super::samples::Sample;
+use super::samples::{ANY_HOOK, Sample};
+use crate::script::schema::{self, DocType, FieldDoc};
 use crate::script::{build_event_map, pattern_matches};
 
 /// Characters of an example value shown in the table (the JSON output has the whole value).
@@ -25,7 +29,10 @@ const MAX_DEPTH: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     String,
-    Number,
+    /// Rhai's `INT` (i64).
+    Int,
+    /// Rhai's `FLOAT` (f64); JSON integers beyond i64 become floats too.
+    Float,
     Boolean,
     Object,
     Array,
@@ -38,7 +45,8 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::String => "string",
-            Kind::Number => "number",
+            Kind::Int => "int",
+            Kind::Float => "float",
             Kind::Boolean => "boolean",
             Kind::Object => "object",
             Kind::Array => "array",
@@ -49,8 +57,10 @@ impl Kind {
     fn of(v: &Dynamic) -> Kind {
         if v.is_string() || v.is_char() {
             Kind::String
-        } else if v.is_int() || v.is_float() {
-            Kind::Number
+        } else if v.is_int() {
+            Kind::Int
+        } else if v.is_float() {
+            Kind::Float
         } else if v.is_bool() {
             Kind::Boolean
         } else if v.is_map() {
@@ -74,6 +84,8 @@ pub struct Shape {
     pub item: Option<Box<Shape>>,
     /// A field Okta documents for LogEvents.
     pub documented: bool,
+    /// Its documentation (type, example), when documented.
+    pub doc: Option<&'static FieldDoc>,
     /// A documented object whose fields are all documented: a field not among them (nor in any
     /// sample) is a mistake, not merely unseen.
     pub closed: bool,
@@ -88,43 +100,18 @@ pub struct Shape {
 impl Shape {
     /// The shape of one LogEvent (as scripts see it). Errors when the JSON is not a LogEvent.
     pub fn of_event(json: &[u8]) -> Result<Shape, String> {
-        let map = build_event_map(json)?;
-        let mut s = Shape::default();
-        s.add_map(&map, 0);
-        s.kinds.insert(Kind::Object);
-        s.seen = 1;
-        Ok(s)
+        Ok(Shape::of_map(&build_event_map(json)?))
     }
 
     /// The documented LogEvent fields (every documented object, closed), with no kinds or
-    /// examples. Derived from the same lists `build_event_map` fills in.
+    /// examples seen: [`script::schema`](crate::script::schema), the lists `build_event_map`
+    /// fills in.
     pub fn documented() -> Shape {
-        // Every documented sub-object present (and empty), so `build_event_map` fills in its
-        // documented fields; arrays with one empty item for the same reason.
-        const SKELETON: &str = r#"{"actor":{},"target":[{}],
-            "client":{"userAgent":{},"geographicalContext":{"geolocation":{}}},
-            "device":{},"authenticationContext":{},"outcome":{},"transaction":{},
-            "debugContext":{},"securityContext":{},
-            "request":{"ipChain":[{"geographicalContext":{"geolocation":{}}}]}}"#;
-        let mut s = Shape::of_event(SKELETON.as_bytes()).unwrap_or_default();
-        s.mark_documented();
-        s
-    }
-
-    fn mark_documented(&mut self) {
-        self.documented = true;
-        self.closed = !self.fields.is_empty();
-        self.kinds.clear();
-        self.example = None;
-        self.lengths = None;
-        self.seen = 0;
-        for f in self.fields.values_mut() {
-            f.mark_documented();
-        }
-        if let Some(i) = &mut self.item {
-            i.mark_documented();
-            // `[{}]` in the skeleton stands for "an array of such objects".
-            self.closed = false;
+        Shape {
+            fields: doc_fields(schema::LOGEVENT),
+            documented: true,
+            closed: true,
+            ..Shape::default()
         }
     }
 
@@ -208,6 +195,9 @@ impl Shape {
         }
         self.documented |= other.documented;
         self.closed |= other.closed;
+        if self.doc.is_none() {
+            self.doc = other.doc;
+        }
         if self.example.is_none() {
             self.example = other.example.clone();
         }
@@ -219,10 +209,11 @@ impl Shape {
         self.seen += other.seen;
     }
 
-    /// The kinds as a type: `string`, `string | ()`, or `?` when never seen.
+    /// The kinds as a type: `string`, `string | ()`; the documented type when never seen, else
+    /// `?`.
     pub fn type_name(&self) -> String {
         if self.kinds.is_empty() {
-            return "?".to_string();
+            return self.doc.map_or("?", |d| d.ty.name()).to_string();
         }
         self.kinds
             .iter()
@@ -230,6 +221,39 @@ impl Shape {
             .collect::<Vec<_>>()
             .join(" | ")
     }
+}
+
+/// The shapes of documented fields: objects closed over their documented fields, arrays with
+/// their documented item.
+fn doc_fields(fields: &'static [FieldDoc]) -> BTreeMap<String, Shape> {
+    fields
+        .iter()
+        .map(|f| (f.name.to_string(), doc_shape(f)))
+        .collect()
+}
+
+fn doc_shape(f: &'static FieldDoc) -> Shape {
+    let mut s = Shape {
+        documented: true,
+        doc: Some(f),
+        ..Shape::default()
+    };
+    match f.ty {
+        DocType::Array if !f.fields.is_empty() => {
+            s.item = Some(Box::new(Shape {
+                fields: doc_fields(f.fields),
+                documented: true,
+                closed: true,
+                ..Shape::default()
+            }));
+        }
+        DocType::Object => {
+            s.fields = doc_fields(f.fields);
+            s.closed = !f.fields.is_empty();
+        }
+        _ => {}
+    }
+    s
 }
 
 /// Items of one array each count as one observation; keep nested counts per array, not item.
@@ -281,66 +305,398 @@ pub fn field_path(base: &str, name: &str) -> String {
     }
 }
 
-/// One path a script can read.
+/// Where a token's value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Section {
+    /// A path in `event`.
+    Event,
+    /// A field of one target type: `okta::target(event, "User").alternateId`.
+    Target,
+    /// A field of `delivery`.
+    Delivery,
+    /// A field of the map `lookup_user` returns.
+    LookupUser,
+}
+
+/// One expression a script can use to read a value.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Token {
-    /// `event.target[0].alternateId`.
+    /// What to paste: `event.actor.alternateId`, `okta::target(event, "UserGroup").displayName`.
     pub path: String,
-    /// JSON type(s) seen: `string`, `object`, `string | ()`; `?` when only documented.
+    /// The type(s) seen: `string`, `int`, `float`, `object`, `string | ()`; the documented type
+    /// when nothing was seen.
     #[serde(rename = "type")]
     pub type_name: String,
-    /// The first non-null scalar value seen.
+    /// The first non-null scalar value seen (or the documented example).
     pub example: Option<serde_json::Value>,
     /// E.g. `1–3 items` for arrays, `in 2 of 5 samples` for paths not in every sample.
     pub note: Option<String>,
-    /// Whether Okta documents the field.
+    /// Whether Okta (or the engine, for `delivery` and `lookup_user`) documents the field.
     pub documented: bool,
+    /// The documented type, when documented.
+    pub documented_type: Option<&'static str>,
+    pub section: Section,
+    /// The target type of a [`Section::Target`] token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_type: Option<String>,
+    /// Fields below the section's root (1 for `event.actor`, `okta::target(…).id`).
+    #[serde(skip)]
+    depth: usize,
 }
 
-/// Every path in `samples` (merged), in path order; empty when there are no samples.
+/// The expression of the first target of type `ty`.
+pub fn target_expr(ty: &str) -> String {
+    let quoted = serde_json::to_string(ty).unwrap_or_else(|_| format!("\"{ty}\""));
+    format!("okta::target(event, {quoted})")
+}
+
+/// The key `lookup_user` is shown with in the tokens (any email, login or user id works).
+const LOOKUP_EXPR: &str = "lookup_user(event.actor.alternateId)";
+/// The target type shown when there are no samples (targets are listed per type).
+const DOCUMENTED_TARGET_TYPE: &str = "User";
+
+/// The targets of the samples, per type.
+struct Targets {
+    /// Merged items of each type; `seen` counts the samples with one, `lengths` how many one
+    /// event had.
+    by_type: BTreeMap<String, Shape>,
+    /// Items without a string `type` (never listed: they cannot be picked by type).
+    untyped: usize,
+}
+
+impl Targets {
+    fn of(maps: &[Map]) -> Targets {
+        let mut by_type: BTreeMap<String, Shape> = BTreeMap::new();
+        let mut untyped = 0;
+        for m in maps {
+            let Some(items) = m.get("target").and_then(|t| t.read_lock::<rhai::Array>()) else {
+                continue;
+            };
+            let mut mine: BTreeMap<String, (Shape, usize)> = BTreeMap::new();
+            for item in items.iter() {
+                let ty = item.read_lock::<Map>().and_then(|t| {
+                    t.get("type")?
+                        .read_lock::<rhai::ImmutableString>()
+                        .map(|s| s.to_string())
+                });
+                let Some(ty) = ty else {
+                    untyped += 1;
+                    continue;
+                };
+                let mut one = Shape::default();
+                one.add_value(item, 1);
+                let entry = mine.entry(ty).or_default();
+                entry.0.merge(&one);
+                entry.1 += 1;
+            }
+            for (ty, (mut shape, n)) in mine {
+                clamp_seen(&mut shape);
+                shape.seen = 1;
+                shape.lengths = Some((n, n));
+                by_type.entry(ty).or_default().merge(&shape);
+            }
+        }
+        Targets { by_type, untyped }
+    }
+}
+
+impl Shape {
+    fn of_map(map: &Map) -> Shape {
+        let mut s = Shape::default();
+        s.add_map(map, 0);
+        s.kinds.insert(Kind::Object);
+        s.seen = 1;
+        s
+    }
+}
+
+/// How rows are filled in.
+#[derive(Clone, Copy)]
+struct Opts<'a> {
+    /// Samples the parent path's shape covers (for `in N of M samples`).
+    total: usize,
+    section: Section,
+    target_type: Option<&'a str>,
+    /// No samples: types, examples and notes from the documentation.
+    documented_only: bool,
+    /// The target types seen, for the `event.target` row.
+    target_types: &'a [String],
+}
+
+/// Every token of `samples` (merged), in path order, then per target type, then `delivery` and
+/// `lookup_user`; empty when no sample is a LogEvent.
 pub fn tokens(samples: &[Sample]) -> Vec<Token> {
-    let Some(shape) = Shape::of_samples(samples) else {
+    let maps: Vec<Map> = samples
+        .iter()
+        .filter_map(|s| build_event_map(&s.json).ok())
+        .collect();
+    let Some(first) = maps.first() else {
         return Vec::new();
     };
+    let mut shape = Shape::of_map(first);
+    for m in &maps[1..] {
+        shape.merge(&Shape::of_map(m));
+    }
     let documented = Shape::documented();
+    let targets = Targets::of(&maps);
+    let types: Vec<String> = targets.by_type.keys().cloned().collect();
+    let opts = Opts {
+        total: shape.seen,
+        section: Section::Event,
+        target_type: None,
+        documented_only: false,
+        target_types: &types,
+    };
     let mut out = Vec::new();
-    collect(&shape, Some(&documented), "event", shape.seen, &mut out);
+    collect(&shape, Some(&documented), "event", 1, opts, &mut out);
+    if targets.untyped > 0
+        && let Some(t) = out.iter_mut().find(|t| t.path == "event.target")
+    {
+        let extra = format!("{} without a type", targets.untyped);
+        t.note = Some(match t.note.take() {
+            Some(n) => format!("{n}; {extra}"),
+            None => extra,
+        });
+    }
+    let item_doc = documented
+        .fields
+        .get("target")
+        .and_then(|t| t.item.as_deref());
+    for (ty, s) in &targets.by_type {
+        let base = target_expr(ty);
+        let mut notes = Vec::new();
+        if s.seen < shape.seen {
+            notes.push(format!("in {} of {} samples", s.seen, shape.seen));
+        }
+        if let Some((_, hi)) = s.lengths
+            && hi > 1
+        {
+            notes.push(format!(
+                "{hi} in one event: `okta::targets(event, {})` gives them all",
+                serde_json::to_string(ty).unwrap_or_default()
+            ));
+        }
+        out.push(Token {
+            path: base.clone(),
+            type_name: if s.seen < shape.seen {
+                "object | ()".to_string()
+            } else {
+                "object".to_string()
+            },
+            example: None,
+            note: (!notes.is_empty()).then(|| notes.join(", ")),
+            documented: true,
+            documented_type: Some(DocType::Object.name()),
+            section: Section::Target,
+            target_type: Some(ty.clone()),
+            depth: 0,
+        });
+        let opts = Opts {
+            total: s.seen,
+            section: Section::Target,
+            target_type: Some(ty),
+            ..opts
+        };
+        collect(s, item_doc, &base, 1, opts, &mut out);
+    }
+    let hook = samples
+        .iter()
+        .find(|s| s.hook != ANY_HOOK)
+        .map(|s| s.hook.clone());
+    push_delivery_and_user(hook.as_deref(), &mut out);
     out
 }
 
-fn collect(shape: &Shape, doc: Option<&Shape>, path: &str, total: usize, out: &mut Vec<Token>) {
-    for (name, child) in &shape.fields {
-        let child_doc = doc.and_then(|d| d.fields.get(name));
-        let p = field_path(path, name);
-        push_token(child, child_doc, &p, total, out);
+/// The tokens of Okta's documentation alone, for when there are no samples: every documented
+/// field with its documented type and example, the targets shown for one type.
+pub fn documented_tokens() -> Vec<Token> {
+    let documented = Shape::documented();
+    let opts = Opts {
+        total: 0,
+        section: Section::Event,
+        target_type: None,
+        documented_only: true,
+        target_types: &[],
+    };
+    let mut out = Vec::new();
+    collect(&documented, Some(&documented), "event", 1, opts, &mut out);
+    if let Some(item) = documented
+        .fields
+        .get("target")
+        .and_then(|t| t.item.as_deref())
+    {
+        let base = target_expr(DOCUMENTED_TARGET_TYPE);
+        out.push(Token {
+            path: base.clone(),
+            type_name: "object | ()".to_string(),
+            example: None,
+            note: Some(
+                "the first target of that type, () when none; any type: \"User\", \"UserGroup\", \"AppInstance\", …"
+                    .to_string(),
+            ),
+            documented: true,
+            documented_type: Some(DocType::Object.name()),
+            section: Section::Target,
+            target_type: Some(DOCUMENTED_TARGET_TYPE.to_string()),
+            depth: 0,
+        });
+        let opts = Opts {
+            section: Section::Target,
+            target_type: Some(DOCUMENTED_TARGET_TYPE),
+            ..opts
+        };
+        collect(item, Some(item), &base, 1, opts, &mut out);
+    }
+    push_delivery_and_user(None, &mut out);
+    out
+}
+
+fn doc_example(f: &FieldDoc) -> Option<serde_json::Value> {
+    f.example.and_then(|e| serde_json::from_str(e).ok())
+}
+
+/// The `delivery` fields and the `lookup_user` map: documented, with documented examples (a
+/// captured sample's hook as `delivery.hook`).
+fn push_delivery_and_user(hook: Option<&str>, out: &mut Vec<Token>) {
+    for f in schema::DELIVERY {
+        let example = match (f.name, hook) {
+            ("hook", Some(h)) => Some(serde_json::Value::String(h.to_string())),
+            _ => doc_example(f),
+        };
+        out.push(Token {
+            path: field_path("delivery", f.name),
+            type_name: f.ty.name().to_string(),
+            example,
+            note: Some(f.doc.to_string()),
+            documented: true,
+            documented_type: Some(f.ty.name()),
+            section: Section::Delivery,
+            target_type: None,
+            depth: 1,
+        });
+    }
+    out.push(Token {
+        path: LOOKUP_EXPR.to_string(),
+        type_name: "object | ()".to_string(),
+        example: None,
+        note: Some("() when no user has that key: an email, login or Okta user id".to_string()),
+        documented: true,
+        documented_type: Some(DocType::Object.name()),
+        section: Section::LookupUser,
+        target_type: None,
+        depth: 0,
+    });
+    for f in schema::USER {
+        // `id` and `profile` are always set; the others are () when unknown.
+        let type_name = match f.name {
+            "id" | "profile" => f.ty.name().to_string(),
+            _ => format!("{} | ()", f.ty.name()),
+        };
+        out.push(Token {
+            path: field_path(LOOKUP_EXPR, f.name),
+            type_name,
+            example: doc_example(f),
+            note: Some(f.doc.to_string()),
+            documented: true,
+            documented_type: Some(f.ty.name()),
+            section: Section::LookupUser,
+            target_type: None,
+            depth: 1,
+        });
     }
 }
 
-fn push_token(shape: &Shape, doc: Option<&Shape>, path: &str, total: usize, out: &mut Vec<Token>) {
+fn collect(
+    shape: &Shape,
+    doc: Option<&Shape>,
+    path: &str,
+    depth: usize,
+    opts: Opts<'_>,
+    out: &mut Vec<Token>,
+) {
+    for (name, child) in &shape.fields {
+        let child_doc = doc.and_then(|d| d.fields.get(name));
+        let p = field_path(path, name);
+        push_token(child, child_doc, &p, depth, opts, out);
+    }
+}
+
+fn push_token(
+    shape: &Shape,
+    doc: Option<&Shape>,
+    path: &str,
+    depth: usize,
+    opts: Opts<'_>,
+    out: &mut Vec<Token>,
+) {
+    let field_doc = doc.and_then(|d| d.doc);
+    let is_targets = opts.section == Section::Event && path == "event.target";
     let mut notes = Vec::new();
-    if let Some((lo, hi)) = shape.lengths {
-        let items = if hi == 1 { "item" } else { "items" };
-        notes.push(if lo == hi {
-            format!("{lo} {items}")
-        } else {
-            format!("{lo}–{hi} {items}")
+    if opts.documented_only {
+        if let Some(d) = field_doc {
+            notes.push(d.doc.to_string());
+        }
+    } else {
+        if let Some((lo, hi)) = shape.lengths {
+            let items = if hi == 1 { "item" } else { "items" };
+            let mut n = if lo == hi {
+                format!("{lo} {items}")
+            } else {
+                format!("{lo}–{hi} {items}")
+            };
+            if is_targets && !opts.target_types.is_empty() {
+                n.push_str(&format!(": {}", opts.target_types.join(", ")));
+            }
+            notes.push(n);
+        }
+        if shape.seen > 0 && shape.seen < opts.total {
+            notes.push(format!("in {} of {} samples", shape.seen, opts.total));
+        }
+        if shape.kinds.len() == 1
+            && shape.kinds.contains(&Kind::Unit)
+            && let Some(d) = field_doc
+        {
+            notes.push(format!("documented as {}", d.ty.name()));
+        }
+    }
+    let mut note = (!notes.is_empty()).then(|| notes.join(", "));
+    if is_targets && !opts.documented_only {
+        const PICK: &str = "pick one by type: okta::target(event, \"Type\"), below";
+        note = Some(match note {
+            Some(n) => format!("{n}; {PICK}"),
+            None => PICK.to_string(),
         });
     }
-    if shape.seen > 0 && shape.seen < total {
-        notes.push(format!("in {} of {total} samples", shape.seen));
-    }
+    let example = if opts.documented_only {
+        field_doc.and_then(doc_example)
+    } else {
+        shape.example.clone()
+    };
     out.push(Token {
         path: path.to_string(),
         type_name: shape.type_name(),
-        example: shape.example.clone(),
-        note: (!notes.is_empty()).then(|| notes.join(", ")),
+        example,
+        note,
         documented: doc.is_some_and(|d| d.documented),
+        documented_type: field_doc.map(|d| d.ty.name()),
+        section: opts.section,
+        target_type: opts.target_type.map(str::to_string),
+        depth,
     });
-    collect(shape, doc, path, total, out);
+    collect(shape, doc, path, depth + 1, opts, out);
+    if is_targets {
+        // Targets are listed per type (their order is not stable), not as `event.target[0]`.
+        return;
+    }
     if let Some(item) = &shape.item {
         let item_doc = doc.and_then(|d| d.item.as_deref());
         // Items are counted per array: compare with the number of samples holding an array.
-        push_token(item, item_doc, &format!("{path}[0]"), shape.seen, out);
+        let opts = Opts {
+            total: shape.seen,
+            ..opts
+        };
+        push_token(item, item_doc, &format!("{path}[0]"), depth + 1, opts, out);
     }
 }
 
@@ -356,12 +712,24 @@ fn by_event_type(samples: &[Sample]) -> Vec<(String, Vec<Sample>)> {
     groups.into_iter().collect()
 }
 
+/// A sample the tokens come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SampleRef {
+    /// The event's uuid (or content id).
+    pub id: String,
+    /// Where it came from (a file, `captured on hook …`).
+    pub source: String,
+}
+
 /// The tokens of one event type.
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenGroup {
+    /// The event type (`""` for documented fields of any type).
     pub event_type: String,
-    /// Where the samples came from.
-    pub samples: Vec<String>,
+    /// The samples the tokens come from (empty: Okta's documented fields).
+    pub samples: Vec<SampleRef>,
+    /// Why only the documented fields are shown, when there are no samples.
+    pub note: Option<String>,
     pub tokens: Vec<Token>,
 }
 
@@ -371,7 +739,14 @@ pub fn token_groups(samples: &[Sample], event_type: Option<&str>) -> Vec<TokenGr
         .into_iter()
         .filter(|(t, _)| event_type.is_none_or(|p| pattern_matches(p, t)))
         .map(|(t, group)| TokenGroup {
-            samples: group.iter().map(|s| s.source.clone()).collect(),
+            samples: group
+                .iter()
+                .map(|s| SampleRef {
+                    id: s.id.clone(),
+                    source: s.source.clone(),
+                })
+                .collect(),
+            note: None,
             tokens: tokens(&group),
             event_type: t,
         })
@@ -395,16 +770,22 @@ pub fn render_table(groups: &[TokenGroup], out: &mut dyn Write) -> std::io::Resu
             writeln!(out)?;
         }
         let n = g.samples.len();
-        writeln!(
-            out,
-            "{} ({n} sample{})",
-            if g.event_type.is_empty() {
-                "(no eventType)"
-            } else {
-                &g.event_type
-            },
-            if n == 1 { "" } else { "s" }
-        )?;
+        let name = match (g.event_type.is_empty(), n) {
+            (false, _) => g.event_type.as_str(),
+            (true, 0) => "(any event type)",
+            (true, _) => "(no eventType)",
+        };
+        if n == 0 {
+            writeln!(out, "{name} (no samples: Okta's documented fields)")?;
+        } else {
+            writeln!(out, "{name} ({n} sample{})", if n == 1 { "" } else { "s" })?;
+        }
+        if let Some(note) = &g.note {
+            writeln!(out, "  note: {note}")?;
+        }
+        for s in &g.samples {
+            writeln!(out, "  sample {} ({})", s.id, s.source)?;
+        }
         let rows: Vec<[String; 3]> = g
             .tokens
             .iter()
@@ -422,7 +803,8 @@ pub fn render_table(groups: &[TokenGroup], out: &mut dyn Write) -> std::io::Resu
                     }
                     example.push_str(&format!("({note})"));
                 }
-                if !t.documented && t.path.matches('.').count() == 1 {
+                let event_field = matches!(t.section, Section::Event | Section::Target);
+                if !t.documented && event_field && t.depth == 1 {
                     // Top-level fields Okta does not document: say so, scripts may rely on them.
                     if !example.is_empty() {
                         example.push_str("  ");
@@ -468,31 +850,32 @@ pub fn render_json(groups: &[TokenGroup], out: &mut dyn Write) -> std::io::Resul
     writeln!(out)
 }
 
-/// There is nothing to show: no samples, or none of the event type asked for.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct NoTokens(pub String);
-
-/// The token groups of `samples` (of the types matching `event_type`, if given); an error that
-/// says why when there are none.
-pub fn tokens_for(
-    samples: &[Sample],
-    event_type: Option<&str>,
-) -> Result<Vec<TokenGroup>, NoTokens> {
+/// The token groups of `samples` (of the types matching `event_type`, if given); when there are
+/// none, one group of Okta's documented fields, with a note that says why.
+pub fn tokens_for(samples: &[Sample], event_type: Option<&str>) -> Vec<TokenGroup> {
     let groups = token_groups(samples, event_type);
     if !groups.is_empty() {
-        return Ok(groups);
+        return groups;
     }
-    Err(NoTokens(match event_type {
+    let how = "capture some (hook `capture = true`), add one with `engine samples add FILE`, or give a payload file";
+    let note = match event_type {
         Some(t) if !samples.is_empty() => {
             let known: BTreeSet<&str> = samples.iter().map(|s| s.event_type.as_str()).collect();
             format!(
-                "no samples of event type `{t}` (samples exist for: {})",
+                "no samples of event type `{t}` (samples exist for: {}); the documented LogEvent fields follow, with documented examples: {how}",
                 known.into_iter().collect::<Vec<_>>().join(", ")
             )
         }
-        _ => "no samples: capture some (hook `capture = true`), add one with `engine samples add FILE`, or give a payload file".to_string(),
-    }))
+        _ => format!(
+            "no samples; the documented LogEvent fields follow, with documented examples: {how}"
+        ),
+    };
+    vec![TokenGroup {
+        event_type: event_type.unwrap_or_default().to_string(),
+        samples: Vec::new(),
+        note: Some(note),
+        tokens: documented_tokens(),
+    }]
 }
 
 #[cfg(test)]
@@ -519,15 +902,43 @@ mod tests {
         let alt = get("event.actor.alternateId").expect("alt");
         assert_eq!(alt.example, Some("a@b.c".into()));
         let target = get("event.target").expect("target");
-        assert_eq!(target.note.as_deref(), Some("1–2 items"));
-        assert!(get("event.target[0].extra").is_some());
         assert_eq!(
-            get("event.target[0].extra").and_then(|t| t.note),
-            Some("in 1 of 2 samples".into())
+            target.note.as_deref(),
+            Some(
+                "1–2 items: User, UserGroup; pick one by type: okta::target(event, \"Type\"), below; 1 without a type"
+            )
         );
+        // Targets by type, never by position.
+        assert!(t.iter().all(|t| !t.path.contains("target[")), "{t:#?}");
+        let group = get("okta::target(event, \"UserGroup\")").expect("group");
+        assert_eq!(group.type_name, "object | ()");
+        assert_eq!(group.note.as_deref(), Some("in 1 of 2 samples"));
+        let extra = get("okta::target(event, \"UserGroup\").extra").expect("extra");
+        assert_eq!(extra.type_name, "boolean");
+        assert_eq!(extra.target_type.as_deref(), Some("UserGroup"));
+        assert!(!extra.documented);
+        assert!(get("okta::target(event, \"User\").alternateId").is_some_and(|t| t.documented));
         assert_eq!(get("event.device").map(|t| t.type_name), Some("()".into()));
-        assert!(get(r#"event["weird key"]"#).is_some());
-        assert!(get("event.target[0].alternateId").is_some_and(|t| t.documented));
+        assert!(get(r#"event["weird key"]"#).is_some_and(|t| t.type_name == "int"));
+        assert!(get("delivery.hook").is_some());
+        assert!(get("lookup_user(event.actor.alternateId).managerId").is_some());
+    }
+
+    #[test]
+    fn documented_tokens_without_samples() {
+        let t = documented_tokens();
+        let get = |p: &str| t.iter().find(|t| t.path == p).cloned();
+        let step = get("event.authenticationContext.authenticationStep").expect("step");
+        assert_eq!(step.type_name, "int");
+        assert_eq!(step.example, Some(0.into()));
+        let lat = get("event.client.geographicalContext.geolocation.lat").expect("lat");
+        assert_eq!(lat.type_name, "float");
+        assert!(get("okta::target(event, \"User\").alternateId").is_some());
+        assert!(get("event.request.ipChain[0].ip").is_some());
+        let groups = tokens_for(&[], Some("user.lifecycle.create"));
+        assert_eq!(groups.len(), 1);
+        assert!(groups[0].samples.is_empty());
+        assert!(groups[0].note.is_some());
     }
 
     #[test]

@@ -13,9 +13,11 @@
 //! - `run`: `run` (dry run of one script on a payload).
 //! - `samples`: `samples list|show|add`, and the samples `check` and `tokens` read.
 //! - `check`: `check` and `tokens`.
+//! - `definitions`: `definitions` (editor definition files).
 //! - `send`: `send`.
 
 pub mod check;
+mod definitions;
 pub mod history;
 pub mod output;
 pub mod remote;
@@ -154,6 +156,12 @@ pub enum Command {
         event_type: Option<String>,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+    /// Write `.d.rhai` definition files (host functions, stdlib modules, the event and delivery
+    /// maps) for the Rhai language server
+    Definitions {
+        /// Where to write them (default: `.rhai-definitions` next to the scripts directory)
+        dir: Option<PathBuf>,
     },
     /// The scripts and their state: hash, loaded at, last error (as the running server sees them)
     Scripts {
@@ -309,6 +317,7 @@ async fn dispatch(command: Command, config: Config) -> CliResult {
             event_type.as_deref(),
             format == Format::Json,
         ),
+        Command::Definitions { dir } => definitions::write(&config, dir.as_deref()),
         Command::Scripts { format } => history::scripts(&config, format == Format::Json),
         Command::Samples { action, format } => match action.unwrap_or(SamplesAction::List) {
             SamplesAction::List => samples::list(&config, format == Format::Json),

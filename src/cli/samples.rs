@@ -6,7 +6,9 @@ use std::path::Path;
 
 use super::output::{CliError, CliResult, Exit, print_json, rows_or_json};
 use super::remote;
-use crate::authoring::samples::{self, ADDED_HOOK, ANY_HOOK, Sample, load_samples_dir};
+use crate::authoring::samples::{
+    self, ADDED_HOOK, ANY_HOOK, Sample, captured_source, dedupe, load_samples_dir,
+};
 use crate::config::Config;
 use crate::store::query::{Query, SampleWithJson};
 use crate::store::samples::StoredSample;
@@ -28,21 +30,22 @@ pub fn all_samples(config: &Config) -> Result<Vec<StoredSample>, CliError> {
     Ok(out)
 }
 
-/// Samples for `check` and `tokens`: `--samples DIR` if given, plus captured and added ones.
+/// Samples for `check` and `tokens`: `--samples DIR` if given, plus captured and added ones,
+/// each event once (an event captured and also added is one sample, named by both sources).
 pub fn gather(config: &Config, dir: Option<&Path>) -> Result<Vec<Sample>, CliError> {
     let mut out = Vec::new();
     if let Some(d) = dir {
         out.extend(load_samples_dir(d).map_err(CliError::usage)?);
     }
     for s in all_samples(config).map_err(|e| CliError::usage(e.message))? {
-        let hook = if s.hook == ADDED_HOOK {
-            ANY_HOOK
+        let (hook, source) = if s.hook == ADDED_HOOK {
+            (ANY_HOOK, s.source.clone())
         } else {
-            s.hook.as_str()
+            (s.hook.as_str(), captured_source(&s.hook))
         };
-        out.push(Sample::new(hook, s.json, &s.source));
+        out.push(Sample::new(hook, s.json, &source));
     }
-    Ok(out)
+    Ok(dedupe(out))
 }
 
 pub fn list(config: &Config, json: bool) -> CliResult {

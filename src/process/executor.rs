@@ -143,7 +143,7 @@ impl Executor {
             // load error, not retried; replayed once the script is fixed.
             None if set.broken(&record.script).is_some() => {
                 let b = set.broken(&record.script).map(|b| b.error.clone());
-                let (file, line, col, message) = match b {
+                let (file, line, col, message, hint) = match b {
                     Some(e) => (
                         e.file
                             .file_name()
@@ -152,8 +152,15 @@ impl Executor {
                         e.line,
                         e.col,
                         format!("the script does not load: {}", e.message),
+                        e.hint,
                     ),
-                    None => (String::new(), None, None, "the script does not load".into()),
+                    None => (
+                        String::new(),
+                        None,
+                        None,
+                        "the script does not load".into(),
+                        None,
+                    ),
                 };
                 script::RunOutcome {
                     log: Vec::new(),
@@ -166,6 +173,9 @@ impl Executor {
                         line,
                         col,
                         trace: Vec::new(),
+                        hint: Some(hint.unwrap_or_else(|| {
+                            "fix the script, then `engine replay --failed` runs it on this event".into()
+                        })),
                     }),
                 }
             }
@@ -437,5 +447,6 @@ fn plain_error(script: &str, message: String) -> RunError {
         line: None,
         col: None,
         trace: Vec::new(),
+        hint: None,
     }
 }

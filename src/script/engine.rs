@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use rhai::module_resolvers::ModuleResolver;
 use rhai::{
-    Dynamic, Engine, EvalAltResult, INT, ImmutableString, Map, Module, NativeCallContext,
-    OptimizationLevel, Position, Scope,
+    Dynamic, Engine, EvalAltResult, FuncRegistration, INT, ImmutableString, Map, Module,
+    NativeCallContext, OptimizationLevel, Position, Scope,
 };
 
 use super::Limits;
@@ -576,6 +576,42 @@ impl ModuleResolver for SharedResolver {
     }
 }
 
+const LOG_DOC: &str = "/// Adds a line to the run's log (`engine run`, `engine runs` show it). Non-strings are\n\
+/// converted with `to_string`; a float is Rhai's math `log`: write ``log(`${x}`)``.\n\
+/// At most 1,000 lines of 4,096 characters per run are kept.";
+const WARN_DOC: &str = "/// Adds a warning line to the run's log (like `log`).";
+const SEND_EMAIL_DOC: &str = "/// Queues a mail, sent after the run succeeds (a failed run sends nothing); returns its id.\n\
+///\n\
+/// `#{ to, subject, body, html?, cc?, bcc?, reply_to? }`: `to`, `cc`, `bcc` are an address,\n\
+/// a `lookup_user` map (its email), an actor or target map whose `alternateId` is an\n\
+/// address, or an array of those; `subject` is one line. Any other key is an error.";
+const LOOKUP_USER_DOC: &str = "/// The user with this email, login or Okta user id, or `()` when there is none:\n\
+/// `#{ id, status, login, email, firstName, lastName, displayName, managerId, manager,\n\
+/// department, title, profile }` (every key present, `()` when unknown).\n\
+///\n\
+/// Reads the `[directory]` file, then the Okta Users API. A transient failure (Okta down,\n\
+/// rate limit) retries the whole run later, even inside `try`/`catch`.";
+const SLEEP_DOC: &str =
+    "/// Waits `seconds`; a sleep that would outlast the run's time limit fails the run at once.";
+
+/// A host function's registration with the parameters (`name: Type`, then the return type)
+/// and doc comment its editor definition shows.
+fn host_fn(name: &str, params: &[&str], doc: &str) -> FuncRegistration {
+    FuncRegistration::new(name)
+        .with_params_info(params)
+        .with_comments([doc])
+}
+
+/// The stdlib module `name` as an import of it gives it (the `okta` module with its native
+/// helpers), compiled with `engine`: for editor definitions.
+pub(crate) fn stdlib_module(
+    engine: &Engine,
+    resolver: &Arc<StdlibResolver>,
+    name: &str,
+) -> Result<Arc<Module>, Box<EvalAltResult>> {
+    SharedResolver(resolver.clone()).resolve(engine, None, name, Position::NONE)
+}
+
 /// Builds the sandboxed engine for one script set.
 pub(crate) fn new_engine(stdlib_dir: &Path, limits: &Limits) -> (Engine, Arc<StdlibResolver>) {
     let resolver = Arc::new(StdlibResolver::new(stdlib_dir));
@@ -602,21 +638,33 @@ pub(crate) fn new_engine(stdlib_dir: &Path, limits: &Limits) -> (Engine, Arc<Std
     engine.on_print(|s| push_log(LogLevel::Print, s));
     engine.on_debug(|s, _source, _pos| push_log(LogLevel::Debug, s));
 
-    engine.register_fn("log", |msg: ImmutableString| push_log(LogLevel::Log, &msg));
-    engine.register_fn("log", |msg: Dynamic| {
+    // Host functions, with the parameter names and doc comments editor definitions show
+    // (`engine definitions`); neither changes how they run.
+    host_fn("log", &["msg: String", "()"], LOG_DOC)
+        .register_into_engine(&mut engine, |msg: ImmutableString| {
+            push_log(LogLevel::Log, &msg)
+        });
+    host_fn("log", &["msg: ?", "()"], LOG_DOC).register_into_engine(&mut engine, |msg: Dynamic| {
         push_log(LogLevel::Log, &dyn_text(&msg))
     });
-    engine.register_fn("warn", |msg: ImmutableString| {
-        push_log(LogLevel::Warn, &msg)
-    });
-    engine.register_fn("warn", |msg: Dynamic| {
-        push_log(LogLevel::Warn, &dyn_text(&msg))
-    });
-    engine.register_fn("send_email", send_email);
-    engine.register_fn("lookup_user", lookup_user);
-    engine.register_fn("lookup_user", |_: ()| Dynamic::UNIT);
+    host_fn("warn", &["msg: String", "()"], WARN_DOC)
+        .register_into_engine(&mut engine, |msg: ImmutableString| {
+            push_log(LogLevel::Warn, &msg)
+        });
+    host_fn("warn", &["msg: ?", "()"], WARN_DOC)
+        .register_into_engine(&mut engine, |msg: Dynamic| {
+            push_log(LogLevel::Warn, &dyn_text(&msg))
+        });
+    host_fn("send_email", &["mail: Map", "String"], SEND_EMAIL_DOC)
+        .register_into_engine(&mut engine, send_email);
+    host_fn("lookup_user", &["key: String", "?"], LOOKUP_USER_DOC)
+        .register_into_engine(&mut engine, lookup_user);
+    host_fn("lookup_user", &["key: ()", "()"], LOOKUP_USER_DOC)
+        .register_into_engine(&mut engine, |_: ()| Dynamic::UNIT);
     // Replace the built-in `sleep`, which blocks past the run's deadline.
-    engine.register_fn("sleep", |s: INT| sleep_for(s as f64));
-    engine.register_fn("sleep", sleep_for);
+    host_fn("sleep", &["seconds: int", "()"], SLEEP_DOC)
+        .register_into_engine(&mut engine, |s: INT| sleep_for(s as f64));
+    host_fn("sleep", &["seconds: float", "()"], SLEEP_DOC)
+        .register_into_engine(&mut engine, sleep_for);
     (engine, resolver)
 }

@@ -32,8 +32,9 @@ pub const LOGEVENT_FIELDS: &[&str] = &[
 ];
 
 /// Fields of an `actor` and of each `target[]` item.
-const ACTOR_FIELDS: &[&str] = &["id", "type", "alternateId", "displayName", "detailEntry"];
-const CLIENT_FIELDS: &[&str] = &[
+pub(crate) const ACTOR_FIELDS: &[&str] =
+    &["id", "type", "alternateId", "displayName", "detailEntry"];
+pub(crate) const CLIENT_FIELDS: &[&str] = &[
     "userAgent",
     "zone",
     "device",
@@ -41,10 +42,10 @@ const CLIENT_FIELDS: &[&str] = &[
     "ipAddress",
     "geographicalContext",
 ];
-const USER_AGENT_FIELDS: &[&str] = &["rawUserAgent", "os", "browser"];
-const GEO_FIELDS: &[&str] = &["city", "state", "country", "postalCode", "geolocation"];
-const GEOLOCATION_FIELDS: &[&str] = &["lat", "lon"];
-const DEVICE_FIELDS: &[&str] = &[
+pub(crate) const USER_AGENT_FIELDS: &[&str] = &["rawUserAgent", "os", "browser"];
+pub(crate) const GEO_FIELDS: &[&str] = &["city", "state", "country", "postalCode", "geolocation"];
+pub(crate) const GEOLOCATION_FIELDS: &[&str] = &["lat", "lon"];
+pub(crate) const DEVICE_FIELDS: &[&str] = &[
     "id",
     "name",
     "os_platform",
@@ -57,7 +58,7 @@ const DEVICE_FIELDS: &[&str] = &[
     "jailbreak",
     "secure_hardware_present",
 ];
-const AUTH_CONTEXT_FIELDS: &[&str] = &[
+pub(crate) const AUTH_CONTEXT_FIELDS: &[&str] = &[
     "authenticationProvider",
     "credentialProvider",
     "credentialType",
@@ -66,12 +67,13 @@ const AUTH_CONTEXT_FIELDS: &[&str] = &[
     "authenticationStep",
     "externalSessionId",
 ];
-const OUTCOME_FIELDS: &[&str] = &["result", "reason"];
-const TRANSACTION_FIELDS: &[&str] = &["type", "id", "detail"];
-const DEBUG_CONTEXT_FIELDS: &[&str] = &["debugData"];
-const SECURITY_CONTEXT_FIELDS: &[&str] = &["asNumber", "asOrg", "isp", "domain", "isProxy"];
-const REQUEST_FIELDS: &[&str] = &["ipChain"];
-const IP_ADDRESS_FIELDS: &[&str] = &["ip", "geographicalContext", "version", "source"];
+pub(crate) const OUTCOME_FIELDS: &[&str] = &["result", "reason"];
+pub(crate) const TRANSACTION_FIELDS: &[&str] = &["type", "id", "detail"];
+pub(crate) const DEBUG_CONTEXT_FIELDS: &[&str] = &["debugData"];
+pub(crate) const SECURITY_CONTEXT_FIELDS: &[&str] =
+    &["asNumber", "asOrg", "isp", "domain", "isProxy"];
+pub(crate) const REQUEST_FIELDS: &[&str] = &["ipChain"];
+pub(crate) const IP_ADDRESS_FIELDS: &[&str] = &["ip", "geographicalContext", "version", "source"];
 
 /// The envelope an event arrived in; in scope as the `delivery` map.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

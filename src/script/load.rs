@@ -3,6 +3,7 @@
 // A `LoadError` is built at most once per file, when loading fails: boxing it buys nothing.
 #![allow(clippy::result_large_err)]
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -173,6 +174,9 @@ pub struct Script {
     /// The header as parsed, with where each entry is written.
     pub header: Header,
     pub source: String,
+    /// The source of every stdlib module it imports, by the file name run errors give
+    /// (`stdlib/okta.rhai`): run errors inside a module are explained from its text.
+    pub module_sources: BTreeMap<String, String>,
     ast: AST,
     engine: Arc<Engine>,
 }
@@ -454,6 +458,10 @@ fn compile_body(
         hooks: header.hook_ids(),
         header,
         source,
+        module_sources: loaded
+            .into_iter()
+            .map(|(module, text)| (format!("stdlib/{module}.rhai"), text))
+            .collect(),
         ast,
         engine: engine.clone(),
     })

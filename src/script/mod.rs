@@ -26,7 +26,8 @@
 //! run_map(script, event: rhai::Map, event_id, delivery, host, limits) -> RunOutcome  // map already built
 //! RunOutcome { log: Vec<LogLine>, actions: Vec<Action>, result: Result<(), RunError> }
 //! RunError { kind: RunErrorKind::{Script, Limit, Transient}, message, script, file, line, col,
-//!            trace: Vec<String> }                     // Display: `new-hire.rhai:12:5: message`
+//!            trace: Vec<String>, hint: Option<String> }  // Display: `new-hire.rhai:12:5: message`
+//!                                                  // (then the trace, then `hint: …`)
 //! LogLine { level: LogLevel::{Log, Warn, Print, Debug}, message }   // all serde
 //! Action::Email(Email { id, position, to, cc, bcc, reply_to, subject, body, html })  // serde
 //!
@@ -38,6 +39,12 @@
 //! // Events
 //! build_event_map(event_json: &[u8]) -> Result<rhai::Map, String>
 //! LOGEVENT_FIELDS: &[&str]; DeliveryInfo { id, time, hook, source }
+//! schema::{LOGEVENT, ENTITY, DELIVERY, USER}: &[FieldDoc { name, ty: DocType, example, doc, fields }]
+//!
+//! // Editor support and suggestions
+//! definitions(stdlib_dir, limits) -> Result<Vec<DefinitionFile { name, text }>, String>
+//! DEFAULT_DEFINITIONS_DIR, HOST_FILE, SCOPE_FILE
+//! nearest(name, candidates) -> Option<String>; edit_distance(a, b)
 //! Limits { max_operations, timeout_ms, max_emails, max_call_levels, max_expr_depth,
 //!          max_function_expr_depth, max_string_size, max_array_size, max_map_size, max_modules }
 //! ```
@@ -65,24 +72,37 @@
 //! - `header`: the `//! on:` / `//! hook:` header parser (the only one) and the pattern matcher.
 //! - `engine`: the sandboxed engine, the stdlib-only module resolver, host functions, budgets.
 //! - `run`: one run: scope, limits, Rhai errors into `RunError`s.
+//! - `explain`: Rhai's run-time errors in the script's terms (which value was `()`, did you
+//!   mean), with a hint; used by `run`, so the server, `engine run` and `engine check` agree.
+//! - `suggest`: edit distance and the closest name (did you mean).
 //! - `outcome`: what a run produced (log lines, errors, the outcome).
 //! - `event`: the `event` and `delivery` maps built from LogEvent JSON.
+//! - `schema`: the documented fields of `event`, `delivery` and the `lookup_user` map, with
+//!   types, examples and a line of documentation each.
+//! - `definitions`: the `.d.rhai` editor definition files (rhai's generator, plus the scope).
 //! - `email`: `send_email`'s map into an `Email` action and its stable id.
 //! - `host`: the `Host` trait (`lookup_user`) and the `User` record.
 //! - `naming`: native kernels of the `okta` module's naming helpers.
 //! - `alloc`: the global allocator, with the per-thread heap count the memory limit reads.
 
 pub mod alloc;
+mod definitions;
 mod email;
 mod engine;
 mod event;
+mod explain;
 mod header;
 mod host;
 mod load;
 mod naming;
 mod outcome;
 mod run;
+pub mod schema;
+mod suggest;
 
+pub use definitions::{
+    DEFAULT_DEFINITIONS_DIR, DefinitionFile, HOST_FILE, SCOPE_FILE, definitions,
+};
 pub use email::{Action, Email, MAX_ADDRESS_LEN, MAX_RECIPIENTS, MAX_SUBJECT_CHARS, mail_id};
 pub use engine::MAX_IMPORT_DEPTH;
 pub use event::{DeliveryInfo, LOGEVENT_FIELDS, build_event_map, delivery_map};
@@ -91,6 +111,7 @@ pub use host::{Host, HostError, NoDirectory, StaticDirectory, User, user_to_dyna
 pub use load::{Broken, LoadError, LoadErrorKind, Script, ScriptSet, read_source, visible_files};
 pub use outcome::{LogLevel, LogLine, RunError, RunErrorKind, RunOutcome};
 pub use run::{run, run_map};
+pub use suggest::{edit_distance, nearest};
 
 /// The live script set, swapped atomically by hot reload; runs hold the `Arc<Script>` they
 /// started with.

@@ -13,19 +13,46 @@ use rhai::{Dynamic, EvalAltResult, ImmutableString, Map, Position};
 pub fn add_to_okta_module(module: &mut rhai::Module, defined: &[(String, usize)]) {
     let missing = |name: &str, arity: usize| !defined.iter().any(|(n, a)| n == name && *a == arity);
     if missing("describe", 1) {
-        module.set_native_fn("describe", |t: &mut Dynamic| Ok(describe(t)));
+        native("describe", &["entity", "String"], DESCRIBE_DOC)
+            .set_into_module(module, |t: &mut Dynamic| {
+                Ok::<_, Box<EvalAltResult>>(describe(t))
+            });
     }
     if missing("name_of", 2) {
-        module.set_native_fn("name_of", |e: &mut Dynamic, fallback: Dynamic| {
-            Ok(name_of(e, fallback))
-        });
+        native("name_of", &["entity", "fallback", "?"], NAME_OF_DOC)
+            .set_into_module(module, |e: &mut Dynamic, fallback: Dynamic| {
+                Ok::<_, Box<EvalAltResult>>(name_of(e, fallback))
+            });
     }
     if missing("location", 1) {
-        module.set_native_fn("location", |c: &mut Dynamic| Ok(location(c)));
+        native("location", &["client", "String"], LOCATION_DOC)
+            .set_into_module(module, |c: &mut Dynamic| {
+                Ok::<_, Box<EvalAltResult>>(location(c))
+            });
     }
     if missing("user_name", 1) {
-        module.set_native_fn("user_name", user_name);
+        native("user_name", &["user", "?"], USER_NAME_DOC).set_into_module(module, user_name);
     }
+}
+
+const DESCRIBE_DOC: &str = "/// \"Display Name <alternateId>\" of an actor or target map when both are known (and\n\
+/// differ), else the one known, else its `id`, else \"(unknown)\" (also for `()`).";
+const NAME_OF_DOC: &str = "/// An actor or target map's `displayName` when a non-empty string, else its `alternateId`\n\
+/// when a string other than \"unknown\", else `fallback` (also for `()`).";
+const LOCATION_DOC: &str = "/// \"City, State, Country\" from `client.geographicalContext` (any map with one), skipping\n\
+/// unknown parts; \"\" when nothing is known.";
+const USER_NAME_DOC: &str = "/// A `lookup_user` map's displayName, else \"firstName lastName\", else its login, email or\n\
+/// id; \"(unknown user)\" for `()`.";
+
+/// A native helper's registration as `set_native_fn` makes it (internal namespace, pure), with
+/// the parameters and doc comment editor definitions show.
+fn native(name: &str, params: &[&str], doc: &str) -> rhai::FuncRegistration {
+    rhai::FuncRegistration::new(name)
+        .in_internal_namespace()
+        .with_purity(true)
+        .with_volatility(false)
+        .with_params_info(params)
+        .with_comments([doc])
 }
 
 /// The string stored under `key` in `v`, if `v` is a map holding a string there.

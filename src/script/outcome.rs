@@ -65,6 +65,10 @@ pub struct RunError {
     pub col: Option<usize>,
     /// The calls that led to the error, innermost first: `okta::target at new-hire.rhai:12:5`.
     pub trace: Vec<String>,
+    /// What to do about it, in the script's terms (`use okta::target(event, "User")`, `did you
+    /// mean to_lower?`). Absent in runs recorded by older engines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 impl fmt::Display for RunError {
@@ -79,6 +83,9 @@ impl fmt::Display for RunError {
         write!(f, ": {}", self.message)?;
         for t in &self.trace {
             write!(f, "\n  in {t}")?;
+        }
+        if let Some(h) = &self.hint {
+            write!(f, "\n  hint: {h}")?;
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ use rhai::{Dynamic, EvalAltResult, Map, Position, Scope};
 use super::Limits;
 use super::engine::{Budget, Fatal, MAX_LOG_LINES, RunCtx, Trip, enter};
 use super::event::{DeliveryInfo, build_event_map, delivery_map};
+use super::explain::{Context, explain};
 use super::host::Host;
 use super::load::Script;
 use super::outcome::{LogLevel, LogLine, RunError, RunErrorKind, RunOutcome};
@@ -37,6 +38,7 @@ pub fn run(
                 line: None,
                 col: None,
                 trace: Vec::new(),
+                hint: None,
             }),
         },
     }
@@ -79,7 +81,6 @@ pub fn run_map(
         script.engine().run_ast_with_scope(&mut scope, script.ast())
     }));
     let (ctx, budget) = entered.finish();
-    drop(scope);
 
     let (mut log, actions, fatal, dropped) = match ctx {
         Some(c) => (c.log, c.actions, c.fatal, c.log_dropped),
@@ -100,6 +101,7 @@ pub fn run_map(
         line: None,
         col: None,
         trace: Vec::new(),
+        hint: None,
     };
     let result = match result {
         Err(panic) => {
@@ -115,9 +117,10 @@ pub fn run_map(
         }
         Ok(r) => match (budget.tripped, fatal, r) {
             (None, None, Ok(())) => Ok(()),
-            (trip, fatal, r) => Err(describe(base, trip, fatal, r.err(), limits)),
+            (trip, fatal, r) => Err(describe(base, trip, fatal, r.err(), limits, script, &scope)),
         },
     };
+    drop(scope);
     RunOutcome {
         log,
         actions,
@@ -131,6 +134,8 @@ fn describe(
     fatal: Option<Fatal>,
     err: Option<Box<EvalAltResult>>,
     limits: &Limits,
+    script: &Script,
+    scope: &Scope,
 ) -> RunError {
     let script_file = out.file.clone();
     // Walk to the innermost error, remembering the calls on the way.
@@ -200,7 +205,27 @@ fn describe(
                 limits.timeout_ms
             ),
         ),
-        (_, None, Some(e)) => classify(e, limits),
+        (_, None, Some(e)) => {
+            let in_script = out.file == script.file_name;
+            let cx = Context {
+                source: if in_script {
+                    Some(script.source.as_str())
+                } else {
+                    script.module_sources.get(&out.file).map(String::as_str)
+                },
+                in_script,
+                scope,
+                engine: script.engine(),
+                ast: script.ast(),
+            };
+            match explain(e, &cx) {
+                Some(x) => {
+                    out.hint = x.hint;
+                    (RunErrorKind::Script, x.message)
+                }
+                None => classify(e, limits),
+            }
+        }
         (_, None, None) => (RunErrorKind::Script, "run stopped".to_string()),
     };
     out.kind = kind;

@@ -4,7 +4,8 @@
 //! directory against the samples in `<case>/samples/` if present, else `tests/fixtures/`. The
 //! expected outputs are `<case>/stdout.txt` (human) and `<case>/stdout.json` (`--format json`),
 //! with the repository path removed so they do not depend on the checkout. `tests/tokens/` holds
-//! the expected `engine tokens` output for `tests/fixtures/`.
+//! the expected `engine tokens` output for `tests/fixtures/`, and `tests/tokens/documented/` the
+//! output without a sample of the type asked for (Okta's documented fields).
 //!
 //! `ENGINE_BLESS=1 cargo test --test it check` rewrites the expected files from the current
 //! output; review the diff before committing it.
@@ -312,16 +313,34 @@ fn tokens_golden() {
         text.starts_with("group.user_membership.add (1 sample)"),
         "{text}"
     );
-    assert!(text.contains("event.target[0].alternateId"), "{text}");
-    let mut out = Vec::new();
-    assert_eq!(
-        tokens_command(&samples, Some("no.such.type"), false, &mut out).code(),
-        EXIT_USAGE
-    );
-    assert_eq!(
-        tokens_command(&[], None, true, &mut Vec::new()).code(),
-        EXIT_USAGE
-    );
+    // Every target of the event, by type: the group's name too (not only the first target).
+    for token in [
+        "okta::target(event, \"UserGroup\").displayName",
+        "okta::target(event, \"User\").alternateId",
+        "delivery.hook",
+        "lookup_user(event.actor.alternateId).manager",
+    ] {
+        assert!(text.contains(token), "{token}: {text}");
+    }
+    assert!(!text.contains("event.target[0]"), "{text}");
+
+    // No sample of the type (or none at all): Okta's documented fields, with their types.
+    let dir = repo().join("tests/tokens/documented");
+    for (file, json, samples) in [
+        ("stdout.txt", false, &samples[..]),
+        ("stdout.json", true, &[][..]),
+    ] {
+        let mut out = Vec::new();
+        let event_type = (!samples.is_empty()).then_some("user.lifecycle.create");
+        assert_eq!(
+            tokens_command(samples, event_type, json, &mut out).code(),
+            0
+        );
+        if let Err(e) = compare(&dir.join(file), &normalize(&out)) {
+            problems.push(e);
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 /// Through the binary, `engine check` knows the config's hooks: a `hook:` id that is not one of

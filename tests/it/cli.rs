@@ -854,3 +854,79 @@ fn send_without_url_posts_to_the_local_default_hook() {
     assert_eq!(rows.len(), 1);
     drop(p);
 }
+
+/// `engine definitions` writes the editor definition files: the host functions, the `okta`
+/// module's functions with their doc comments, and the `event`/`delivery` maps; every line is a
+/// declaration of the definition-file syntax (rhai has no parser for it, so the lines are checked).
+#[test]
+fn definitions_writes_the_editor_files() {
+    let dir = temp_dir();
+    engine_dir(dir.path(), free_port(), "", &[]);
+    let o = run_engine(dir.path(), &["definitions"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Rhai.toml"), "{}", stdout(&o));
+    // Default: `.rhai-definitions` next to the scripts directory.
+    let defs = dir.path().join(".rhai-definitions");
+    let read = |name: &str| {
+        std::fs::read_to_string(defs.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let host = read("engine.d.rhai");
+    for line in [
+        "fn send_email(mail: map) -> String;",
+        "fn lookup_user(key: String) -> ?;",
+        "fn log(msg: String) -> ();",
+        "/// Queues a mail, sent after the run succeeds",
+    ] {
+        assert!(host.contains(line), "{line}:\n{host}");
+    }
+    let okta = read("okta.d.rhai");
+    for line in [
+        "module okta;",
+        "/// Every target whose `type` is `kind`, in payload order (`[]` when none).\nfn targets(event: ?, kind: ?) -> ?;",
+        "fn target_user(event: ?) -> ?;",
+        "fn actor_email(event: ?) -> ?;",
+        "fn succeeded(event: ?) -> ?;",
+        "fn describe(entity: ?) -> String;",
+        "fn user_name(user: ?) -> ?;",
+    ] {
+        assert!(okta.contains(line), "{line}:\n{okta}");
+    }
+    let scope = read("scope.d.rhai");
+    for line in [
+        "const event: Map;",
+        "const delivery: Map;",
+        "/// - `event.target`: array of maps",
+        "///     - `event.client.geographicalContext.geolocation`: Map",
+        "/// - `delivery.hook`: String, e.g. `\"default\"`",
+    ] {
+        assert!(scope.contains(line), "{line}:\n{scope}");
+    }
+    assert!(read("rhai-std.d.rhai").contains("fn to_lower("));
+    for entry in std::fs::read_dir(&defs).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("module "), "{}", path.display());
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with("//") {
+                continue;
+            }
+            let decl = ["module ", "fn ", "op ", "const ", "let "]
+                .iter()
+                .any(|k| line.starts_with(k));
+            assert!(
+                decl && line.ends_with(';') && !line.contains("-> ;"),
+                "{}: {line}",
+                path.display()
+            );
+        }
+    }
+
+    // An explicit directory; a stdlib module that does not compile is an error naming it.
+    let o = run_engine(dir.path(), &["definitions", "out/defs"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(dir.path().join("out/defs/okta.d.rhai").is_file());
+    std::fs::write(dir.path().join("stdlib/broken.rhai"), "fn f( {").unwrap();
+    let o = run_engine(dir.path(), &["definitions"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains("broken.rhai"), "{}", stderr(&o));
+}

@@ -511,7 +511,10 @@ fn lookup_user_against_the_okta_api_retries_transient_errors() {
 fn samples_are_captured_bounded_and_added_by_hand() {
     let (dir, port) = engine_setup(
         "\n[[hook]]\nid = \"quiet\"\nsecret_env = \"ENGINE_TEST_SECRET\"\ncapture = false\n",
-        &[],
+        &[(
+            "uuid.rhai",
+            "//! on: user.lifecycle.deactivate\nlog(event.uuid);\n",
+        )],
     );
     let env = [("ENGINE_TEST_SECRET", SECRET)];
     let p = ServeProcess::start(dir.path(), port, &env);
@@ -570,6 +573,30 @@ fn samples_are_captured_bounded_and_added_by_hand() {
         "{}",
         stderr(&o)
     );
+
+    // An event both captured and added by hand is one sample for `check`: dry-run once, named
+    // by its uuid and both sources.
+    let again = dir.path().join("cap-6.json");
+    let ev = event_variant("event.user.lifecycle.deactivate.json", "cap-6", None);
+    std::fs::write(&again, ev).unwrap();
+    let o = run_engine(dir.path(), &["samples", "add", again.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = run_engine(dir.path(), &["check", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let runs = report["dry_runs"].as_array().unwrap();
+    let ids: Vec<&str> = runs
+        .iter()
+        .map(|r| r["sample_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 5, "{runs:#?}");
+    assert_eq!(ids.iter().filter(|i| **i == "cap-6").count(), 1, "{ids:?}");
+    let six = runs.iter().find(|r| r["sample_id"] == "cap-6").unwrap();
+    let source = six["sample"].as_str().unwrap();
+    assert!(
+        source.starts_with("captured on hook test; ") && source.ends_with(".json"),
+        "{source}"
+    );
+
     // `samples rm`: a captured one (through the running server) and an added one (a file).
     for uuid in ["cap-6", "f1d0b993-cc19-11ed-a688-db22c99ef6c4"] {
         let o = run_engine(dir.path(), &["samples", "rm", uuid]);

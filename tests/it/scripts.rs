@@ -11,7 +11,8 @@
 //!   `panic: key`: `lookup_user(key)` fails that way.
 //! - `expect: ok`, `expect-error: <Script|Limit|Transient> <line:col|-|*> <message substring>`
 //!   (`-`: no position, `*`: any),
-//!   `expect-error-file: stdlib/okta.rhai`, or `expect-load-error: <line:col|-> <substring>`.
+//!   `expect-error-file: stdlib/okta.rhai`, `expect-hint: <substring of the error's hint>` (or
+//!   `expect-hint: none`), or `expect-load-error: <line:col|-> <substring>`.
 //! - `expect-log: <level>: <message>` (repeatable, exact and complete; `expect-log: none`).
 //! - `expect-email: to=a@x.com,b@y.com; cc=…; subject~text; body~text` (repeatable, one per
 //!   mail, complete; `=` exact, `~` substring); `expect-emails: 0` for none.
@@ -277,6 +278,16 @@ fn run_case(case: &Path) -> Result<(), String> {
                         && e.file != file
                     {
                         problems.push(format!("expected the error in {file}, got {}", e.file));
+                    }
+                    match (get("expect-hint").next(), &e.hint) {
+                        (None, _) | (Some("none"), None) => {}
+                        (Some("none"), Some(h)) => {
+                            problems.push(format!("expected no hint, got {h:?}"))
+                        }
+                        (Some(want), Some(h)) if h.contains(want) => {}
+                        (Some(want), got) => {
+                            problems.push(format!("hint {got:?} does not contain {want:?}"))
+                        }
                     }
                 }
             }

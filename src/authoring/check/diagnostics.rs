@@ -51,6 +51,8 @@ pub enum Code {
     E0203,
     /// A field of an undocumented object that no sample of the subscribed types has.
     W0201,
+    /// A target picked by its position (`event.target[1]`): Okta's order is not stable.
+    W0202,
     /// No samples for a subscribed event type: paths checked against the documentation only.
     I0201,
     /// The dry run on a sample fails with a run-time error.
@@ -76,6 +78,7 @@ pub const ALL_CODES: &[Code] = &[
     Code::E0202,
     Code::E0203,
     Code::W0201,
+    Code::W0202,
     Code::I0201,
     Code::E0301,
     Code::E0302,
@@ -97,6 +100,7 @@ impl Code {
             Code::E0202 => "E0202",
             Code::E0203 => "E0203",
             Code::W0201 => "W0201",
+            Code::W0202 => "W0202",
             Code::I0201 => "I0201",
             Code::E0301 => "E0301",
             Code::E0302 => "E0302",

@@ -9,7 +9,8 @@ use serde::Serialize;
 use super::diagnostics::{Code, Diagnostic};
 use crate::authoring::samples::{ANY_HOOK, Sample};
 use crate::script::{
-    Action, DeliveryInfo, Email, Host, Limits, LogLine, RunErrorKind, Script, pattern_matches, run,
+    Action, DeliveryInfo, Email, Host, Limits, LogLine, RunError, RunErrorKind, Script,
+    pattern_matches, run,
 };
 
 /// `delivery.id` and `delivery.source` in a dry run.
@@ -25,7 +26,8 @@ const MAX_SAMPLES_NAMED: usize = 3;
 pub struct DryRun {
     /// The script, as displayed in diagnostics.
     pub script: String,
-    /// The sample's source.
+    /// The sample's id (its uuid) and source.
+    pub sample_id: String,
     pub sample: String,
     pub event_type: String,
     pub ok: bool,
@@ -97,6 +99,7 @@ pub fn dry_run(
             .collect();
         let mut record = DryRun {
             script: display.to_string(),
+            sample_id: sample.id.clone(),
             sample: sample.source.clone(),
             event_type: sample.event_type.clone(),
             ok: outcome.result.is_ok(),
@@ -128,7 +131,11 @@ pub fn dry_run(
             for t in &e.trace {
                 diag = diag.note(format!("in {t}"));
             }
-            record.error = Some(e.to_string());
+            if let Some(h) = &e.hint {
+                diag = diag.help(h.clone());
+            }
+            // The hint is the diagnostic's help; the run's line shows the error alone.
+            record.error = Some(RunError { hint: None, ..e }.to_string());
             // One finding per place: the same failure on several samples (details such as an
             // array's length may differ) is listed once, with its samples.
             let same = |f: &&mut Failure| {
@@ -138,10 +145,10 @@ pub fn dry_run(
                     && f.diag.col == diag.col
             };
             match failures.iter_mut().find(same) {
-                Some(f) => f.samples.push(sample.source.clone()),
+                Some(f) => f.samples.push(sample.name()),
                 None => failures.push(Failure {
                     diag,
-                    samples: vec![sample.source.clone()],
+                    samples: vec![sample.name()],
                 }),
             }
         }

@@ -1,14 +1,16 @@
 //! The AST walk of `engine check`: every `event.…` / `delivery.…` path a script reads, through
-//! simple aliases, `?.`, loops and the `okta` stdlib helpers; and the check of those paths
-//! against the shape of the samples (with "did you mean").
+//! simple aliases, `?.`, loops and the `okta` stdlib helpers, and every target picked by
+//! position (`event.target[1]`); and the check of those paths against the shape of the samples
+//! (with "did you mean").
 //!
 //! Rhai property chains are right-nested: `event.target[0].alternateId` is
 //! `Dot(event, Index(target, Dot(0, alternateId)))`. The operator of a `Dot`/`Index` node sits
 //! between its `lhs` and the first element of its `rhs`; [`Walker::chain`] flattens that.
 
-use rhai::{AST, ASTFlags, Expr, FnCallExpr, Position, Stmt, StmtBlock};
+use rhai::{AST, ASTFlags, Expr, FnCallExpr, INT, Position, Stmt, StmtBlock};
 
 use crate::authoring::tokens::{Shape, field_path};
+pub use crate::script::{edit_distance, nearest};
 
 /// The variables a path starts from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +63,27 @@ pub struct PathRead {
     pub alias: Option<(String, usize, Position)>,
 }
 
+/// A target picked by its position: `event.target[1]`, or `t[1]` where `t` is `event.target`.
+/// Okta does not keep targets in a stable order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PositionalTarget {
+    pub index: INT,
+    /// The array as written: `event.target`, or the variable holding it.
+    pub written: String,
+    /// Where the chain starts (`event` or the variable) and where the index is.
+    pub start: Position,
+    pub index_pos: Position,
+}
+
+/// What the walk of a script found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Walk {
+    pub reads: Vec<PathRead>,
+    pub positional: Vec<PositionalTarget>,
+    /// Whether the script imports the `okta` module (at its top level).
+    pub imports_okta: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Val {
     Unknown,
@@ -85,17 +108,25 @@ struct Walker {
     depth: usize,
     okta: Vec<String>,
     reads: Vec<PathRead>,
+    positional: Vec<PositionalTarget>,
     /// Nesting of the recursion, bounded by [`MAX_WALK_DEPTH`].
     nesting: usize,
 }
 
 /// Every `event`/`delivery` path `ast` reads (top level and functions), in walk order.
 pub fn path_reads(ast: &AST) -> Vec<PathRead> {
+    walk(ast).reads
+}
+
+/// The paths `ast` reads and the targets it picks by position (top level and functions), in
+/// walk order.
+pub fn walk(ast: &AST) -> Walk {
     let mut w = Walker {
         scope: Vec::new(),
         depth: 0,
         okta: Vec::new(),
         reads: Vec::new(),
+        positional: Vec::new(),
         nesting: 0,
     };
     w.bind_roots(&["event", "delivery"]);
@@ -108,6 +139,7 @@ pub fn path_reads(ast: &AST) -> Vec<PathRead> {
             w.okta.push(x.1.name.to_string());
         }
     }
+    let imports_okta = !w.okta.is_empty();
     for s in ast.statements() {
         w.stmt(s);
     }
@@ -143,7 +175,11 @@ pub fn path_reads(ast: &AST) -> Vec<PathRead> {
             w.stmt(s);
         }
     }
-    w.reads
+    Walk {
+        reads: w.reads,
+        positional: w.positional,
+        imports_okta,
+    }
 }
 
 impl Walker {
@@ -438,6 +474,24 @@ impl Walker {
         };
         let mut stopped = base.is_none();
         for (is_index, el) in elems {
+            if let (false, true, Expr::IntegerConstant(index, index_pos), Some((Root::Event, segs))) =
+                (stopped, is_index, el, &base)
+                && let [Seg::Field { name, pos, .. }] = segs.as_slice()
+                && name == "target"
+                // `okta::targets(…)` stands for `event.target` with no position of its own.
+                && !pos.is_none()
+            {
+                let written = match &alias {
+                    Some((var, 1, _)) => var.clone(),
+                    _ => "event.target".to_string(),
+                };
+                self.positional.push(PositionalTarget {
+                    index: *index,
+                    written,
+                    start: x.lhs.position(),
+                    index_pos: *index_pos,
+                });
+            }
             let seg = if is_index {
                 match el {
                     Expr::IntegerConstant(..) => Some(Seg::Index { dynamic: false }),
@@ -661,70 +715,4 @@ pub fn delivery_shape() -> Shape {
         );
     }
     s
-}
-
-/// Levenshtein distance over characters, ASCII case ignored.
-pub fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().map(|c| c.to_ascii_lowercase()).collect();
-    let b: Vec<char> = b.chars().map(|c| c.to_ascii_lowercase()).collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.iter().enumerate() {
-        cur[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
-}
-
-/// Names longer than this are compared only by case: the distance is quadratic.
-const MAX_SUGGEST_CHARS: usize = 100;
-
-/// The candidate closest to `name` if close enough to be a likely typo: a case-only difference,
-/// or at most one edit per three characters.
-pub fn nearest(name: &str, candidates: &[String]) -> Option<String> {
-    if let Some(c) = candidates.iter().find(|c| c.eq_ignore_ascii_case(name)) {
-        return Some(c.clone());
-    }
-    let n = name.chars().count();
-    if n > MAX_SUGGEST_CHARS {
-        return None;
-    }
-    let limit = (n / 3).max(1);
-    candidates
-        .iter()
-        .filter(|c| c.chars().count() <= MAX_SUGGEST_CHARS)
-        .map(|c| (edit_distance(name, c), c))
-        .filter(|(d, c)| *d <= limit && *d < n.max(c.chars().count()))
-        .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)))
-        .map(|(_, c)| c.clone())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn distances_and_suggestions() {
-        assert_eq!(edit_distance("actr", "actor"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
-        let known: Vec<String> = ["actor", "alternateId", "target"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        assert_eq!(nearest("actr", &known).as_deref(), Some("actor"));
-        assert_eq!(
-            nearest("alternatId", &known).as_deref(),
-            Some("alternateId")
-        );
-        assert_eq!(
-            nearest("ALTERNATEID", &known).as_deref(),
-            Some("alternateId")
-        );
-        assert_eq!(nearest("zzz", &known), None);
-        assert_eq!(nearest("", &known), None);
-    }
 }

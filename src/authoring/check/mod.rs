@@ -1,9 +1,10 @@
 //! `engine check`: lints scripts against sample events and dry-runs them.
 //!
 //! For each script: its file and header (`on:`/`hook:`, event types Okta cannot deliver by
-//! hook, hook ids the config lacks), compilation and imports, every `event.…`/`delivery.…` path it reads (walked from the
-//! AST, see [`lint`]) against the documented LogEvent fields and the samples of its event types,
-//! and a dry run on each of those samples. Findings are [`Diagnostic`]s with stable codes
+//! hook, hook ids the config lacks), compilation and imports, every `event.…`/`delivery.…` path it
+//! reads (walked from the AST, see [`lint`]) against the documented LogEvent fields and the
+//! samples of its event types, every target it picks by position (`event.target[1]`, with the
+//! `okta::target(event, "Type")` the samples suggest), and a dry run on each of those samples. Findings are [`Diagnostic`]s with stable codes
 //! (documented in `docs/diagnostics.md`), rendered like rustc or as one JSON object.
 //!
 //! ```text
@@ -44,7 +45,7 @@ use crate::script::{
     pattern_matches,
 };
 use crate::util::exit::Exit;
-use lint::{PathFinding, PathProblem, PathRead, Root};
+use lint::{PathFinding, PathProblem, PathRead, PositionalTarget, Root};
 
 /// Known fields listed when no close match exists.
 const MAX_KNOWN_LISTED: usize = 12;
@@ -352,8 +353,16 @@ impl Ctx<'_> {
         }
         let shape = self.shape_for(&chosen);
 
+        let picked: Vec<&Sample> = chosen.iter().map(|&i| &self.samples[i]).collect();
+        let walk = lint::walk(script.ast());
         let mut path_diags: Vec<Diagnostic> = Vec::new();
-        for read in lint::path_reads(script.ast()) {
+        for p in &walk.positional {
+            let d = positional_diagnostic(p, &picked, walk.imports_okta, &display, &source);
+            if !path_diags.contains(&d) {
+                path_diags.push(d);
+            }
+        }
+        for read in walk.reads {
             let root_shape = match read.root {
                 Root::Event => &shape,
                 Root::Delivery => &self.delivery,
@@ -366,7 +375,6 @@ impl Ctx<'_> {
             }
         }
 
-        let picked: Vec<&Sample> = chosen.iter().map(|&i| &self.samples[i]).collect();
         let (runs, run_diags) = dryrun::dry_run(
             &script,
             &display,
@@ -465,6 +473,113 @@ fn load_diagnostic(e: &LoadError, display: &str, file: &Path, source: &str) -> D
     d
 }
 
+/// The type of the target at `index` in each sample: (type, samples) in order of type, and the
+/// number of samples with no target there (or one without a type).
+fn target_types_at(index: rhai::INT, samples: &[&Sample]) -> (Vec<(String, usize)>, usize) {
+    let mut types: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut missing = 0;
+    for s in samples {
+        let ty = serde_json::from_slice::<serde_json::Value>(&s.json)
+            .ok()
+            .and_then(|v| {
+                let i = usize::try_from(index).ok()?;
+                v.get("target")?
+                    .get(i)?
+                    .get("type")?
+                    .as_str()
+                    .map(str::to_string)
+            });
+        match ty {
+            Some(t) => *types.entry(t).or_default() += 1,
+            None => missing += 1,
+        }
+    }
+    (types.into_iter().collect(), missing)
+}
+
+/// W0202: a target picked by position, with the `okta::target` rewrite when the samples agree
+/// on what is at that position.
+fn positional_diagnostic(
+    p: &PositionalTarget,
+    samples: &[&Sample],
+    imports_okta: bool,
+    display: &str,
+    source: &str,
+) -> Diagnostic {
+    let written = format!("{}[{}]", p.written, p.index);
+    let (line, col) = (p.start.line(), p.start.position());
+    // Underline from the start of the chain to the `]` after the index.
+    let len = match (line, col, p.index_pos.line(), p.index_pos.position()) {
+        (Some(l), Some(c), Some(il), Some(ic)) if l == il && ic > c => source
+            .lines()
+            .nth(l - 1)
+            .and_then(|text| {
+                let close = text.chars().skip(ic - 1).position(|ch| ch == ']')?;
+                Some(ic + close - c + 1)
+            })
+            .unwrap_or(1),
+        _ => 1,
+    };
+    let mut d = Diagnostic::new(
+        Code::W0202,
+        display,
+        display,
+        format!(
+            "`{written}` picks a target by its position: Okta does not keep targets in a stable order"
+        ),
+    )
+    .at(source, line, col, len);
+    if p.written != "event.target" {
+        d = d.note(format!("`{}` is `event.target`", p.written));
+    }
+    let import = if imports_okta {
+        ""
+    } else {
+        ", after `import \"okta\" as okta;`"
+    };
+    let (types, missing) = target_types_at(p.index, samples);
+    let plural = |n: usize| if n == 1 { "sample" } else { "samples" };
+    match types.as_slice() {
+        [(ty, n)] => {
+            let quoted = serde_json::to_string(ty).unwrap_or_default();
+            let which = if missing == 0 && *n > 1 {
+                format!("in all {n} samples")
+            } else {
+                format!("in {n} {}", plural(*n))
+            };
+            d = d.note(format!(
+                "{which} of this script's event types, `{written}` is the `{ty}` target"
+            ));
+            if missing > 0 {
+                d = d.note(format!(
+                    "{missing} {} {} no target there",
+                    plural(missing),
+                    if missing == 1 { "has" } else { "have" }
+                ));
+            }
+            d.help(format!(
+                "pick it by type: `okta::target(event, {quoted})`{import}"
+            ))
+        }
+        [] => d.help(format!(
+            "pick the target by its type, e.g. `okta::target(event, \"User\")`{import}; `engine tokens` lists each event type's targets"
+        )),
+        many => {
+            let seen: Vec<String> = many
+                .iter()
+                .map(|(t, n)| format!("`{t}` in {n} {}", plural(*n)))
+                .collect();
+            d.note(format!(
+                "in the samples, `{written}` is {}",
+                seen.join(", ")
+            ))
+            .help(format!(
+                "pick the one you mean by its type: `okta::target(event, \"Type\")`{import}"
+            ))
+        }
+    }
+}
+
 /// The written form of `read` up to and including its finding's field.
 fn path_diagnostic(read: &PathRead, f: &PathFinding, display: &str, source: &str) -> Diagnostic {
     let field = |parent: &str, name: &str| {
@@ -531,9 +646,15 @@ fn path_diagnostic(read: &PathRead, f: &PathFinding, display: &str, source: &str
         d = d.note(format!("`{name}` is `{target}`{at}"));
     }
     match (&f.problem, &f.suggestion) {
+        (PathProblem::OnArray, _) if f.parent == "event.target" => {
+            d = d.help(format!(
+                "pick a target by its type: `okta::target(event, \"User\").{}`, or loop: `for t in event.target {{ … }}`",
+                f.name
+            ));
+        }
         (PathProblem::OnArray, _) => {
             d = d.help(format!(
-                "index it first (`{}[0].{}`), or pick an item by type with `okta::target(event, \"User\")`",
+                "index it first (`{}[0].{}`), or loop over it",
                 f.parent, f.name
             ));
         }
@@ -575,8 +696,8 @@ pub fn render_report(r: &Report, deny_warnings: bool, out: &mut dyn Write) -> st
             };
             writeln!(
                 out,
-                "  {} on {} ({}): {}",
-                run.script, run.sample, run.event_type, status
+                "  {} on {} {} ({}): {}",
+                run.script, run.event_type, run.sample_id, run.sample, status
             )?;
             if run.ok {
                 for m in &run.mails {
