@@ -23,6 +23,9 @@ pub struct CheckOptions<'a> {
     pub deny_warnings: bool,
     /// The configured hook ids; `hook:` ids are checked against them when given.
     pub hooks: Option<&'a [String]>,
+    /// The configured hooks of kind `generic` (an event type Okta cannot deliver is a warning
+    /// for scripts bound only to them, an error otherwise).
+    pub generic_hooks: &'a [String],
 }
 
 /// `engine check` with a host that finds nobody (dry runs see `lookup_user` return `()`).
@@ -42,6 +45,7 @@ pub fn check_command(
         json,
         deny_warnings,
         hooks: None,
+        generic_hooks: &[],
     };
     check_command_with_host(
         scripts,
@@ -73,6 +77,7 @@ pub fn check_command_with_host(
         json,
         deny_warnings,
         hooks,
+        generic_hooks,
     } = options;
     let mut report = match check::check(
         scripts,
@@ -82,6 +87,7 @@ pub fn check_command_with_host(
         limits,
         host,
         hooks,
+        generic_hooks,
     ) {
         Ok(r) => r,
         Err(message) => {
@@ -142,10 +148,17 @@ pub fn check(
     let samples = gather(config, samples)?;
     let host = crate::app::directory_host(config).map_err(CliError::usage)?;
     let hooks: Vec<String> = config.hooks.iter().map(|h| h.id.clone()).collect();
+    let generic: Vec<String> = config
+        .hooks
+        .iter()
+        .filter(|h| h.kind == crate::config::HookKind::Generic)
+        .map(|h| h.id.clone())
+        .collect();
     let options = CheckOptions {
         json,
         deny_warnings,
         hooks: Some(&hooks),
+        generic_hooks: &generic,
     };
     Ok(check_command_with_host(
         scripts,

@@ -91,6 +91,7 @@ fn run_check(dir: &Path, samples: &[Sample], deny_warnings: bool) -> (String, St
             json,
             deny_warnings,
             hooks: hooks.as_deref(),
+            generic_hooks: &[],
         };
         check_command_with_host(&[], dir, &stdlib, samples, &limits, &host, options, out).code()
     };
@@ -176,13 +177,19 @@ fn shipped_examples_are_clean() {
     assert!(runs.iter().all(|r| r["ok"] == true), "{runs:#?}");
 }
 
-/// `--deny-warnings` turns warnings into a failing exit code; usage errors give 2.
+/// `--deny-warnings` turns warnings into a failing exit code; usage errors give 2. An event type
+/// Okta cannot deliver by hook is an error (it used to be a warning that let CI pass).
 #[test]
 fn exit_codes() {
     let samples = fixtures();
-    let dir = repo().join("tests/check/ineligible");
-    assert_eq!(run_check(&dir, &samples, false).2, 0);
+    let dir = repo().join("tests/check/unknown-hook");
+    assert_eq!(run_check(&dir, &samples, false).2, 0, "warnings only");
     assert_eq!(run_check(&dir, &samples, true).2, 1);
+    assert_eq!(
+        run_check(&repo().join("tests/check/ineligible"), &samples, false).2,
+        1,
+        "an ineligible event type fails the check"
+    );
     assert_eq!(
         run_check(&repo().join("tests/check/path-typo"), &samples, false).2,
         1
@@ -368,4 +375,38 @@ fn check_warns_about_hook_ids_the_config_lacks() {
     assert!(out.contains("the configured hooks are: `test`"), "{out}");
     let o = crate::support::run_engine(dir.path(), &["check", "--deny-warnings"]);
     assert_eq!(o.status.code(), Some(1), "{}", crate::support::stdout(&o));
+}
+
+/// An event type Okta cannot deliver is an error for scripts an okta hook delivers to, and a
+/// warning for a script bound only to a `generic` hook (which carries any JSON).
+#[test]
+fn ineligible_types_fail_for_okta_hooks_and_warn_for_generic_ones() {
+    let (dir, _port) = crate::support::engine_setup(
+        "\n[[hook]]\nid = \"gen\"\nkind = \"generic\"\nsecret_env = \"ENGINE_TEST_SECRET\"\n",
+        &[
+            (
+                "okta.rhai",
+                "//! on: user.lifecycle.created\nlog(event.uuid);\n",
+            ),
+            (
+                "gen.rhai",
+                "//! on: my.custom.type\n//! hook: gen\nlog(event.uuid);\n",
+            ),
+        ],
+    );
+    let o = crate::support::run_engine(dir.path(), &["check"]);
+    let out = crate::support::stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("error[E0102]: event type `user.lifecycle.created` cannot be delivered"),
+        "{out}"
+    );
+    assert!(
+        out.contains("did you mean `user.lifecycle.create`?"),
+        "{out}"
+    );
+    assert!(
+        out.contains("warning[W0101]: event type `my.custom.type` cannot be delivered"),
+        "{out}"
+    );
 }

@@ -41,6 +41,9 @@ pub enum Code {
     E0101,
     /// An `on:` event type that Okta cannot deliver by event hook.
     W0101,
+    /// An `on:` event type that Okta cannot deliver by event hook, for a script bound to an okta
+    /// hook: it never runs for it.
+    E0102,
     /// A `hook:` id that no hook in engine.toml has.
     W0102,
     /// A field that is neither documented nor in any sample of the subscribed event types.
@@ -72,6 +75,7 @@ pub const ALL_CODES: &[Code] = &[
     Code::E0005,
     Code::I0001,
     Code::E0101,
+    Code::E0102,
     Code::W0101,
     Code::W0102,
     Code::E0201,
@@ -95,6 +99,7 @@ impl Code {
             Code::I0001 => "I0001",
             Code::E0101 => "E0101",
             Code::W0101 => "W0101",
+            Code::E0102 => "E0102",
             Code::W0102 => "W0102",
             Code::E0201 => "E0201",
             Code::E0202 => "E0202",

@@ -115,6 +115,7 @@ fn script_files(scripts: &[PathBuf], scripts_dir: &Path) -> Result<(Vec<PathBuf>
 
 /// Checks the scripts; `Err` is a usage error (nothing checked). The summary's counts are
 /// filled in by [`Report::finish`].
+#[allow(clippy::too_many_arguments)]
 pub fn check(
     scripts: &[PathBuf],
     scripts_dir: &Path,
@@ -123,6 +124,7 @@ pub fn check(
     limits: &Limits,
     host: &Arc<dyn Host>,
     hooks: Option<&[String]>,
+    generic_hooks: &[String],
 ) -> Result<Report, String> {
     let (files, whole_dir) = script_files(scripts, scripts_dir)?;
     let mut report = Report {
@@ -160,6 +162,7 @@ pub fn check(
     let mut ctx = Ctx {
         stdlib_dir,
         hooks,
+        generic_hooks,
         samples,
         limits,
         host,
@@ -193,6 +196,8 @@ struct Ctx<'a> {
     stdlib_dir: &'a Path,
     /// The hook ids of the config, when known (`hook:` ids are checked against them).
     hooks: Option<&'a [String]>,
+    /// The configured hooks of kind `generic` (they deliver any JSON, not Okta's event types).
+    generic_hooks: &'a [String],
     samples: &'a [Sample],
     limits: &'a Limits,
     host: &'a Arc<dyn Host>,
@@ -283,6 +288,14 @@ impl Ctx<'_> {
             .iter()
             .map(|e| (&e.value, &e.line, &e.col))
             .collect();
+        // Through an okta hook, an ineligible type is an error (the script never runs for it);
+        // a script bound only to generic hooks gets a warning.
+        let okta_bound = match header.hook_ids() {
+            Some(ids) => ids.iter().any(|id| !self.generic_hooks.contains(id)),
+            None => self
+                .hooks
+                .is_none_or(|all| all.iter().any(|id| !self.generic_hooks.contains(id))),
+        };
         for &(pattern, line, col) in &on {
             if eligible::is_eligible(pattern) {
                 continue;
@@ -292,7 +305,8 @@ impl Ctx<'_> {
             } else {
                 format!("event type `{pattern}` cannot be delivered by an Okta event hook")
             };
-            let mut d = Diagnostic::new(Code::W0101, &display, &display, message).at(
+            let code = if okta_bound { Code::E0102 } else { Code::W0101 };
+            let mut d = Diagnostic::new(code, &display, &display, message).at(
                 &source,
                 Some(*line),
                 Some(*col),
@@ -333,7 +347,7 @@ impl Ctx<'_> {
             .collect();
         for &(pattern, line, col) in &on {
             if !eligible::is_eligible(pattern) {
-                continue; // W0101 already says it never runs
+                continue; // E0102 / W0101 already says it never runs
             }
             let any = chosen
                 .iter()
