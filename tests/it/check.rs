@@ -24,8 +24,7 @@ const EXIT_USAGE: u8 = 2;
 const BLESS_VAR: &str = "ENGINE_BLESS";
 /// Shipped example scripts' warnings accepted by `shipped_examples_are_clean`: (script, code,
 /// text in the message). Each entry is a finding to fix in the script, kept visible here.
-const KNOWN_EXAMPLE_WARNINGS: &[(&str, &str, &str)] =
-    &[("lockout-alert.rhai", "W0101", "user.account.lock.limit")];
+const KNOWN_EXAMPLE_WARNINGS: &[(&str, &str, &str)] = &[];
 
 fn repo() -> PathBuf {
     std::env::var_os("ENGINE_REPO")
