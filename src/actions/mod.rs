@@ -12,14 +12,13 @@
 
 pub mod mail;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::process::{Backoff, Done, Due, DuePool, DueWork, MAX_PANICS, Task};
+use crate::process::{Admit, Backoff, Done, Due, DuePool, DueWork, MAX_PANICS, Task};
 use crate::store::outbox::{self, MailStatus, OutboxMail, OutboxView};
 use crate::store::{ReadError, Store};
 use crate::util::{now_ms, prom};
@@ -208,8 +207,8 @@ impl MailSender {
 impl DueWork for MailSender {
     const KIND: &'static str = "mail";
 
-    fn due(&self, now_ms: u64, skip: &HashSet<u64>, limit: usize) -> Result<Due, ReadError> {
-        OutboxView(&*self.store).due_now(now_ms, skip, limit)
+    fn due(&self, now_ms: u64, admit: &mut dyn FnMut(u64) -> Admit) -> Result<Due, ReadError> {
+        OutboxView(&*self.store).due_now(now_ms, admit)
     }
 
     fn execute(self: Arc<Self>, id: u64) -> Task {

@@ -1,15 +1,17 @@
 //! Carries out one run: loads its record and event (the event's body is read once), runs the
 //! script on a blocking thread, and records the result, its actions and its leaving the pending
-//! set in one transaction. A run whose script failed transiently is retried with [`RUN_BACKOFF`].
+//! set in one transaction. A run whose script failed transiently is retried with [`RUN_BACKOFF`],
+//! and never before the time the far side gave (a rate limit's reset). A run's group for the
+//! scheduler's per-script share is its script.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-use super::scheduler::{Backoff, Done, Due, DueWork, MAX_PANICS, Task};
+use super::scheduler::{Admit, Backoff, Done, Due, DueWork, MAX_PANICS, Task};
 use crate::script::{self, DeliveryInfo, Host, Limits, LiveScripts, RunError, RunErrorKind};
 use crate::store::outbox::{self, Origin};
 use crate::store::runs::{self, RunRecord, RunStatus, RunsView};
@@ -48,7 +50,10 @@ pub struct Executor {
     stats: Mutex<RunStats>,
     /// Runs whose result could not be recorded (the store could not write), with their next
     /// attempt: the next attempt records them again instead of running the script again.
-    unrecorded: Mutex<std::collections::HashMap<u64, (RunRecord, u64)>>,
+    unrecorded: Mutex<HashMap<u64, (RunRecord, u64)>>,
+    /// The script of each pending run the scheduler asked about (its group), so that a look at
+    /// the queue reads each record once; a run leaves it when it is finished.
+    scripts_of: Mutex<HashMap<u64, String>>,
     failures: crate::util::Throttle,
 }
 
@@ -67,7 +72,8 @@ impl Executor {
             limits,
             mail_wake,
             stats: Mutex::new(RunStats::default()),
-            unrecorded: Mutex::new(std::collections::HashMap::new()),
+            unrecorded: Mutex::new(HashMap::new()),
+            scripts_of: Mutex::new(HashMap::new()),
             failures: crate::util::Throttle::new(crate::store::FAILURE_LOG_INTERVAL),
         }
     }
@@ -177,8 +183,11 @@ impl Executor {
             Err(error) => {
                 record.actions = Vec::new();
                 if error.kind == RunErrorKind::Transient && record.attempts < MAX_RUN_ATTEMPTS {
-                    let delay = RUN_BACKOFF.delay(record.attempts - 1);
-                    not_before = now_ms() + delay.as_millis() as u64;
+                    let now = now_ms();
+                    let backoff = now + RUN_BACKOFF.delay(record.attempts - 1).as_millis() as u64;
+                    // Not before the far side said it answers again (a rate limit's reset).
+                    not_before = backoff.max(error.not_before_ms.unwrap_or(0));
+                    let delay = Duration::from_millis(not_before - now);
                     record.status = RunStatus::Retrying;
                     record.next_attempt = Some(format_ms(not_before));
                     tracing::warn!(run_id = id, script = %record.script, %error, retry_in_ms = delay.as_millis() as u64, "run failed transiently");
@@ -213,6 +222,12 @@ impl Executor {
     /// Records the run's new state; a successful run's actions are queued in the same
     /// transaction.
     async fn save(&self, record: RunRecord, not_before: u64) -> Done {
+        if record.status.is_finished() {
+            self.scripts_of
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&record.id);
+        }
         let (id, status) = (record.id, record.status);
         let kept = record.clone();
         let result = self
@@ -325,8 +340,27 @@ impl Executor {
 impl DueWork for Executor {
     const KIND: &'static str = "run";
 
-    fn due(&self, now_ms: u64, skip: &HashSet<u64>, limit: usize) -> Result<Due, ReadError> {
-        RunsView(&*self.store).due(now_ms, skip, limit)
+    fn due(&self, now_ms: u64, admit: &mut dyn FnMut(u64) -> Admit) -> Result<Due, ReadError> {
+        RunsView(&*self.store).due(now_ms, admit)
+    }
+
+    /// A run's script: one script's runs share its slots (see `process::script_share`).
+    fn group(&self, id: u64) -> Option<String> {
+        if let Some(s) = self
+            .scripts_of
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
+            return Some(s.clone());
+        }
+        // Unreadable now: no group (the run is not held back; running it reports the error).
+        let script = RunsView(&*self.store).get(id).ok()??.script;
+        self.scripts_of
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, script.clone());
+        Some(script)
     }
 
     fn execute(self: Arc<Self>, id: u64) -> Task {
@@ -407,5 +441,6 @@ fn plain_error(script: &str, message: String) -> RunError {
         line: None,
         col: None,
         trace: Vec::new(),
+        not_before_ms: None,
     }
 }

@@ -3,12 +3,18 @@
 //! in-flight set so no item runs twice at once, a wake-up for new work and a tick for items
 //! coming due, and a drain at shutdown. [`Backoff`] is the one retry-delay rule.
 //!
+//! Fair between groups: a queue may put its items in groups ([`DueWork::group`]: a run's script)
+//! and a pool built with [`DuePool::shared`] lets each group hold at most its share of the slots,
+//! so one group with slow items (a script sleeping, a far side hanging) cannot hold every slot
+//! while another group's items wait. Items of a group at its share are passed over, not
+//! dropped: the next item due of another group starts instead.
+//!
 //! Robust to panics: each item's work runs in a task of its own; when it panics, the item leaves
 //! the in-flight set (so it is tried again, it never stays silently stuck) and its queue is told
 //! ([`DueWork::panicked`]) so that it can record the crash and, after [`MAX_PANICS`], fail the
 //! item visibly instead of trying it forever.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -16,6 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, watch};
 
+pub use crate::store::Admit;
 use crate::store::ReadError;
 use crate::util::now_ms;
 
@@ -26,6 +33,11 @@ pub const MAX_PANICS: u32 = 3;
 pub const PAUSE_FIRST: Duration = Duration::from_millis(250);
 /// Longest such pause; each failure in a row doubles it up to this.
 pub const PAUSE_MAX: Duration = Duration::from_secs(30);
+/// Due items looked at per look at the queue, at most. Items of a group at its share are passed
+/// over to reach another group's; this bounds what one look costs when one group has a deep
+/// backlog (each look is a walk of the time index, done after every item that ends). An item
+/// further back than this waits until the backlog ahead of it shrinks below it.
+pub const MAX_DUE_SCAN: usize = 1024;
 
 /// How an item's work ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,9 +59,16 @@ pub trait DueWork: Send + Sync + 'static {
     /// What one item is called in log lines (`run`, `mail`).
     const KIND: &'static str;
 
-    /// Up to `limit` ids due at `now_ms` that are not in `skip`, and the earliest time an item
-    /// not yet due comes due.
-    fn due(&self, now_ms: u64, skip: &HashSet<u64>, limit: usize) -> Result<Due, ReadError>;
+    /// The ids due at `now_ms` that `admit` takes, earliest due first (`admit` is asked about
+    /// each in turn, and says when to stop), and the earliest time an item not yet due comes
+    /// due.
+    fn due(&self, now_ms: u64, admit: &mut dyn FnMut(u64) -> Admit) -> Result<Due, ReadError>;
+
+    /// The group item `id` belongs to, for a pool with a share per group ([`DuePool::shared`]);
+    /// `None`: no group (never held back).
+    fn group(&self, _id: u64) -> Option<String> {
+        None
+    }
 
     /// Carries out item `id` and records its outcome (it stays due if nothing is recorded).
     fn execute(self: Arc<Self>, id: u64) -> Task;
@@ -88,12 +107,15 @@ impl Backoff {
     }
 }
 
-/// Drains a [`DueWork`] queue with at most `size` items in flight.
+/// Drains a [`DueWork`] queue with at most `size` items in flight, at most `share` of them of
+/// one group.
 pub struct DuePool<W: DueWork> {
     work: Arc<W>,
     size: usize,
+    share: usize,
     permits: Arc<Semaphore>,
-    in_flight: Mutex<HashSet<u64>>,
+    /// The items in flight, with their groups.
+    in_flight: Mutex<HashMap<u64, Option<String>>>,
     /// Panics per item in this process.
     panics: Mutex<HashMap<u64, u32>>,
     wake: Arc<Notify>,
@@ -112,12 +134,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl<W: DueWork> DuePool<W> {
     /// A pool over `work`; it looks at the queue when woken and at least every `tick`.
     pub fn new(work: Arc<W>, size: usize, tick: Duration) -> Arc<DuePool<W>> {
+        DuePool::shared(work, size, size, tick)
+    }
+
+    /// A pool whose items of one group ([`DueWork::group`]) hold at most `share` of its `size`
+    /// slots at once.
+    pub fn shared(work: Arc<W>, size: usize, share: usize, tick: Duration) -> Arc<DuePool<W>> {
         let size = size.max(1);
         Arc::new(DuePool {
             work,
             size,
+            share: share.clamp(1, size),
             permits: Arc::new(Semaphore::new(size)),
-            in_flight: Mutex::new(HashSet::new()),
+            in_flight: Mutex::new(HashMap::new()),
             panics: Mutex::new(HashMap::new()),
             wake: Arc::new(Notify::new()),
             finished: Notify::new(),
@@ -202,13 +231,38 @@ impl<W: DueWork> DuePool<W> {
             }
         }
         let free = self.permits.available_permits();
-        let skip = lock(&self.in_flight).clone();
-        let (due, next_due) = self.work.due(now_ms(), &skip, free)?;
-        for id in due {
+        let in_flight = lock(&self.in_flight).clone();
+        let grouped = self.share < self.size;
+        let mut held: HashMap<String, usize> = HashMap::new();
+        for group in in_flight.values().flatten() {
+            *held.entry(group.clone()).or_default() += 1;
+        }
+        let mut picked: Vec<(u64, Option<String>)> = Vec::new();
+        let mut looked = 0;
+        let (_, next_due) = self.work.due(now_ms(), &mut |id| {
+            if picked.len() >= free || looked >= MAX_DUE_SCAN {
+                return Admit::Stop;
+            }
+            looked += 1;
+            if in_flight.contains_key(&id) {
+                return Admit::Pass;
+            }
+            let group = if grouped { self.work.group(id) } else { None };
+            if let Some(g) = &group {
+                let n = held.entry(g.clone()).or_default();
+                if *n >= self.share {
+                    return Admit::Pass;
+                }
+                *n += 1;
+            }
+            picked.push((id, group));
+            Admit::Take
+        })?;
+        for (id, group) in picked {
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 break;
             };
-            lock(&self.in_flight).insert(id);
+            lock(&self.in_flight).insert(id, group);
             let me = self.clone();
             tokio::spawn(async move {
                 // The work runs in a task of its own: a panic ends that task, not this one.
@@ -271,21 +325,33 @@ mod tests {
         panics_seen: Vec<(u64, u32)>,
         failed: Vec<u64>,
         attempts: HashMap<u64, u32>,
+        groups: HashMap<u64, String>,
+        /// How long an item's work takes (default: none).
+        slow: HashMap<u64, Duration>,
+        /// (id, ms after the test began) as each item's work ended.
+        ended: Vec<(u64, u128)>,
+        began: Option<std::time::Instant>,
     }
 
     impl DueWork for Fake {
         const KIND: &'static str = "fake";
 
-        fn due(&self, _now: u64, skip: &HashSet<u64>, limit: usize) -> Result<Due, ReadError> {
-            let s = lock(&self.state);
-            let ids = s
-                .due
-                .iter()
-                .copied()
-                .filter(|id| !skip.contains(id))
-                .take(limit)
-                .collect();
+        fn due(&self, _now: u64, admit: &mut dyn FnMut(u64) -> Admit) -> Result<Due, ReadError> {
+            // Not under the lock: `admit` asks for groups, which takes it.
+            let due = lock(&self.state).due.clone();
+            let mut ids = Vec::new();
+            for id in due {
+                match admit(id) {
+                    Admit::Take => ids.push(id),
+                    Admit::Pass => {}
+                    Admit::Stop => break,
+                }
+            }
             Ok((ids, None))
+        }
+
+        fn group(&self, id: u64) -> Option<String> {
+            lock(&self.state).groups.get(&id).cloned()
         }
 
         fn execute(self: Arc<Self>, id: u64) -> Task {
@@ -299,9 +365,15 @@ mod tests {
                 if id == 2 || (id == 3 && attempt == 1) {
                     panic!("injected panic in item {id}");
                 }
+                let slow = lock(&self.state).slow.get(&id).copied();
+                if let Some(d) = slow {
+                    tokio::time::sleep(d).await;
+                }
                 let mut s = lock(&self.state);
                 s.due.retain(|d| *d != id);
                 s.done.push(id);
+                let at = s.began.map(|b| b.elapsed().as_millis()).unwrap_or(0);
+                s.ended.push((id, at));
                 Done::Recorded
             })
         }
@@ -354,6 +426,62 @@ mod tests {
         assert_eq!(twos, (1..=MAX_PANICS).collect::<Vec<_>>());
         assert!(s.panics_seen.contains(&(3, 1)));
         assert_eq!(pool.in_flight(), 0, "nothing left in flight");
+    }
+
+    /// A group at its share is passed over: the other group's items start beside it, and a
+    /// lone group still uses its share of the slots.
+    #[tokio::test]
+    async fn a_group_at_its_share_is_passed_over_for_another_groups_items() {
+        let fake = Arc::new(Fake::default());
+        {
+            let mut s = lock(&fake.state);
+            // Items 10..16 of group "slow" (300 ms each) come first; 20..23 of "quick" after.
+            s.due = (10..16).chain(20..23).collect();
+            for id in 10..16 {
+                s.groups.insert(id, "slow".into());
+                s.slow.insert(id, Duration::from_millis(300));
+            }
+            for id in 20..23 {
+                s.groups.insert(id, "quick".into());
+            }
+            s.began = Some(std::time::Instant::now());
+        }
+        let pool = DuePool::shared(fake.clone(), 4, 2, Duration::from_millis(5));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let running = tokio::spawn(pool.clone().run(stop_rx));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !lock(&fake.state).due.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "items stuck");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = stop_tx.send(true);
+        running.await.expect("pool stops");
+        let s = lock(&fake.state);
+        let quick_last = s
+            .ended
+            .iter()
+            .filter(|(id, _)| *id >= 20)
+            .map(|(_, at)| *at)
+            .max()
+            .expect("quick items ran");
+        assert!(
+            quick_last < 250,
+            "the quick group waited behind the slow one: {:?}",
+            s.ended
+        );
+        let slow_last = s
+            .ended
+            .iter()
+            .filter(|(id, _)| *id < 20)
+            .map(|(_, at)| *at)
+            .max()
+            .expect("slow items ran");
+        // Six slow items, two at a time: three rounds of 300 ms (never four at once, never one).
+        assert!(
+            (850..1500).contains(&slow_last),
+            "slow items ended at {:?}",
+            s.ended
+        );
     }
 
     #[test]

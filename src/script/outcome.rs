@@ -62,6 +62,10 @@ pub struct RunError {
     pub col: Option<usize>,
     /// The calls that led to the error, innermost first: `okta::target at new-hire.rhai:12:5`.
     pub trace: Vec<String>,
+    /// A transient error's "retry not before" (ms since the Unix epoch), when the far side said
+    /// when it will answer again (a rate limit's reset): the retry is not scheduled earlier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<u64>,
 }
 
 impl fmt::Display for RunError {

@@ -37,6 +37,7 @@ pub fn run(
                 line: None,
                 col: None,
                 trace: Vec::new(),
+                not_before_ms: None,
             }),
         },
     }
@@ -100,6 +101,7 @@ pub fn run_map(
         line: None,
         col: None,
         trace: Vec::new(),
+        not_before_ms: None,
     };
     let result = match result {
         Err(panic) => {
@@ -177,6 +179,7 @@ fn describe(
                 .unwrap_or(script_file);
             out.line = f.position.line();
             out.col = f.position.position();
+            out.not_before_ms = f.not_before.and_then(epoch_ms);
             (f.kind, f.message.clone())
         }
         (Some(Trip::Operations), ..) => (
@@ -206,6 +209,13 @@ fn describe(
     out.kind = kind;
     out.message = message;
     out
+}
+
+/// Milliseconds since the Unix epoch of `t` (`None` before it).
+fn epoch_ms(t: std::time::SystemTime) -> Option<u64> {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn at(file: &str, pos: Position) -> String {

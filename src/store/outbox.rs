@@ -1,12 +1,10 @@
 //! The durable outbox: mails from successful runs, keyed by their stable id, so that a mail with
 //! an id already queued or sent is never queued again (retries, replays, restarts).
 
-use std::collections::HashSet;
-
 use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::due::{Due, DueIndex};
+use super::due::{Admit, Due, DueIndex};
 use super::{ReadError, ReadTxnSource, WriteError, read_err, storage};
 use crate::script::{Action, Email};
 
@@ -197,10 +195,10 @@ impl OutboxView<'_> {
         PENDING.count(&self.0.begin()?)
     }
 
-    /// Up to `limit` mails (by seq) due at `now` that are not in `skip`, and the earliest time
-    /// one not yet due comes due (see [`DueIndex::due`]).
-    pub fn due_now(&self, now: u64, skip: &HashSet<u64>, limit: usize) -> Result<Due, ReadError> {
-        PENDING.due(&self.0.begin()?, now, skip, limit)
+    /// The mails (by seq) due at `now` that `admit` takes, and the earliest time one not yet due
+    /// comes due (see [`DueIndex::due`]).
+    pub fn due_now(&self, now: u64, admit: &mut dyn FnMut(u64) -> Admit) -> Result<Due, ReadError> {
+        PENDING.due(&self.0.begin()?, now, admit)
     }
 
     /// The mail queued as `seq`.

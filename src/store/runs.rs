@@ -2,12 +2,10 @@
 //! crashes. A run leaves the pending set in the same transaction that records its result, so it
 //! is completed exactly once (unless replayed, which records a new run).
 
-use std::collections::HashSet;
-
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::due::{Due, DueIndex};
+use super::due::{Admit, Due, DueIndex};
 use super::{EventHead, ReadError, ReadTxnSource, WriteError, read_err, storage};
 use crate::script::{Action, LogLine, RunError};
 
@@ -296,10 +294,10 @@ impl RunsView<'_> {
         PENDING.all(&self.0.begin()?)
     }
 
-    /// Up to `limit` runs due at `now` (earliest due first, then oldest) that are not in `skip`,
-    /// and the earliest time a pending run not yet due comes due (see [`DueIndex::due`]).
-    pub fn due(&self, now: u64, skip: &HashSet<u64>, limit: usize) -> Result<Due, ReadError> {
-        PENDING.due(&self.0.begin()?, now, skip, limit)
+    /// The runs due at `now` (earliest due first, then oldest) that `admit` takes, and the
+    /// earliest time a pending run not yet due comes due (see [`DueIndex::due`]).
+    pub fn due(&self, now: u64, admit: &mut dyn FnMut(u64) -> Admit) -> Result<Due, ReadError> {
+        PENDING.due(&self.0.begin()?, now, admit)
     }
 
     /// The newest runs first, optionally only failed ones; `limit` rows at most.
@@ -355,6 +353,7 @@ impl RunsView<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::due::skipping;
     use super::*;
 
     fn event(seq: u64) -> EventHead {
@@ -394,15 +393,20 @@ mod tests {
 
         let skip: std::collections::HashSet<u64> = [1].into();
         assert_eq!(
-            RunsView(&db).due(1_000, &skip, 10).unwrap(),
+            RunsView(&db).due(1_000, &mut skipping(&skip, 10)).unwrap(),
             (vec![4], Some(5_000))
         );
         assert_eq!(
-            RunsView(&db).due(5_000, &Default::default(), 10).unwrap(),
+            RunsView(&db)
+                .due(5_000, &mut skipping(&Default::default(), 10))
+                .unwrap(),
             (vec![1, 4, 2], None)
         );
         assert_eq!(
-            RunsView(&db).due(5_000, &Default::default(), 1).unwrap().0,
+            RunsView(&db)
+                .due(5_000, &mut skipping(&Default::default(), 1))
+                .unwrap()
+                .0,
             [1]
         );
         assert_eq!(RunsView(&db).pending_count().unwrap(), 3);
@@ -414,12 +418,12 @@ mod tests {
         });
         write(&db, |t| init(t).unwrap());
         assert_eq!(
-            RunsView(&db).due(1_000, &skip, 10).unwrap(),
+            RunsView(&db).due(1_000, &mut skipping(&skip, 10)).unwrap(),
             (vec![4], Some(5_000))
         );
         write(&db, |t| forget(t, 4).unwrap());
         assert_eq!(
-            RunsView(&db).due(1_000, &skip, 10).unwrap(),
+            RunsView(&db).due(1_000, &mut skipping(&skip, 10)).unwrap(),
             (vec![], Some(5_000))
         );
     }
