@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::process::{Admit, Backoff, Done, Due, DuePool, DueWork, MAX_PANICS, Task};
+use crate::process::{Admit, Backoff, Done, Due, DueKey, DuePool, DueWork, MAX_PANICS, Task};
 use crate::store::outbox::{self, MailStatus, OutboxMail, OutboxView};
 use crate::store::{ReadError, Store};
 use crate::util::{now_ms, prom};
@@ -207,8 +207,13 @@ impl MailSender {
 impl DueWork for MailSender {
     const KIND: &'static str = "mail";
 
-    fn due(&self, now_ms: u64, admit: &mut dyn FnMut(u64) -> Admit) -> Result<Due, ReadError> {
-        OutboxView(&*self.store).due_now(now_ms, admit)
+    fn due(
+        &self,
+        now_ms: u64,
+        after: Option<DueKey>,
+        admit: &mut dyn FnMut(DueKey) -> Admit,
+    ) -> Result<Due, ReadError> {
+        OutboxView(&*self.store).due_now(now_ms, after, admit)
     }
 
     fn execute(self: Arc<Self>, id: u64) -> Task {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-use super::scheduler::{Admit, Backoff, Done, Due, DueWork, MAX_PANICS, Task};
+use super::scheduler::{Admit, Backoff, Done, Due, DueKey, DueWork, MAX_PANICS, Task};
 use crate::script::{self, DeliveryInfo, Host, Limits, LiveScripts, RunError, RunErrorKind};
 use crate::store::outbox::{self, Origin};
 use crate::store::runs::{self, RunRecord, RunStatus, RunsView};
@@ -51,9 +51,9 @@ pub struct Executor {
     /// Runs whose result could not be recorded (the store could not write), with their next
     /// attempt: the next attempt records them again instead of running the script again.
     unrecorded: Mutex<HashMap<u64, (RunRecord, u64)>>,
-    /// The script of each pending run the scheduler asked about (its group), so that a look at
-    /// the queue reads each record once; a run leaves it when it is finished.
-    scripts_of: Mutex<HashMap<u64, String>>,
+    /// The group (script) of each pending run the scheduler asked about, so that a look at the
+    /// queue reads each record once; a run leaves it when it is finished.
+    scripts_of: Mutex<HashMap<u64, u64>>,
     failures: crate::util::Throttle,
 }
 
@@ -340,27 +340,39 @@ impl Executor {
 impl DueWork for Executor {
     const KIND: &'static str = "run";
 
-    fn due(&self, now_ms: u64, admit: &mut dyn FnMut(u64) -> Admit) -> Result<Due, ReadError> {
-        RunsView(&*self.store).due(now_ms, admit)
+    fn due(
+        &self,
+        now_ms: u64,
+        after: Option<DueKey>,
+        admit: &mut dyn FnMut(DueKey) -> Admit,
+    ) -> Result<Due, ReadError> {
+        RunsView(&*self.store).due(now_ms, after, admit)
     }
 
-    /// A run's script: one script's runs share its slots (see `process::script_share`).
-    fn group(&self, id: u64) -> Option<String> {
-        if let Some(s) = self
+    /// A run's script (a hash of its name): one script's runs share its slots (see
+    /// `process::script_share`).
+    fn group(&self, id: u64) -> Option<u64> {
+        if let Some(g) = self
             .scripts_of
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&id)
         {
-            return Some(s.clone());
+            return Some(*g);
         }
         // Unreadable now: no group (the run is not held back; running it reports the error).
         let script = RunsView(&*self.store).get(id).ok()??.script;
+        let group = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            script.hash(&mut h);
+            h.finish()
+        };
         self.scripts_of
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, script.clone());
-        Some(script)
+            .insert(id, group);
+        Some(group)
     }
 
     fn execute(self: Arc<Self>, id: u64) -> Task {

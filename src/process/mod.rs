@@ -29,8 +29,8 @@ use tokio::sync::{Notify, watch};
 pub use dispatcher::{DISPATCH_BATCH, Dispatcher};
 pub use executor::{Executor, MAX_RUN_ATTEMPTS, RUN_BACKOFF, RUN_DURATION_BUCKETS};
 pub use scheduler::{
-    Admit, Backoff, Done, Due, DuePool, DueWork, MAX_DUE_SCAN, MAX_PANICS, PAUSE_FIRST, PAUSE_MAX,
-    Task, panic_message,
+    Admit, Backoff, Done, Due, DueKey, DuePool, DueWork, MAX_DUE_SCAN, MAX_PANICS, PAUSE_FIRST,
+    PAUSE_MAX, Task, panic_message,
 };
 
 use crate::script::{Host, Limits, LiveScripts};

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, watch};
 
-pub use crate::store::Admit;
 use crate::store::ReadError;
+pub use crate::store::{Admit, DueKey};
 use crate::util::now_ms;
 
 /// Times an item's task may panic before its queue is asked to fail it for good.
@@ -33,11 +33,12 @@ pub const MAX_PANICS: u32 = 3;
 pub const PAUSE_FIRST: Duration = Duration::from_millis(250);
 /// Longest such pause; each failure in a row doubles it up to this.
 pub const PAUSE_MAX: Duration = Duration::from_secs(30);
-/// Due items looked at per look at the queue, at most. Items of a group at its share are passed
-/// over to reach another group's; this bounds what one look costs when one group has a deep
-/// backlog (each look is a walk of the time index, done after every item that ends). An item
-/// further back than this waits until the backlog ahead of it shrinks below it.
-pub const MAX_DUE_SCAN: usize = 1024;
+/// Due items looked at per pass over the queue, at most. Items of a group at its share are
+/// passed over to reach another group's, and a look happens after every item that ends, so this
+/// bounds what one look costs when one group has a deep backlog: two passes, one from the head
+/// (the earliest due first) and one from where the previous look's second pass stopped, so that
+/// an item deeper in the backlog is still reached within a few looks.
+pub const MAX_DUE_SCAN: usize = 256;
 
 /// How an item's work ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,14 +60,19 @@ pub trait DueWork: Send + Sync + 'static {
     /// What one item is called in log lines (`run`, `mail`).
     const KIND: &'static str;
 
-    /// The ids due at `now_ms` that `admit` takes, earliest due first (`admit` is asked about
-    /// each in turn, and says when to stop), and the earliest time an item not yet due comes
-    /// due.
-    fn due(&self, now_ms: u64, admit: &mut dyn FnMut(u64) -> Admit) -> Result<Due, ReadError>;
+    /// The ids due at `now_ms` that `admit` takes, earliest due first from just after `after`
+    /// (`admit` is asked about each in turn, and says when to stop), and the earliest time an
+    /// item not yet due comes due.
+    fn due(
+        &self,
+        now_ms: u64,
+        after: Option<DueKey>,
+        admit: &mut dyn FnMut(DueKey) -> Admit,
+    ) -> Result<Due, ReadError>;
 
     /// The group item `id` belongs to, for a pool with a share per group ([`DuePool::shared`]);
     /// `None`: no group (never held back).
-    fn group(&self, _id: u64) -> Option<String> {
+    fn group(&self, _id: u64) -> Option<u64> {
         None
     }
 
@@ -115,7 +121,9 @@ pub struct DuePool<W: DueWork> {
     share: usize,
     permits: Arc<Semaphore>,
     /// The items in flight, with their groups.
-    in_flight: Mutex<HashMap<u64, Option<String>>>,
+    in_flight: Mutex<HashMap<u64, Option<u64>>>,
+    /// Where the last look's second pass stopped (see [`MAX_DUE_SCAN`]).
+    scan_cursor: Mutex<Option<DueKey>>,
     /// Panics per item in this process.
     panics: Mutex<HashMap<u64, u32>>,
     wake: Arc<Notify>,
@@ -147,6 +155,7 @@ impl<W: DueWork> DuePool<W> {
             share: share.clamp(1, size),
             permits: Arc::new(Semaphore::new(size)),
             in_flight: Mutex::new(HashMap::new()),
+            scan_cursor: Mutex::new(None),
             panics: Mutex::new(HashMap::new()),
             wake: Arc::new(Notify::new()),
             finished: Notify::new(),
@@ -230,34 +239,42 @@ impl<W: DueWork> DuePool<W> {
                 return Ok(Some(now_ms() + wait.as_millis() as u64));
             }
         }
-        let free = self.permits.available_permits();
         let in_flight = lock(&self.in_flight).clone();
-        let grouped = self.share < self.size;
-        let mut held: HashMap<String, usize> = HashMap::new();
+        let mut look = Look {
+            free: self.permits.available_permits(),
+            share: if self.share < self.size {
+                self.share
+            } else {
+                usize::MAX
+            },
+            held: HashMap::new(),
+            picked: Vec::new(),
+            looked: 0,
+            last: None,
+            window_full: false,
+        };
         for group in in_flight.values().flatten() {
-            *held.entry(group.clone()).or_default() += 1;
+            *look.held.entry(*group).or_default() += 1;
         }
-        let mut picked: Vec<(u64, Option<String>)> = Vec::new();
-        let mut looked = 0;
-        let (_, next_due) = self.work.due(now_ms(), &mut |id| {
-            if picked.len() >= free || looked >= MAX_DUE_SCAN {
-                return Admit::Stop;
-            }
-            looked += 1;
-            if in_flight.contains_key(&id) {
-                return Admit::Pass;
-            }
-            let group = if grouped { self.work.group(id) } else { None };
-            if let Some(g) = &group {
-                let n = held.entry(g.clone()).or_default();
-                if *n >= self.share {
-                    return Admit::Pass;
-                }
-                *n += 1;
-            }
-            picked.push((id, group));
-            Admit::Take
-        })?;
+        let work = &*self.work;
+        let admit = |look: &mut Look, key: DueKey| look.admit(key, &in_flight, work);
+        let now = now_ms();
+        let (_, next_due) = self.work.due(now, None, &mut |k| admit(&mut look, k))?;
+        if look.window_full && look.picked.len() < look.free {
+            // Everything in the first window is in flight or of a group at its share: go on
+            // from where the previous look stopped (or from here), so deeper items are reached.
+            let head_end = look.last;
+            let cursor = *lock(&self.scan_cursor);
+            let from = match (cursor, head_end) {
+                (Some(c), Some(h)) if c > h => Some(c),
+                _ => head_end,
+            };
+            look.looked = 0;
+            look.window_full = false;
+            self.work.due(now, from, &mut |k| admit(&mut look, k))?;
+            *lock(&self.scan_cursor) = if look.window_full { look.last } else { None };
+        }
+        let picked = look.picked;
         for (id, group) in picked {
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 break;
@@ -298,6 +315,58 @@ impl<W: DueWork> DuePool<W> {
     }
 }
 
+/// One look at the queue: what is picked, and how much of it was looked at.
+struct Look {
+    free: usize,
+    share: usize,
+    /// Items in flight or picked, per group.
+    held: HashMap<u64, usize>,
+    picked: Vec<(u64, Option<u64>)>,
+    /// Items looked at in this pass.
+    looked: usize,
+    /// The last item looked at.
+    last: Option<DueKey>,
+    /// The pass stopped at [`MAX_DUE_SCAN`] with items left.
+    window_full: bool,
+}
+
+impl Look {
+    fn admit<W: DueWork>(
+        &mut self,
+        key: DueKey,
+        in_flight: &HashMap<u64, Option<u64>>,
+        work: &W,
+    ) -> Admit {
+        if self.picked.len() >= self.free {
+            return Admit::Stop;
+        }
+        if self.looked >= MAX_DUE_SCAN {
+            self.window_full = true;
+            return Admit::Stop;
+        }
+        self.looked += 1;
+        self.last = Some(key);
+        let id = key.1;
+        if in_flight.contains_key(&id) {
+            return Admit::Pass;
+        }
+        let group = if self.share == usize::MAX {
+            None
+        } else {
+            work.group(id)
+        };
+        if let Some(g) = group {
+            let n = self.held.entry(g).or_default();
+            if *n >= self.share {
+                return Admit::Pass;
+            }
+            *n += 1;
+        }
+        self.picked.push((id, group));
+        Admit::Take
+    }
+}
+
 /// The text of a panic's payload.
 pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     payload
@@ -325,7 +394,7 @@ mod tests {
         panics_seen: Vec<(u64, u32)>,
         failed: Vec<u64>,
         attempts: HashMap<u64, u32>,
-        groups: HashMap<u64, String>,
+        groups: HashMap<u64, u64>,
         /// How long an item's work takes (default: none).
         slow: HashMap<u64, Duration>,
         /// (id, ms after the test began) as each item's work ended.
@@ -336,12 +405,20 @@ mod tests {
     impl DueWork for Fake {
         const KIND: &'static str = "fake";
 
-        fn due(&self, _now: u64, admit: &mut dyn FnMut(u64) -> Admit) -> Result<Due, ReadError> {
-            // Not under the lock: `admit` asks for groups, which takes it.
+        fn due(
+            &self,
+            _now: u64,
+            after: Option<DueKey>,
+            admit: &mut dyn FnMut(DueKey) -> Admit,
+        ) -> Result<Due, ReadError> {
+            // Not under the lock: `admit` asks for groups, which takes it. All due at 0.
             let due = lock(&self.state).due.clone();
             let mut ids = Vec::new();
-            for id in due {
-                match admit(id) {
+            for id in due
+                .into_iter()
+                .filter(|id| after.is_none_or(|a| (0, *id) > a))
+            {
+                match admit((0, id)) {
                     Admit::Take => ids.push(id),
                     Admit::Pass => {}
                     Admit::Stop => break,
@@ -350,8 +427,8 @@ mod tests {
             Ok((ids, None))
         }
 
-        fn group(&self, id: u64) -> Option<String> {
-            lock(&self.state).groups.get(&id).cloned()
+        fn group(&self, id: u64) -> Option<u64> {
+            lock(&self.state).groups.get(&id).copied()
         }
 
         fn execute(self: Arc<Self>, id: u64) -> Task {
@@ -438,11 +515,11 @@ mod tests {
             // Items 10..16 of group "slow" (300 ms each) come first; 20..23 of "quick" after.
             s.due = (10..16).chain(20..23).collect();
             for id in 10..16 {
-                s.groups.insert(id, "slow".into());
+                s.groups.insert(id, 1);
                 s.slow.insert(id, Duration::from_millis(300));
             }
             for id in 20..23 {
-                s.groups.insert(id, "quick".into());
+                s.groups.insert(id, 2);
             }
             s.began = Some(std::time::Instant::now());
         }
@@ -482,6 +559,45 @@ mod tests {
             "slow items ended at {:?}",
             s.ended
         );
+    }
+
+    /// An item of another group behind a backlog of one group's items deeper than one pass
+    /// ([`MAX_DUE_SCAN`]) is still reached within a few looks.
+    #[tokio::test]
+    async fn an_item_behind_a_deep_backlog_of_one_group_is_reached() {
+        let fake = Arc::new(Fake::default());
+        let backlog = 3 * MAX_DUE_SCAN as u64;
+        let quick = 100 + backlog;
+        {
+            let mut s = lock(&fake.state);
+            s.due = (100..100 + backlog).chain([quick]).collect();
+            for id in 100..100 + backlog {
+                s.groups.insert(id, 1);
+                s.slow.insert(id, Duration::from_secs(2));
+            }
+            s.groups.insert(quick, 2);
+            s.began = Some(std::time::Instant::now());
+        }
+        let pool = DuePool::shared(fake.clone(), 4, 2, Duration::from_millis(5));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let running = tokio::spawn(pool.clone().run(stop_rx));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !lock(&fake.state).done.contains(&quick) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the item behind the backlog never started"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let at = lock(&fake.state)
+            .ended
+            .iter()
+            .find(|(id, _)| *id == quick)
+            .map(|(_, at)| *at);
+        let _ = stop_tx.send(true);
+        lock(&fake.state).due.clear();
+        running.abort();
+        assert!(at.is_some_and(|at| at < 1000), "reached after {at:?} ms");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! side is down).
 
 use std::collections::HashSet;
+use std::ops::Bound;
 
 use redb::{
     ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
@@ -23,6 +24,9 @@ pub(crate) struct DueIndex {
 /// What [`DueIndex::due`] found: the due ids and the earliest time one not yet due comes due.
 pub type Due = (Vec<u64>, Option<u64>);
 
+/// An item's place in the time index: (not before, id).
+pub type DueKey = (u64, u64);
+
 /// What the caller of [`DueIndex::due`] says about each due id, in turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admit {
@@ -35,9 +39,9 @@ pub enum Admit {
 }
 
 /// An `admit` taking up to `limit` ids not in `skip`.
-pub fn skipping(skip: &HashSet<u64>, limit: usize) -> impl FnMut(u64) -> Admit + '_ {
+pub fn skipping(skip: &HashSet<u64>, limit: usize) -> impl FnMut(DueKey) -> Admit + '_ {
     let mut taken = 0;
-    move |id| {
+    move |(_, id)| {
         if taken >= limit {
             Admit::Stop
         } else if skip.contains(&id) {
@@ -131,13 +135,14 @@ impl DueIndex {
     }
 
     /// The ids due at `now` (earliest due first, then lowest id) that `admit` takes, asked about
-    /// each in that order until it says stop, and the earliest time an id not yet due comes due.
-    /// Reads only the ids it asks about.
+    /// each in that order — from the start, or from just after `after` — until it says stop, and
+    /// the earliest time an id not yet due comes due. Reads only the ids it asks about.
     pub(crate) fn due(
         &self,
         txn: &ReadTransaction,
         now: u64,
-        admit: &mut dyn FnMut(u64) -> Admit,
+        after: Option<DueKey>,
+        admit: &mut dyn FnMut(DueKey) -> Admit,
     ) -> Result<Due, ReadError> {
         let by_time = match txn.open_table(self.by_time) {
             Ok(t) => t,
@@ -145,13 +150,20 @@ impl DueIndex {
             Err(e) => return Err(read_err(e)),
         };
         let mut due = Vec::new();
-        for entry in by_time.range(..=(now, u64::MAX)).map_err(read_err)? {
-            let (k, _) = entry.map_err(read_err)?;
-            let (_, id) = k.value();
-            match admit(id) {
-                Admit::Take => due.push(id),
-                Admit::Pass => {}
-                Admit::Stop => break,
+        let upper = (now, u64::MAX);
+        if after.is_none_or(|a| a < upper) {
+            let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+            for entry in by_time
+                .range::<DueKey>((lower, Bound::Included(upper)))
+                .map_err(read_err)?
+            {
+                let (k, _) = entry.map_err(read_err)?;
+                let key = k.value();
+                match admit(key) {
+                    Admit::Take => due.push(key.1),
+                    Admit::Pass => {}
+                    Admit::Stop => break,
+                }
             }
         }
         let next = match now.checked_add(1) {

@@ -4,7 +4,7 @@
 use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::due::{Admit, Due, DueIndex};
+use super::due::{Admit, Due, DueIndex, DueKey};
 use super::{ReadError, ReadTxnSource, WriteError, read_err, storage};
 use crate::script::{Action, Email};
 
@@ -195,10 +195,15 @@ impl OutboxView<'_> {
         PENDING.count(&self.0.begin()?)
     }
 
-    /// The mails (by seq) due at `now` that `admit` takes, and the earliest time one not yet due
+    /// The mails (by seq) due at `now` that `admit` takes (from just after `after`), and the earliest time one not yet due
     /// comes due (see [`DueIndex::due`]).
-    pub fn due_now(&self, now: u64, admit: &mut dyn FnMut(u64) -> Admit) -> Result<Due, ReadError> {
-        PENDING.due(&self.0.begin()?, now, admit)
+    pub fn due_now(
+        &self,
+        now: u64,
+        after: Option<DueKey>,
+        admit: &mut dyn FnMut(DueKey) -> Admit,
+    ) -> Result<Due, ReadError> {
+        PENDING.due(&self.0.begin()?, now, after, admit)
     }
 
     /// The mail queued as `seq`.

@@ -5,7 +5,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::due::{Admit, Due, DueIndex};
+use super::due::{Admit, Due, DueIndex, DueKey};
 use super::{EventHead, ReadError, ReadTxnSource, WriteError, read_err, storage};
 use crate::script::{Action, LogLine, RunError};
 
@@ -294,10 +294,15 @@ impl RunsView<'_> {
         PENDING.all(&self.0.begin()?)
     }
 
-    /// The runs due at `now` (earliest due first, then oldest) that `admit` takes, and the
+    /// The runs due at `now` (earliest due first, then oldest) that `admit` takes (from just after `after`), and the
     /// earliest time a pending run not yet due comes due (see [`DueIndex::due`]).
-    pub fn due(&self, now: u64, admit: &mut dyn FnMut(u64) -> Admit) -> Result<Due, ReadError> {
-        PENDING.due(&self.0.begin()?, now, admit)
+    pub fn due(
+        &self,
+        now: u64,
+        after: Option<DueKey>,
+        admit: &mut dyn FnMut(DueKey) -> Admit,
+    ) -> Result<Due, ReadError> {
+        PENDING.due(&self.0.begin()?, now, after, admit)
     }
 
     /// The newest runs first, optionally only failed ones; `limit` rows at most.
@@ -393,18 +398,20 @@ mod tests {
 
         let skip: std::collections::HashSet<u64> = [1].into();
         assert_eq!(
-            RunsView(&db).due(1_000, &mut skipping(&skip, 10)).unwrap(),
+            RunsView(&db)
+                .due(1_000, None, &mut skipping(&skip, 10))
+                .unwrap(),
             (vec![4], Some(5_000))
         );
         assert_eq!(
             RunsView(&db)
-                .due(5_000, &mut skipping(&Default::default(), 10))
+                .due(5_000, None, &mut skipping(&Default::default(), 10))
                 .unwrap(),
             (vec![1, 4, 2], None)
         );
         assert_eq!(
             RunsView(&db)
-                .due(5_000, &mut skipping(&Default::default(), 1))
+                .due(5_000, None, &mut skipping(&Default::default(), 1))
                 .unwrap()
                 .0,
             [1]
@@ -418,12 +425,16 @@ mod tests {
         });
         write(&db, |t| init(t).unwrap());
         assert_eq!(
-            RunsView(&db).due(1_000, &mut skipping(&skip, 10)).unwrap(),
+            RunsView(&db)
+                .due(1_000, None, &mut skipping(&skip, 10))
+                .unwrap(),
             (vec![4], Some(5_000))
         );
         write(&db, |t| forget(t, 4).unwrap());
         assert_eq!(
-            RunsView(&db).due(1_000, &mut skipping(&skip, 10)).unwrap(),
+            RunsView(&db)
+                .due(1_000, None, &mut skipping(&skip, 10))
+                .unwrap(),
             (vec![], Some(5_000))
         );
     }
