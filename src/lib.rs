@@ -7,7 +7,8 @@
 //! `tests/it/tidy.rs` enforces the order, lowest first):
 //!
 //! - [`util`]: ids, clocks, timestamps; `util/http_client.rs` (a minimal HTTP/1.1 client),
-//!   `util/prom.rs` (Prometheus text, label escaping), `util/exit.rs` (the exit codes).
+//!   `util/prom.rs` (Prometheus text, label escaping), `util/exit.rs` (the exit codes),
+//!   `util/redact.rs` (secret values scrubbed from everything recorded, logged or printed).
 //! - [`script`]: the Rhai layer, self-contained: `load.rs`, `header.rs`, `engine.rs`, `run.rs`,
 //!   `outcome.rs`, `event.rs`, `email.rs`, `host.rs`, `naming.rs`, `alloc.rs` (the global
 //!   allocator with the per-thread heap count the memory limit reads).

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use crate::process::{Admit, Backoff, Done, Due, DueKey, DuePool, DueWork, MAX_PANICS, Task};
 use crate::store::outbox::{self, MailStatus, OutboxMail, OutboxView};
 use crate::store::{ReadError, Store};
-use crate::util::{now_ms, prom};
+use crate::util::{now_ms, prom, redact};
 use mail::Transport;
 
 /// Mails sent at once: matches lettre's pool size so each send has a connection.
@@ -159,7 +159,11 @@ impl MailSender {
         now_ms().saturating_sub(m.queued_ms) < mail::MAX_RETRY_WINDOW.as_millis() as u64
     }
 
-    async fn record(&self, m: OutboxMail) -> Done {
+    /// Records a mail's state; its error text (a far side's answer) scrubbed of secrets.
+    async fn record(&self, mut m: OutboxMail) -> Done {
+        if let Some(e) = &mut m.last_error {
+            redact::scrub_in_place(e);
+        }
         let slot = match m.status {
             MailStatus::Sent => 0,
             MailStatus::Queued => 1,

@@ -1,6 +1,6 @@
 //! `engine run SCRIPT PAYLOAD`: runs one script on each event of a payload (an envelope, or a
 //! single LogEvent) read exactly as the server reads a delivery; prints its log and the mail it
-//! would send. Nothing is sent.
+//! would send, scrubbed of secrets (`util::redact`). Nothing is sent.
 
 use std::io::Write;
 use std::path::Path;
@@ -66,10 +66,12 @@ pub async fn dry_run(
             delivery.clone(),
         );
         let (json_bytes, id) = (json_bytes.to_vec(), event_uuid.clone());
-        let outcome =
+        let mut outcome =
             tokio::task::spawn_blocking(move || script::run(&s, &json_bytes, &id, &d, &h, &l))
                 .await
                 .map_err(|e| CliError::failure(format!("the run crashed: {e}")))?;
+        // A far side (Okta, a proxy) may have echoed a secret into the error or the log.
+        crate::process::scrub_outcome(&mut outcome);
         results.push(DryRun {
             subscribed: script.matches(hook, &event_type),
             event_uuid,

@@ -26,7 +26,10 @@ pub use admin::{
     ADMIN_TOKEN_FILE, ADMIN_TOKEN_HEADER, Admin, AdminError, MAX_ADMIN_BODY_BYTES, ReplayRequest,
 };
 pub use metrics::{HookMetrics, Outcome};
-pub use secrets::{GENERATED_SECRET_BYTES, SecretError, ensure as ensure_secret};
+pub use secrets::{
+    GENERATED_SECRET_BYTES, SecretError, ensure as ensure_secret,
+    register_existing as register_existing_secret,
+};
 pub use server::{HEADER_READ_TIMEOUT, SHUTDOWN_GRACE, VERIFICATION_HEADER, run};
 
 use crate::config::{HookConfig, Secret};

@@ -1,8 +1,9 @@
 //! Carries out one run: loads its record and event (the event's body is read once), runs the
 //! script on a blocking thread, and records the result, its actions and its leaving the pending
 //! set in one transaction. A run whose script failed transiently is retried with [`RUN_BACKOFF`],
-//! and never before the time the far side gave (a rate limit's reset). A run's group for the
-//! scheduler's per-script share is its script.
+//! and never before the time the far side gave (a rate limit's reset). Every string a run
+//! record holds is scrubbed of secrets (`util::redact`) before it is logged or saved. A run's
+//! group for the scheduler's per-script share is its script.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,11 +13,13 @@ use tokio::sync::Notify;
 use tracing::Instrument;
 
 use super::scheduler::{Admit, Backoff, Done, Due, DueKey, DueWork, MAX_PANICS, Task};
-use crate::script::{self, DeliveryInfo, Host, Limits, LiveScripts, RunError, RunErrorKind};
+use crate::script::{
+    self, DeliveryInfo, Host, Limits, LiveScripts, LogLine, RunError, RunErrorKind, RunOutcome,
+};
 use crate::store::outbox::{self, Origin};
 use crate::store::runs::{self, RunRecord, RunStatus, RunsView};
 use crate::store::{ReadError, Store, StoredEvent};
-use crate::util::{format_ms, now_ms, prom};
+use crate::util::{format_ms, now_ms, prom, redact};
 
 /// Attempts of a run that keeps failing on transient host errors before it is marked failed.
 pub const MAX_RUN_ATTEMPTS: u32 = 20;
@@ -159,6 +162,9 @@ impl Executor {
                 )),
             },
         };
+        // Before anything of it is logged or recorded: a far side may have echoed a secret.
+        let mut outcome = outcome;
+        scrub_outcome(&mut outcome);
         record.duration_ms = Some(clock.elapsed().as_millis() as u64);
         record.finished = Some(format_ms(now_ms()));
         for line in &outcome.log {
@@ -219,9 +225,10 @@ impl Executor {
         }
     }
 
-    /// Records the run's new state; a successful run's actions are queued in the same
-    /// transaction.
-    async fn save(&self, record: RunRecord, not_before: u64) -> Done {
+    /// Records the run's new state, scrubbed of secrets; a successful run's actions are queued
+    /// in the same transaction.
+    async fn save(&self, mut record: RunRecord, not_before: u64) -> Done {
+        scrub_record(&mut record);
         if record.status.is_finished() {
             self.scripts_of
                 .lock()
@@ -454,5 +461,37 @@ fn plain_error(script: &str, message: String) -> RunError {
         col: None,
         trace: Vec::new(),
         not_before_ms: None,
+    }
+}
+
+/// Scrubs the secrets from what a far side may have put into a run's error and log lines.
+fn scrub_error(error: &mut RunError) {
+    redact::scrub_in_place(&mut error.message);
+    for t in &mut error.trace {
+        redact::scrub_in_place(t);
+    }
+}
+
+fn scrub_log(log: &mut [LogLine]) {
+    for line in log {
+        redact::scrub_in_place(&mut line.message);
+    }
+}
+
+/// Scrubs a run's log lines and error, where a far side's text lands (an error body, a profile
+/// field logged): what `engine run` and `engine check` print passes through here, as run records
+/// do. Mail the script composed is left as written (a short secret that is also a common word
+/// would garble it); it goes only to the addresses the script chose.
+pub fn scrub_outcome(outcome: &mut RunOutcome) {
+    scrub_log(&mut outcome.log);
+    if let Err(e) = &mut outcome.result {
+        scrub_error(e);
+    }
+}
+
+fn scrub_record(record: &mut RunRecord) {
+    scrub_log(&mut record.log);
+    if let Some(e) = &mut record.error {
+        scrub_error(e);
     }
 }

@@ -5,10 +5,13 @@
 //!   running server, tests and benchmarks).
 //! - `prom`: Prometheus text exposition, with every label value escaped in one place.
 //! - `exit`: the stable exit codes of every command.
+//! - `redact`: the registry of secret values and the scrubbing of every text recorded, logged or
+//!   printed.
 
 pub mod exit;
 pub mod http_client;
 pub mod prom;
+pub mod redact;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

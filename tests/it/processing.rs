@@ -915,3 +915,109 @@ fn a_lookup_against_a_hanging_okta_fails_at_the_run_time_limit() {
     assert!(okta.hits("/api/v1/users/hang%40example.com") >= 1);
     drop(p);
 }
+
+const ECHOES: &str = "//! on: user.account.lock\nlet u = lookup_user(\"hooksecret@example.com\");\nlog(`title: ${u.title}`);\nlet e = lookup_user(\"echo@example.com\");\nlog(`never: ${e}`);\n";
+
+/// Regression (defect 12): a far side's error text that echoes the Okta token (a 401 body
+/// quoting the `Authorization` header) put the token into the run record, `engine runs`,
+/// `engine run` and the log; a far side's answer holding the hook secret put it into the run's
+/// own log. Every configured secret is scrubbed from everything recorded, logged or printed.
+#[test]
+fn a_secret_echoed_by_a_far_side_reaches_no_record_log_or_output() {
+    let rt = okta_runtime();
+    let okta = rt.block_on(crate::lookup::FakeOkta::start());
+    let dir = temp_dir();
+    let port = free_port();
+    engine_dir(
+        dir.path(),
+        port,
+        &okta_config(&okta.url, ""),
+        &[("echoes.rhai", ECHOES)],
+    );
+    let env = [
+        ("ENGINE_TEST_SECRET", SECRET),
+        ("ENGINE_TEST_OKTA_TOKEN", crate::lookup::TOKEN),
+    ];
+    let mut p = ServeProcess::start(dir.path(), port, &env);
+    let event = event_variant(
+        "event.user.lifecycle.deactivate.json",
+        "evt-echo-1",
+        Some("user.account.lock"),
+    );
+    assert_eq!(
+        post_blocking(&format!("{}/hooks/test", p.url), wrap(&event)),
+        200
+    );
+    let runs = final_runs(dir.path(), 1);
+    assert!(okta.hits("/api/v1/users/echo%40example.com") >= 1);
+    let leaks = |what: &str, text: &str| {
+        for secret in [crate::lookup::TOKEN, SECRET] {
+            assert!(!text.contains(secret), "{what} shows {secret:?}:\n{text}");
+        }
+    };
+    let o = run_engine(dir.path(), &["runs", "--format", "json"]);
+    leaks("engine runs --format json", &stdout(&o));
+    leaks("engine runs (stderr)", &stderr(&o));
+    let o = run_engine(dir.path(), &["runs"]);
+    leaks("engine runs", &stdout(&o));
+    let r = &runs[0];
+    assert_eq!(r["status"], "failed", "{r:#?}");
+    assert_eq!(r["log"][0]["message"], "title: ***", "{r:#?}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("SSWS ***"),
+        "the error stays readable: {r:#?}"
+    );
+    let metrics = rt
+        .block_on(engine::util::http_client::request(
+            hyper::Method::GET,
+            &format!("{}/metrics", p.url),
+            &[],
+            bytes::Bytes::new(),
+        ))
+        .unwrap()
+        .text();
+    leaks("/metrics", &metrics);
+
+    // A dry run against the same far side.
+    let payload = dir.path().join("event.json");
+    std::fs::write(&payload, &event).unwrap();
+    for format in ["table", "json"] {
+        let o = engine_bin()
+            .current_dir(dir.path())
+            .args([
+                "run",
+                "scripts/echoes.rhai",
+                "event.json",
+                "--format",
+                format,
+            ])
+            .envs(env)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+        leaks(&format!("engine run --format {format}"), &stdout(&o));
+        leaks(
+            &format!("engine run --format {format} (stderr)"),
+            &stderr(&o),
+        );
+        assert!(stdout(&o).contains("***"), "{}", stdout(&o));
+        if format == "json" {
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert!(
+                v[0]["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("SSWS ***")
+            );
+        }
+    }
+    p.signal(libc::SIGTERM);
+    let (status, out, err) = p.wait_output();
+    assert!(status.success());
+    leaks("the server's stdout", &out);
+    leaks("the server's log", &err);
+    assert!(
+        err.contains("title: ***"),
+        "the log line is kept, scrubbed: {err}"
+    );
+}
