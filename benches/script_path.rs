@@ -64,13 +64,13 @@ fn offboarding_in_rust(payload: &[u8], host: &dyn Host) -> Vec<Action> {
     let alt = target["alternateId"].as_str().unwrap_or("");
     let who = format!("{name} <{alt}>");
     let user = host
-        .lookup_user(target["id"].as_str().unwrap_or(""))
+        .lookup_user(target["id"].as_str().unwrap_or(""), None)
         .ok()
         .flatten();
     let manager = user
         .as_ref()
         .and_then(|u| u.manager_id.as_deref())
-        .and_then(|m| host.lookup_user(m).ok().flatten());
+        .and_then(|m| host.lookup_user(m, None).ok().flatten());
     let actor = v["actor"]["displayName"]
         .as_str()
         .unwrap_or("unknown actor");

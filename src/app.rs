@@ -326,10 +326,13 @@ fn assemble(
     };
     let mail = Arc::new(MailSender::new(store.clone(), transport, mail_settings));
     let mail_pool = mail.pool();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let workers = process::run_slots(cores);
     let settings = process::Settings {
-        workers: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2),
+        workers,
+        per_script: process::script_share(workers),
         limits: config.limits.clone(),
         capture_hooks: config
             .hooks

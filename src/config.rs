@@ -449,6 +449,23 @@ impl Config {
         self.hooks.iter().find(|h| h.id == id)
     }
 
+    /// Registers every `*_env` secret this config names whose variable is set (missing ones are
+    /// left: the command that needs one reports it), so that a command scrubs them from what it
+    /// prints even when it does not use them.
+    pub fn register_env_secrets(&self) {
+        for hook in &self.hooks {
+            if let SecretSource::Env { var, line } = &hook.secret {
+                let _ = self.read_env(var, "hook.secret_env", *line);
+            }
+        }
+        if let Some(s) = &self.smtp {
+            let _ = self.read_env(&s.url_env, "smtp.url_env", s.url_env_line);
+        }
+        if let Some(o) = &self.okta {
+            let _ = self.read_env(&o.token_env, "okta.token_env", o.token_env_line);
+        }
+    }
+
     /// The file that holds a generated hook secret.
     pub fn generated_secret_path(&self, hook_id: &str) -> PathBuf {
         self.data_dir
@@ -456,9 +473,14 @@ impl Config {
     }
 
     /// Reads a `*_env` variable, naming it (and where it was configured) when it is missing.
+    /// The one place `*_env` secrets enter: each value read is registered with
+    /// [`crate::util::redact`], so no text recorded, logged or printed shows it.
     pub fn read_env(&self, var: &str, key: &str, line: usize) -> Result<Secret, ConfigError> {
         match std::env::var(var) {
-            Ok(v) if !v.is_empty() => Ok(Secret(v)),
+            Ok(v) if !v.is_empty() => {
+                crate::util::redact::register(&v);
+                Ok(Secret(v))
+            }
             Ok(_) | Err(_) => Err(ConfigError::MissingEnv {
                 path: self.source.clone().unwrap_or_default(),
                 line,

@@ -44,7 +44,9 @@
 //! and a server that offers no STARTTLS, sending fails (transient) rather than leak it.
 //!
 //! The password is never part of `Debug` output or of an error message: errors name the server as
-//! `host:port` only, and any text that a server echoes is scrubbed of the password.
+//! `host:port` only, and any text that a server echoes is scrubbed of it — and of every other
+//! secret — by `util::redact`, with which the URL and its password (as written and decoded) are
+//! registered here.
 //!
 //! # Files
 //!
@@ -73,6 +75,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Secret;
 use crate::script::Email;
+use crate::util::redact;
 
 /// Connecting (DNS, TCP, TLS, greeting, EHLO, STARTTLS, AUTH) may take this long. Servers answer
 /// in well under a second; 30 s tolerates a slow relay doing reverse-DNS/antispam checks on
@@ -158,8 +161,6 @@ pub struct SmtpTransport {
     /// `host:port` for messages.
     server: String,
     user: Option<String>,
-    /// Strings never to show (the password, raw and percent-encoded).
-    redact: Vec<String>,
     idle: Mutex<Vec<Parked>>,
 }
 
@@ -240,6 +241,7 @@ impl Transport {
     /// A pooled SMTP transport from an `smtp://` or `smtps://` URL (see the module docs). Errors
     /// never contain the URL (it holds the password). Nothing connects until the first send.
     pub fn from_url(url: &Secret) -> Result<Transport, MailError> {
+        redact::register(url.expose());
         let invalid = |what: &str| {
             MailError::Permanent(format!(
                 "invalid SMTP URL: {what} (expected smtp://user:password@host:port?tls=required|opportunistic|none or smtps://user:password@host:port)"
@@ -304,16 +306,13 @@ impl Transport {
         } else {
             ClientId::Domain(helo.to_string())
         };
-        let mut redact = Vec::new();
         let credentials = password.as_ref().map(|p| {
             if let Some(raw) = parsed.password() {
-                redact.push(raw.to_string());
+                redact::register(raw);
             }
-            redact.push(p.clone());
+            redact::register(p);
             Credentials::new(user.clone().unwrap_or_default(), p.clone())
         });
-        redact.retain(|s| !s.is_empty());
-        redact.sort_by_key(|s| std::cmp::Reverse(s.len()));
         let server = if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
@@ -329,7 +328,6 @@ impl Transport {
             credentials,
             server,
             user,
-            redact,
             idle: Mutex::new(Vec::new()),
         })))
     }
@@ -412,11 +410,7 @@ impl SmtpTransport {
     }
 
     fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for s in &self.redact {
-            out = out.replace(s.as_str(), "***");
-        }
-        out
+        redact::scrub(text).into_owned()
     }
 
     /// 5xx answers and mails lettre cannot send (e.g. non-ASCII addresses without SMTPUTF8) are

@@ -12,17 +12,16 @@
 
 pub mod mail;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::process::{Backoff, Done, Due, DuePool, DueWork, MAX_PANICS, Task};
+use crate::process::{Admit, Backoff, Done, Due, DueKey, DuePool, DueWork, MAX_PANICS, Task};
 use crate::store::outbox::{self, MailStatus, OutboxMail, OutboxView};
 use crate::store::{ReadError, Store};
-use crate::util::{now_ms, prom};
+use crate::util::{now_ms, prom, redact};
 use mail::Transport;
 
 /// Mails sent at once: matches lettre's pool size so each send has a connection.
@@ -160,7 +159,11 @@ impl MailSender {
         now_ms().saturating_sub(m.queued_ms) < mail::MAX_RETRY_WINDOW.as_millis() as u64
     }
 
-    async fn record(&self, m: OutboxMail) -> Done {
+    /// Records a mail's state; its error text (a far side's answer) scrubbed of secrets.
+    async fn record(&self, mut m: OutboxMail) -> Done {
+        if let Some(e) = &mut m.last_error {
+            redact::scrub_in_place(e);
+        }
         let slot = match m.status {
             MailStatus::Sent => 0,
             MailStatus::Queued => 1,
@@ -208,8 +211,13 @@ impl MailSender {
 impl DueWork for MailSender {
     const KIND: &'static str = "mail";
 
-    fn due(&self, now_ms: u64, skip: &HashSet<u64>, limit: usize) -> Result<Due, ReadError> {
-        OutboxView(&*self.store).due_now(now_ms, skip, limit)
+    fn due(
+        &self,
+        now_ms: u64,
+        after: Option<DueKey>,
+        admit: &mut dyn FnMut(DueKey) -> Admit,
+    ) -> Result<Due, ReadError> {
+        OutboxView(&*self.store).due_now(now_ms, after, admit)
     }
 
     fn execute(self: Arc<Self>, id: u64) -> Task {

@@ -243,6 +243,7 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return ExitCode::from(CliError::usage(e).report().code()),
     };
+    register_secrets(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -260,12 +261,27 @@ pub fn main() -> ExitCode {
     ExitCode::from(exit.code())
 }
 
+/// Registers with `util::redact` every secret the config names that is at hand — set `*_env`
+/// variables, generated hook secrets, the admin token — so that whatever this command prints or
+/// logs is scrubbed of them, whether or not it uses them.
+fn register_secrets(config: &Config) {
+    config.register_env_secrets();
+    for hook in &config.hooks {
+        if matches!(hook.secret, crate::config::SecretSource::Generated) {
+            crate::ingest::register_existing_secret(&config.generated_secret_path(&hook.id));
+        }
+    }
+    crate::ingest::register_existing_secret(&config.data_dir.join(crate::ingest::ADMIN_TOKEN_FILE));
+}
+
+/// The log goes to stderr, each line scrubbed of every registered secret (`util::redact`): a
+/// far side's text in an error can echo one.
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ENGINE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| crate::util::redact::ScrubWriter(std::io::stderr()))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }

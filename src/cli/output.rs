@@ -34,7 +34,7 @@ impl CliError {
 
     /// Prints the error and gives its exit code.
     pub fn report(&self) -> Exit {
-        eprintln!("error: {}", self.message);
+        eprintln!("error: {}", crate::util::redact::scrub(&self.message));
         self.exit
     }
 }

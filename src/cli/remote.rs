@@ -34,6 +34,7 @@ pub fn read<T: DeserializeOwned>(config: &Config, query: &Query) -> Result<Optio
 pub fn admin_target(config: &Config) -> Result<(std::net::SocketAddr, String), String> {
     let token = std::fs::read_to_string(config.data_dir.join(ADMIN_TOKEN_FILE))
         .map(|t| t.trim().to_string())
+        .inspect(|t| crate::util::redact::register(t))
         .map_err(|e| {
             format!(
                 "the store is in use by another process (a running `engine serve`?), and its admin token cannot be read ({e})\n  hint: run as the user that runs `engine serve`; if another engine command is using the store, try again when it has finished"

@@ -1,6 +1,6 @@
 //! `engine run SCRIPT PAYLOAD`: runs one script on each event of a payload (an envelope, or a
 //! single LogEvent) read exactly as the server reads a delivery; prints its log and the mail it
-//! would send. Nothing is sent.
+//! would send, scrubbed of secrets (`util::redact`). Nothing is sent.
 
 use std::io::Write;
 use std::path::Path;
@@ -60,10 +60,12 @@ pub(super) async fn dry_run_one(
         json,
     } = event;
     let event_uuid = id.clone();
-    let outcome =
+    let mut outcome =
         tokio::task::spawn_blocking(move || script::run(&s, &json, &id, &delivery, &h, &l))
             .await
             .map_err(|e| CliError::failure(format!("the run crashed: {e}")))?;
+    // A far side (Okta, a proxy) may have echoed a secret into the error or the log.
+    crate::process::scrub_outcome(&mut outcome);
     Ok(DryRun {
         script: script.name.clone(),
         subscribed,

@@ -34,7 +34,10 @@ pub use limits::{
     MAX_CONNECTIONS_PER_ADDRESS, MIN_CONNECTIONS, PER_ADDRESS_SHARE, ServerLimits,
 };
 pub use metrics::{HookMetrics, Outcome};
-pub use secrets::{GENERATED_SECRET_BYTES, SecretError, ensure as ensure_secret};
+pub use secrets::{
+    GENERATED_SECRET_BYTES, SecretError, ensure as ensure_secret,
+    register_existing as register_existing_secret,
+};
 pub use server::{SHUTDOWN_GRACE, VERIFICATION_HEADER, run};
 
 use crate::config::{HookConfig, Secret};

@@ -1,4 +1,6 @@
-//! Generated hook secrets: created on first start, kept with mode 0600 under the data dir.
+//! Generated hook secrets: created on first start, kept with mode 0600 under the data dir. Each
+//! one read or created is registered with `util::redact` (they are secrets entering the
+//! process), and so is the admin token, which is made the same way.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -27,9 +29,23 @@ pub enum SecretError {
     Empty { path: PathBuf },
 }
 
+/// Registers the secret stored at `path` with `util::redact`, if there is one (nothing is
+/// created): for commands that print but do not serve.
+pub fn register_existing(path: &Path) {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        crate::util::redact::register(text.trim());
+    }
+}
+
 /// Returns the secret stored at `path`, generating it first if there is none.
 /// The flag says whether it was generated now (so it can be shown once).
 pub fn ensure(path: &Path) -> Result<(Secret, bool), SecretError> {
+    let (secret, created) = ensure_file(path)?;
+    crate::util::redact::register(secret.expose());
+    Ok((secret, created))
+}
+
+fn ensure_file(path: &Path) -> Result<(Secret, bool), SecretError> {
     let mut bytes = [0u8; GENERATED_SECRET_BYTES];
     crate::util::fill_random(&mut bytes);
     let value = hex::encode(bytes);

@@ -5,11 +5,13 @@
 //!   checked at most every [`DIRECTORY_CHECK_INTERVAL`]; an edit that does not parse keeps the
 //!   previous contents and logs the error with its line.
 //! - [`OktaClient`]: `GET {org_url}/api/v1/users/{key}` with `Authorization: SSWS <token>`.
-//!   200 → the user; 404 `E0000007` → `None`; 429 → waits for `X-Rate-Limit-Reset` when that is
-//!   at most [`DEFAULT_MAX_RATE_LIMIT_WAIT`] away (else transient); 5xx, timeouts and connection
-//!   errors → [`LookupError::Transient`]; 401/403 → [`LookupError::Permanent`] with a hint.
+//!   200 → the user; 404 `E0000007` → `None`; 429 → [`LookupError::RateLimited`] at once with
+//!   the reset (no wait inside the lookup; lookups before the reset fail without a request);
+//!   5xx, timeouts and connection errors → [`LookupError::Transient`]; no answer by the caller's
+//!   deadline → [`LookupError::OutOfTime`]; 401/403 → [`LookupError::Permanent`] with a hint.
 //! - [`Lookup`]: the directory first, then Okta; Okta answers (found and not found) are cached.
-//!   [`Lookup::lookup_blocking`] serves the synchronous Rhai host function.
+//!   [`Lookup::lookup_blocking`] serves the synchronous Rhai host function, within the run's
+//!   deadline.
 //!
 //! The API token is a `Secret`: it is in no `Debug` output and no error message.
 //!
@@ -32,7 +34,7 @@ mod okta;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Map, Value};
 
@@ -43,8 +45,8 @@ pub use directory::{
     parse_json_directory,
 };
 pub use okta::{
-    DEFAULT_MAX_RATE_LIMIT_WAIT, MAX_OKTA_BODY_BYTES, MAX_RATE_LIMIT_RETRIES, OKTA_CONNECT_TIMEOUT,
-    OKTA_REQUEST_TIMEOUT, OktaClient,
+    MAX_OKTA_BODY_BYTES, MAX_RATE_LIMIT_PAUSE, OKTA_CONNECT_TIMEOUT, OKTA_REQUEST_TIMEOUT,
+    OktaClient,
 };
 
 /// How long a found user is served from the cache: short, so profile edits show up quickly, yet
@@ -63,9 +65,15 @@ pub use crate::script::User;
 /// Why a lookup failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LookupError {
-    /// Worth retrying the run later (Okta down, 5xx, 429, timeout, connection error).
+    /// Worth retrying the run later (Okta down, 5xx, timeout, connection error).
     #[error("{0}")]
     Transient(String),
+    /// Okta's rate limit (429): worth retrying from `until` (its reset) on, not before.
+    #[error("{message}")]
+    RateLimited { message: String, until: SystemTime },
+    /// No answer by the caller's deadline (the run's time limit).
+    #[error("{0}")]
+    OutOfTime(String),
     /// Retrying will not help (bad token, bad org URL, unusable directory file).
     #[error("{0}")]
     Permanent(String),
@@ -207,8 +215,13 @@ impl Lookup {
 
     /// The directory first (always current), then Okta (cached). `Ok(None)`: no such user.
     /// A directory reload (at most once per [`DIRECTORY_CHECK_INTERVAL`], only after the file
-    /// changed) reads the file on the calling thread; directory files are small.
-    pub async fn lookup(&self, key: &str) -> Result<Option<User>, LookupError> {
+    /// changed) reads the file on the calling thread; directory files are small. An Okta request
+    /// ends by `deadline` ([`LookupError::OutOfTime`]).
+    pub async fn lookup(
+        &self,
+        key: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Option<User>, LookupError> {
         let key = key.trim();
         if key.is_empty() {
             return Ok(None);
@@ -230,7 +243,7 @@ impl Lookup {
         }
         self.okta_requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let found = okta.get_user(key).await?;
+        let found = okta.get_user(key, deadline).await?;
         self.remember(key, &found);
         Ok(found)
     }
@@ -238,14 +251,18 @@ impl Lookup {
     /// [`Lookup::lookup`] for synchronous code: a Rhai host function on a `spawn_blocking`
     /// thread or another plain OS thread. Never call it from an async task (tokio panics when
     /// `block_on` runs inside the runtime's async context); use [`Lookup::lookup`] there.
-    pub fn lookup_blocking(&self, key: &str) -> Result<Option<User>, LookupError> {
+    pub fn lookup_blocking(
+        &self,
+        key: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Option<User>, LookupError> {
         // Without Okta nothing awaits: no runtime needed.
         if self.okta.is_none() {
             let key = key.trim();
             return Ok(self.directory.as_ref().and_then(|d| d.find(key)));
         }
         match &self.handle {
-            Some(h) => h.block_on(self.lookup(key)),
+            Some(h) => h.block_on(self.lookup(key, deadline)),
             None => Err(LookupError::Permanent(
                 "the Okta lookup has no tokio runtime".to_string(),
             )),
@@ -298,11 +315,16 @@ impl Lookup {
 pub struct LookupHost(pub Lookup);
 
 impl Host for LookupHost {
-    fn lookup_user(&self, key: &str) -> Result<Option<User>, HostError> {
-        match self.0.lookup_blocking(key) {
+    fn lookup_user(&self, key: &str, deadline: Option<Instant>) -> Result<Option<User>, HostError> {
+        match self.0.lookup_blocking(key, deadline) {
             Ok(u) => Ok(u),
-            Err(LookupError::Transient(m)) => Err(HostError::Transient(m)),
-            Err(e) => Err(HostError::Permanent(e.to_string())),
+            Err(LookupError::Transient(m)) => Err(HostError::transient(m)),
+            Err(LookupError::RateLimited { message, until }) => Err(HostError::Transient {
+                message,
+                not_before: Some(until),
+            }),
+            Err(LookupError::OutOfTime(m)) => Err(HostError::OutOfTime(m)),
+            Err(e @ LookupError::Permanent(_)) => Err(HostError::Permanent(e.to_string())),
         }
     }
 }

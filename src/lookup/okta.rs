@@ -1,12 +1,16 @@
 //! The Okta Users API: `GET {org_url}/api/v1/users/{key}` with `Authorization: SSWS <token>`.
-//! 200 → the user; 404 `E0000007` → `None`; 429 → waits for `X-Rate-Limit-Reset` when that is at
-//! most [`DEFAULT_MAX_RATE_LIMIT_WAIT`] away (else transient); 5xx, timeouts and connection
-//! errors → [`LookupError::Transient`]; 401/403 → [`LookupError::Permanent`] with a hint. The
-//! token is a [`Secret`]: it is in no `Debug` output and no error message.
+//! 200 → the user; 404 `E0000007` → `None`; 429 → [`LookupError::RateLimited`] at once, with the
+//! time it resets (`X-Rate-Limit-Reset`, or `Retry-After`): the run is retried then, and until
+//! then every lookup fails the same way without asking Okta. Nothing waits inside a lookup: a
+//! run holds a worker thread while it waits. 5xx, timeouts and connection errors →
+//! [`LookupError::Transient`]; no answer by the run's deadline → [`LookupError::OutOfTime`];
+//! 401/403 → [`LookupError::Permanent`] with a hint. The token is a [`Secret`]: it is in no
+//! `Debug` output and no error message of ours (a far side that echoes it is scrubbed by
+//! `util::redact` wherever text is recorded or logged).
 
 use std::fmt;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
@@ -20,21 +24,19 @@ use serde_json::{Map, Value};
 use super::{LookupError, User, scalar_string, user_from_json};
 use crate::config::{OktaConfig, Secret};
 
-/// One Okta request (connect, TLS, answer) may take this long; Okta answers in ~100 ms, and a
-/// script run has a wall-time limit of a few seconds.
+/// One Okta request (connect, TLS, answer) may take this long, and never longer than the run
+/// that asks has left; Okta answers in ~100 ms.
 pub const OKTA_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// TCP connect timeout for Okta: a black-holed address fails fast instead of eating the run.
 pub const OKTA_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest Okta answer read; a user object is a few KiB even with many custom attributes.
 pub const MAX_OKTA_BODY_BYTES: usize = 1024 * 1024;
-/// Longest wait for `X-Rate-Limit-Reset` done inside a lookup; a later reset fails the lookup as
-/// transient instead, so the run is retried with backoff and does not hold its thread (Okta's
-/// windows are one minute; a run's wall time is seconds).
-pub const DEFAULT_MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(5);
-/// A 429 without a usable `X-Rate-Limit-Reset` waits this long before the retry.
+/// A 429 without a usable `X-Rate-Limit-Reset` or `Retry-After` is taken to reset this long after
+/// it came.
 const RATE_LIMIT_FALLBACK_WAIT: Duration = Duration::from_secs(1);
-/// Retries after a 429 within one lookup; more means the org is saturated: give up (transient).
-pub const MAX_RATE_LIMIT_RETRIES: u32 = 2;
+/// Longest rate-limit pause taken from a 429's headers: Okta's windows are one minute, so a reset
+/// further away (a wrong clock, a proxy's header) must not park every lookup for longer.
+pub const MAX_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(5 * 60);
 
 type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
@@ -43,7 +45,9 @@ pub struct OktaClient {
     org_url: String,
     token: Secret,
     client: HttpsClient,
-    max_rate_limit_wait: Duration,
+    /// Until when the org answers 429 (the latest reset a 429 announced): lookups before then
+    /// fail at once, without a request.
+    rate_limited_until: Mutex<Option<SystemTime>>,
 }
 
 impl fmt::Debug for OktaClient {
@@ -86,7 +90,7 @@ impl OktaClient {
             org_url,
             token,
             client,
-            max_rate_limit_wait: DEFAULT_MAX_RATE_LIMIT_WAIT,
+            rate_limited_until: Mutex::new(None),
         })
     }
 
@@ -95,90 +99,128 @@ impl OktaClient {
         OktaClient::new(&cfg.org_url, token)
     }
 
-    /// Changes the longest `X-Rate-Limit-Reset` wait done in place (default
-    /// [`DEFAULT_MAX_RATE_LIMIT_WAIT`]).
-    pub fn with_max_rate_limit_wait(mut self, wait: Duration) -> OktaClient {
-        self.max_rate_limit_wait = wait;
-        self
-    }
-
     pub fn org_url(&self) -> &str {
         &self.org_url
     }
 
-    /// The user whose id or login is `key`; `Ok(None)` when Okta says there is none.
-    pub async fn get_user(&self, key: &str) -> Result<Option<User>, LookupError> {
+    /// The user whose id or login is `key`; `Ok(None)` when Okta says there is none. Returns by
+    /// `deadline` ([`LookupError::OutOfTime`] without an answer by then).
+    pub async fn get_user(
+        &self,
+        key: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Option<User>, LookupError> {
         let url = format!(
             "{}/api/v1/users/{}",
             self.org_url,
             percent_encoding::utf8_percent_encode(key, KEY_ESCAPE)
         );
-        let mut rate_limited = 0;
-        loop {
-            let (status, headers, body) = self.get(&url).await?;
-            match status {
-                StatusCode::OK => {
-                    let obj: Map<String, Value> = serde_json::from_slice(&body).map_err(|e| {
-                        LookupError::Transient(format!(
-                            "Okta answered 200 for user {key:?} with a body that is not a user object: {e}"
-                        ))
-                    })?;
-                    return user_from_json(&obj)
-                        .map(Some)
-                        .map_err(|e| LookupError::Transient(format!("Okta user {key:?}: {e}")));
-                }
-                StatusCode::NOT_FOUND => {
-                    if okta_error(&body).0.as_deref() == Some("E0000007") {
-                        return Ok(None);
-                    }
-                    return Err(LookupError::Permanent(format!(
-                        "Okta answered 404 without errorCode E0000007 for {url}; does okta.org_url point at an Okta org?"
-                    )));
-                }
-                StatusCode::TOO_MANY_REQUESTS => {
-                    let wait = rate_limit_wait(&headers);
-                    if rate_limited >= MAX_RATE_LIMIT_RETRIES || wait > self.max_rate_limit_wait {
-                        return Err(LookupError::Transient(format!(
-                            "Okta rate limit reached (429) looking up {key:?}; it resets in {} s",
-                            wait.as_secs()
-                        )));
-                    }
-                    rate_limited += 1;
-                    tracing::info!(
-                        "Okta rate limit reached (429); waiting {} ms for X-Rate-Limit-Reset",
-                        wait.as_millis()
-                    );
-                    tokio::time::sleep(wait).await;
-                }
-                StatusCode::UNAUTHORIZED => {
-                    return Err(LookupError::Permanent(format!(
-                        "Okta rejected the API token (401{}): check that the variable named by okta.token_env holds a valid, active Okta API token",
-                        okta_error_suffix(&body)
-                    )));
-                }
-                StatusCode::FORBIDDEN => {
-                    return Err(LookupError::Permanent(format!(
-                        "Okta refused the request (403{}): the API token's admin needs permission to read users",
-                        okta_error_suffix(&body)
-                    )));
-                }
-                s if s.is_server_error() => {
-                    return Err(LookupError::Transient(format!(
-                        "Okta answered {s}{} looking up {key:?}",
-                        okta_error_suffix(&body)
-                    )));
-                }
-                s => {
-                    return Err(LookupError::Permanent(format!(
-                        "Okta answered {s}{} looking up {key:?}",
-                        okta_error_suffix(&body)
-                    )));
-                }
+        if let Some(until) = self.rate_limited() {
+            return Err(LookupError::RateLimited {
+                message: format!(
+                    "Okta rate limit reached (429); not asking Okta again before it resets in {} s",
+                    seconds_until(until)
+                ),
+                until,
+            });
+        }
+        let (status, headers, body) = self.get(&url, deadline).await?;
+        match status {
+            StatusCode::OK => {
+                let obj: Map<String, Value> = serde_json::from_slice(&body).map_err(|e| {
+                    LookupError::Transient(format!(
+                        "Okta answered 200 for user {key:?} with a body that is not a user object: {e}"
+                    ))
+                })?;
+                user_from_json(&obj)
+                    .map(Some)
+                    .map_err(|e| LookupError::Transient(format!("Okta user {key:?}: {e}")))
             }
+            StatusCode::NOT_FOUND => {
+                if okta_error(&body).0.as_deref() == Some("E0000007") {
+                    return Ok(None);
+                }
+                Err(LookupError::Permanent(format!(
+                    "Okta answered 404 without errorCode E0000007 for {url}; does okta.org_url point at an Okta org?"
+                )))
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                let until = rate_limit_until(&headers, SystemTime::now());
+                self.note_rate_limit(until);
+                let resets_in = seconds_until(until);
+                tracing::info!(
+                    org_url = %self.org_url,
+                    resets_in_s = resets_in,
+                    "Okta rate limit reached (429); lookups fail transient until it resets"
+                );
+                Err(LookupError::RateLimited {
+                    message: format!(
+                        "Okta rate limit reached (429{}) looking up {key:?}; it resets in {resets_in} s",
+                        okta_error_suffix(&body)
+                    ),
+                    until,
+                })
+            }
+            StatusCode::UNAUTHORIZED => Err(LookupError::Permanent(format!(
+                "Okta rejected the API token (401{}): check that the variable named by okta.token_env holds a valid, active Okta API token",
+                okta_error_suffix(&body)
+            ))),
+            StatusCode::FORBIDDEN => Err(LookupError::Permanent(format!(
+                "Okta refused the request (403{}): the API token's admin needs permission to read users",
+                okta_error_suffix(&body)
+            ))),
+            s if s.is_server_error() => Err(LookupError::Transient(format!(
+                "Okta answered {s}{} looking up {key:?}",
+                okta_error_suffix(&body)
+            ))),
+            s => Err(LookupError::Permanent(format!(
+                "Okta answered {s}{} looking up {key:?}",
+                okta_error_suffix(&body)
+            ))),
         }
     }
 
-    async fn get(&self, url: &str) -> Result<(StatusCode, hyper::HeaderMap, Bytes), LookupError> {
+    /// The reset of a rate limit still in force.
+    fn rate_limited(&self) -> Option<SystemTime> {
+        let until = *self
+            .rate_limited_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        until.filter(|u| *u > SystemTime::now())
+    }
+
+    fn note_rate_limit(&self, until: SystemTime) {
+        let mut known = self
+            .rate_limited_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if known.is_none_or(|k| k < until) {
+            *known = Some(until);
+        }
+    }
+
+    /// One exchange, bounded by [`OKTA_REQUEST_TIMEOUT`] and by `deadline`, whichever is first.
+    async fn get(
+        &self,
+        url: &str,
+        deadline: Option<Instant>,
+    ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), LookupError> {
+        let started = Instant::now();
+        let timeout_end = started + OKTA_REQUEST_TIMEOUT;
+        let (end, bound_by_run) = match deadline {
+            Some(d) if d < timeout_end => (d, true),
+            _ => (timeout_end, false),
+        };
+        let out_of_time = || {
+            LookupError::OutOfTime(format!(
+                "Okta at {} did not answer within the {} ms the run had left",
+                self.org_url,
+                end.saturating_duration_since(started).as_millis()
+            ))
+        };
+        if bound_by_run && end <= started {
+            return Err(out_of_time());
+        }
         let mut auth = header::HeaderValue::try_from(format!("SSWS {}", self.token.expose()))
             .map_err(|_| {
                 LookupError::Permanent(
@@ -219,8 +261,9 @@ impl OktaClient {
                 .to_bytes();
             Ok((parts.status, parts.headers, body))
         };
-        match tokio::time::timeout(OKTA_REQUEST_TIMEOUT, exchange).await {
+        match tokio::time::timeout_at(tokio::time::Instant::from_std(end), exchange).await {
             Ok(r) => r,
+            Err(_) if bound_by_run => Err(out_of_time()),
             Err(_) => Err(LookupError::Transient(format!(
                 "Okta at {} did not answer within {} s",
                 self.org_url,
@@ -262,17 +305,66 @@ fn okta_error_suffix(body: &[u8]) -> String {
     }
 }
 
-/// How long until `X-Rate-Limit-Reset` (UTC epoch seconds), rounded up to the next second.
-fn rate_limit_wait(headers: &hyper::HeaderMap) -> Duration {
-    let reset = headers
-        .get("x-rate-limit-reset")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let Some(reset) = reset else {
-        return RATE_LIMIT_FALLBACK_WAIT;
+/// When a 429 resets: the later of `X-Rate-Limit-Reset` (UTC epoch seconds) and `Retry-After`
+/// (seconds, or an HTTP date), [`RATE_LIMIT_FALLBACK_WAIT`] after `now` without either, and at
+/// most [`MAX_RATE_LIMIT_PAUSE`] after `now`.
+fn rate_limit_until(headers: &hyper::HeaderMap, now: SystemTime) -> SystemTime {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    Duration::from_secs(reset).saturating_sub(now)
+    let reset = text("x-rate-limit-reset")
+        .and_then(|v| v.parse::<u64>().ok())
+        .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)));
+    let retry_after = text("retry-after").and_then(|v| match v.parse::<u64>() {
+        Ok(secs) => now.checked_add(Duration::from_secs(secs)),
+        Err(_) => httpdate::parse_http_date(v).ok(),
+    });
+    let until = match (reset, retry_after) {
+        (Some(a), Some(b)) => a.max(b),
+        (Some(t), None) | (None, Some(t)) => t,
+        (None, None) => now + RATE_LIMIT_FALLBACK_WAIT,
+    };
+    until.min(now + MAX_RATE_LIMIT_PAUSE)
+}
+
+/// Whole seconds from now until `t`, rounded up.
+fn seconds_until(t: SystemTime) -> u64 {
+    let left = t.duration_since(SystemTime::now()).unwrap_or_default();
+    left.as_secs() + u64::from(left.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> hyper::HeaderMap {
+        let mut h = hyper::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().expect("header value"));
+        }
+        h
+    }
+
+    #[test]
+    fn a_429_resets_at_the_later_header_capped() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(secs);
+        let reset = headers(&[("x-rate-limit-reset", "1700000002")]);
+        assert_eq!(rate_limit_until(&reset, now), at(1_700_000_002));
+        let both = headers(&[("x-rate-limit-reset", "1700000002"), ("retry-after", "7")]);
+        assert_eq!(rate_limit_until(&both, now), at(1_700_000_007));
+        let date = headers(&[("retry-after", "Tue, 14 Nov 2023 22:13:30 GMT")]);
+        assert_eq!(rate_limit_until(&date, now), at(1_700_000_010));
+        assert_eq!(
+            rate_limit_until(&headers(&[]), now),
+            now + RATE_LIMIT_FALLBACK_WAIT
+        );
+        let far = headers(&[("x-rate-limit-reset", "1800000000")]);
+        assert_eq!(rate_limit_until(&far, now), now + MAX_RATE_LIMIT_PAUSE);
+        let junk = headers(&[("x-rate-limit-reset", "soon"), ("retry-after", "later")]);
+        assert_eq!(rate_limit_until(&junk, now), now + RATE_LIMIT_FALLBACK_WAIT);
+    }
 }

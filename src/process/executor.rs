@@ -1,20 +1,25 @@
 //! Carries out one run: loads its record and event (the event's body is read once), runs the
 //! script on a blocking thread, and records the result, its actions and its leaving the pending
-//! set in one transaction. A run whose script failed transiently is retried with [`RUN_BACKOFF`].
+//! set in one transaction. A run whose script failed transiently is retried with [`RUN_BACKOFF`],
+//! and never before the time the far side gave (a rate limit's reset). Every string a run
+//! record holds is scrubbed of secrets (`util::redact`) before it is logged or saved. A run's
+//! group for the scheduler's per-script share is its script.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-use super::scheduler::{Backoff, Done, Due, DueWork, MAX_PANICS, Task};
-use crate::script::{self, DeliveryInfo, Host, Limits, LiveScripts, RunError, RunErrorKind};
+use super::scheduler::{Admit, Backoff, Done, Due, DueKey, DueWork, MAX_PANICS, Task};
+use crate::script::{
+    self, DeliveryInfo, Host, Limits, LiveScripts, LogLine, RunError, RunErrorKind, RunOutcome,
+};
 use crate::store::outbox::{self, Origin};
 use crate::store::runs::{self, RunRecord, RunStatus, RunsView};
 use crate::store::{ReadError, Store, StoredEvent};
-use crate::util::{format_ms, now_ms, prom};
+use crate::util::{format_ms, now_ms, prom, redact};
 
 /// Attempts of a run that keeps failing on transient host errors before it is marked failed.
 pub const MAX_RUN_ATTEMPTS: u32 = 20;
@@ -48,7 +53,10 @@ pub struct Executor {
     stats: Mutex<RunStats>,
     /// Runs whose result could not be recorded (the store could not write), with their next
     /// attempt: the next attempt records them again instead of running the script again.
-    unrecorded: Mutex<std::collections::HashMap<u64, (RunRecord, u64)>>,
+    unrecorded: Mutex<HashMap<u64, (RunRecord, u64)>>,
+    /// The group (script) of each pending run the scheduler asked about, so that a look at the
+    /// queue reads each record once; a run leaves it when it is finished.
+    scripts_of: Mutex<HashMap<u64, u64>>,
     failures: crate::util::Throttle,
 }
 
@@ -67,7 +75,8 @@ impl Executor {
             limits,
             mail_wake,
             stats: Mutex::new(RunStats::default()),
-            unrecorded: Mutex::new(std::collections::HashMap::new()),
+            unrecorded: Mutex::new(HashMap::new()),
+            scripts_of: Mutex::new(HashMap::new()),
             failures: crate::util::Throttle::new(crate::store::FAILURE_LOG_INTERVAL),
         }
     }
@@ -173,6 +182,7 @@ impl Executor {
                         line,
                         col,
                         trace: Vec::new(),
+                        not_before_ms: None,
                         hint: Some(hint.unwrap_or_else(|| {
                             "fix the script, then `engine replay --failed` runs it on this event".into()
                         })),
@@ -193,6 +203,9 @@ impl Executor {
                 )),
             },
         };
+        // Before anything of it is logged or recorded: a far side may have echoed a secret.
+        let mut outcome = outcome;
+        scrub_outcome(&mut outcome);
         record.duration_ms = Some(clock.elapsed().as_millis() as u64);
         record.finished = Some(format_ms(now_ms()));
         for line in &outcome.log {
@@ -217,8 +230,11 @@ impl Executor {
             Err(error) => {
                 record.actions = Vec::new();
                 if error.kind == RunErrorKind::Transient && record.attempts < MAX_RUN_ATTEMPTS {
-                    let delay = RUN_BACKOFF.delay(record.attempts - 1);
-                    not_before = now_ms() + delay.as_millis() as u64;
+                    let now = now_ms();
+                    let backoff = now + RUN_BACKOFF.delay(record.attempts - 1).as_millis() as u64;
+                    // Not before the far side said it answers again (a rate limit's reset).
+                    not_before = backoff.max(error.not_before_ms.unwrap_or(0));
+                    let delay = Duration::from_millis(not_before - now);
                     record.status = RunStatus::Retrying;
                     record.next_attempt = Some(format_ms(not_before));
                     tracing::warn!(run_id = id, script = %record.script, %error, retry_in_ms = delay.as_millis() as u64, "run failed transiently");
@@ -250,9 +266,16 @@ impl Executor {
         }
     }
 
-    /// Records the run's new state; a successful run's actions are queued in the same
-    /// transaction.
-    async fn save(&self, record: RunRecord, not_before: u64) -> Done {
+    /// Records the run's new state, scrubbed of secrets; a successful run's actions are queued
+    /// in the same transaction.
+    async fn save(&self, mut record: RunRecord, not_before: u64) -> Done {
+        scrub_record(&mut record);
+        if record.status.is_finished() {
+            self.scripts_of
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&record.id);
+        }
         let (id, status) = (record.id, record.status);
         let kept = record.clone();
         let result = self
@@ -365,8 +388,39 @@ impl Executor {
 impl DueWork for Executor {
     const KIND: &'static str = "run";
 
-    fn due(&self, now_ms: u64, skip: &HashSet<u64>, limit: usize) -> Result<Due, ReadError> {
-        RunsView(&*self.store).due(now_ms, skip, limit)
+    fn due(
+        &self,
+        now_ms: u64,
+        after: Option<DueKey>,
+        admit: &mut dyn FnMut(DueKey) -> Admit,
+    ) -> Result<Due, ReadError> {
+        RunsView(&*self.store).due(now_ms, after, admit)
+    }
+
+    /// A run's script (a hash of its name): one script's runs share its slots (see
+    /// `process::script_share`).
+    fn group(&self, id: u64) -> Option<u64> {
+        if let Some(g) = self
+            .scripts_of
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
+            return Some(*g);
+        }
+        // Unreadable now: no group (the run is not held back; running it reports the error).
+        let script = RunsView(&*self.store).get(id).ok()??.script;
+        let group = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            script.hash(&mut h);
+            h.finish()
+        };
+        self.scripts_of
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, group);
+        Some(group)
     }
 
     fn execute(self: Arc<Self>, id: u64) -> Task {
@@ -448,5 +502,38 @@ fn plain_error(script: &str, message: String) -> RunError {
         col: None,
         trace: Vec::new(),
         hint: None,
+        not_before_ms: None,
+    }
+}
+
+/// Scrubs the secrets from what a far side may have put into a run's error and log lines.
+fn scrub_error(error: &mut RunError) {
+    redact::scrub_in_place(&mut error.message);
+    for t in &mut error.trace {
+        redact::scrub_in_place(t);
+    }
+}
+
+fn scrub_log(log: &mut [LogLine]) {
+    for line in log {
+        redact::scrub_in_place(&mut line.message);
+    }
+}
+
+/// Scrubs a run's log lines and error, where a far side's text lands (an error body, a profile
+/// field logged): what `engine run` and `engine check` print passes through here, as run records
+/// do. Mail the script composed is left as written (a short secret that is also a common word
+/// would garble it); it goes only to the addresses the script chose.
+pub fn scrub_outcome(outcome: &mut RunOutcome) {
+    scrub_log(&mut outcome.log);
+    if let Err(e) = &mut outcome.result {
+        scrub_error(e);
+    }
+}
+
+fn scrub_record(record: &mut RunRecord) {
+    scrub_log(&mut record.log);
+    if let Some(e) = &mut record.error {
+        scrub_error(e);
     }
 }

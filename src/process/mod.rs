@@ -27,9 +27,10 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 pub use dispatcher::{DISPATCH_BATCH, Dispatcher};
-pub use executor::{Executor, MAX_RUN_ATTEMPTS, RUN_BACKOFF, RUN_DURATION_BUCKETS};
+pub use executor::{Executor, MAX_RUN_ATTEMPTS, RUN_BACKOFF, RUN_DURATION_BUCKETS, scrub_outcome};
 pub use scheduler::{
-    Backoff, Done, Due, DuePool, DueWork, MAX_PANICS, PAUSE_FIRST, PAUSE_MAX, Task, panic_message,
+    Admit, Backoff, Done, Due, DueKey, DuePool, DueWork, MAX_DUE_SCAN, MAX_PANICS, PAUSE_FIRST,
+    PAUSE_MAX, Task, panic_message,
 };
 
 use crate::script::{Host, Limits, LiveScripts};
@@ -39,12 +40,36 @@ use crate::util::prom;
 
 /// How often the scheduler looks at the pending runs without being woken (retries coming due).
 pub const SCHEDULER_TICK: Duration = Duration::from_millis(250);
+/// Run slots per core. A run holds its slot (a blocking thread) while it sleeps or waits for
+/// Okta, not only while it computes, so more slots than cores keep the cores busy while some
+/// runs wait; runs that do compute share the cores (each is bounded by its own time limit).
+pub const RUN_SLOTS_PER_CORE: usize = 2;
+/// Fewest run slots, whatever the core count: with fewer, the per-script share
+/// ([`script_share`]) would leave one script a single slot on a one-core machine.
+pub const MIN_RUN_SLOTS: usize = 4;
+/// One script's runs hold at most 1/this of the slots: a script whose runs are slow (sleeping,
+/// waiting on a hanging far side, up to its time limit each) leaves the other half to the
+/// others; with [`RUN_SLOTS_PER_CORE`] = 2, that half is still one slot per core, so a lone
+/// busy script keeps every core working.
+pub const SCRIPT_SHARE_DIVISOR: usize = 2;
+/// The run slots for a machine with `cores` cores. Each slot's run may hold `[limits]
+/// max_memory_mb`, so the worst case is slots × that.
+pub fn run_slots(cores: usize) -> usize {
+    (cores.max(1) * RUN_SLOTS_PER_CORE).max(MIN_RUN_SLOTS)
+}
+
+/// How many of `slots` one script's runs may hold at once.
+pub fn script_share(slots: usize) -> usize {
+    (slots / SCRIPT_SHARE_DIVISOR).max(1)
+}
 
 /// What processing is built from (the app derives it from the config).
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Runs at once (one blocking thread each).
+    /// Runs at once (one blocking thread each): [`run_slots`].
     pub workers: usize,
+    /// Runs of one script at once: [`script_share`] of `workers`.
+    pub per_script: usize,
     pub limits: Limits,
     /// Hooks whose events are kept as samples (`capture = true`).
     pub capture_hooks: HashSet<String>,
@@ -75,7 +100,12 @@ impl Processor {
             settings.limits,
             mail_wake,
         ));
-        let pool = DuePool::new(executor.clone(), settings.workers, SCHEDULER_TICK);
+        let pool = DuePool::shared(
+            executor.clone(),
+            settings.workers,
+            settings.per_script,
+            SCHEDULER_TICK,
+        );
         let dispatcher = Arc::new(Dispatcher::new(
             store.clone(),
             scripts.clone(),

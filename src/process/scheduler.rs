@@ -3,12 +3,18 @@
 //! in-flight set so no item runs twice at once, a wake-up for new work and a tick for items
 //! coming due, and a drain at shutdown. [`Backoff`] is the one retry-delay rule.
 //!
+//! Fair between groups: a queue may put its items in groups ([`DueWork::group`]: a run's script)
+//! and a pool built with [`DuePool::shared`] lets each group hold at most its share of the slots,
+//! so one group with slow items (a script sleeping, a far side hanging) cannot hold every slot
+//! while another group's items wait. Items of a group at its share are passed over, not
+//! dropped: the next item due of another group starts instead.
+//!
 //! Robust to panics: each item's work runs in a task of its own; when it panics, the item leaves
 //! the in-flight set (so it is tried again, it never stays silently stuck) and its queue is told
 //! ([`DueWork::panicked`]) so that it can record the crash and, after [`MAX_PANICS`], fail the
 //! item visibly instead of trying it forever.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -17,6 +23,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::store::ReadError;
+pub use crate::store::{Admit, DueKey};
 use crate::util::now_ms;
 
 /// Times an item's task may panic before its queue is asked to fail it for good.
@@ -26,6 +33,12 @@ pub const MAX_PANICS: u32 = 3;
 pub const PAUSE_FIRST: Duration = Duration::from_millis(250);
 /// Longest such pause; each failure in a row doubles it up to this.
 pub const PAUSE_MAX: Duration = Duration::from_secs(30);
+/// Due items looked at per pass over the queue, at most. Items of a group at its share are
+/// passed over to reach another group's, and a look happens after every item that ends, so this
+/// bounds what one look costs when one group has a deep backlog: two passes, one from the head
+/// (the earliest due first) and one from where the previous look's second pass stopped, so that
+/// an item deeper in the backlog is still reached within a few looks.
+pub const MAX_DUE_SCAN: usize = 256;
 
 /// How an item's work ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,9 +60,21 @@ pub trait DueWork: Send + Sync + 'static {
     /// What one item is called in log lines (`run`, `mail`).
     const KIND: &'static str;
 
-    /// Up to `limit` ids due at `now_ms` that are not in `skip`, and the earliest time an item
-    /// not yet due comes due.
-    fn due(&self, now_ms: u64, skip: &HashSet<u64>, limit: usize) -> Result<Due, ReadError>;
+    /// The ids due at `now_ms` that `admit` takes, earliest due first from just after `after`
+    /// (`admit` is asked about each in turn, and says when to stop), and the earliest time an
+    /// item not yet due comes due.
+    fn due(
+        &self,
+        now_ms: u64,
+        after: Option<DueKey>,
+        admit: &mut dyn FnMut(DueKey) -> Admit,
+    ) -> Result<Due, ReadError>;
+
+    /// The group item `id` belongs to, for a pool with a share per group ([`DuePool::shared`]);
+    /// `None`: no group (never held back).
+    fn group(&self, _id: u64) -> Option<u64> {
+        None
+    }
 
     /// Carries out item `id` and records its outcome (it stays due if nothing is recorded).
     fn execute(self: Arc<Self>, id: u64) -> Task;
@@ -88,12 +113,17 @@ impl Backoff {
     }
 }
 
-/// Drains a [`DueWork`] queue with at most `size` items in flight.
+/// Drains a [`DueWork`] queue with at most `size` items in flight, at most `share` of them of
+/// one group.
 pub struct DuePool<W: DueWork> {
     work: Arc<W>,
     size: usize,
+    share: usize,
     permits: Arc<Semaphore>,
-    in_flight: Mutex<HashSet<u64>>,
+    /// The items in flight, with their groups.
+    in_flight: Mutex<HashMap<u64, Option<u64>>>,
+    /// Where the last look's second pass stopped (see [`MAX_DUE_SCAN`]).
+    scan_cursor: Mutex<Option<DueKey>>,
     /// Panics per item in this process.
     panics: Mutex<HashMap<u64, u32>>,
     wake: Arc<Notify>,
@@ -112,12 +142,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl<W: DueWork> DuePool<W> {
     /// A pool over `work`; it looks at the queue when woken and at least every `tick`.
     pub fn new(work: Arc<W>, size: usize, tick: Duration) -> Arc<DuePool<W>> {
+        DuePool::shared(work, size, size, tick)
+    }
+
+    /// A pool whose items of one group ([`DueWork::group`]) hold at most `share` of its `size`
+    /// slots at once.
+    pub fn shared(work: Arc<W>, size: usize, share: usize, tick: Duration) -> Arc<DuePool<W>> {
         let size = size.max(1);
         Arc::new(DuePool {
             work,
             size,
+            share: share.clamp(1, size),
             permits: Arc::new(Semaphore::new(size)),
-            in_flight: Mutex::new(HashSet::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            scan_cursor: Mutex::new(None),
             panics: Mutex::new(HashMap::new()),
             wake: Arc::new(Notify::new()),
             finished: Notify::new(),
@@ -201,14 +239,47 @@ impl<W: DueWork> DuePool<W> {
                 return Ok(Some(now_ms() + wait.as_millis() as u64));
             }
         }
-        let free = self.permits.available_permits();
-        let skip = lock(&self.in_flight).clone();
-        let (due, next_due) = self.work.due(now_ms(), &skip, free)?;
-        for id in due {
+        let in_flight = lock(&self.in_flight).clone();
+        let mut look = Look {
+            free: self.permits.available_permits(),
+            share: if self.share < self.size {
+                self.share
+            } else {
+                usize::MAX
+            },
+            held: HashMap::new(),
+            picked: Vec::new(),
+            looked: 0,
+            last: None,
+            window_full: false,
+        };
+        for group in in_flight.values().flatten() {
+            *look.held.entry(*group).or_default() += 1;
+        }
+        let work = &*self.work;
+        let admit = |look: &mut Look, key: DueKey| look.admit(key, &in_flight, work);
+        let now = now_ms();
+        let (_, next_due) = self.work.due(now, None, &mut |k| admit(&mut look, k))?;
+        if look.window_full && look.picked.len() < look.free {
+            // Everything in the first window is in flight or of a group at its share: go on
+            // from where the previous look stopped (or from here), so deeper items are reached.
+            let head_end = look.last;
+            let cursor = *lock(&self.scan_cursor);
+            let from = match (cursor, head_end) {
+                (Some(c), Some(h)) if c > h => Some(c),
+                _ => head_end,
+            };
+            look.looked = 0;
+            look.window_full = false;
+            self.work.due(now, from, &mut |k| admit(&mut look, k))?;
+            *lock(&self.scan_cursor) = if look.window_full { look.last } else { None };
+        }
+        let picked = look.picked;
+        for (id, group) in picked {
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 break;
             };
-            lock(&self.in_flight).insert(id);
+            lock(&self.in_flight).insert(id, group);
             let me = self.clone();
             tokio::spawn(async move {
                 // The work runs in a task of its own: a panic ends that task, not this one.
@@ -244,6 +315,58 @@ impl<W: DueWork> DuePool<W> {
     }
 }
 
+/// One look at the queue: what is picked, and how much of it was looked at.
+struct Look {
+    free: usize,
+    share: usize,
+    /// Items in flight or picked, per group.
+    held: HashMap<u64, usize>,
+    picked: Vec<(u64, Option<u64>)>,
+    /// Items looked at in this pass.
+    looked: usize,
+    /// The last item looked at.
+    last: Option<DueKey>,
+    /// The pass stopped at [`MAX_DUE_SCAN`] with items left.
+    window_full: bool,
+}
+
+impl Look {
+    fn admit<W: DueWork>(
+        &mut self,
+        key: DueKey,
+        in_flight: &HashMap<u64, Option<u64>>,
+        work: &W,
+    ) -> Admit {
+        if self.picked.len() >= self.free {
+            return Admit::Stop;
+        }
+        if self.looked >= MAX_DUE_SCAN {
+            self.window_full = true;
+            return Admit::Stop;
+        }
+        self.looked += 1;
+        self.last = Some(key);
+        let id = key.1;
+        if in_flight.contains_key(&id) {
+            return Admit::Pass;
+        }
+        let group = if self.share == usize::MAX {
+            None
+        } else {
+            work.group(id)
+        };
+        if let Some(g) = group {
+            let n = self.held.entry(g).or_default();
+            if *n >= self.share {
+                return Admit::Pass;
+            }
+            *n += 1;
+        }
+        self.picked.push((id, group));
+        Admit::Take
+    }
+}
+
 /// The text of a panic's payload.
 pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     payload
@@ -271,21 +394,41 @@ mod tests {
         panics_seen: Vec<(u64, u32)>,
         failed: Vec<u64>,
         attempts: HashMap<u64, u32>,
+        groups: HashMap<u64, u64>,
+        /// How long an item's work takes (default: none).
+        slow: HashMap<u64, Duration>,
+        /// (id, ms after the test began) as each item's work ended.
+        ended: Vec<(u64, u128)>,
+        began: Option<std::time::Instant>,
     }
 
     impl DueWork for Fake {
         const KIND: &'static str = "fake";
 
-        fn due(&self, _now: u64, skip: &HashSet<u64>, limit: usize) -> Result<Due, ReadError> {
-            let s = lock(&self.state);
-            let ids = s
-                .due
-                .iter()
-                .copied()
-                .filter(|id| !skip.contains(id))
-                .take(limit)
-                .collect();
+        fn due(
+            &self,
+            _now: u64,
+            after: Option<DueKey>,
+            admit: &mut dyn FnMut(DueKey) -> Admit,
+        ) -> Result<Due, ReadError> {
+            // Not under the lock: `admit` asks for groups, which takes it. All due at 0.
+            let due = lock(&self.state).due.clone();
+            let mut ids = Vec::new();
+            for id in due
+                .into_iter()
+                .filter(|id| after.is_none_or(|a| (0, *id) > a))
+            {
+                match admit((0, id)) {
+                    Admit::Take => ids.push(id),
+                    Admit::Pass => {}
+                    Admit::Stop => break,
+                }
+            }
             Ok((ids, None))
+        }
+
+        fn group(&self, id: u64) -> Option<u64> {
+            lock(&self.state).groups.get(&id).copied()
         }
 
         fn execute(self: Arc<Self>, id: u64) -> Task {
@@ -299,9 +442,15 @@ mod tests {
                 if id == 2 || (id == 3 && attempt == 1) {
                     panic!("injected panic in item {id}");
                 }
+                let slow = lock(&self.state).slow.get(&id).copied();
+                if let Some(d) = slow {
+                    tokio::time::sleep(d).await;
+                }
                 let mut s = lock(&self.state);
                 s.due.retain(|d| *d != id);
                 s.done.push(id);
+                let at = s.began.map(|b| b.elapsed().as_millis()).unwrap_or(0);
+                s.ended.push((id, at));
                 Done::Recorded
             })
         }
@@ -354,6 +503,101 @@ mod tests {
         assert_eq!(twos, (1..=MAX_PANICS).collect::<Vec<_>>());
         assert!(s.panics_seen.contains(&(3, 1)));
         assert_eq!(pool.in_flight(), 0, "nothing left in flight");
+    }
+
+    /// A group at its share is passed over: the other group's items start beside it, and a
+    /// lone group still uses its share of the slots.
+    #[tokio::test]
+    async fn a_group_at_its_share_is_passed_over_for_another_groups_items() {
+        let fake = Arc::new(Fake::default());
+        {
+            let mut s = lock(&fake.state);
+            // Items 10..16 of group "slow" (300 ms each) come first; 20..23 of "quick" after.
+            s.due = (10..16).chain(20..23).collect();
+            for id in 10..16 {
+                s.groups.insert(id, 1);
+                s.slow.insert(id, Duration::from_millis(300));
+            }
+            for id in 20..23 {
+                s.groups.insert(id, 2);
+            }
+            s.began = Some(std::time::Instant::now());
+        }
+        let pool = DuePool::shared(fake.clone(), 4, 2, Duration::from_millis(5));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let running = tokio::spawn(pool.clone().run(stop_rx));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !lock(&fake.state).due.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "items stuck");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = stop_tx.send(true);
+        running.await.expect("pool stops");
+        let s = lock(&fake.state);
+        let quick_last = s
+            .ended
+            .iter()
+            .filter(|(id, _)| *id >= 20)
+            .map(|(_, at)| *at)
+            .max()
+            .expect("quick items ran");
+        assert!(
+            quick_last < 250,
+            "the quick group waited behind the slow one: {:?}",
+            s.ended
+        );
+        let slow_last = s
+            .ended
+            .iter()
+            .filter(|(id, _)| *id < 20)
+            .map(|(_, at)| *at)
+            .max()
+            .expect("slow items ran");
+        // Six slow items, two at a time: three rounds of 300 ms (never four at once, never one).
+        assert!(
+            (850..1500).contains(&slow_last),
+            "slow items ended at {:?}",
+            s.ended
+        );
+    }
+
+    /// An item of another group behind a backlog of one group's items deeper than one pass
+    /// ([`MAX_DUE_SCAN`]) is still reached within a few looks.
+    #[tokio::test]
+    async fn an_item_behind_a_deep_backlog_of_one_group_is_reached() {
+        let fake = Arc::new(Fake::default());
+        let backlog = 3 * MAX_DUE_SCAN as u64;
+        let quick = 100 + backlog;
+        {
+            let mut s = lock(&fake.state);
+            s.due = (100..100 + backlog).chain([quick]).collect();
+            for id in 100..100 + backlog {
+                s.groups.insert(id, 1);
+                s.slow.insert(id, Duration::from_secs(2));
+            }
+            s.groups.insert(quick, 2);
+            s.began = Some(std::time::Instant::now());
+        }
+        let pool = DuePool::shared(fake.clone(), 4, 2, Duration::from_millis(5));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let running = tokio::spawn(pool.clone().run(stop_rx));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !lock(&fake.state).done.contains(&quick) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the item behind the backlog never started"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let at = lock(&fake.state)
+            .ended
+            .iter()
+            .find(|(id, _)| *id == quick)
+            .map(|(_, at)| *at);
+        let _ = stop_tx.send(true);
+        lock(&fake.state).due.clear();
+        running.abort();
+        assert!(at.is_some_and(|at| at < 1000), "reached after {at:?} ms");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rhai::module_resolvers::ModuleResolver;
 use rhai::{
@@ -109,6 +109,8 @@ impl Budget {
 pub(crate) struct Fatal {
     pub kind: RunErrorKind,
     pub message: String,
+    /// A transient error's "retry not before" (see `HostError::Transient`).
+    pub not_before: Option<SystemTime>,
     pub position: Position,
     pub source: Option<String>,
 }
@@ -248,7 +250,12 @@ fn check_budget(ops: u64) -> Option<Dynamic> {
 }
 
 /// Records a sticky error and returns the error that stops the script.
-fn fatal(ctx: &NativeCallContext, kind: RunErrorKind, message: String) -> Box<EvalAltResult> {
+fn fatal(
+    ctx: &NativeCallContext,
+    kind: RunErrorKind,
+    message: String,
+    not_before: Option<SystemTime>,
+) -> Box<EvalAltResult> {
     let position = ctx.call_position();
     let source = ctx.call_source().map(str::to_string);
     with_ctx(|c| {
@@ -256,6 +263,7 @@ fn fatal(ctx: &NativeCallContext, kind: RunErrorKind, message: String) -> Box<Ev
             c.fatal = Some(Fatal {
                 kind,
                 message,
+                not_before,
                 position,
                 source,
             });
@@ -320,6 +328,7 @@ fn send_email(ctx: NativeCallContext, map: Map) -> Result<ImmutableString, Box<E
             &ctx,
             RunErrorKind::Limit,
             format!("script sent more than {max} emails (limits.max_emails)"),
+            None,
         )),
     }
 }
@@ -332,23 +341,42 @@ fn lookup_user(
     if key.trim().is_empty() {
         return Ok(Dynamic::UNIT);
     }
+    // The lookup gets the run's deadline: it must not hold the thread past the time limit.
+    let deadline = BUDGET.with(|b| b.get().deadline);
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        return Err(out_of_time(&ctx));
+    }
     // The host is called outside any borrow of the run state.
-    match host.lookup_user(&key) {
+    match host.lookup_user(&key, deadline) {
         Ok(Some(user)) => Ok(user_to_dynamic(&user)),
         Ok(None) => Ok(Dynamic::UNIT),
-        Err(HostError::Transient(msg)) => Err(fatal(
+        Err(HostError::Transient {
+            message,
+            not_before,
+        }) => Err(fatal(
             &ctx,
             RunErrorKind::Transient,
             format!(
-                "lookup_user({:?}): {msg} (transient; the run will be retried)",
+                "lookup_user({:?}): {message} (transient; the run will be retried)",
                 key.as_str()
             ),
+            not_before,
         )),
+        Err(HostError::OutOfTime(_)) => Err(out_of_time(&ctx)),
         Err(HostError::Permanent(msg)) => Err(runtime_error(format!(
             "lookup_user({:?}): {msg}",
             key.as_str()
         ))),
     }
+}
+
+/// Stops the run with its time limit error, at the host function's call.
+fn out_of_time(ctx: &NativeCallContext) -> Box<EvalAltResult> {
+    trip(Trip::Timeout);
+    Box::new(EvalAltResult::ErrorTerminated(
+        TERMINATE_TOKEN.into(),
+        ctx.call_position(),
+    ))
 }
 
 fn sleep_for(seconds: f64) -> Result<(), Box<EvalAltResult>> {

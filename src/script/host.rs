@@ -1,6 +1,7 @@
 //! The host side of `lookup_user`: the `Host` trait, the `User` record and simple directories.
 
 use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime};
 
 use rhai::{Dynamic, Map};
 use serde::{Deserialize, Serialize};
@@ -51,18 +52,39 @@ impl std::fmt::Debug for ScriptMap {
 /// Why a lookup failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostError {
-    /// Worth retrying the run later (Okta API down, 5xx, 429, timeout).
-    #[error("{0}")]
-    Transient(String),
+    /// Worth retrying the run later (Okta API down, 5xx, 429, timeout). `not_before`: retrying
+    /// before then is pointless (a rate limit's reset); the run's retry is not scheduled
+    /// earlier.
+    #[error("{message}")]
+    Transient {
+        message: String,
+        not_before: Option<SystemTime>,
+    },
     /// Retrying will not help (bad configuration, 4xx other than 404/429).
     #[error("{0}")]
     Permanent(String),
+    /// The lookup did not finish before the deadline it was given (the run's): the run fails
+    /// with its time limit.
+    #[error("{0}")]
+    OutOfTime(String),
+}
+
+impl HostError {
+    /// A transient error with no known time to retry at.
+    pub fn transient(message: impl Into<String>) -> HostError {
+        HostError::Transient {
+            message: message.into(),
+            not_before: None,
+        }
+    }
 }
 
 /// What the script layer needs from the rest of the engine.
 pub trait Host: Send + Sync {
-    /// Finds a user by email, login or Okta user id. `Ok(None)`: no such user.
-    fn lookup_user(&self, key: &str) -> Result<Option<User>, HostError>;
+    /// Finds a user by email, login or Okta user id. `Ok(None)`: no such user. Must return by
+    /// `deadline` (the run's: its `timeout_ms`), with [`HostError::OutOfTime`] if it has no
+    /// answer by then; `None`: no deadline.
+    fn lookup_user(&self, key: &str, deadline: Option<Instant>) -> Result<Option<User>, HostError>;
 }
 
 /// A directory with nobody in it: every lookup is `Ok(None)`.
@@ -70,7 +92,7 @@ pub trait Host: Send + Sync {
 pub struct NoDirectory;
 
 impl Host for NoDirectory {
-    fn lookup_user(&self, _key: &str) -> Result<Option<User>, HostError> {
+    fn lookup_user(&self, _key: &str, _: Option<Instant>) -> Result<Option<User>, HostError> {
         Ok(None)
     }
 }
@@ -93,7 +115,7 @@ impl StaticDirectory {
 }
 
 impl Host for StaticDirectory {
-    fn lookup_user(&self, key: &str) -> Result<Option<User>, HostError> {
+    fn lookup_user(&self, key: &str, _: Option<Instant>) -> Result<Option<User>, HostError> {
         let eq = |v: &Option<String>| v.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(key));
         Ok(self
             .users

@@ -26,14 +26,18 @@
 //! run_map(script, event: rhai::Map, event_id, delivery, host, limits) -> RunOutcome  // map already built
 //! RunOutcome { log: Vec<LogLine>, actions: Vec<Action>, result: Result<(), RunError> }
 //! RunError { kind: RunErrorKind::{Script, Limit, Transient}, message, script, file, line, col,
-//!            trace: Vec<String>, hint: Option<String> }  // Display: `new-hire.rhai:12:5: message`
-//!                                                  // (then the trace, then `hint: …`)
+//!            trace: Vec<String>, hint: Option<String>, not_before_ms: Option<u64> }
+//!                                 // Display: `new-hire.rhai:12:5: message` (then the trace, then `hint: …`)
 //! LogLine { level: LogLevel::{Log, Warn, Print, Debug}, message }   // all serde
 //! Action::Email(Email { id, position, to, cc, bcc, reply_to, subject, body, html })  // serde
 //!
 //! // Host side
-//! trait Host: Send + Sync { fn lookup_user(&self, key: &str) -> Result<Option<User>, HostError>; }
-//! HostError::{Transient(String), Permanent(String)}; User (serde, camelCase like Okta's profile)
+//! trait Host: Send + Sync {
+//!     fn lookup_user(&self, key: &str, deadline: Option<Instant>) -> Result<Option<User>, HostError>;
+//! }
+//! HostError::{Transient { message, not_before: Option<SystemTime> }, Permanent(String),
+//!             OutOfTime(String)}; HostError::transient(message)
+//! User (serde, camelCase like Okta's profile)
 //! NoDirectory (always Ok(None)); StaticDirectory::new(Vec<User>)
 //!
 //! // Events
@@ -54,13 +58,15 @@
 //!   of modules deeper than [`MAX_IMPORT_DEPTH`] is a `LoadErrorKind::Import` error naming the
 //!   chain, at the import that closes it. A run resolves no module: imports by literal are
 //!   embedded at load, and one by a computed name inside a stdlib function fails the run.
-//! - `run` never panics and never blocks beyond `limits.timeout_ms` plus the time host functions
-//!   take (a `lookup_user` is not interrupted). A panic inside a host function becomes a
-//!   `RunErrorKind::Script` error.
+//! - `run` never panics and never blocks beyond `limits.timeout_ms`: `lookup_user` passes the
+//!   run's deadline to the host, and a host that answers `HostError::OutOfTime` (or a lookup
+//!   called past the deadline) fails the run with its time limit (`RunErrorKind::Limit`). A
+//!   panic inside a host function becomes a `RunErrorKind::Script` error.
 //! - `RunOutcome::actions` holds what the script recorded even when `result` is `Err` (for
 //!   `engine check`/`engine run` to show); a failed run must send nothing.
 //! - `RunErrorKind::Transient` (a `HostError::Transient` from `lookup_user`) means "retry the whole
-//!   run later"; it is sticky: a script cannot swallow it with `try`/`catch`. So are limit errors.
+//!   run later", not before `RunError::not_before_ms` when the host said when (a rate limit's
+//!   reset); it is sticky: a script cannot swallow it with `try`/`catch`. So are limit errors.
 //! - `limits.max_operations`, `timeout_ms` and `max_emails` are read per run (from the `limits`
 //!   passed to `run`); the size, depth and call-level limits are fixed when the set is loaded.
 //! - Each `Email` has a stable `id` (see [`Email::id`]) to use as its `Message-ID` local part and
@@ -176,8 +182,8 @@ pub const DEFAULT_MAX_MAP_SIZE: usize = 10_000;
 pub const DEFAULT_MAX_MODULES: usize = 16;
 /// 64 MiB per run: a whole `engine run` of the offboarding example peaks at 12.7 MB RSS. Rhai
 /// does not re-measure a map when `m[k] = v` adds a key, so without this a loop adding 500 KB
-/// strings reached 2.6 GB and aborted the server. With one run per worker in flight, the worst
-/// case is workers × 64 MiB.
+/// strings reached 2.6 GB and aborted the server. With one run per slot in flight, the worst
+/// case is run slots (`process::run_slots`: 2 per core, at least 4) × 64 MiB.
 pub const DEFAULT_MAX_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 
 impl Default for Limits {

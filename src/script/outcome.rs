@@ -69,6 +69,10 @@ pub struct RunError {
     /// mean to_lower?`). Absent in runs recorded by older engines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// A transient error's "retry not before" (ms since the Unix epoch), when the far side said
+    /// when it will answer again (a rate limit's reset): the retry is not scheduled earlier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<u64>,
 }
 
 impl fmt::Display for RunError {

@@ -39,6 +39,7 @@ pub fn run(
                 col: None,
                 trace: Vec::new(),
                 hint: None,
+                not_before_ms: None,
             }),
         },
     }
@@ -102,6 +103,7 @@ pub fn run_map(
         col: None,
         trace: Vec::new(),
         hint: None,
+        not_before_ms: None,
     };
     let result = match result {
         Err(panic) => {
@@ -182,6 +184,7 @@ fn describe(
                 .unwrap_or(script_file);
             out.line = f.position.line();
             out.col = f.position.position();
+            out.not_before_ms = f.not_before.and_then(epoch_ms);
             (f.kind, f.message.clone())
         }
         (Some(Trip::Operations), ..) => (
@@ -231,6 +234,13 @@ fn describe(
     out.kind = kind;
     out.message = message;
     out
+}
+
+/// Milliseconds since the Unix epoch of `t` (`None` before it).
+fn epoch_ms(t: std::time::SystemTime) -> Option<u64> {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn at(file: &str, pos: Position) -> String {

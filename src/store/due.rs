@@ -5,6 +5,7 @@
 //! side is down).
 
 use std::collections::HashSet;
+use std::ops::Bound;
 
 use redb::{
     ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
@@ -22,6 +23,35 @@ pub(crate) struct DueIndex {
 
 /// What [`DueIndex::due`] found: the due ids and the earliest time one not yet due comes due.
 pub type Due = (Vec<u64>, Option<u64>);
+
+/// An item's place in the time index: (not before, id).
+pub type DueKey = (u64, u64);
+
+/// What the caller of [`DueIndex::due`] says about each due id, in turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Return it.
+    Take,
+    /// Leave it out and look at the next.
+    Pass,
+    /// Leave it out and look no further.
+    Stop,
+}
+
+/// An `admit` taking up to `limit` ids not in `skip`.
+pub fn skipping(skip: &HashSet<u64>, limit: usize) -> impl FnMut(DueKey) -> Admit + '_ {
+    let mut taken = 0;
+    move |(_, id)| {
+        if taken >= limit {
+            Admit::Stop
+        } else if skip.contains(&id) {
+            Admit::Pass
+        } else {
+            taken += 1;
+            Admit::Take
+        }
+    }
+}
 
 impl DueIndex {
     pub(crate) const fn new(pending: &'static str, by_time: &'static str) -> DueIndex {
@@ -104,15 +134,15 @@ impl DueIndex {
         }
     }
 
-    /// Up to `limit` ids due at `now` (earliest due first, then lowest id) that are not in
-    /// `skip`, and the earliest time an id not yet due comes due. Reads only what it returns
-    /// (plus the ids in `skip`).
+    /// The ids due at `now` (earliest due first, then lowest id) that `admit` takes, asked about
+    /// each in that order — from the start, or from just after `after` — until it says stop, and
+    /// the earliest time an id not yet due comes due. Reads only the ids it asks about.
     pub(crate) fn due(
         &self,
         txn: &ReadTransaction,
         now: u64,
-        skip: &HashSet<u64>,
-        limit: usize,
+        after: Option<DueKey>,
+        admit: &mut dyn FnMut(DueKey) -> Admit,
     ) -> Result<Due, ReadError> {
         let by_time = match txn.open_table(self.by_time) {
             Ok(t) => t,
@@ -120,15 +150,19 @@ impl DueIndex {
             Err(e) => return Err(read_err(e)),
         };
         let mut due = Vec::new();
-        if limit > 0 {
-            for entry in by_time.range(..=(now, u64::MAX)).map_err(read_err)? {
+        let upper = (now, u64::MAX);
+        if after.is_none_or(|a| a < upper) {
+            let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+            for entry in by_time
+                .range::<DueKey>((lower, Bound::Included(upper)))
+                .map_err(read_err)?
+            {
                 let (k, _) = entry.map_err(read_err)?;
-                let (_, id) = k.value();
-                if !skip.contains(&id) {
-                    due.push(id);
-                    if due.len() >= limit {
-                        break;
-                    }
+                let key = k.value();
+                match admit(key) {
+                    Admit::Take => due.push(key.1),
+                    Admit::Pass => {}
+                    Admit::Stop => break,
                 }
             }
         }

@@ -49,6 +49,7 @@ use redb::{Database, DatabaseError, ReadTransaction, ReadableDatabase, WriteTran
 use tokio::sync::{Notify, oneshot};
 
 use dedup::key_hash;
+pub use due::{Admit, DueKey, skipping};
 pub use inbox::{
     DISPATCH_CURSOR, Depths, EventDetail, EventHead, EventRow, NewDelivery, ParsedDelivery,
     ParsedEvent, Pruned, PrunedKeys, QUARANTINE_PREVIEW_CHARS, QuarantineRow, Stored, StoredEvent,

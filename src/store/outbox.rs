@@ -1,12 +1,10 @@
 //! The durable outbox: mails from successful runs, keyed by their stable id, so that a mail with
 //! an id already queued or sent is never queued again (retries, replays, restarts).
 
-use std::collections::HashSet;
-
 use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::due::{Due, DueIndex};
+use super::due::{Admit, Due, DueIndex, DueKey};
 use super::{ReadError, ReadTxnSource, WriteError, read_err, storage};
 use crate::script::{Action, Email};
 
@@ -217,10 +215,15 @@ impl OutboxView<'_> {
         PENDING.count(&self.0.begin()?)
     }
 
-    /// Up to `limit` mails (by seq) due at `now` that are not in `skip`, and the earliest time
-    /// one not yet due comes due (see [`DueIndex::due`]).
-    pub fn due_now(&self, now: u64, skip: &HashSet<u64>, limit: usize) -> Result<Due, ReadError> {
-        PENDING.due(&self.0.begin()?, now, skip, limit)
+    /// The mails (by seq) due at `now` that `admit` takes (from just after `after`), and the earliest time one not yet due
+    /// comes due (see [`DueIndex::due`]).
+    pub fn due_now(
+        &self,
+        now: u64,
+        after: Option<DueKey>,
+        admit: &mut dyn FnMut(DueKey) -> Admit,
+    ) -> Result<Due, ReadError> {
+        PENDING.due(&self.0.begin()?, now, after, admit)
     }
 
     /// The mail queued as `seq`.

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::due::{Due, DueIndex};
+use super::due::{Admit, Due, DueIndex, DueKey};
 use super::{EventHead, ReadError, ReadTxnSource, WriteError, read_err, storage};
 use crate::script::{Action, LogLine, RunError};
 
@@ -318,10 +318,15 @@ impl RunsView<'_> {
         PENDING.all(&self.0.begin()?)
     }
 
-    /// Up to `limit` runs due at `now` (earliest due first, then oldest) that are not in `skip`,
-    /// and the earliest time a pending run not yet due comes due (see [`DueIndex::due`]).
-    pub fn due(&self, now: u64, skip: &HashSet<u64>, limit: usize) -> Result<Due, ReadError> {
-        PENDING.due(&self.0.begin()?, now, skip, limit)
+    /// The runs due at `now` (earliest due first, then oldest) that `admit` takes (from just after `after`), and the
+    /// earliest time a pending run not yet due comes due (see [`DueIndex::due`]).
+    pub fn due(
+        &self,
+        now: u64,
+        after: Option<DueKey>,
+        admit: &mut dyn FnMut(DueKey) -> Admit,
+    ) -> Result<Due, ReadError> {
+        PENDING.due(&self.0.begin()?, now, after, admit)
     }
 
     /// The newest runs first, optionally only failed ones; `limit` rows at most.
@@ -399,6 +404,7 @@ impl RunsView<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::due::skipping;
     use super::*;
 
     fn event(seq: u64) -> EventHead {
@@ -438,15 +444,22 @@ mod tests {
 
         let skip: std::collections::HashSet<u64> = [1].into();
         assert_eq!(
-            RunsView(&db).due(1_000, &skip, 10).unwrap(),
+            RunsView(&db)
+                .due(1_000, None, &mut skipping(&skip, 10))
+                .unwrap(),
             (vec![4], Some(5_000))
         );
         assert_eq!(
-            RunsView(&db).due(5_000, &Default::default(), 10).unwrap(),
+            RunsView(&db)
+                .due(5_000, None, &mut skipping(&Default::default(), 10))
+                .unwrap(),
             (vec![1, 4, 2], None)
         );
         assert_eq!(
-            RunsView(&db).due(5_000, &Default::default(), 1).unwrap().0,
+            RunsView(&db)
+                .due(5_000, None, &mut skipping(&Default::default(), 1))
+                .unwrap()
+                .0,
             [1]
         );
         assert_eq!(RunsView(&db).pending_count().unwrap(), 3);
@@ -458,12 +471,16 @@ mod tests {
         });
         write(&db, |t| init(t).unwrap());
         assert_eq!(
-            RunsView(&db).due(1_000, &skip, 10).unwrap(),
+            RunsView(&db)
+                .due(1_000, None, &mut skipping(&skip, 10))
+                .unwrap(),
             (vec![4], Some(5_000))
         );
         write(&db, |t| forget(t, 4).unwrap());
         assert_eq!(
-            RunsView(&db).due(1_000, &skip, 10).unwrap(),
+            RunsView(&db)
+                .due(1_000, None, &mut skipping(&skip, 10))
+                .unwrap(),
             (vec![], Some(5_000))
         );
     }

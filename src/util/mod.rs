@@ -8,12 +8,15 @@
 //! - `exit`: the stable exit codes of every command.
 //! - `private`: files 0600 and directories 0700 under the data dir, and tightening loose ones.
 //! - `fd_limit`: raising the open-file limit at start.
+//! - `redact`: the registry of secret values and the scrubbing of every text recorded, logged or
+//!   printed.
 
 pub mod exit;
 pub mod fd_limit;
 pub mod http_client;
 pub mod private;
 pub mod prom;
+pub mod redact;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -15,11 +15,24 @@ use hyper::{Request, Response, StatusCode};
 
 pub const TOKEN: &str = "00aBcD-test-token-xyz";
 
-/// A stand-in for `GET /api/v1/users/{key}` on 127.0.0.1:<free port>. Counts requests per path.
+/// A stand-in for `GET /api/v1/users/{key}` on 127.0.0.1:<free port>. Counts requests per path
+/// and remembers when each came and which `X-Rate-Limit-Reset` each 429 announced.
+///
+/// Besides the users below, `limited@example.com` is always rate limited (429, reset 2 s
+/// ahead), `hang@example.com` is never answered, `echo@example.com` gets a 401 whose body echoes
+/// the `Authorization` header (as some proxies do; Okta does not), and
+/// `hooksecret@example.com` is a user whose title is the hook secret (a far side echoing it).
 pub struct FakeOkta {
     pub url: String,
     hits: Arc<Mutex<HashMap<String, u32>>>,
+    /// Per path: (ms since the epoch the request came, the reset a 429 announced (epoch s)).
+    seen: Seen,
 }
+
+type Seen = Arc<Mutex<HashMap<String, Vec<(u64, Option<u64>)>>>>;
+
+/// How far ahead the always-limited user's `X-Rate-Limit-Reset` is.
+pub const LIMITED_RESET_AHEAD_S: u64 = 2;
 
 impl FakeOkta {
     pub async fn start() -> FakeOkta {
@@ -28,17 +41,41 @@ impl FakeOkta {
             .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let hits: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+        let seen: Seen = Arc::default();
         let counter = Arc::clone(&hits);
+        let times = Arc::clone(&seen);
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 let counter = Arc::clone(&counter);
+                let times = Arc::clone(&times);
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let counter = Arc::clone(&counter);
-                        async move { Ok::<_, Infallible>(answer(req, &counter)) }
+                        let times = Arc::clone(&times);
+                        async move {
+                            if req.uri().path() == "/api/v1/users/hang%40example.com" {
+                                count(&counter, req.uri().path());
+                                // An Okta that never answers.
+                                std::future::pending::<()>().await;
+                            }
+                            let path = req.uri().path().to_string();
+                            let r = answer(req, &counter);
+                            let reset = r
+                                .headers()
+                                .get("x-rate-limit-reset")
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|v| v.parse::<u64>().ok());
+                            times
+                                .lock()
+                                .expect("lock")
+                                .entry(path)
+                                .or_default()
+                                .push((now_ms(), reset));
+                            Ok::<_, Infallible>(r)
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -46,7 +83,17 @@ impl FakeOkta {
                 });
             }
         });
-        FakeOkta { url, hits }
+        FakeOkta { url, hits, seen }
+    }
+
+    /// The requests for `path` answered so far: (ms since the epoch, the reset a 429 announced).
+    pub fn seen(&self, path: &str) -> Vec<(u64, Option<u64>)> {
+        self.seen
+            .lock()
+            .expect("lock")
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn hits(&self, path: &str) -> u32 {
@@ -89,18 +136,39 @@ fn okta_user(id: &str, login: &str) -> serde_json::Value {
     })
 }
 
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
+
+fn count(counter: &Mutex<HashMap<String, u32>>, path: &str) -> u32 {
+    let mut hits = counter.lock().expect("lock");
+    let n = hits.entry(path.to_string()).or_insert(0);
+    *n += 1;
+    *n
+}
+
 fn answer(req: Request<Incoming>, counter: &Mutex<HashMap<String, u32>>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
-    let n = {
-        let mut hits = counter.lock().expect("lock");
-        let n = hits.entry(path.clone()).or_insert(0);
-        *n += 1;
-        *n
-    };
+    let n = count(counter, &path);
     let auth = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok());
+    if path == "/api/v1/users/echo%40example.com" {
+        // A far side that echoes the credential it was sent in its error text.
+        let shown = auth.unwrap_or_default();
+        return json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({
+                "errorCode": "E0000011",
+                "errorSummary": format!("Invalid token provided: {shown}"),
+                "errorCauses": [{"errorSummary": format!("Authorization: {shown}")}]
+            }),
+        );
+    }
     if auth != Some(&format!("SSWS {TOKEN}")) {
         return json(
             StatusCode::UNAUTHORIZED,
@@ -140,6 +208,31 @@ fn answer(req: Request<Incoming>, counter: &Mutex<HashMap<String, u32>>) -> Resp
         "/api/v1/users/busy%40example.com" => {
             json(StatusCode::OK, okta_user("00u2busy", "busy@example.com"))
         }
+        "/api/v1/users/limited%40example.com" => {
+            let mut r = json(
+                StatusCode::TOO_MANY_REQUESTS,
+                serde_json::json!({
+                    "errorCode": "E0000047", "errorSummary": "API call exceeded rate limit due to too many requests.",
+                    "errorLink": "E0000047", "errorId": "oae429", "errorCauses": []
+                }),
+            );
+            let h = r.headers_mut();
+            h.insert("x-rate-limit-limit", "600".parse().expect("value"));
+            h.insert("x-rate-limit-remaining", "0".parse().expect("value"));
+            h.insert(
+                "x-rate-limit-reset",
+                (now + LIMITED_RESET_AHEAD_S)
+                    .to_string()
+                    .parse()
+                    .expect("value"),
+            );
+            r
+        }
+        "/api/v1/users/hooksecret%40example.com" => {
+            let mut u = okta_user("00u4echo", "hooksecret@example.com");
+            u["profile"]["title"] = crate::support::SECRET.into();
+            json(StatusCode::OK, u)
+        }
         "/api/v1/users/saturated%40example.com" => {
             let mut r = json(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -175,7 +268,7 @@ async fn okta_found_user_is_mapped_from_profile() {
     let okta = FakeOkta::start().await;
     let u = okta
         .client()
-        .get_user("jane@example.com")
+        .get_user("jane@example.com", None)
         .await
         .expect("ok")
         .expect("found");
@@ -192,7 +285,7 @@ async fn okta_found_user_is_mapped_from_profile() {
     assert_eq!(u.profile["costCenter"], "CC-42");
     let by_id = okta
         .client()
-        .get_user("00u1jane")
+        .get_user("00u1jane", None)
         .await
         .expect("ok")
         .expect("found by id");
@@ -202,56 +295,111 @@ async fn okta_found_user_is_mapped_from_profile() {
 #[tokio::test]
 async fn okta_unknown_user_is_none() {
     let okta = FakeOkta::start().await;
-    assert_eq!(okta.client().get_user("ghost@example.com").await, Ok(None));
+    assert_eq!(
+        okta.client().get_user("ghost@example.com", None).await,
+        Ok(None)
+    );
     assert_eq!(okta.hits("/api/v1/users/ghost%40example.com"), 1);
     // A key with `/` or spaces stays one path segment.
-    assert_eq!(okta.client().get_user("a/b c").await, Ok(None));
+    assert_eq!(okta.client().get_user("a/b c", None).await, Ok(None));
     assert_eq!(okta.hits("/api/v1/users/a%2Fb%20c"), 1);
 }
 
+/// Regression (defect 10): a 429 was waited out inside the lookup (up to 5 s, twice), holding
+/// the run's worker thread. Now it fails at once with the reset, and until the reset no request
+/// is made.
 #[tokio::test]
-async fn okta_429_waits_for_reset_then_retries() {
+async fn okta_429_fails_at_once_with_the_reset_and_holds_off_until_it() {
     let okta = FakeOkta::start().await;
+    let client = okta.client();
     let started = Instant::now();
-    let u = okta
-        .client()
-        .get_user("busy@example.com")
+    let err = client
+        .get_user("busy@example.com", None)
+        .await
+        .expect_err("rate limited");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    let LookupError::RateLimited { message, until } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        message.contains("429") && message.contains("E0000047"),
+        "{message}"
+    );
+    let reset = okta.seen("/api/v1/users/busy%40example.com")[0]
+        .1
+        .expect("reset sent");
+    assert_eq!(*until, UNIX_EPOCH + Duration::from_secs(reset));
+    // Before the reset, no lookup asks Okta (the org is rate limited, whatever the user).
+    let err = client
+        .get_user("jane@example.com", None)
+        .await
+        .expect_err("held off");
+    assert!(matches!(err, LookupError::RateLimited { .. }), "{err:?}");
+    assert_eq!(okta.hits("/api/v1/users/jane%40example.com"), 0);
+    // After it, Okta is asked again.
+    while SystemTime::now() < *until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let u = client
+        .get_user("busy@example.com", None)
         .await
         .expect("ok")
         .expect("found");
     assert_eq!(u.id, "00u2busy");
     assert_eq!(okta.hits("/api/v1/users/busy%40example.com"), 2);
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        started.elapsed()
-    );
 
-    // A reset an hour away is not waited for: transient, so the run is retried later.
+    // A reset an hour away: the same, capped.
+    let err = okta
+        .client()
+        .get_user("saturated@example.com", None)
+        .await
+        .expect_err("rate limited");
+    let LookupError::RateLimited { until, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(*until <= SystemTime::now() + engine::lookup::MAX_RATE_LIMIT_PAUSE);
+}
+
+/// Regression (defect 10): a lookup against an Okta that never answers took the whole 10 s
+/// request timeout, whatever the run had left.
+#[tokio::test]
+async fn okta_lookup_ends_by_its_deadline() {
+    let okta = FakeOkta::start().await;
     let started = Instant::now();
     let err = okta
         .client()
-        .get_user("saturated@example.com")
+        .get_user(
+            "hang@example.com",
+            Some(started + Duration::from_millis(300)),
+        )
         .await
-        .expect_err("rate limited");
+        .expect_err("no answer");
+    let took = started.elapsed();
+    assert!(matches!(err, LookupError::OutOfTime(_)), "{err:?}");
     assert!(
-        matches!(&err, LookupError::Transient(t) if t.contains("429")),
-        "{err:?}"
+        (Duration::from_millis(250)..Duration::from_secs(2)).contains(&took),
+        "{took:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(2));
 }
 
 #[tokio::test]
 async fn okta_5xx_is_transient_then_succeeds() {
     let okta = FakeOkta::start().await;
     let client = okta.client();
-    let err = client.get_user("flaky@example.com").await.expect_err("500");
+    let err = client
+        .get_user("flaky@example.com", None)
+        .await
+        .expect_err("500");
     assert!(
         matches!(&err, LookupError::Transient(t) if t.contains("500")),
         "{err:?}"
     );
     let u = client
-        .get_user("flaky@example.com")
+        .get_user("flaky@example.com", None)
         .await
         .expect("ok")
         .expect("found");
@@ -262,7 +410,10 @@ async fn okta_5xx_is_transient_then_succeeds() {
 async fn okta_bad_token_is_permanent_without_the_token() {
     let okta = FakeOkta::start().await;
     let client = OktaClient::new(&okta.url, Secret::new("wrong-Zq9-token".into())).expect("client");
-    let err = client.get_user("jane@example.com").await.expect_err("401");
+    let err = client
+        .get_user("jane@example.com", None)
+        .await
+        .expect_err("401");
     let LookupError::Permanent(text) = &err else {
         panic!("{err:?}")
     };
@@ -282,7 +433,7 @@ async fn okta_unreachable_is_transient() {
     )
     .expect("client");
     let err = client
-        .get_user("jane@example.com")
+        .get_user("jane@example.com", None)
         .await
         .expect_err("refused");
     assert!(matches!(err, LookupError::Transient(_)), "{err:?}");
@@ -294,12 +445,12 @@ async fn lookup_caches_okta_answers_and_works_blocking() {
     let okta = FakeOkta::start().await;
     let lookup = Arc::new(Lookup::new(None, Some(okta.client())).expect("lookup"));
     let first = lookup
-        .lookup("jane@example.com")
+        .lookup("jane@example.com", None)
         .await
         .expect("ok")
         .expect("found");
     let second = lookup
-        .lookup("jane@example.com")
+        .lookup("jane@example.com", None)
         .await
         .expect("ok")
         .expect("found");
@@ -311,15 +462,15 @@ async fn lookup_caches_okta_answers_and_works_blocking() {
     );
 
     // Not found is cached too.
-    assert_eq!(lookup.lookup("ghost@example.com").await, Ok(None));
-    assert_eq!(lookup.lookup("ghost@example.com").await, Ok(None));
+    assert_eq!(lookup.lookup("ghost@example.com", None).await, Ok(None));
+    assert_eq!(lookup.lookup("ghost@example.com", None).await, Ok(None));
     assert_eq!(okta.hits("/api/v1/users/ghost%40example.com"), 1);
 
     // Errors are not cached.
-    assert!(lookup.lookup("flaky@example.com").await.is_err());
+    assert!(lookup.lookup("flaky@example.com", None).await.is_err());
     assert!(
         lookup
-            .lookup("flaky@example.com")
+            .lookup("flaky@example.com", None)
             .await
             .expect("ok")
             .is_some()
@@ -329,8 +480,8 @@ async fn lookup_caches_okta_answers_and_works_blocking() {
     let l = Arc::clone(&lookup);
     let (cached, fresh) = tokio::task::spawn_blocking(move || {
         (
-            l.lookup_blocking("jane@example.com"),
-            l.lookup_blocking("00u1jane"),
+            l.lookup_blocking("jane@example.com", None),
+            l.lookup_blocking("00u1jane", None),
         )
     })
     .await
@@ -345,8 +496,8 @@ async fn lookup_caches_okta_answers_and_works_blocking() {
     let uncached = Lookup::new(None, Some(okta.client()))
         .expect("lookup")
         .with_cache_ttl(Duration::ZERO, Duration::ZERO);
-    uncached.lookup("00u1jane").await.expect("ok");
-    uncached.lookup("00u1jane").await.expect("ok");
+    uncached.lookup("00u1jane", None).await.expect("ok");
+    uncached.lookup("00u1jane", None).await.expect("ok");
     assert_eq!(okta.hits("/api/v1/users/00u1jane"), 3);
 }
 
@@ -366,14 +517,14 @@ async fn directory_first_then_okta() {
     )
     .expect("lookup");
     let u = lookup
-        .lookup("JANE@example.com")
+        .lookup("JANE@example.com", None)
         .await
         .expect("ok")
         .expect("found");
     assert_eq!(u.display_name.as_deref(), Some("Jane From CSV"));
     assert_eq!(okta.total(), 0, "found in the directory: Okta not asked");
     let u = lookup
-        .lookup("00u1jane")
+        .lookup("00u1jane", None)
         .await
         .expect("ok")
         .expect("found in Okta");
@@ -504,9 +655,13 @@ fn lookup_blocking_with_directory_only_needs_no_runtime() {
     .expect("write");
     let lookup = Lookup::new(Some(Directory::load(&file).expect("load")), None).expect("lookup");
     assert_eq!(
-        lookup.lookup_blocking("JD").expect("ok").expect("found").id,
+        lookup
+            .lookup_blocking("JD", None)
+            .expect("ok")
+            .expect("found")
+            .id,
         "u1"
     );
-    assert_eq!(lookup.lookup_blocking("nobody"), Ok(None));
-    assert_eq!(lookup.lookup_blocking(""), Ok(None));
+    assert_eq!(lookup.lookup_blocking("nobody", None), Ok(None));
+    assert_eq!(lookup.lookup_blocking("", None), Ok(None));
 }

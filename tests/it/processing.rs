@@ -762,3 +762,375 @@ fn a_new_script_that_does_not_load_fails_a_run_per_event_replayed_once_fixed() {
     assert_eq!(out.matches("succeeded, replays run").count(), 2, "{out}");
     drop(p);
 }
+
+/// Milliseconds since the epoch of a run record's RFC 3339 field.
+fn field_ms(run: &serde_json::Value, key: &str) -> Option<u64> {
+    run[key]
+        .as_str()
+        .and_then(engine::util::parse_rfc3339_nanos)
+        .map(|n| (n / 1_000_000) as u64)
+}
+
+/// One envelope with `n` events of type `user.account.lock`, uuids `{prefix}-{i}`.
+fn lock_events(prefix: &str, n: usize) -> String {
+    let events: Vec<String> = (0..n)
+        .map(|i| {
+            event_variant(
+                "event.user.lifecycle.deactivate.json",
+                &format!("{prefix}-{i}"),
+                Some("user.account.lock"),
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"eventId":"d-{prefix}","data":{{"events":[{}]}}}}"#,
+        events.join(",")
+    )
+}
+
+fn runs_of<'a>(runs: &'a [serde_json::Value], script: &str) -> Vec<&'a serde_json::Value> {
+    runs.iter().filter(|r| r["script"] == script).collect()
+}
+
+/// The engine's config for the Okta stand-in at `url`, plus `extra`.
+fn okta_config(url: &str, extra: &str) -> String {
+    format!("\n[okta]\norg_url = \"{url}\"\ntoken_env = \"ENGINE_TEST_OKTA_TOKEN\"\n{extra}")
+}
+
+fn okta_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+const RATE_LIMITED: &str = "//! on: user.account.lock\nlet u = lookup_user(\"limited@example.com\");\nlog(`found ${u}`);\n";
+const PLAIN: &str = "//! on: user.account.lock\nlog(`plain ran on ${event.uuid}`);\n";
+
+/// Regression (defect 10): a lookup that met Okta's 429 slept inside the run for
+/// `X-Rate-Limit-Reset` and retried, holding a worker ~6 s per run, so an unrelated script's
+/// run waited behind them. Now the run ends transient at once, is retried at the reset (not
+/// before), and a known reset is honoured without asking Okta again.
+#[test]
+fn a_rate_limited_lookup_ends_its_run_at_once_and_retries_after_the_reset() {
+    let rt = okta_runtime();
+    let okta = rt.block_on(crate::lookup::FakeOkta::start());
+    let dir = temp_dir();
+    let port = free_port();
+    engine_dir(
+        dir.path(),
+        port,
+        &okta_config(&okta.url, ""),
+        &[("a-limited.rhai", RATE_LIMITED), ("b-plain.rhai", PLAIN)],
+    );
+    let env = [
+        ("ENGINE_TEST_SECRET", SECRET),
+        ("ENGINE_TEST_OKTA_TOKEN", crate::lookup::TOKEN),
+    ];
+    let p = ServeProcess::start(dir.path(), port, &env);
+    const EVENTS: usize = 4;
+    assert_eq!(
+        post_blocking(&format!("{}/hooks/test", p.url), lock_events("rl", EVENTS)),
+        200
+    );
+    let delivered = engine::util::now_ms();
+    let mut runs = Vec::new();
+    let settled = wait_until(Duration::from_secs(40), || {
+        runs = history_json(dir.path(), "runs");
+        let b_done = runs_of(&runs, "b-plain")
+            .iter()
+            .filter(|r| r["status"] == "succeeded")
+            .count();
+        let a_tried = runs_of(&runs, "a-limited")
+            .iter()
+            .filter(|r| r["attempts"].as_u64().unwrap_or(0) >= 1 && r["finished"].is_string())
+            .count();
+        b_done == EVENTS && a_tried == EVENTS
+    });
+    assert!(settled, "runs did not settle: {runs:#?}");
+    let b_wait = runs_of(&runs, "b-plain")
+        .iter()
+        .map(|r| field_ms(r, "finished").unwrap().saturating_sub(delivered))
+        .max()
+        .unwrap();
+    println!("figure: wait of an unrelated run behind rate-limited ones: {b_wait} ms");
+    let path = "/api/v1/users/limited%40example.com";
+    let seen = okta.seen(path);
+    let reset_ms = seen[0].1.expect("the 429 announced a reset") * 1000;
+    for r in runs_of(&runs, "a-limited") {
+        let took = r["duration_ms"].as_u64().unwrap();
+        assert!(
+            took < 1000,
+            "a rate-limited run of a-limited took {took} ms (waited inside the run): {r:#?}"
+        );
+        assert_eq!(r["error"]["kind"], "transient", "{r:#?}");
+        if r["attempts"] == 1 {
+            assert_eq!(r["status"], "retrying", "{r:#?}");
+            let next = field_ms(r, "next_attempt").unwrap();
+            assert!(
+                next >= reset_ms,
+                "retry scheduled at {next}, before the reset {reset_ms}: {r:#?}"
+            );
+        }
+    }
+    assert!(
+        b_wait <= 1500,
+        "the unrelated script's runs finished {b_wait} ms after delivery"
+    );
+    // Only the lookups already under way when the first 429 came asked Okta before the reset;
+    // the others knew of the reset and failed at once.
+    let before_reset = seen.iter().filter(|(t, _)| *t < reset_ms).count();
+    assert!(
+        before_reset <= 2,
+        "{before_reset} requests before the reset: {seen:?}"
+    );
+    // Retried after the reset.
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            runs = history_json(dir.path(), "runs");
+            runs_of(&runs, "a-limited")
+                .iter()
+                .any(|r| r["attempts"].as_u64().unwrap_or(0) >= 2 && r["finished"].is_string())
+        }),
+        "{runs:#?}"
+    );
+    for r in runs_of(&runs, "a-limited") {
+        if r["attempts"].as_u64().unwrap_or(0) >= 2 {
+            let started = field_ms(r, "started").unwrap();
+            assert!(
+                started >= reset_ms,
+                "retried at {started}, before {reset_ms}"
+            );
+        }
+    }
+    let seen = okta.seen(path);
+    assert!(
+        seen.iter()
+            .all(|(t, _)| *t < seen[0].0 + 500 || *t >= reset_ms),
+        "Okta was asked again before the reset {reset_ms}: {seen:?}"
+    );
+    drop(p);
+}
+
+const SLOW: &str = "//! on: user.account.lock\nsleep(3);\nlog(`slow done on ${event.uuid}`);\n";
+
+/// Regression (defect 10): runs shared as many workers as cores, first come first served, so a
+/// slow script (3 s per event, inside its time limit) held every worker and another script's
+/// runs waited behind all of its runs (≥ 9 s for 6 events on 2 cores).
+#[test]
+fn a_slow_script_does_not_hold_up_another_scripts_runs() {
+    let dir = temp_dir();
+    let port = free_port();
+    engine_dir(
+        dir.path(),
+        port,
+        "",
+        &[("a-slow.rhai", SLOW), ("b-plain.rhai", PLAIN)],
+    );
+    let env = [("ENGINE_TEST_SECRET", SECRET)];
+    let p = ServeProcess::start(dir.path(), port, &env);
+    const EVENTS: usize = 6;
+    assert_eq!(
+        post_blocking(
+            &format!("{}/hooks/test", p.url),
+            lock_events("slow", EVENTS)
+        ),
+        200
+    );
+    let delivered = engine::util::now_ms();
+    let mut runs = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(40), || {
+            runs = history_json(dir.path(), "runs");
+            runs_of(&runs, "b-plain")
+                .iter()
+                .filter(|r| r["status"] == "succeeded")
+                .count()
+                == EVENTS
+        }),
+        "{runs:#?}"
+    );
+    let b_wait = runs_of(&runs, "b-plain")
+        .iter()
+        .map(|r| field_ms(r, "finished").unwrap().saturating_sub(delivered))
+        .max()
+        .unwrap();
+    println!("figure: last of {EVENTS} runs of a quick script beside a slow one: {b_wait} ms");
+    assert!(
+        b_wait <= 2000,
+        "the quick script's runs finished {b_wait} ms after delivery, behind the slow script's"
+    );
+    // The slow script still runs every event (sleep within its time limit is allowed).
+    let runs = final_runs(dir.path(), 2 * EVENTS);
+    assert!(
+        runs_of(&runs, "a-slow")
+            .iter()
+            .all(|r| r["status"] == "succeeded"),
+        "{runs:#?}"
+    );
+    drop(p);
+}
+
+const HANGS: &str =
+    "//! on: user.account.lock\nlet u = lookup_user(\"hang@example.com\");\nlog(`found ${u}`);\n";
+
+/// Regression (defect 10): a lookup against an Okta that never answers blocked the run for the
+/// 10 s request timeout, far past its 1 s time limit, and then retried it as transient.
+#[test]
+fn a_lookup_against_a_hanging_okta_fails_at_the_run_time_limit() {
+    let rt = okta_runtime();
+    let okta = rt.block_on(crate::lookup::FakeOkta::start());
+    let dir = temp_dir();
+    let port = free_port();
+    engine_dir(
+        dir.path(),
+        port,
+        &okta_config(&okta.url, "\n[limits]\ntimeout_ms = 1000\n"),
+        &[("hangs.rhai", HANGS)],
+    );
+    let env = [
+        ("ENGINE_TEST_SECRET", SECRET),
+        ("ENGINE_TEST_OKTA_TOKEN", crate::lookup::TOKEN),
+    ];
+    let p = ServeProcess::start(dir.path(), port, &env);
+    assert_eq!(
+        post_blocking(&format!("{}/hooks/test", p.url), lock_events("hang", 1)),
+        200
+    );
+    let mut runs = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            runs = history_json(dir.path(), "runs");
+            runs.first().is_some_and(|r| r["finished"].is_string())
+        }),
+        "{runs:#?}"
+    );
+    let r = &runs[0];
+    let took = r["duration_ms"].as_u64().unwrap();
+    println!("figure: a run blocked on a hanging Okta lasted {took} ms (time limit 1000 ms)");
+    assert_eq!(
+        r["error"]["kind"], "limit",
+        "after {took} ms, want the time limit: {r:#?}"
+    );
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("time limit of 1000 ms"),
+        "{r:#?}"
+    );
+    assert_eq!(r["status"], "failed", "a limit error is not retried");
+    assert!(
+        (900..2000).contains(&took),
+        "the run lasted {took} ms, its limit is 1000"
+    );
+    assert!(okta.hits("/api/v1/users/hang%40example.com") >= 1);
+    drop(p);
+}
+
+const ECHOES: &str = "//! on: user.account.lock\nlet u = lookup_user(\"hooksecret@example.com\");\nlog(`title: ${u.title}`);\nlet e = lookup_user(\"echo@example.com\");\nlog(`never: ${e}`);\n";
+
+/// Regression (defect 12): a far side's error text that echoes the Okta token (a 401 body
+/// quoting the `Authorization` header) put the token into the run record, `engine runs`,
+/// `engine run` and the log; a far side's answer holding the hook secret put it into the run's
+/// own log. Every configured secret is scrubbed from everything recorded, logged or printed.
+#[test]
+fn a_secret_echoed_by_a_far_side_reaches_no_record_log_or_output() {
+    let rt = okta_runtime();
+    let okta = rt.block_on(crate::lookup::FakeOkta::start());
+    let dir = temp_dir();
+    let port = free_port();
+    engine_dir(
+        dir.path(),
+        port,
+        &okta_config(&okta.url, ""),
+        &[("echoes.rhai", ECHOES)],
+    );
+    let env = [
+        ("ENGINE_TEST_SECRET", SECRET),
+        ("ENGINE_TEST_OKTA_TOKEN", crate::lookup::TOKEN),
+    ];
+    let mut p = ServeProcess::start(dir.path(), port, &env);
+    let event = event_variant(
+        "event.user.lifecycle.deactivate.json",
+        "evt-echo-1",
+        Some("user.account.lock"),
+    );
+    assert_eq!(
+        post_blocking(&format!("{}/hooks/test", p.url), wrap(&event)),
+        200
+    );
+    let runs = final_runs(dir.path(), 1);
+    assert!(okta.hits("/api/v1/users/echo%40example.com") >= 1);
+    let leaks = |what: &str, text: &str| {
+        for secret in [crate::lookup::TOKEN, SECRET] {
+            assert!(!text.contains(secret), "{what} shows {secret:?}:\n{text}");
+        }
+    };
+    let o = run_engine(dir.path(), &["runs", "--format", "json"]);
+    leaks("engine runs --format json", &stdout(&o));
+    leaks("engine runs (stderr)", &stderr(&o));
+    let o = run_engine(dir.path(), &["runs"]);
+    leaks("engine runs", &stdout(&o));
+    let r = &runs[0];
+    assert_eq!(r["status"], "failed", "{r:#?}");
+    assert_eq!(r["log"][0]["message"], "title: ***", "{r:#?}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("SSWS ***"),
+        "the error stays readable: {r:#?}"
+    );
+    let metrics = rt
+        .block_on(engine::util::http_client::request(
+            hyper::Method::GET,
+            &format!("{}/metrics", p.url),
+            &[],
+            bytes::Bytes::new(),
+        ))
+        .unwrap()
+        .text();
+    leaks("/metrics", &metrics);
+
+    // A dry run against the same far side.
+    let payload = dir.path().join("event.json");
+    std::fs::write(&payload, &event).unwrap();
+    for format in ["table", "json"] {
+        let o = engine_bin()
+            .current_dir(dir.path())
+            .args([
+                "run",
+                "scripts/echoes.rhai",
+                "event.json",
+                "--format",
+                format,
+            ])
+            .envs(env)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+        leaks(&format!("engine run --format {format}"), &stdout(&o));
+        leaks(
+            &format!("engine run --format {format} (stderr)"),
+            &stderr(&o),
+        );
+        assert!(stdout(&o).contains("***"), "{}", stdout(&o));
+        if format == "json" {
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert!(
+                v[0]["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("SSWS ***")
+            );
+        }
+    }
+    p.signal(libc::SIGTERM);
+    let (status, out, err) = p.wait_output();
+    assert!(status.success());
+    leaks("the server's stdout", &out);
+    leaks("the server's log", &err);
+    assert!(
+        err.contains("title: ***"),
+        "the log line is kept, scrubbed: {err}"
+    );
+}

@@ -64,9 +64,13 @@ struct TestHost {
 }
 
 impl Host for TestHost {
-    fn lookup_user(&self, key: &str) -> Result<Option<User>, HostError> {
+    fn lookup_user(
+        &self,
+        key: &str,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Option<User>, HostError> {
         if self.transient.iter().any(|k| k == key) {
-            return Err(HostError::Transient("Okta API answered 503".into()));
+            return Err(HostError::transient("Okta API answered 503"));
         }
         if self.permanent.iter().any(|k| k == key) {
             return Err(HostError::Permanent("Okta API answered 403".into()));
@@ -74,7 +78,7 @@ impl Host for TestHost {
         if self.panic.iter().any(|k| k == key) {
             panic!("test host panics on {key}");
         }
-        self.dir.lookup_user(key)
+        self.dir.lookup_user(key, deadline)
     }
 }
 

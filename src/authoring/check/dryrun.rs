@@ -89,7 +89,9 @@ pub fn dry_run(
             hook,
             source: DRY_RUN_SOURCE.to_string(),
         };
-        let outcome = run(script, &sample.json, &sample.id, &delivery, host, limits);
+        let mut outcome = run(script, &sample.json, &sample.id, &delivery, host, limits);
+        // What `engine check` prints of it, scrubbed of secrets like every recorded run.
+        crate::process::scrub_outcome(&mut outcome);
         let mails = outcome
             .actions
             .into_iter()
