@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::process::{Admit, Backoff, Done, Due, DueKey, DuePool, DueWork, MAX_PANICS, Task};
+use crate::process::{
+    Admit, Backoff, Done, Due, DueKey, DuePool, DueWork, MAX_PANICS, Step, Task, Work,
+};
 use crate::store::outbox::{self, MailStatus, OutboxMail, OutboxView};
 use crate::store::{ReadError, Store};
 use crate::util::{now_ms, prom, redact};
@@ -220,8 +222,8 @@ impl DueWork for MailSender {
         OutboxView(&*self.store).due_now(now_ms, after, admit)
     }
 
-    fn execute(self: Arc<Self>, id: u64) -> Task {
-        Box::pin(async move { self.send_one(id).await })
+    fn execute(self: Arc<Self>, id: u64) -> Work {
+        Box::pin(async move { Step::Done(self.send_one(id).await) })
     }
 
     fn panicked(self: Arc<Self>, id: u64, count: u32, message: String) -> Task {

@@ -27,10 +27,13 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 pub use dispatcher::{DISPATCH_BATCH, Dispatcher};
-pub use executor::{Executor, MAX_RUN_ATTEMPTS, RUN_BACKOFF, RUN_DURATION_BUCKETS, scrub_outcome};
+pub use executor::{
+    Executor, MARK_IN_FLIGHT_AFTER, MAX_RUN_ATTEMPTS, RUN_BACKOFF, RUN_DURATION_BUCKETS,
+    scrub_outcome,
+};
 pub use scheduler::{
     Admit, Backoff, Done, Due, DueKey, DuePool, DueWork, MAX_DUE_SCAN, MAX_PANICS, PAUSE_FIRST,
-    PAUSE_MAX, Task, panic_message,
+    PAUSE_MAX, Step, Task, Work, panic_message,
 };
 
 use crate::script::{Host, Limits, LiveScripts};

@@ -9,6 +9,11 @@
 //! while another group's items wait. Items of a group at its share are passed over, not
 //! dropped: the next item due of another group starts instead.
 //!
+//! Slots are for work, not for waiting on the disk: an item whose work is done and whose outcome
+//! only waits for its commit ([`Step::Committing`]) gives its slot back at once and waits (at
+//! most [`MAX_COMMITTING`] of them) outside the pool's size, still in flight, so the next items
+//! run while the outcomes of many commit together in one of the writer's group commits.
+//!
 //! Robust to panics: each item's work runs in a task of its own; when it panics, the item leaves
 //! the in-flight set (so it is tried again, it never stays silently stuck) and its queue is told
 //! ([`DueWork::panicked`]) so that it can record the crash and, after [`MAX_PANICS`], fail the
@@ -39,6 +44,11 @@ pub const PAUSE_MAX: Duration = Duration::from_secs(30);
 /// (the earliest due first) and one from where the previous look's second pass stopped, so that
 /// an item deeper in the backlog is still reached within a few looks.
 pub const MAX_DUE_SCAN: usize = 256;
+/// Items whose work is done and whose outcome waits for its commit, at most: what one group
+/// commit can take of them (the writer takes up to [`crate::store::MAX_BATCH_JOBS`] writes per
+/// batch). Beyond it, a finished item keeps its slot until an earlier one's commit ends, so
+/// a slow disk slows the pool instead of piling up outcomes in memory.
+pub const MAX_COMMITTING: usize = 2048;
 
 /// How an item's work ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,8 +59,27 @@ pub enum Done {
     NotRecorded,
 }
 
-/// A boxed future, as the pool's work returns.
+/// A boxed future ending in how an item ended: the commit of an outcome, a panic's record.
 pub type Task = Pin<Box<dyn Future<Output = Done> + Send + 'static>>;
+
+/// How an item's work ([`DueWork::execute`]) ended.
+pub enum Step {
+    /// All done.
+    Done(Done),
+    /// The work is done and its outcome is queued for the writer: the future resolves when it
+    /// committed. The item's slot is free for the next item meanwhile; the item stays in
+    /// flight (not started again) until the future ends.
+    Committing(Task),
+}
+
+impl From<Done> for Step {
+    fn from(done: Done) -> Step {
+        Step::Done(done)
+    }
+}
+
+/// A boxed future, as [`DueWork::execute`] returns.
+pub type Work = Pin<Box<dyn Future<Output = Step> + Send + 'static>>;
 
 /// What the pool found due: the ids, and when the next item not yet due comes due.
 pub type Due = (Vec<u64>, Option<u64>);
@@ -77,7 +106,7 @@ pub trait DueWork: Send + Sync + 'static {
     }
 
     /// Carries out item `id` and records its outcome (it stays due if nothing is recorded).
-    fn execute(self: Arc<Self>, id: u64) -> Task;
+    fn execute(self: Arc<Self>, id: u64) -> Work;
 
     /// Item `id`'s work panicked (`count` times so far in this process): record it, so the item
     /// is retried later or, from [`MAX_PANICS`] on, failed visibly.
@@ -120,7 +149,10 @@ pub struct DuePool<W: DueWork> {
     size: usize,
     share: usize,
     permits: Arc<Semaphore>,
-    /// The items in flight, with their groups.
+    /// Items past their work, waiting for their commit ([`MAX_COMMITTING`]).
+    committing: Arc<Semaphore>,
+    /// The items in flight, with their groups (`None` once an item's work is done: it no
+    /// longer counts against its group's share).
     in_flight: Mutex<HashMap<u64, Option<u64>>>,
     /// Where the last look's second pass stopped (see [`MAX_DUE_SCAN`]).
     scan_cursor: Mutex<Option<DueKey>>,
@@ -154,6 +186,7 @@ impl<W: DueWork> DuePool<W> {
             size,
             share: share.clamp(1, size),
             permits: Arc::new(Semaphore::new(size)),
+            committing: Arc::new(Semaphore::new(MAX_COMMITTING)),
             in_flight: Mutex::new(HashMap::new()),
             scan_cursor: Mutex::new(None),
             panics: Mutex::new(HashMap::new()),
@@ -205,8 +238,9 @@ impl<W: DueWork> DuePool<W> {
                 _ = shutdown.changed() => {}
             }
         }
-        // Every permit back = every item in flight finished.
+        // Every permit back = every item in flight finished (its work, then its commit).
         let _ = self.permits.acquire_many(self.size as u32).await;
+        let _ = self.committing.acquire_many(MAX_COMMITTING as u32).await;
     }
 
     /// Records how an item ended: a failure to record pauses the pool (doubling), a success
@@ -282,32 +316,56 @@ impl<W: DueWork> DuePool<W> {
             lock(&self.in_flight).insert(id, group);
             let me = self.clone();
             tokio::spawn(async move {
+                let mut permit = Some(permit);
+                let mut committing = None;
                 // The work runs in a task of its own: a panic ends that task, not this one.
-                let outcome = tokio::spawn(me.work.clone().execute(id)).await;
-                if let Ok(done) = outcome {
-                    me.note(done);
-                }
-                if let Err(e) = outcome
-                    && e.is_panic()
-                {
-                    let message = panic_message(e.into_panic());
-                    let count = {
-                        let mut panics = lock(&me.panics);
-                        let n = panics.entry(id).or_insert(0);
-                        *n += 1;
-                        *n
-                    };
-                    tracing::error!(kind = W::KIND, id, count, panic = %message, "work panicked");
-                    match tokio::spawn(me.work.clone().panicked(id, count, message)).await {
-                        Ok(done) => me.note(done),
-                        Err(_) => {
-                            tracing::error!(kind = W::KIND, id, "recording a panic panicked too")
+                let outcome = match tokio::spawn(me.work.clone().execute(id)).await {
+                    Ok(Step::Done(done)) => Ok(done),
+                    Ok(Step::Committing(commit)) => {
+                        // The slot goes to the next item while this one's outcome commits.
+                        if let Ok(p) = me.committing.clone().acquire_owned().await {
+                            committing = Some(p);
+                            if let Some(group) = lock(&me.in_flight).get_mut(&id) {
+                                *group = None;
+                            }
+                            drop(permit.take());
+                            me.wake.notify_one();
+                        }
+                        tokio::spawn(commit).await
+                    }
+                    Err(e) => Err(e),
+                };
+                match outcome {
+                    Ok(done) => me.note(done),
+                    Err(e) if e.is_panic() => {
+                        let message = panic_message(e.into_panic());
+                        let count = {
+                            let mut panics = lock(&me.panics);
+                            let n = panics.entry(id).or_insert(0);
+                            *n += 1;
+                            *n
+                        };
+                        tracing::error!(kind = W::KIND, id, count, panic = %message, "work panicked");
+                        match tokio::spawn(me.work.clone().panicked(id, count, message)).await {
+                            Ok(done) => me.note(done),
+                            Err(_) => {
+                                tracing::error!(
+                                    kind = W::KIND,
+                                    id,
+                                    "recording a panic panicked too"
+                                )
+                            }
                         }
                     }
+                    Err(_) => {}
                 }
                 lock(&me.in_flight).remove(&id);
-                drop(permit);
-                me.wake.notify_one();
+                // A slot freed now is a reason to look at the queue again; the end of a commit
+                // is not (its slot was freed, and looked after, when the commit began).
+                if permit.take().is_some() {
+                    me.wake.notify_one();
+                }
+                drop(committing);
                 me.finished.notify_waiters();
             });
         }
@@ -400,6 +458,8 @@ mod tests {
         /// (id, ms after the test began) as each item's work ended.
         ended: Vec<(u64, u128)>,
         began: Option<std::time::Instant>,
+        /// How long every outcome's commit takes (`None`: recorded within the work).
+        commit: Option<Duration>,
     }
 
     impl DueWork for Fake {
@@ -431,7 +491,7 @@ mod tests {
             lock(&self.state).groups.get(&id).copied()
         }
 
-        fn execute(self: Arc<Self>, id: u64) -> Task {
+        fn execute(self: Arc<Self>, id: u64) -> Work {
             Box::pin(async move {
                 let attempt = {
                     let mut s = lock(&self.state);
@@ -446,12 +506,22 @@ mod tests {
                 if let Some(d) = slow {
                     tokio::time::sleep(d).await;
                 }
-                let mut s = lock(&self.state);
-                s.due.retain(|d| *d != id);
-                s.done.push(id);
-                let at = s.began.map(|b| b.elapsed().as_millis()).unwrap_or(0);
-                s.ended.push((id, at));
-                Done::Recorded
+                let commit = lock(&self.state).commit;
+                let record = move |fake: &Fake| {
+                    let mut s = lock(&fake.state);
+                    s.due.retain(|d| *d != id);
+                    s.done.push(id);
+                    let at = s.began.map(|b| b.elapsed().as_millis()).unwrap_or(0);
+                    s.ended.push((id, at));
+                    Done::Recorded
+                };
+                match commit {
+                    None => Step::Done(record(&self)),
+                    Some(d) => Step::Committing(Box::pin(async move {
+                        tokio::time::sleep(d).await;
+                        record(&self)
+                    })),
+                }
             })
         }
 
@@ -598,6 +668,42 @@ mod tests {
         lock(&fake.state).due.clear();
         running.abort();
         assert!(at.is_some_and(|at| at < 1000), "reached after {at:?} ms");
+    }
+
+    /// Items whose outcome waits for its commit free their slots: ten items with a 300 ms commit
+    /// through two slots commit together (not five rounds), and none starts twice meanwhile.
+    #[tokio::test]
+    async fn items_waiting_for_their_commit_free_their_slots_and_stay_in_flight() {
+        let fake = Arc::new(Fake::default());
+        {
+            let mut s = lock(&fake.state);
+            s.due = (10..20).collect();
+            s.commit = Some(Duration::from_millis(300));
+            s.began = Some(std::time::Instant::now());
+        }
+        let pool = DuePool::new(fake.clone(), 2, Duration::from_millis(5));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let running = tokio::spawn(pool.clone().run(stop_rx));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !lock(&fake.state).due.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "items stuck");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = stop_tx.send(true);
+        running.await.expect("pool stops");
+        let s = lock(&fake.state);
+        let last = s.ended.iter().map(|(_, at)| *at).max().unwrap_or(0);
+        assert!(
+            last < 600,
+            "commits waited for slots: ended at {:?}",
+            s.ended
+        );
+        assert!(
+            s.attempts.values().all(|n| *n == 1),
+            "an item started again while its commit was pending: {:?}",
+            s.attempts
+        );
+        assert_eq!(s.done.len(), 10);
     }
 
     #[test]

@@ -293,6 +293,15 @@ impl Store {
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<T, WriteError> + Send + 'static,
     ) -> Result<T, WriteError> {
+        self.queue_write(f).await
+    }
+
+    /// Like [`Store::write`], but `f` is queued now, in order with every earlier and later
+    /// write, whether or not the returned future (its outcome, once committed) is ever polled.
+    pub fn queue_write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, WriteError> + Send + 'static,
+    ) -> impl Future<Output = Result<T, WriteError>> + Send + 'static {
         let (tx, rx) = oneshot::channel::<Result<T, WriteError>>();
         let job: TxnFn = Box::new(move |txn: Result<&WriteTransaction, WriteError>| {
             let value = txn.and_then(f);
@@ -302,9 +311,16 @@ impl Store {
             });
             (applied, reply)
         });
-        let sender = self.tx.as_ref().ok_or(WriteError::Closed)?;
-        sender.send(Job::Txn(job)).map_err(|_| WriteError::Closed)?;
-        rx.await.unwrap_or(Err(WriteError::Closed))
+        let queued = match self.tx.as_ref() {
+            Some(sender) => sender.send(Job::Txn(job)).is_ok(),
+            None => false,
+        };
+        async move {
+            if !queued {
+                return Err(WriteError::Closed);
+            }
+            rx.await.unwrap_or(Err(WriteError::Closed))
+        }
     }
 
     /// Queues `f` for the writer's next transaction now, in order with every later write, and

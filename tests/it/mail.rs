@@ -185,6 +185,7 @@ async fn smtp_5xx_is_permanent_with_server_text() {
         "{text}"
     );
     assert!(server.received().is_empty());
+    assert_eq!(server.accepted(), 0, "a rejected message is not counted");
 }
 
 #[tokio::test]
@@ -209,6 +210,7 @@ async fn smtp_password_never_in_errors_or_debug() {
         .await
         .expect("sent with AUTH");
     assert_eq!(server.received().len(), 1);
+    assert_eq!(server.accepted(), 1);
 
     let password = "Wr0ng-P%40ss-9d8f7";
     let bad = Transport::from_url(&server.url(&format!("bob:{password}@"))).expect("transport");

@@ -263,7 +263,7 @@ fn hostile_scripts_fail_alone_and_replay_reruns_them() {
     assert!(stderr(&o).contains("no stored event has uuid `no-such-uuid`"));
 }
 
-const COUNTS: &str = "//! on: user.lifecycle.create\nlet n = 0;\nfor i in 0..3000 { n += i; }\nlog(`counted ${n} for ${event.uuid}`);\n";
+const COUNTS: &str = "//! on: user.lifecycle.create\nlet n = 0;\nfor i in 0..30000 { n += i; }\nlog(`counted ${n} for ${event.uuid}`);\n";
 
 #[test]
 fn sigkill_during_processing_completes_every_run_exactly_once() {
@@ -291,8 +291,16 @@ fn sigkill_during_processing_completes_every_run_exactly_once() {
         assert_eq!(post_blocking(&hook, body), 200);
         accepted.extend(uuids);
     }
-    // Some runs are done, some in flight, most not started.
-    std::thread::sleep(Duration::from_millis(300));
+    // Some runs are done, some in flight, most not started: kill once the first is recorded
+    // (a fixed sleep let a faster processor finish them all first).
+    assert!(
+        wait_until(Duration::from_secs(20), || !history_json(
+            dir.path(),
+            "runs"
+        )
+        .is_empty()),
+        "no run recorded"
+    );
     p.signal(libc::SIGKILL);
     drop(p);
     let before = history_json(dir.path(), "runs");

@@ -190,6 +190,11 @@ impl SmtpServer {
         mail.stored.iter().map(|s| s.summary.clone()).collect()
     }
 
+    /// Messages accepted so far (counted under `--no-store` too).
+    pub fn accepted(&self) -> u64 {
+        self.shared.mail.lock().expect("mailbox").accepted
+    }
+
     /// The message of a summary exactly as received (`DATA`, dot-unstuffed, CRLF line ends).
     pub fn raw(&self, summary: &serde_json::Value) -> String {
         let name = summary["eml"].as_str().expect("eml name");
