@@ -9,7 +9,8 @@
 //! - [`util`]: ids, clocks, timestamps; `util/http_client.rs` (a minimal HTTP/1.1 client),
 //!   `util/prom.rs` (Prometheus text, label escaping), `util/exit.rs` (the exit codes),
 //!   `util/private.rs` (data files 0600, directories 0700), `util/fd_limit.rs` (the open-file
-//!   limit), `util/redact.rs` (secret values scrubbed from everything recorded, logged or printed).
+//!   limit), `util/redact.rs` (secret values scrubbed from everything recorded, logged or printed),
+//!   `util/priority.rs` (script threads at a lower CPU priority than the receiver).
 //! - [`script`]: the Rhai layer, self-contained: `load.rs`, `header.rs`, `engine.rs`, `run.rs`,
 //!   `explain.rs` (Rhai's run-time errors in the script's terms), `suggest.rs` (did you mean),
 //!   `outcome.rs`, `event.rs`, `schema.rs` (the documented `event`/`delivery`/user fields),

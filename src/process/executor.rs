@@ -142,6 +142,7 @@ impl Executor {
                 let span = tracing::Span::current();
                 let mut running = tokio::task::spawn_blocking(move || {
                     let _in_run = span.enter();
+                    crate::util::priority::lower_for_scripts();
                     script::run(&script, &json, &uuid, &delivery, &host, &limits)
                 });
                 // A run still going after a moment is marked in flight, without waiting (queued
