@@ -33,7 +33,7 @@
 //!   `dryrun.rs`, `eligible.rs`).
 //! - [`app`]: builds every part from the config, runs them, stops them.
 //! - [`cli`]: clap and dispatch: `output.rs`, `remote.rs`, `history.rs`, `replay.rs`, `run.rs`,
-//!   `samples.rs`, `check.rs`, `definitions.rs`, `send.rs`.
+//!   `samples.rs`, `check.rs`, `definitions.rs`, `send.rs`, `backfill.rs`.
 //!
 //! See ARCHITECTURE.md for the invariants.
 

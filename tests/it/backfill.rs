@@ -158,14 +158,14 @@ fn query_of(req: &Request<hyper::body::Incoming>) -> HashMap<String, String> {
         .unwrap_or("")
         .split('&')
         .filter(|p| !p.is_empty())
-        .filter_map(|p| {
+        .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
             let dec = |s: &str| {
                 percent_encoding::percent_decode_str(&s.replace('+', " "))
                     .decode_utf8_lossy()
                     .into_owned()
             };
-            Some((dec(k), dec(v)))
+            (dec(k), dec(v))
         })
         .collect()
 }
@@ -314,7 +314,7 @@ fn answer(
                 log.events = page.len();
                 // A polling query's next link continues after the last event given (or from the
                 // same place when the page is empty).
-                let token = match matched.iter().take(limit).last() {
+                let token = match matched.iter().take(limit).next_back() {
                     Some((ms, uuid, _)) => Some(format!("{ms}_{uuid}")),
                     None => after.as_ref().map(|(m, u)| format!("{m}_{u}")),
                 };
