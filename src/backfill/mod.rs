@@ -209,7 +209,14 @@ impl Backfill {
             if *stop.borrow() {
                 return;
             }
-            let wait = match self.poll(&stop).await {
+            // A stop ends a pass at once, even mid-request: each page's events and its cursor
+            // are one writer job, committed whole or not at all, so nothing is half written.
+            let mut stopping = stop.clone();
+            let polled = tokio::select! {
+                r = self.poll(&stop) => r,
+                _ = stopping.changed() => return,
+            };
+            let wait = match polled {
                 Ok(()) => {
                     backoff = TRANSIENT_BACKOFF_FIRST;
                     self.settings.interval
