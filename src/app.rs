@@ -17,11 +17,13 @@ use tokio::sync::watch;
 use crate::actions::mail::{self, MailError, Transport};
 use crate::actions::{MailSender, MailSettings};
 use crate::authoring::samples::SAMPLES_DIR;
+use crate::backfill::{self, Backfill};
 use crate::config::{
     Config, ConfigError, GENERATED_SECRET_PREFIX, HookConfig, Secret, SecretSource,
 };
 use crate::ingest::{
-    self, AdminError, Front, ReplayRequest, ReplayTarget, SecretError, ServerLimits,
+    self, AdminError, BackfillRequest, Front, ReplayRequest, ReplayTarget, SecretError,
+    ServerLimits,
 };
 use crate::lookup::{Directory, Lookup, LookupError, LookupHost, OktaClient};
 use crate::process::{self, DuePool, Processor, ReplayError};
@@ -67,6 +69,9 @@ pub struct Runtime {
     pub reloader: Arc<Reloader>,
     /// History older than this many days is pruned (`retention_days`).
     pub retention_days: u32,
+    /// The System Log backfill, when `[okta]` gives it what it needs (it polls only with
+    /// `backfill = true`; `engine backfill` uses it either way).
+    pub backfill: Option<Arc<Backfill>>,
 }
 
 /// A built app: the front door, and the runtime when scripts are processed.
@@ -100,10 +105,27 @@ impl App {
     }
 }
 
-/// The admin API's replays, done by the processor.
-struct Replays(Arc<Processor>);
+/// The admin API's replays, done by the processor, and its backfill passes.
+struct Replays(Arc<Processor>, Option<Arc<Backfill>>);
 
 impl ingest::Admin for Replays {
+    fn backfill(
+        &self,
+        request: BackfillRequest,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<serde_json::Value, AdminError>> + Send + '_>>
+    {
+        Box::pin(async move {
+            let Some(b) = &self.1 else {
+                return Err(AdminError::Unavailable(NO_BACKFILL.to_string()));
+            };
+            let report = b
+                .manual(request.since_ms, request.dry_run)
+                .await
+                .map_err(|e| AdminError::Unavailable(e.to_string()))?;
+            serde_json::to_value(report).map_err(|e| AdminError::Unavailable(e.to_string()))
+        })
+    }
+
     fn replay(
         &self,
         request: ReplayRequest,
@@ -121,6 +143,29 @@ impl ingest::Admin for Replays {
             })
         })
     }
+}
+
+/// What `engine backfill` says when the config gives it nothing to poll.
+pub const NO_BACKFILL: &str = "the System Log backfill needs [okta] with org_url and token_env, and a backfill_hook (or exactly one okta hook)";
+
+/// The System Log backfill on `store` for the scripts of `scripts`, when `[okta]` is configured
+/// with a hook to store on (`Ok(None)` otherwise). Must run inside the tokio runtime.
+pub fn build_backfill(
+    config: &Config,
+    store: Arc<Store>,
+    scripts: LiveScripts,
+) -> Result<Option<Arc<Backfill>>, AppError> {
+    let Some(o) = &config.okta else {
+        return Ok(None);
+    };
+    let Some(settings) = backfill::Settings::from_config(&o.backfill) else {
+        return Ok(None);
+    };
+    let token = config.read_env(&o.token_env, "okta.token_env", o.token_env_line)?;
+    let okta = OktaClient::from_config(o, token).map_err(AppError::Lookup)?;
+    Ok(Some(Arc::new(Backfill::new(
+        okta, store, scripts, settings,
+    ))))
 }
 
 /// `lookup_user` for scripts: `[directory]`, then the Okta Users API. Must run inside the
@@ -243,11 +288,26 @@ pub fn prepare(config: &Config, mode: CommitMode, out: &mut dyn Write) -> Result
         let _ = writeln!(out, "  Authentication secret: {value}");
     }
     let runtime = assemble(config, store.clone(), parts, out)?;
-    let front = Front::new(hooks, store, config.max_body_bytes)
-        .with_admin(Arc::new(Replays(runtime.processor.clone())), admin_token)
+    if let Some(b) = runtime.backfill.as_ref().filter(|b| b.settings().enabled) {
+        let _ = writeln!(
+            out,
+            "engine: System Log backfill on: every {} s onto hook `{}`, leaving events younger than {} s to the hook",
+            b.settings().interval.as_secs(),
+            b.settings().hook,
+            b.settings().lag.as_secs()
+        );
+    }
+    let mut front = Front::new(hooks, store, config.max_body_bytes)
+        .with_admin(
+            Arc::new(Replays(runtime.processor.clone(), runtime.backfill.clone())),
+            admin_token,
+        )
         .with_metrics(runtime.processor.clone() as Arc<dyn MetricsSource>)
         .with_metrics(runtime.mail.clone() as Arc<dyn MetricsSource>)
         .with_metrics(runtime.reloader.states().clone() as Arc<dyn MetricsSource>);
+    if let Some(b) = &runtime.backfill {
+        front = front.with_metrics(b.clone() as Arc<dyn MetricsSource>);
+    }
     Ok(App {
         front,
         runtime: Some(runtime),
@@ -341,6 +401,7 @@ fn assemble(
             .map(|h| h.id.clone())
             .collect(),
     };
+    let backfill = build_backfill(config, store.clone(), scripts.clone())?;
     let processor = Processor::new(store, scripts.clone(), host, settings, mail_pool.waker());
     let reloader = Arc::new(Reloader::new(reload_settings(config), scripts.clone()));
     Ok(Runtime {
@@ -350,6 +411,7 @@ fn assemble(
         mail_pool,
         reloader,
         retention_days: config.retention_days,
+        backfill,
     })
 }
 
@@ -534,6 +596,9 @@ pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output =
             rt.retention_days,
             stop_rx.clone(),
         )));
+        if let Some(b) = rt.backfill.as_ref().filter(|b| b.settings().enabled) {
+            tasks.push(tokio::spawn(b.clone().run(stop_rx.clone())));
+        }
     }
     ingest::run(listener, front.clone(), shutdown).await;
     let _ = stop_tx.send(true);

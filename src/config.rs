@@ -138,6 +138,49 @@ pub struct OktaConfig {
     pub org_url: String,
     pub token_env: String,
     pub token_env_line: usize,
+    /// System Log backfill (`backfill*` keys).
+    pub backfill: BackfillConfig,
+}
+
+/// `[okta] backfill*`: polling the System Log for events no delivery brought.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillConfig {
+    /// `backfill`: whether `engine serve` polls.
+    pub enabled: bool,
+    /// `backfill_hook`: the hook whose scripts receive backfilled events (`None`: not given and
+    /// not derivable, which `engine backfill` reports).
+    pub hook: Option<String>,
+    /// `backfill_lag_s`: events younger than this are left to the hook.
+    pub lag_s: u64,
+    /// `backfill_interval_s`: time between polls.
+    pub interval_s: u64,
+    /// `backfill_reserve_percent`: the share of the System Log rate limit left to other Okta
+    /// clients; the poller pauses until the reset when fewer requests remain.
+    pub reserve_percent: u64,
+    /// `backfill_page_size`: events asked for per request (Okta's `limit`, at most 1000).
+    pub page_size: u64,
+}
+
+/// Default `backfill_lag_s`: Okta delivers a hook within seconds; two minutes leaves it room.
+pub const DEFAULT_BACKFILL_LAG_S: u64 = 120;
+/// Default `backfill_interval_s`.
+pub const DEFAULT_BACKFILL_INTERVAL_S: u64 = 60;
+/// Default `backfill_reserve_percent`: half of the System Log budget stays with other clients.
+pub const DEFAULT_BACKFILL_RESERVE_PERCENT: u64 = 50;
+/// Default and largest `backfill_page_size` (Okta's maximum `limit` for `/api/v1/logs`).
+pub const MAX_BACKFILL_PAGE_SIZE: u64 = 1000;
+
+impl Default for BackfillConfig {
+    fn default() -> Self {
+        BackfillConfig {
+            enabled: false,
+            hook: None,
+            lag_s: DEFAULT_BACKFILL_LAG_S,
+            interval_s: DEFAULT_BACKFILL_INTERVAL_S,
+            reserve_percent: DEFAULT_BACKFILL_RESERVE_PERCENT,
+            page_size: MAX_BACKFILL_PAGE_SIZE,
+        }
+    }
 }
 
 /// The resolved configuration.
@@ -199,6 +242,12 @@ struct RawSmtp {
 struct RawOkta {
     org_url: Spanned<String>,
     token_env: Spanned<String>,
+    backfill: Option<Spanned<bool>>,
+    backfill_hook: Option<Spanned<String>>,
+    backfill_lag_s: Option<Spanned<i64>>,
+    backfill_interval_s: Option<Spanned<i64>>,
+    backfill_reserve_percent: Option<Spanned<i64>>,
+    backfill_page_size: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -415,10 +464,12 @@ impl Config {
                     Some("for example \"https://example.okta.com\""),
                 ));
             }
+            let backfill = v.backfill(&okta, &cfg.hooks)?;
             cfg.okta = Some(OktaConfig {
                 org_url: url.trim_end_matches('/').to_string(),
                 token_env: v.env_name(&okta.token_env, "okta.token_env")?,
                 token_env_line: v.line(okta.token_env.span()),
+                backfill,
             });
         }
         if let Some(dir) = raw.directory {
@@ -608,6 +659,85 @@ impl Validator<'_> {
             ));
         }
         Ok(value)
+    }
+
+    /// The `backfill*` keys of `[okta]`. `backfill_hook` must name a declared hook of kind
+    /// `okta`; without it, the only such hook is taken (with backfill on, there must be one).
+    fn backfill(
+        &self,
+        okta: &RawOkta,
+        hooks: &[HookConfig],
+    ) -> Result<BackfillConfig, ConfigError> {
+        let mut b = BackfillConfig::default();
+        if let Some(on) = &okta.backfill {
+            b.enabled = *on.get_ref();
+        }
+        if let Some(n) = &okta.backfill_lag_s {
+            b.lag_s = self.range(n, "okta.backfill_lag_s", 0, 86_400)? as u64;
+        }
+        if let Some(n) = &okta.backfill_interval_s {
+            b.interval_s = self.range(n, "okta.backfill_interval_s", 1, 86_400)? as u64;
+        }
+        if let Some(n) = &okta.backfill_reserve_percent {
+            b.reserve_percent = self.range(n, "okta.backfill_reserve_percent", 0, 90)? as u64;
+        }
+        if let Some(n) = &okta.backfill_page_size {
+            b.page_size = self.range(
+                n,
+                "okta.backfill_page_size",
+                1,
+                MAX_BACKFILL_PAGE_SIZE as i64,
+            )? as u64;
+        }
+        let okta_hooks: Vec<&HookConfig> =
+            hooks.iter().filter(|h| h.kind == HookKind::Okta).collect();
+        match &okta.backfill_hook {
+            Some(id) => {
+                let name = id.get_ref();
+                match hooks.iter().find(|h| &h.id == name) {
+                    Some(h) if h.kind == HookKind::Okta => b.hook = Some(name.clone()),
+                    Some(_) => {
+                        return Err(self.invalid(
+                            id.span(),
+                            "okta.backfill_hook",
+                            format!("hook `{name}` is of kind generic; System Log events go to an okta hook"),
+                            Some("name a [[hook]] with kind = \"okta\""),
+                        ));
+                    }
+                    None => {
+                        let ids: Vec<&str> = okta_hooks.iter().map(|h| h.id.as_str()).collect();
+                        return Err(self.invalid(
+                            id.span(),
+                            "okta.backfill_hook",
+                            format!("no [[hook]] has id `{name}`"),
+                            Some(&format!(
+                                "name one of the declared okta hooks: {}",
+                                if ids.is_empty() {
+                                    "(none)".to_string()
+                                } else {
+                                    ids.join(", ")
+                                }
+                            )),
+                        ));
+                    }
+                }
+            }
+            None if okta_hooks.len() == 1 => b.hook = Some(okta_hooks[0].id.clone()),
+            None => {
+                if let Some(on) = okta.backfill.as_ref().filter(|on| *on.get_ref()) {
+                    return Err(self.invalid(
+                        on.span(),
+                        "okta.backfill_hook",
+                        format!(
+                            "backfill is on but `backfill_hook` is not set, and there are {} okta hooks to choose from",
+                            okta_hooks.len()
+                        ),
+                        Some("add backfill_hook = \"<hook id>\": the hook whose scripts receive backfilled events"),
+                    ));
+                }
+            }
+        }
+        Ok(b)
     }
 
     fn env_name(&self, name: &Spanned<String>, key: &str) -> Result<String, ConfigError> {

@@ -18,10 +18,14 @@
 //!   (the global allocator with the per-thread heap count the memory limit reads).
 //! - [`config`]: `engine.toml` loading and validation; the embedded defaults.
 //! - [`store`]: every table of the one redb file: `writer.rs` (group commit), `inbox.rs`,
-//!   `dedup.rs`, `due.rs`, `runs.rs`, `outbox.rs`, `samples.rs`, `script_state.rs`, `query.rs`.
-//! - [`lookup`]: `lookup_user`'s sources: `directory.rs`, `okta.rs`, the cache and the `Host`.
+//!   `dedup.rs`, `due.rs`, `runs.rs`, `outbox.rs`, `samples.rs`, `script_state.rs`, `query.rs`,
+//!   `backfill.rs` (the System Log cursor).
+//! - [`lookup`]: `lookup_user`'s sources: `directory.rs`, `okta.rs`, the cache and the `Host`;
+//!   `system_log.rs` (the System Log API pages the backfill reads).
 //! - [`ingest`]: the HTTP front door: `server.rs`, `limits.rs` (connection caps, slow-client
 //!   timeouts), `admin.rs`, `envelope.rs` (the only envelope parser), `metrics.rs`, `secrets.rs`.
+//! - [`backfill`]: the System Log backfill (the poll loop, a pass, its metrics; `engine
+//!   backfill`), `filter.rs` (the scripts' subscriptions as Okta's `filter`).
 //! - [`process`]: `dispatcher.rs`, `executor.rs`, `scheduler.rs` (the one scheduler of due work,
 //!   and `Backoff`), `retention.rs`.
 //! - [`actions`]: the action queue's executors: the mail sender and `mail.rs` (its transports).
@@ -30,13 +34,14 @@
 //!   `dryrun.rs`, `eligible.rs`).
 //! - [`app`]: builds every part from the config, runs them, stops them.
 //! - [`cli`]: clap and dispatch: `output.rs`, `remote.rs`, `history.rs`, `replay.rs`, `run.rs`,
-//!   `samples.rs`, `check.rs`, `definitions.rs`, `send.rs`.
+//!   `samples.rs`, `check.rs`, `definitions.rs`, `send.rs`, `backfill.rs`.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
 pub mod actions;
 pub mod app;
 pub mod authoring;
+pub mod backfill;
 pub mod cli;
 pub mod config;
 pub mod ingest;

@@ -52,12 +52,21 @@ pub fn events(config: &Config, limit: usize, json: bool, quarantine: bool) -> Cl
     rows_or_json(
         json,
         &rows,
-        &["SEQ", "RECEIVED", "HOOK", "EVENT TYPE", "UUID", "STATUS"],
+        &[
+            "SEQ",
+            "RECEIVED",
+            "HOOK",
+            "SOURCE",
+            "EVENT TYPE",
+            "UUID",
+            "STATUS",
+        ],
         |r| {
             vec![
                 r.seq.to_string(),
                 r.received.clone(),
                 r.hook.clone(),
+                r.source.clone(),
                 r.event_type.clone(),
                 r.uuid.clone(),
                 r.status.to_string(),

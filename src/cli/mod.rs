@@ -15,7 +15,9 @@
 //! - `check`: `check` and `tokens`.
 //! - `definitions`: `definitions` (editor definition files).
 //! - `send`: `send`.
+//! - `backfill`: `backfill` (one System Log pass by hand).
 
+mod backfill;
 pub mod check;
 mod definitions;
 pub mod history;
@@ -175,6 +177,18 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
         format: Format,
     },
+    /// Fetch the Okta System Log since then and store (or with --dry-run list) the events no
+    /// delivery brought
+    Backfill {
+        /// How far back: 30m, 24h, 7d (at most 180d)
+        #[arg(long, value_name = "DURATION")]
+        since: String,
+        /// List what is missing; store nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Do what Okta does: the verification GET, then the delivery POST of PAYLOAD
     Send {
         /// An event-hook envelope, or a single LogEvent (wrapped into an envelope)
@@ -306,6 +320,11 @@ async fn dispatch(command: Command, config: Config) -> CliResult {
             format,
             quarantine,
         } => history::events(&config, limit, format == Format::Json, quarantine),
+        Command::Backfill {
+            since,
+            dry_run,
+            format,
+        } => backfill::backfill(&config, &since, dry_run, format == Format::Json).await,
         Command::Send {
             payload,
             url,

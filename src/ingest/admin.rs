@@ -22,7 +22,7 @@ pub const ADMIN_TOKEN_HEADER: &str = "x-engine-admin-token";
 pub const MAX_ADMIN_BODY_BYTES: usize = 4096;
 
 /// The admin actions (`POST /admin/<action>`).
-const ACTIONS: &[&str] = &["read", "replay", "remove-sample"];
+const ACTIONS: &[&str] = &["read", "replay", "remove-sample", "backfill"];
 
 /// `/admin/remove-sample`: `engine samples rm` while the server holds the store.
 async fn remove_sample(app: &Front, body: &[u8]) -> Answer {
@@ -86,6 +86,15 @@ pub enum AdminError {
     Unavailable(String),
 }
 
+/// `engine backfill` through the server: one System Log pass from `since_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillRequest {
+    pub since_ms: u64,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
 /// The work behind the admin API that ingest does not do itself.
 pub trait Admin: Send + Sync {
     /// Queues the runs of a replay; resolves to their ids once they are committed.
@@ -93,6 +102,43 @@ pub trait Admin: Send + Sync {
         &self,
         request: ReplayRequest,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<u64>, AdminError>> + Send + '_>>;
+
+    /// Runs one System Log backfill pass; resolves to its report (as JSON) once what it stored
+    /// is committed. `Unavailable` when the server has no backfill.
+    fn backfill(
+        &self,
+        request: BackfillRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, AdminError>> + Send + '_>> {
+        let _ = request;
+        Box::pin(async {
+            Err(AdminError::Unavailable(
+                "this server has no System Log backfill (it needs [okta] with org_url and token_env)"
+                    .to_string(),
+            ))
+        })
+    }
+}
+
+/// `/admin/backfill`.
+async fn backfill(backend: &dyn Admin, body: &[u8]) -> Answer {
+    let request: BackfillRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error_owned(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("bad backfill request: {e}"),
+            );
+        }
+    };
+    match backend.backfill(request).await {
+        Ok(report) => json(StatusCode::OK, report.to_string()),
+        Err(e) => error_owned(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backfill_failed",
+            e.to_string(),
+        ),
+    }
 }
 
 /// `/admin/read`: a history command's read (`remote::Query`) while the server holds the store.
@@ -167,7 +213,7 @@ pub(crate) async fn handle(
         return error(
             StatusCode::NOT_FOUND,
             "not_found",
-            "the admin endpoints are POST /admin/replay, /admin/read and /admin/remove-sample",
+            "the admin endpoints are POST /admin/replay, /admin/read, /admin/remove-sample and /admin/backfill",
         );
     }
     let timeout = app.limits.body_read_timeout;
@@ -190,6 +236,9 @@ pub(crate) async fn handle(
     }
     if action == "remove-sample" {
         return remove_sample(app, &body).await;
+    }
+    if action == "backfill" {
+        return backfill(backend.as_ref(), &body).await;
     }
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]

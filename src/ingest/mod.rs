@@ -9,7 +9,8 @@
 //!   routing, verification, delivery, `/healthz`, `/metrics`.
 //! - `limits`: [`ServerLimits`] (connections in total and per address, header and body
 //!   timeouts), derived from the open-file limit.
-//! - `admin`: `POST /admin/read` and `/admin/replay` (this host only, with the admin token).
+//! - `admin`: `POST /admin/read`, `/admin/replay`, `/admin/remove-sample` and `/admin/backfill`
+//!   (this host only, with the admin token).
 //! - [`envelope`]: the only envelope parser (delivery bodies and payload files).
 //! - `metrics`: the per-hook counters and the receiver's Prometheus families.
 //! - `secrets`: generated secrets kept under the data dir (mode 0600).
@@ -26,8 +27,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 pub use admin::{
-    ADMIN_TOKEN_FILE, ADMIN_TOKEN_HEADER, Admin, AdminError, MAX_ADMIN_BODY_BYTES, ReplayRequest,
-    ReplayTarget,
+    ADMIN_TOKEN_FILE, ADMIN_TOKEN_HEADER, Admin, AdminError, BackfillRequest, MAX_ADMIN_BODY_BYTES,
+    ReplayRequest, ReplayTarget,
 };
 pub use limits::{
     BODY_READ_TIMEOUT, DEFAULT_FD_LIMIT, FD_RESERVE, HEADER_READ_TIMEOUT, MAX_CONNECTIONS,

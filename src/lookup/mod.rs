@@ -25,11 +25,14 @@
 //!
 //! - `directory`: the `[directory]` file, indexed and re-read on change.
 //! - `okta`: the Okta Users API client (rate limits, errors).
+//! - `system_log`: the System Log API (`/api/v1/logs` polling pages, `Link` next, the rate-limit
+//!   budget), on the same client, for the backfill.
 //! - this module: [`Lookup`] (directory first, then Okta, with a TTL cache) and [`LookupHost`],
 //!   the script layer's `Host` on top of it.
 
 mod directory;
 mod okta;
+mod system_log;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -48,6 +51,7 @@ pub use okta::{
     MAX_OKTA_BODY_BYTES, MAX_RATE_LIMIT_PAUSE, OKTA_CONNECT_TIMEOUT, OKTA_REQUEST_TIMEOUT,
     OktaClient,
 };
+pub use system_log::{LOGS_PATH, LogError, LogPage, RateBudget};
 
 /// How long a found user is served from the cache: short, so profile edits show up quickly, yet
 /// a burst of events about the same people costs one request each.

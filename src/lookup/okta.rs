@@ -205,6 +205,16 @@ impl OktaClient {
         url: &str,
         deadline: Option<Instant>,
     ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), LookupError> {
+        self.get_limited(url, deadline, MAX_OKTA_BODY_BYTES).await
+    }
+
+    /// [`OktaClient::get`] reading at most `max_body` bytes of the answer.
+    pub(super) async fn get_limited(
+        &self,
+        url: &str,
+        deadline: Option<Instant>,
+        max_body: usize,
+    ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), LookupError> {
         let started = Instant::now();
         let timeout_end = started + OKTA_REQUEST_TIMEOUT;
         let (end, bound_by_run) = match deadline {
@@ -249,7 +259,7 @@ impl OktaClient {
                 ))
             })?;
             let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_OKTA_BODY_BYTES)
+            let body = Limited::new(body, max_body)
                 .collect()
                 .await
                 .map_err(|e| {
@@ -286,7 +296,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// `(errorCode, errorSummary)` of an Okta error body.
-fn okta_error(body: &[u8]) -> (Option<String>, Option<String>) {
+pub(super) fn okta_error(body: &[u8]) -> (Option<String>, Option<String>) {
     match serde_json::from_slice::<Map<String, Value>>(body) {
         Ok(m) => (
             m.get("errorCode").and_then(scalar_string),
@@ -296,7 +306,7 @@ fn okta_error(body: &[u8]) -> (Option<String>, Option<String>) {
     }
 }
 
-fn okta_error_suffix(body: &[u8]) -> String {
+pub(super) fn okta_error_suffix(body: &[u8]) -> String {
     match okta_error(body) {
         (Some(code), Some(summary)) => format!(" {code}: {summary}"),
         (Some(code), None) => format!(" {code}"),
@@ -308,7 +318,7 @@ fn okta_error_suffix(body: &[u8]) -> String {
 /// When a 429 resets: the later of `X-Rate-Limit-Reset` (UTC epoch seconds) and `Retry-After`
 /// (seconds, or an HTTP date), [`RATE_LIMIT_FALLBACK_WAIT`] after `now` without either, and at
 /// most [`MAX_RATE_LIMIT_PAUSE`] after `now`.
-fn rate_limit_until(headers: &hyper::HeaderMap, now: SystemTime) -> SystemTime {
+pub(super) fn rate_limit_until(headers: &hyper::HeaderMap, now: SystemTime) -> SystemTime {
     let text = |name: &str| {
         headers
             .get(name)

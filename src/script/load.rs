@@ -337,6 +337,11 @@ impl ScriptSet {
             .collect()
     }
 
+    /// Every script that does not load (and has no working version), by name.
+    pub fn broken_scripts(&self) -> &[Broken] {
+        &self.broken
+    }
+
     /// The script called `name` that does not load (and has no working version).
     pub fn broken(&self, name: &str) -> Option<&Broken> {
         self.broken.iter().find(|b| b.name == name)

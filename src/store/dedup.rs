@@ -44,6 +44,11 @@ impl Seen {
         add(&mut self.events, key, seq)
     }
 
+    /// Whether event uuid `key` is known.
+    pub fn has_event(&self, key: KeyHash) -> bool {
+        self.events.contains_key(&key)
+    }
+
     /// Forgets delivery ids and event uuids (pruned, or their commit failed).
     pub fn remove(&mut self, deliveries: &[KeyHash], events: &[KeyHash]) {
         for k in deliveries {

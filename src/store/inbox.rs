@@ -408,8 +408,24 @@ pub struct EventRow {
     pub hook: String,
     pub delivery_id: String,
     pub received: String,
+    /// How it came: `system-log` (backfilled from the Okta System Log) or `hook`.
+    #[serde(default)]
+    pub source: String,
     /// `queued` until processed.
     pub status: String,
+}
+
+/// The envelope `source` of events backfilled from the Okta System Log (`delivery.source` in
+/// scripts).
+pub const SYSTEM_LOG_SOURCE: &str = "system-log";
+
+/// How an event came, for the history: [`SYSTEM_LOG_SOURCE`] or `hook`.
+pub fn source_kind(envelope_source: &str) -> &'static str {
+    if envelope_source == SYSTEM_LOG_SOURCE {
+        SYSTEM_LOG_SOURCE
+    } else {
+        "hook"
+    }
 }
 
 /// One stored event whole: its envelope and its payload as stored (`engine events show`).
@@ -466,13 +482,19 @@ impl History<'_> {
             let (k, v) = entry.map_err(read_err)?;
             let (dseq, uuid, event_type, published, _, _) = v.value();
             let seq = k.value();
-            let (hook, received, delivery_id) = match deliveries.get(dseq).map_err(read_err)? {
-                Some(d) => {
-                    let (hook, ms, id, _, _, _) = d.value();
-                    (hook.to_string(), crate::util::format_ms(ms), id.to_string())
-                }
-                None => Default::default(),
-            };
+            let (hook, received, delivery_id, source) =
+                match deliveries.get(dseq).map_err(read_err)? {
+                    Some(d) => {
+                        let (hook, ms, id, _, source, _) = d.value();
+                        (
+                            hook.to_string(),
+                            crate::util::format_ms(ms),
+                            id.to_string(),
+                            source_kind(source).to_string(),
+                        )
+                    }
+                    None => Default::default(),
+                };
             let queued = seq > cursor;
             rows.push(EventRow {
                 seq,
@@ -482,6 +504,7 @@ impl History<'_> {
                 hook,
                 delivery_id,
                 received,
+                source,
                 status: if queued { "queued" } else { "processed" }.to_string(),
             });
         }

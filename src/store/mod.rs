@@ -24,9 +24,11 @@
 //! - `outbox`: the mail queue (mail actions of successful runs) and its states.
 //! - `samples`: captured sample events.
 //! - `script_state`: the per-script state the server records at each reload.
+//! - `backfill`: the System Log backfill's cursor.
 //! - `query`: the reads of the history commands, one `Query` answered the same way from the
 //!   file or through the running server.
 
+pub mod backfill;
 mod dedup;
 mod due;
 mod inbox;
@@ -52,8 +54,8 @@ use dedup::key_hash;
 pub use due::{Admit, DueKey, skipping};
 pub use inbox::{
     DISPATCH_CURSOR, Depths, EventDetail, EventHead, EventRow, NewDelivery, ParsedDelivery,
-    ParsedEvent, Pruned, PrunedKeys, QUARANTINE_PREVIEW_CHARS, QuarantineRow, Stored, StoredEvent,
-    prune, set_dispatch_cursor,
+    ParsedEvent, Pruned, PrunedKeys, QUARANTINE_PREVIEW_CHARS, QuarantineRow, SYSTEM_LOG_SOURCE,
+    Stored, StoredEvent, prune, set_dispatch_cursor, source_kind,
 };
 use inbox::{PackedDelivery, pack_body};
 pub use writer::{
@@ -263,6 +265,35 @@ impl Store {
             Some(rx) => rx.await.unwrap_or(Err(WriteError::Closed)),
             None => Err(WriteError::Closed),
         }
+    }
+
+    /// Stores events fetched from the Okta System Log as `delivery` (through the same dedup
+    /// index as hook deliveries; not at all when every event is known already) and advances the
+    /// backfill cursor to `cursor_ms` in the same transaction; resolves after that commit.
+    pub async fn store_backfill(
+        &self,
+        delivery: Option<NewDelivery>,
+        cursor_ms: Option<u64>,
+    ) -> Result<Stored, WriteError> {
+        let delivery = delivery.map(|delivery| PackedDelivery {
+            stored: pack_body(&delivery.body)
+                .map(Bytes::from)
+                .unwrap_or_else(|| delivery.body.clone()),
+            delivery,
+        });
+        match self.submit(|reply| Job::Backfill {
+            delivery,
+            cursor_ms,
+            reply,
+        }) {
+            Some(rx) => rx.await.unwrap_or(Err(WriteError::Closed)),
+            None => Err(WriteError::Closed),
+        }
+    }
+
+    /// Whether the store holds (or is committing) an event with this uuid.
+    pub fn has_event(&self, uuid: &str) -> bool {
+        writer::lock(&self.shared.seen).has_event(key_hash(uuid))
     }
 
     /// Keeps an authenticated body that is not a valid delivery.

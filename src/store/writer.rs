@@ -24,7 +24,8 @@ use crate::util::Throttle;
 
 use super::dedup::{KeyHash, Seen, key_hash};
 use super::inbox::{
-    DELIVERIES, DELIVERY_KEYS, EVENTS, META, NextSeq, PackedDelivery, QUARANTINE, Stored,
+    DELIVERIES, DELIVERY_KEYS, DeliveryValue, EVENTS, META, NewDelivery, NextSeq, PackedDelivery,
+    QUARANTINE, Stored,
 };
 use super::{CommitMode, MAX_BATCH_BYTES, MAX_BATCH_JOBS, WriteError, storage};
 
@@ -64,6 +65,14 @@ pub(crate) enum Job {
         reply: oneshot::Sender<Result<(), WriteError>>,
     },
     Probe(oneshot::Sender<Result<(), WriteError>>),
+    /// Events fetched from the Okta System Log: stored like a delivery (same dedup), unless
+    /// every one of them is known already, and the backfill cursor advanced in the same
+    /// transaction.
+    Backfill {
+        delivery: Option<PackedDelivery>,
+        cursor_ms: Option<u64>,
+        reply: oneshot::Sender<Result<Stored, WriteError>>,
+    },
     /// Any other write (runs, actions, samples): applied inside the shared transaction; it
     /// answers through its own typed channel, only after the commit (see [`TxnFn`]).
     Txn(TxnFn),
@@ -83,6 +92,7 @@ impl Job {
     fn size(&self) -> usize {
         match self {
             Job::Delivery(d, _) => d.stored.len(),
+            Job::Backfill { delivery, .. } => delivery.as_ref().map_or(0, |d| d.stored.len()),
             Job::Quarantine { body, .. } => body.len(),
             Job::Probe(_) | Job::Txn(_) => 0,
         }
@@ -338,7 +348,7 @@ fn answer_failed(job: Job, error: &WriteError) {
 /// Answers a delivery, quarantine or probe job (a `Txn` job answers through its own reply).
 fn answer(job: Job, result: Result<Stored, WriteError>) {
     match job {
-        Job::Delivery(_, reply) => {
+        Job::Delivery(_, reply) | Job::Backfill { reply, .. } => {
             let _ = reply.send(result);
         }
         Job::Quarantine { reply, .. } | Job::Probe(reply) => {
@@ -372,6 +382,78 @@ struct Added {
     events: Vec<KeyHash>,
 }
 
+/// The inbox tables a delivery is written to.
+struct InboxTables<'a, 't> {
+    deliveries: &'a mut redb::Table<'t, u64, DeliveryValue>,
+    delivery_keys: &'a mut redb::Table<'t, u64, &'static str>,
+    events: &'a mut redb::Table<'t, u64, (u64, &'static str, &'static str, &'static str, u32, u32)>,
+}
+
+/// Writes one delivery and those of its events the dedup index does not know (a delivery whose
+/// eventId is known is a duplicate: nothing of it is written).
+fn put_delivery(
+    d: &NewDelivery,
+    body: &Bytes,
+    t: &mut InboxTables<'_, '_>,
+    seen: &mut Seen,
+    next: &mut NextSeq,
+    added: &mut Added,
+    stored: &mut Stored,
+) -> Result<(), WriteError> {
+    let id = d.parsed.delivery_id.as_deref().unwrap_or("");
+    let dseq = next.delivery;
+    if !id.is_empty() {
+        let key = key_hash(id);
+        if seen.add_delivery(key, dseq).is_some() {
+            stored.duplicate_delivery = true;
+            return Ok(());
+        }
+        added.deliveries.push(key);
+        t.delivery_keys.insert(dseq, id).map_err(storage)?;
+    }
+    next.delivery += 1;
+    t.deliveries
+        .insert(
+            dseq,
+            (
+                d.hook.as_str(),
+                d.received_ms,
+                id,
+                d.parsed.event_time.as_str(),
+                d.parsed.source.as_str(),
+                &body[..],
+            ),
+        )
+        .map_err(storage)?;
+    for ev in &d.parsed.events {
+        let eseq = next.event;
+        let key = key_hash(&ev.uuid);
+        if seen.add_event(key, eseq).is_some() {
+            stored.duplicate_events += 1;
+            continue;
+        }
+        added.events.push(key);
+        next.event += 1;
+        // Bodies are capped far below 4 GiB (MAX_BODY_BYTES_CEILING).
+        let (offset, len) = (ev.span.start as u32, ev.span.len() as u32);
+        t.events
+            .insert(
+                eseq,
+                (
+                    dseq,
+                    ev.uuid.as_str(),
+                    ev.event_type.as_str(),
+                    ev.published.as_str(),
+                    offset,
+                    len,
+                ),
+            )
+            .map_err(storage)?;
+        stored.events += 1;
+    }
+    Ok(())
+}
+
 fn apply_jobs(
     db: &Database,
     seen: &Mutex<Seen>,
@@ -399,57 +481,49 @@ fn apply_jobs(
                     },
                     _,
                 ) => {
-                    let id = d.parsed.delivery_id.as_deref().unwrap_or("");
-                    let dseq = next.delivery;
-                    if !id.is_empty() {
-                        let key = key_hash(id);
-                        if seen.add_delivery(key, dseq).is_some() {
-                            stored.duplicate_delivery = true;
-                            results.push(stored);
-                            continue;
+                    let mut tables = InboxTables {
+                        deliveries: &mut deliveries,
+                        delivery_keys: &mut delivery_keys,
+                        events: &mut events,
+                    };
+                    put_delivery(d, body, &mut tables, &mut seen, next, added, &mut stored)?;
+                }
+                Job::Backfill {
+                    delivery,
+                    cursor_ms,
+                    ..
+                } => {
+                    if let Some(PackedDelivery {
+                        delivery: d,
+                        stored: body,
+                    }) = delivery
+                    {
+                        // A delivery whose events all arrived another way is not kept at all.
+                        if d.parsed
+                            .events
+                            .iter()
+                            .any(|ev| !seen.has_event(key_hash(&ev.uuid)))
+                        {
+                            let mut tables = InboxTables {
+                                deliveries: &mut deliveries,
+                                delivery_keys: &mut delivery_keys,
+                                events: &mut events,
+                            };
+                            put_delivery(
+                                d,
+                                body,
+                                &mut tables,
+                                &mut seen,
+                                next,
+                                added,
+                                &mut stored,
+                            )?;
+                        } else {
+                            stored.duplicate_events = d.parsed.events.len();
                         }
-                        added.deliveries.push(key);
-                        delivery_keys.insert(dseq, id).map_err(storage)?;
                     }
-                    next.delivery += 1;
-                    deliveries
-                        .insert(
-                            dseq,
-                            (
-                                d.hook.as_str(),
-                                d.received_ms,
-                                id,
-                                d.parsed.event_time.as_str(),
-                                d.parsed.source.as_str(),
-                                &body[..],
-                            ),
-                        )
-                        .map_err(storage)?;
-                    for ev in &d.parsed.events {
-                        let eseq = next.event;
-                        let key = key_hash(&ev.uuid);
-                        if seen.add_event(key, eseq).is_some() {
-                            stored.duplicate_events += 1;
-                            continue;
-                        }
-                        added.events.push(key);
-                        next.event += 1;
-                        // Bodies are capped far below 4 GiB (MAX_BODY_BYTES_CEILING).
-                        let (offset, len) = (ev.span.start as u32, ev.span.len() as u32);
-                        events
-                            .insert(
-                                eseq,
-                                (
-                                    dseq,
-                                    ev.uuid.as_str(),
-                                    ev.event_type.as_str(),
-                                    ev.published.as_str(),
-                                    offset,
-                                    len,
-                                ),
-                            )
-                            .map_err(storage)?;
-                        stored.events += 1;
+                    if let Some(ms) = cursor_ms {
+                        super::backfill::advance_cursor(&txn, *ms)?;
                     }
                 }
                 Job::Quarantine {

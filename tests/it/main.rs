@@ -3,6 +3,7 @@
 
 mod support;
 
+mod backfill;
 mod check;
 mod cli;
 mod crash;

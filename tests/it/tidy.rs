@@ -16,6 +16,7 @@ const LAYERS: &[&str] = &[
     "store",
     "lookup",
     "ingest",
+    "backfill",
     "process",
     "actions",
     "reload",
