@@ -252,9 +252,23 @@ impl Backfill {
             }
             Err(e) => {
                 let e = PassError::Store(WriteError::Storage(e.to_string()));
-                self.failed(&e);
+                self.failed(&e, true);
                 return Err(e);
             }
+        };
+        // After a downtime longer than Okta lets a query reach back, start from the oldest
+        // `since` it accepts (the log keeps 90 days, so nothing older could be fetched anyway)
+        // rather than failing every poll with a 400.
+        let oldest = oldest_since_ms();
+        let since = if since < oldest {
+            tracing::warn!(
+                cursor = %crate::util::format_ms(since),
+                since = %crate::util::format_ms(oldest),
+                "the backfill cursor is older than Okta's System Log can be queried (180 days); reading from the oldest time it accepts"
+            );
+            oldest
+        } else {
+            since
         };
         match self.pass(since, false, Some(stop)).await {
             Ok(report) => {
@@ -280,13 +294,14 @@ impl Backfill {
                 Ok(())
             }
             Err(e) => {
-                self.failed(&e);
+                self.failed(&e, true);
                 Err(e)
             }
         }
     }
 
-    fn failed(&self, e: &PassError) {
+    /// Counts a failed pass (and, for the poller, logs it: it tries again at the next poll).
+    fn failed(&self, e: &PassError, polling: bool) {
         self.counters.failing.store(true, Ordering::Relaxed);
         let reason = e.reason();
         {
@@ -300,18 +315,20 @@ impl Backfill {
                 None => errors.push((reason, 1)),
             }
         }
-        tracing::error!(reason, error = %e, "System Log backfill failed; retrying later");
+        if polling {
+            tracing::error!(reason, error = %e, "System Log backfill failed; retrying later");
+        }
     }
 
     /// A pass by hand (`engine backfill --since`): from `since_ms` (at most 180 days back),
     /// storing what the store lacks unless `dry_run`.
     pub async fn manual(&self, since_ms: u64, dry_run: bool) -> Result<Report, PassError> {
-        let oldest = crate::util::now_ms()
-            .saturating_sub(MAX_SINCE_AGE.as_millis() as u64)
-            .saturating_add(60_000);
-        let r = self.pass(since_ms.max(oldest), dry_run, None).await;
+        let r = self
+            .pass(since_ms.max(oldest_since_ms()), dry_run, None)
+            .await;
         if let Err(e) = &r {
-            self.failed(e);
+            // Counted; the command that asked prints the error itself.
+            self.failed(e, false);
         }
         r
     }
@@ -696,6 +713,14 @@ impl MetricsSource for Backfill {
             );
         }
     }
+}
+
+/// The oldest `since` Okta accepts now: [`MAX_SINCE_AGE`] back, less a minute's margin for the
+/// clocks and the request's travel.
+fn oldest_since_ms() -> u64 {
+    crate::util::now_ms()
+        .saturating_sub(MAX_SINCE_AGE.as_millis() as u64)
+        .saturating_add(60_000)
 }
 
 /// Parses `engine backfill --since`'s duration: a number with `s`, `m`, `h` or `d` (`24h`,

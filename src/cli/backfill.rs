@@ -56,6 +56,12 @@ pub async fn backfill(config: &Config, since: &str, dry_run: bool, json: bool) -
         what,
         report.requests
     );
+    if report.requests == 0 && report.filter.is_empty() && report.since != report.until {
+        eprintln!(
+            "hint: no script receives events of the backfill hook, so there was nothing to read; \
+             add a script whose `//! on:` matches the events (and whose `//! hook:`, if any, names it) and run this again"
+        );
+    }
     if report.delivery_failures > 0 {
         println!(
             "Okta recorded {} failed event hook deliveries in that time",

@@ -857,3 +857,48 @@ fn bad_backfill_config_is_a_clear_error() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("30m, 24h or 7d"), "{}", stderr(&o));
 }
+
+/// A cursor older than Okta lets a query reach back (a downtime of over 180 days) is not asked
+/// for (Okta would answer 400 on every poll): the poller starts from the oldest `since` it accepts.
+#[test]
+fn a_cursor_older_than_180_days_is_read_from_the_oldest_since_okta_accepts() {
+    let log = SystemLog::start();
+    let (dir, port) = engine_setup(&okta_config(&log, ""), &[("count.rhai", SCRIPT)]);
+    let day_ms = 24 * 3600 * 1000;
+    {
+        let store =
+            engine::store::Store::open(&dir.path().join("data"), engine::store::CommitMode::Group)
+                .expect("store");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(store.store_backfill(None, Some(now_ms() - 200 * day_ms)))
+            .expect("cursor written");
+        store.close();
+    }
+    let p = ServeProcess::start(dir.path(), port, &env());
+    assert!(
+        wait_until(Duration::from_secs(20), || !log.requests().is_empty()),
+        "no request: {}",
+        p.log()
+    );
+    let first = log.requests()[0]
+        .query
+        .get("since")
+        .cloned()
+        .unwrap_or_default();
+    let since_ms =
+        engine::util::parse_rfc3339_nanos(&first).expect("since is RFC 3339") / 1_000_000;
+    let oldest = (now_ms() - 180 * day_ms) as i128;
+    assert!(
+        since_ms >= oldest && since_ms < oldest + 5 * 60 * 1000,
+        "since {first} is not the oldest Okta accepts"
+    );
+    assert!(
+        p.log()
+            .contains("older than Okta's System Log can be queried"),
+        "{}",
+        p.log()
+    );
+}
