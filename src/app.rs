@@ -270,7 +270,11 @@ pub fn prepare(config: &Config, mode: CommitMode, out: &mut dyn Write) -> Result
     }
     create_data_dir(config)?;
     let (admin_token, _) = ingest::ensure_secret(&config.data_dir.join(ingest::ADMIN_TOKEN_FILE))?;
-    let store = Arc::new(Store::open(&config.data_dir, mode)?);
+    let store = Arc::new(Store::open_with_cache(
+        &config.data_dir,
+        mode,
+        config.store_cache_bytes,
+    )?);
     let base = format!("http://{}", config.listen);
     let _ = writeln!(out, "engine: store {}", store.path().display());
     for ((hook, _), value) in hooks.iter().zip(&notes) {

@@ -25,7 +25,11 @@ pub const BACKFILL_WAIT: Duration = Duration::from_secs(30 * 60);
 pub async fn backfill(config: &Config, since: &str, dry_run: bool, json: bool) -> CliResult {
     let span = parse_duration(since).map_err(CliError::usage)?;
     let since_ms = crate::util::now_ms().saturating_sub(span.as_millis() as u64);
-    let report = match Store::open(&config.data_dir, CommitMode::Group) {
+    let report = match Store::open_with_cache(
+        &config.data_dir,
+        CommitMode::Group,
+        config.store_cache_bytes,
+    ) {
         Ok(store) => here(config, Arc::new(store), since_ms, dry_run).await?,
         Err(OpenError::Busy { .. }) => via_server(config, since_ms, dry_run).await?,
         Err(e) => return Err(CliError::failure(e)),

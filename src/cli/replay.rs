@@ -26,7 +26,11 @@ pub const REPLAY_WAIT: Duration = Duration::from_secs(30);
 const REPLAY_POLL: Duration = Duration::from_millis(50);
 
 pub async fn replay(config: &Config, uuid: Option<&str>, script: Option<&str>) -> CliResult {
-    match Store::open(&config.data_dir, CommitMode::Group) {
+    match Store::open_with_cache(
+        &config.data_dir,
+        CommitMode::Group,
+        config.store_cache_bytes,
+    ) {
         Ok(store) => replay_here(config, Arc::new(store), uuid, script).await,
         Err(OpenError::Busy { .. }) => replay_via_server(config, uuid, script).await,
         Err(e) => Err(CliError::failure(e)),

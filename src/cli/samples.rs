@@ -110,7 +110,11 @@ async fn remove_captured(config: &Config, uuid: &str) -> Result<usize, CliError>
     if !config.data_dir.join(crate::store::DB_FILE).exists() {
         return Ok(0);
     }
-    match Store::open(&config.data_dir, CommitMode::Group) {
+    match Store::open_with_cache(
+        &config.data_dir,
+        CommitMode::Group,
+        config.store_cache_bytes,
+    ) {
         Ok(store) => {
             let uuid = uuid.to_string();
             let removed = store

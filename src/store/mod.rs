@@ -170,24 +170,29 @@ pub struct Store {
 /// The server holds the file exclusively: redb's shared modes (other processes reading beside
 /// the writer) force a two-phase commit, a second fsync on every commit. The history commands
 /// read through the server instead (`cli`'s remote reads, answered by [`query`]).
-fn builder() -> redb::Builder {
+fn builder(cache_bytes: usize) -> redb::Builder {
     let mut b = Database::builder();
-    b.set_cache_size(REDB_CACHE_BYTES);
+    b.set_cache_size(cache_bytes);
     b
 }
 
-/// redb's page cache (read cache and write buffer). redb's default is 1 GiB, and every page a
-/// commit writes is moved into the read cache afterwards, so the process kept a copy of every
-/// live page it wrote: RSS grew ~4.7 KB per delivery (13.8 MB → 155 MB after 30,000
-/// deliveries) towards 1 GiB. The hot set is small (the right edges of the append-only tables,
-/// recent runs and mail); the OS page cache holds the rest of the file, so a miss costs a
-/// `pread`, not a disk read.
-pub const REDB_CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// redb's page cache unless [`Store::open_with_cache`] says otherwise (`[store] cache_mb`; why
+/// it is bounded: [`crate::config::DEFAULT_STORE_CACHE_MB`]).
+pub const REDB_CACHE_BYTES: usize = crate::config::DEFAULT_STORE_CACHE_MB * 1024 * 1024;
 
 impl Store {
     /// Opens (creating if needed) the store in `data_dir` and starts its writer thread. A new
     /// data dir is created 0700 and the redb file 0600.
     pub fn open(data_dir: &Path, mode: CommitMode) -> Result<Store, OpenError> {
+        Store::open_with_cache(data_dir, mode, REDB_CACHE_BYTES)
+    }
+
+    /// [`Store::open`] with a page cache of `cache_bytes` (`[store] cache_mb`).
+    pub fn open_with_cache(
+        data_dir: &Path,
+        mode: CommitMode,
+        cache_bytes: usize,
+    ) -> Result<Store, OpenError> {
         crate::util::private::create_dir(data_dir).map_err(|source| OpenError::CreateDir {
             path: data_dir.to_path_buf(),
             source,
@@ -198,13 +203,15 @@ impl Store {
             path: path.clone(),
             source,
         })?;
-        let db = builder().create(&path).map_err(|source| match source {
-            DatabaseError::DatabaseAlreadyOpen => OpenError::Busy { path: path.clone() },
-            source => OpenError::Database {
-                path: path.clone(),
-                source,
-            },
-        })?;
+        let db = builder(cache_bytes)
+            .create(&path)
+            .map_err(|source| match source {
+                DatabaseError::DatabaseAlreadyOpen => OpenError::Busy { path: path.clone() },
+                source => OpenError::Database {
+                    path: path.clone(),
+                    source,
+                },
+            })?;
         let next = init_tables(&db).map_err(|source| OpenError::Init {
             path: path.clone(),
             source,
@@ -219,6 +226,7 @@ impl Store {
             stats: WriterStats::default(),
             events_committed: Notify::new(),
             failing: AtomicBool::new(false),
+            cache_bytes,
         });
         let (tx, rx) = mpsc::channel();
         let writer_shared = shared.clone();
@@ -460,7 +468,7 @@ impl History<'static> {
         if !path.exists() {
             return Ok(None);
         }
-        match builder().open(&path) {
+        match builder(REDB_CACHE_BYTES).open(&path) {
             Ok(db) => {
                 init_tables(&db).map_err(|source| OpenError::Init {
                     path: path.clone(),

@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) events_committed: Notify,
     /// Whether writes are failing now (for `/metrics` and the health probe's message).
     pub(crate) failing: std::sync::atomic::AtomicBool,
+    /// The page cache it was opened with, for a reopen.
+    pub(crate) cache_bytes: usize,
 }
 
 /// The error every job gets while the store cannot write.
@@ -319,7 +321,9 @@ fn close(shared: &Shared) {
 /// what is durable (a failed commit may or may not have reached the disk), and proves a write
 /// goes through.
 fn reopen(shared: &Shared, path: &Path) -> Result<NextSeq, String> {
-    let db = super::builder().create(path).map_err(|e| e.to_string())?;
+    let db = super::builder(shared.cache_bytes)
+        .create(path)
+        .map_err(|e| e.to_string())?;
     let next = super::init_tables(&db).map_err(|e| e.to_string())?;
     let seen = super::inbox::load_seen(&db).map_err(|e| e.to_string())?;
     let probe = db.begin_write().map_err(|e| e.to_string())?;

@@ -89,6 +89,16 @@ fn config_errors_name_the_key_and_line() {
             messages: &["engine.toml:3", "smtp.from"],
         },
         ConfigCase {
+            name: "store cache out of range",
+            toml: "\n[store]\ncache_mb = 0\n",
+            messages: &["engine.toml:3", "store.cache_mb", "out of range"],
+        },
+        ConfigCase {
+            name: "unknown store key",
+            toml: "[store]\ncache = 16\n",
+            messages: &["cache", "engine.toml:2:1:"],
+        },
+        ConfigCase {
             name: "bad okta url",
             toml: "[okta]\norg_url = \"example.okta.com\"\ntoken_env = \"T\"\n",
             messages: &["engine.toml:2", "okta.org_url"],
