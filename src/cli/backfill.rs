@@ -7,14 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use hyper::Method;
 
 use super::output::{CliError, CliResult, Exit, print_json, table};
 use super::remote;
 use crate::backfill::{Report, parse_duration};
 use crate::config::Config;
-use crate::ingest::ADMIN_TOKEN_HEADER;
 use crate::script::{LiveScripts, ScriptSet};
 use crate::store::{CommitMode, OpenError, Store};
 
@@ -31,7 +28,7 @@ pub async fn backfill(config: &Config, since: &str, dry_run: bool, json: bool) -
         config.store_cache_bytes,
     ) {
         Ok(store) => here(config, Arc::new(store), since_ms, dry_run).await?,
-        Err(OpenError::Busy { .. }) => via_server(config, since_ms, dry_run).await?,
+        Err(OpenError::Busy { .. }) => via_server(config, since_ms, dry_run)?,
         Err(e) => return Err(CliError::failure(e)),
     };
     if json {
@@ -97,36 +94,10 @@ async fn here(
     result
 }
 
-async fn via_server(config: &Config, since_ms: u64, dry_run: bool) -> Result<Report, CliError> {
-    let (addr, token) = remote::admin_target(config).map_err(CliError::failure)?;
+fn via_server(config: &Config, since_ms: u64, dry_run: bool) -> Result<Report, CliError> {
     let body = serde_json::json!({ "since_ms": since_ms, "dry_run": dry_run });
-    let url = format!("http://{addr}/admin/backfill");
-    let headers = vec![(ADMIN_TOKEN_HEADER.to_string(), token)];
-    let answer = tokio::time::timeout(
-        BACKFILL_WAIT,
-        crate::util::http_client::request(
-            Method::POST,
-            &url,
-            &headers,
-            Bytes::from(body.to_string()),
-        ),
-    )
-    .await
-    .map_err(|_| {
-        CliError::failure(format!(
-            "the server did not finish the pass within {} min; it goes on, see its log and /metrics",
-            BACKFILL_WAIT.as_secs() / 60
-        ))
-    })?
-    .map_err(|e| CliError::failure(format!("cannot reach the running server at {addr}: {e}")))?;
-    let value: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
-    if answer.status != 200 {
-        let msg = value["message"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| answer.text());
-        return Err(CliError::failure(msg));
-    }
+    let value = remote::admin_post_within(config, "backfill", &body, BACKFILL_WAIT)
+        .map_err(CliError::failure)?;
     serde_json::from_value(value)
         .map_err(|e| CliError::failure(format!("unexpected answer from the server: {e}")))
 }

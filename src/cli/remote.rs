@@ -67,28 +67,44 @@ pub fn admin_post(
     action: &str,
     body: &serde_json::Value,
 ) -> Result<serde_json::Value, String> {
+    admin_post_within(config, action, body, READ_TIMEOUT)
+}
+
+/// [`admin_post`] for a request that may take the server up to `wait` (a backfill pass).
+pub fn admin_post_within(
+    config: &Config,
+    action: &str,
+    body: &serde_json::Value,
+    wait: Duration,
+) -> Result<serde_json::Value, String> {
     let (addr, token) = admin_target(config)?;
     let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
     let url = format!("http://{addr}/admin/{action}");
     let headers = vec![(ADMIN_TOKEN_HEADER.to_string(), token)];
-    let answer = std::thread::spawn(move || {
+    // Outer error: no answer in time (or no runtime); inner: the server could not be reached.
+    let outcome = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
         rt.block_on(async {
-            tokio::time::timeout(
-                READ_TIMEOUT,
+            match tokio::time::timeout(
+                wait,
                 crate::util::http_client::request(Method::POST, &url, &headers, Bytes::from(body)),
             )
             .await
-            .map_err(|_| format!("no answer within {} s", READ_TIMEOUT.as_secs()))?
-            .map_err(|e| e.to_string())
+            {
+                Ok(answer) => Ok(answer.map_err(|e| e.to_string())),
+                Err(_) => Err(format!(
+                    "the server gave no answer within {} s; it goes on with the request: see its log and /metrics",
+                    wait.as_secs()
+                )),
+            }
         })
     })
     .join()
-    .map_err(|_| "the request thread panicked".to_string())?
-    .map_err(|e| {
+    .map_err(|_| "the request thread panicked".to_string())?;
+    let answer = outcome?.map_err(|e| {
         format!(
             "the store is in use by another process, and no server answers at {addr}: {e}\n  hint: if another engine command is using it, try again when it has finished"
         )
