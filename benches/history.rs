@@ -23,6 +23,10 @@ use engine::store::{CommitMode, NewDelivery, Store, set_dispatch_cursor};
 use engine::util::http_client::Conn;
 use hyper::Method;
 
+#[path = "support/load.rs"]
+#[allow(dead_code)] // `hook_body`: the ingest and backfill benches use it
+mod load;
+
 /// Events stored unless `--events N`.
 const EVENTS: u64 = 2_000_000;
 /// Events per delivery while building.
@@ -167,41 +171,26 @@ async fn load(serve: &Serve, prefix: &str) -> (f64, f64, f64) {
         }
     });
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..CONNS {
-        let (url, prefix) = (serve.url.clone(), prefix.to_string());
-        tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::open(&url).await.expect("connect");
-            let headers = vec![("Authorization".to_string(), SECRET.to_string())];
-            let mut lat = Vec::new();
-            let mut i = 0;
-            while started.elapsed() < LOAD {
-                let body = format!(
-                    r#"{{"eventId":"{prefix}-{c}-{i}","data":{{"events":[{}]}}}}"#,
-                    event(&format!("{prefix}-{c}-{i}"))
-                );
-                let t = Instant::now();
-                let a = conn
-                    .send(Method::POST, "/hooks/bench", &headers, Bytes::from(body))
-                    .await
-                    .expect("post");
-                assert_eq!(a.status, 200);
-                lat.push(t.elapsed().as_micros() as u64);
-                i += 1;
-            }
-            lat
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.expect("client"));
-    }
+    let prefix = prefix.to_string();
+    let all = load::post_until(
+        &serve.url,
+        "/hooks/bench",
+        SECRET,
+        CONNS,
+        started + LOAD,
+        move |c, i| {
+            let uuid = format!("{prefix}-{c}-{i}");
+            Bytes::from(format!(
+                r#"{{"eventId":"{uuid}","data":{{"events":[{}]}}}}"#,
+                event(&uuid)
+            ))
+        },
+    )
+    .await;
     let secs = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let peak = peak.await.expect("rss sampler");
-    all.sort_unstable();
-    let p99 = all[((all.len() - 1) as f64 * 0.99) as usize] as f64 / 1000.0;
-    (all.len() as f64 / secs, p99, peak)
+    (all.len() as f64 / secs, load::pct(&all, 0.99), peak)
 }
 
 async fn measure(name: &str, dir: &Path) {

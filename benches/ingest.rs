@@ -8,12 +8,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use engine::app::App;
 use engine::config::{HookConfig, HookKind, Secret, SecretSource};
 use engine::store::{CommitMode, Store};
-use engine::util::http_client::Conn;
-use hyper::Method;
+
+#[path = "support/load.rs"]
+mod load;
 
 const SECRET: &str = "bench-secret";
 const EVENT: &str = include_str!("../tests/fixtures/event.user.lifecycle.deactivate.json");
@@ -23,23 +23,6 @@ struct Result {
     deliveries: u64,
     latencies_us: Vec<u64>,
     elapsed: Duration,
-}
-
-fn body(event_template: &str, conn: usize, i: u64, events: usize) -> Bytes {
-    let evs: Vec<String> = (0..events)
-        .map(|e| {
-            event_template.replacen(
-                "ab62c0bc-2837-11eb-9823-9fb8f750c5a9",
-                &format!("{conn}-{i}-{e}-{}", std::process::id()),
-                1,
-            )
-        })
-        .collect();
-    Bytes::from(format!(
-        r#"{{"eventType":"com.okta.event_hook","eventTypeVersion":"1.0","cloudEventsVersion":"0.1","source":"bench","eventId":"d-{conn}-{i}-{}","eventTime":"2024-05-01T10:00:00.000Z","contentType":"application/json","data":{{"events":[{}]}}}}"#,
-        std::process::id(),
-        evs.join(",")
-    ))
 }
 
 fn run_case(mode: CommitMode, conns: usize, events: usize, seconds: f64) -> Result {
@@ -82,36 +65,18 @@ fn run_case(mode: CommitMode, conns: usize, events: usize, seconds: f64) -> Resu
         .build()
         .unwrap();
     let result = load_rt.block_on(async move {
-        let url = format!("http://{addr}/hooks/bench");
+        let base = format!("http://{addr}");
         let deadline = Instant::now() + Duration::from_secs_f64(seconds);
         let start = Instant::now();
-        let mut tasks = Vec::new();
-        for c in 0..conns {
-            let url = url.clone();
-            let template = template.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut conn = Conn::open(&url).await.unwrap();
-                let headers = vec![("Authorization".to_string(), SECRET.to_string())];
-                let mut lat = Vec::new();
-                let mut i = 0u64;
-                while Instant::now() < deadline {
-                    let b = body(&template, c, i, events);
-                    i += 1;
-                    let t = Instant::now();
-                    let a = conn
-                        .send(Method::POST, "/hooks/bench", &headers, b)
-                        .await
-                        .unwrap();
-                    assert_eq!(a.status, 200, "{}", a.text());
-                    lat.push(t.elapsed().as_micros() as u64);
-                }
-                lat
-            }));
-        }
-        let mut all = Vec::new();
-        for t in tasks {
-            all.extend(t.await.unwrap());
-        }
+        let all = load::post_until(
+            &base,
+            "/hooks/bench",
+            SECRET,
+            conns,
+            deadline,
+            move |c, i| load::hook_body(&template, c, i, events),
+        )
+        .await;
         Result {
             writer: stats.read(),
             deliveries: all.len() as u64,
@@ -122,14 +87,6 @@ fn run_case(mode: CommitMode, conns: usize, events: usize, seconds: f64) -> Resu
     let _ = stop_tx.send(());
     server_rt.block_on(done).unwrap();
     result
-}
-
-fn pct(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i] as f64 / 1000.0
 }
 
 fn main() {
@@ -202,8 +159,8 @@ fn main() {
                     events,
                     dps,
                     dps * events as f64,
-                    pct(&r.latencies_us, 0.50),
-                    pct(&r.latencies_us, 0.99),
+                    load::pct(&r.latencies_us, 0.50),
+                    load::pct(&r.latencies_us, 0.99),
                     w.jobs as f64 / w.batches.max(1) as f64,
                     per_batch(w.busy_us),
                     per_batch(w.commit_us),
