@@ -462,6 +462,26 @@ mod tests {
         commit: Option<Duration>,
     }
 
+    /// Runs `pool` until `fake` has nothing due (at most 10 s: "items stuck"), then stops it
+    /// and waits for it (a panic inside must not have taken the pool down).
+    async fn drain(pool: &Arc<DuePool<Fake>>, fake: &Fake) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let running = tokio::spawn(pool.clone().run(stop_rx));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !lock(&fake.state).due.is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "items stuck: {:?}",
+                lock(&fake.state).due
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = stop_tx.send(true);
+        running
+            .await
+            .expect("the pool stops, whatever its items did");
+    }
+
     impl DueWork for Fake {
         const KIND: &'static str = "fake";
 
@@ -546,19 +566,7 @@ mod tests {
         let fake = Arc::new(Fake::default());
         lock(&fake.state).due = vec![1, 2, 3];
         let pool = DuePool::new(fake.clone(), 2, Duration::from_millis(5));
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let running = tokio::spawn(pool.clone().run(stop_rx));
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !lock(&fake.state).due.is_empty() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "items stuck: {:?}",
-                lock(&fake.state).due
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let _ = stop_tx.send(true);
-        running.await.expect("the pool survives panics");
+        drain(&pool, &fake).await;
         let s = lock(&fake.state);
         let mut done = s.done.clone();
         done.sort();
@@ -594,15 +602,7 @@ mod tests {
             s.began = Some(std::time::Instant::now());
         }
         let pool = DuePool::shared(fake.clone(), 4, 2, Duration::from_millis(5));
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let running = tokio::spawn(pool.clone().run(stop_rx));
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !lock(&fake.state).due.is_empty() {
-            assert!(std::time::Instant::now() < deadline, "items stuck");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let _ = stop_tx.send(true);
-        running.await.expect("pool stops");
+        drain(&pool, &fake).await;
         let s = lock(&fake.state);
         let quick_last = s
             .ended
@@ -682,15 +682,7 @@ mod tests {
             s.began = Some(std::time::Instant::now());
         }
         let pool = DuePool::new(fake.clone(), 2, Duration::from_millis(5));
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let running = tokio::spawn(pool.clone().run(stop_rx));
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !lock(&fake.state).due.is_empty() {
-            assert!(std::time::Instant::now() < deadline, "items stuck");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let _ = stop_tx.send(true);
-        running.await.expect("pool stops");
+        drain(&pool, &fake).await;
         let s = lock(&fake.state);
         let last = s.ended.iter().map(|(_, at)| *at).max().unwrap_or(0);
         assert!(
