@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use engine::app::App;
-use engine::config::{HookConfig, HookKind, Secret, SecretSource};
+use engine::config::HookKind;
 use engine::store::{CommitMode, Store};
 
 #[path = "support/load.rs"]
@@ -70,25 +69,12 @@ fn run_case(
         .unwrap();
     let (addr, stop_tx, done, filler, pages) = server_rt.block_on(async {
         let store = Store::open(dir.path(), mode).unwrap();
-        let hook = HookConfig {
-            id: "bench".into(),
-            kind: HookKind::Okta,
-            auth_header: "authorization".into(),
-            secret: SecretSource::Generated,
-            capture: false,
-        };
-        let app = App::receiver(
-            vec![(hook, Secret::new(SECRET.into()))],
+        let load::Receiver {
+            addr,
+            stop: stop_tx,
+            done,
             store,
-            4 * 1024 * 1024,
-        );
-        let store = app.store().clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let done = tokio::spawn(engine::app::run(listener, app, async {
-            let _ = stop_rx.await;
-        }));
+        } = load::start_receiver(store, SECRET).await;
         let pages = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let filler = backfill.map(|pace_ms| {
             let pages = pages.clone();

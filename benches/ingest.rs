@@ -8,8 +8,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine::app::App;
-use engine::config::{HookConfig, HookKind, Secret, SecretSource};
 use engine::store::{CommitMode, Store};
 
 #[path = "support/load.rs"]
@@ -38,24 +36,12 @@ fn run_case(mode: CommitMode, conns: usize, events: usize, seconds: f64) -> Resu
     let (addr, stop_tx, done, stats) = server_rt.block_on(async {
         let store = Store::open(dir.path(), mode).unwrap();
         let stats = store.writer_stats();
-        let hook = HookConfig {
-            id: "bench".into(),
-            kind: HookKind::Okta,
-            auth_header: "authorization".into(),
-            secret: SecretSource::Generated,
-            capture: false,
-        };
-        let app = App::receiver(
-            vec![(hook, Secret::new(SECRET.into()))],
-            store,
-            4 * 1024 * 1024,
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let done = tokio::spawn(engine::app::run(listener, app, async {
-            let _ = stop_rx.await;
-        }));
+        let load::Receiver {
+            addr,
+            stop: stop_tx,
+            done,
+            ..
+        } = load::start_receiver(store, SECRET).await;
         (addr, stop_tx, done, stats)
     });
     let template = Arc::new(EVENT.to_string());

@@ -1,12 +1,60 @@
-//! The benchmarks' shared load generator: hook deliveries posted over keep-alive connections
-//! until a deadline, each answer's latency kept (`ingest`, `backfill`, `history`).
+//! The benchmarks' shared load generator: the receiver on loopback, hook deliveries posted over
+//! keep-alive connections until a deadline, each answer's latency kept (`ingest`, `backfill`,
+//! `history`).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use engine::app::App;
+use engine::config::{HookConfig, HookKind, Secret, SecretSource};
+use engine::store::Store;
 use engine::util::http_client::Conn;
 use hyper::Method;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A receiver [`start_receiver`] started.
+pub struct Receiver {
+    pub addr: std::net::SocketAddr,
+    /// Send to stop it; then await `done`.
+    pub stop: oneshot::Sender<()>,
+    pub done: JoinHandle<()>,
+    /// The store it writes to, for writes beside the load.
+    #[allow(dead_code)] // only the backfill bench writes beside the load
+    pub store: Arc<Store>,
+}
+
+/// The receiver alone (no scripts) on a loopback port, hook `bench` with `secret`, on `store`.
+pub async fn start_receiver(store: Store, secret: &str) -> Receiver {
+    let hook = HookConfig {
+        id: "bench".into(),
+        kind: HookKind::Okta,
+        auth_header: "authorization".into(),
+        secret: SecretSource::Generated,
+        capture: false,
+    };
+    let app = App::receiver(
+        vec![(hook, Secret::new(secret.into()))],
+        store,
+        4 * 1024 * 1024,
+    );
+    let store = app.store().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let done = tokio::spawn(engine::app::run(listener, app, async {
+        let _ = stop_rx.await;
+    }));
+    Receiver {
+        addr,
+        stop: stop_tx,
+        done,
+        store,
+    }
+}
 
 /// A delivery of `events` copies of `event_template` (the deactivate fixture), each with a uuid
 /// unique to this process, connection `conn` and request `i`.
