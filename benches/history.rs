@@ -9,7 +9,8 @@
 //! 3. posts 1-event deliveries for 5 s over 32 connections: deliveries/s, answer p99, peak RSS;
 //! 4. the same 2–3 on an empty store.
 //!
-//! Run: `cargo bench --bench history` (`-- --events 12000000` for the full month; ~2 GB of disk).
+//! Run: `cargo bench --bench history` (`-- --events 12000000` for the full month; ~2 GB of disk;
+//! `--baseline NAME=PATH`, repeatable, measures other `engine` binaries on the same stores too).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -117,7 +118,7 @@ impl Drop for Serve {
     }
 }
 
-async fn start(dir: &Path) -> (Serve, Duration) {
+async fn start(dir: &Path, bin: &str) -> (Serve, Duration) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port")
@@ -131,7 +132,7 @@ async fn start(dir: &Path) -> (Serve, Duration) {
     )
     .expect("config");
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_engine"))
+    let child = Command::new(bin)
         .args(["serve", "--config", "engine.toml"])
         .current_dir(dir)
         .env("HISTORY_BENCH_SECRET", SECRET)
@@ -193,13 +194,13 @@ async fn load(serve: &Serve, prefix: &str) -> (f64, f64, f64) {
     (all.len() as f64 / secs, load::pct(&all, 0.99), peak)
 }
 
-async fn measure(name: &str, dir: &Path) {
-    let (serve, ready) = start(dir).await;
+async fn measure(name: &str, dir: &Path, bin: &str) {
+    let (serve, ready) = start(dir, bin).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = rss_mb(serve.child.id());
     let (rate, p99, peak) = load(&serve, name).await;
     println!(
-        "{name:<10} start-to-ready {:>7.0} ms   idle RSS {idle:>6.1} MB   ingest {rate:>7.0} deliveries/s, p99 {p99:.2} ms, peak RSS {peak:.1} MB",
+        "{name:<20} start-to-ready {:>7.0} ms   idle RSS {idle:>6.1} MB   ingest {rate:>7.0} deliveries/s, p99 {p99:.2} ms, peak RSS {peak:.1} MB",
         ready.as_secs_f64() * 1000.0
     );
 }
@@ -212,6 +213,16 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(EVENTS);
+    // `--baseline NAME=PATH` (repeatable): other `engine` binaries (older builds) measured on
+    // the same stores.
+    let baselines: Vec<(String, String)> = args
+        .windows(2)
+        .filter(|w| w[0] == "--baseline")
+        .filter_map(|w| {
+            w[1].split_once('=')
+                .map(|(n, p)| (n.to_string(), p.to_string()))
+        })
+        .collect();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let full = tempfile::tempdir().expect("tmp");
@@ -228,8 +239,19 @@ fn main() {
             events as f64 / took.as_secs_f64(),
             size as f64 / 1e6
         );
+        let this = env!("CARGO_BIN_EXE_engine");
         let empty = tempfile::tempdir().expect("tmp");
-        measure("empty", empty.path()).await;
-        measure("history", full.path()).await;
+        measure("empty", empty.path(), this).await;
+        for (name, bin) in &baselines {
+            let empty = tempfile::tempdir().expect("tmp");
+            measure(&format!("empty ({name})"), empty.path(), bin).await;
+        }
+        // On the same store, alternating: the disk's speed drifts.
+        for _ in 0..if baselines.is_empty() { 1 } else { 2 } {
+            for (name, bin) in &baselines {
+                measure(&format!("history ({name})"), full.path(), bin).await;
+            }
+            measure("history", full.path(), this).await;
+        }
     });
 }

@@ -472,7 +472,8 @@ impl Backfill {
             }
             report.read += 1;
             let uuid = envelope::event_id(raw.get().as_bytes());
-            if self.store.has_event(&uuid) {
+            // A failed read counts as missing: the writer drops it if it is known after all.
+            if self.store.has_event(&uuid).unwrap_or(false) {
                 self.counters.known.fetch_add(1, Ordering::Relaxed);
                 continue;
             }

@@ -80,6 +80,15 @@ pub async fn run(store: Arc<Store>, retention_days: u32, mut shutdown: watch::Re
             ),
             Err(error) => tracing::error!(%error, "pruning failed"),
         }
+        // Pruned runs leave their keys in the dedup filter: rebuilt (off the runtime's
+        // threads) once they are most of it.
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.compact_dedup()).await {
+            Ok(Ok(rebuilt)) if rebuilt > 0 => tracing::info!(rebuilt, "rebuilt the dedup filters"),
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!(%error, "rebuilding the dedup filters failed"),
+            Err(error) => tracing::error!(%error, "rebuilding the dedup filters panicked"),
+        }
         wait = PRUNE_INTERVAL;
     }
 }

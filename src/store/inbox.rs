@@ -14,7 +14,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::dedup::{Seen, key_hash};
+use super::dedup::{self, DEDUP_RUNS, DEDUP_SEALED, KeyHash, Kind, Seal, Seen, key_hash};
 use super::{History, ReadError, WriteError, read_err, storage};
 
 /// A stored delivery: (hook, received ms, delivery id, eventTime, source, raw body).
@@ -172,18 +172,84 @@ fn migrate_dedup_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
 }
 
 /// The dedup index of what the store holds: every event's uuid and every delivery's eventId.
+/// Keys stored after the last sealed run beyond [`dedup::SEAL_AT`] of them (a store written by an
+/// older engine, or one whose writer stopped before sealing) are sealed first, so the live part
+/// held in memory stays small.
 pub(crate) fn load_seen(db: &Database) -> Result<Seen, redb::Error> {
-    let txn = db.begin_read()?;
-    let mut seen = Seen::default();
-    for entry in txn.open_table(EVENTS)?.iter()? {
-        let (seq, v) = entry?;
-        seen.add_event(key_hash(v.value().1), seq.value());
+    load_seen_sealing_at(db, dedup::SEAL_AT)
+}
+
+pub(crate) fn load_seen_sealing_at(db: &Database, seal_at: usize) -> Result<Seen, redb::Error> {
+    for kind in Kind::ALL {
+        seal_backlog(db, kind, seal_at)?;
     }
-    for entry in txn.open_table(DELIVERY_KEYS)?.iter()? {
-        let (seq, id) = entry?;
-        seen.add_delivery(key_hash(id.value()), seq.value());
+    let txn = db.begin_read()?;
+    let mut seen = dedup::load_runs(
+        &txn.open_table(DEDUP_SEALED)?,
+        &txn.open_table(DEDUP_RUNS)?,
+        seal_at,
+    )?;
+    for kind in Kind::ALL {
+        let from = seen.live_from(kind);
+        for_each_key(&txn, kind, from, |seq, key| {
+            seen.add_live(kind, key, seq);
+            Ok(())
+        })?;
     }
     Ok(seen)
+}
+
+/// Calls `f(seq, digest)` for every stored key of `kind` from `from` on, in seq order.
+fn for_each_key(
+    txn: &ReadTransaction,
+    kind: Kind,
+    from: u64,
+    mut f: impl FnMut(u64, KeyHash) -> Result<(), redb::Error>,
+) -> Result<(), redb::Error> {
+    match kind {
+        Kind::Event => {
+            for entry in txn.open_table(EVENTS)?.range(from..)? {
+                let (seq, v) = entry?;
+                f(seq.value(), key_hash(v.value().1))?;
+            }
+        }
+        Kind::Delivery => {
+            for entry in txn.open_table(DELIVERY_KEYS)?.range(from..)? {
+                let (seq, id) = entry?;
+                f(seq.value(), key_hash(id.value()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes runs of `seal_at` keys for the stored keys of `kind` after its last run, while at least
+/// that many are there.
+fn seal_backlog(db: &Database, kind: Kind, seal_at: usize) -> Result<(), redb::Error> {
+    let read = db.begin_read()?;
+    let sealed = dedup::sealed_runs(&read.open_table(DEDUP_SEALED)?, kind)?;
+    let mut first = sealed.last().map_or(0, |r| r.1);
+    let mut pending: Vec<(u64, KeyHash)> = Vec::new();
+    let mut runs = 0usize;
+    for_each_key(&read, kind, first, |seq, key| {
+        pending.push((seq, key));
+        if pending.len() >= seal_at {
+            let end = seq + 1;
+            let mut keys: Vec<KeyHash> = pending.drain(..).map(|(_, k)| k).collect();
+            keys.sort_unstable();
+            let seal = Seal::new(kind, first, end, keys);
+            let txn = db.begin_write()?;
+            dedup::write_seal(&txn, &seal)?;
+            txn.commit()?;
+            first = end;
+            runs += 1;
+        }
+        Ok(())
+    })?;
+    if runs > 0 {
+        tracing::info!(?kind, runs, "sealed stored dedup keys into runs");
+    }
+    Ok(())
 }
 
 /// Creates the inbox tables, migrates old dedup tables, and returns the next sequence numbers.
@@ -194,6 +260,8 @@ pub(crate) fn init(txn: &WriteTransaction) -> Result<NextSeq, redb::Error> {
         quarantine: next_key(txn, QUARANTINE)?,
     };
     migrate_dedup_tables(txn)?;
+    txn.open_table(DEDUP_RUNS)?;
+    txn.open_table(DEDUP_SEALED)?;
     txn.open_table(META)?;
     txn.open_table(QUARANTINE)?;
     Ok(next)
@@ -307,6 +375,9 @@ pub struct Pruned {
 pub struct PrunedKeys {
     pub delivery_ids: Vec<String>,
     pub event_uuids: Vec<String>,
+    /// The oldest delivery seq and event seq left (`u64::MAX`: none): the dedup runs below them
+    /// went in the same transaction.
+    pub kept_from: Option<(u64, u64)>,
 }
 
 /// Removes up to `limit` deliveries received before `cutoff_ms`, with their events and dedup
@@ -374,6 +445,14 @@ pub fn prune(
         }
         pruned.deliveries += 1;
     }
+    let first = |k: Option<u64>| k.unwrap_or(u64::MAX);
+    let kept_from = (
+        first(deliveries.first().map_err(storage)?.map(|(k, _)| k.value())),
+        first(events.first().map_err(storage)?.map(|(k, _)| k.value())),
+    );
+    dedup::delete_runs_before(txn, Kind::Delivery, kept_from.0).map_err(storage)?;
+    dedup::delete_runs_before(txn, Kind::Event, kept_from.1).map_err(storage)?;
+    pruned.keys.kept_from = Some(kept_from);
     let mut q = txn.open_table(QUARANTINE).map_err(storage)?;
     let old_q: Vec<u64> = q
         .iter()

@@ -50,7 +50,8 @@ use bytes::Bytes;
 use redb::{Database, DatabaseError, ReadTransaction, ReadableDatabase, WriteTransaction};
 use tokio::sync::{Notify, oneshot};
 
-use dedup::key_hash;
+pub use dedup::SEAL_AT as DEDUP_SEAL_AT;
+use dedup::{Kind, Probe, key_hash};
 pub use due::{Admit, DueKey, skipping};
 pub use inbox::{
     DISPATCH_CURSOR, Depths, EventDetail, EventHead, EventRow, NewDelivery, ParsedDelivery,
@@ -180,6 +181,11 @@ fn builder(cache_bytes: usize) -> redb::Builder {
 /// it is bounded: [`crate::config::DEFAULT_STORE_CACHE_MB`]).
 pub const REDB_CACHE_BYTES: usize = crate::config::DEFAULT_STORE_CACHE_MB * 1024 * 1024;
 
+/// redb's page cache while the store is opened and the dedup index loaded: the load streams
+/// every sealed run (~16 bytes a stored event) once, and a larger cache would only keep pages
+/// no one reads again.
+const LOAD_CACHE_BYTES: usize = 1024 * 1024;
+
 impl Store {
     /// Opens (creating if needed) the store in `data_dir` and starts its writer thread. A new
     /// data dir is created 0700 and the redb file 0600.
@@ -203,15 +209,16 @@ impl Store {
             path: path.clone(),
             source,
         })?;
-        let db = builder(cache_bytes)
-            .create(&path)
-            .map_err(|source| match source {
+        let create = |cache: usize| {
+            builder(cache).create(&path).map_err(|source| match source {
                 DatabaseError::DatabaseAlreadyOpen => OpenError::Busy { path: path.clone() },
                 source => OpenError::Database {
                     path: path.clone(),
                     source,
                 },
-            })?;
+            })
+        };
+        let db = create(LOAD_CACHE_BYTES)?;
         let next = init_tables(&db).map_err(|source| OpenError::Init {
             path: path.clone(),
             source,
@@ -220,6 +227,11 @@ impl Store {
             path: path.clone(),
             source,
         })?;
+        // Loading read every dedup run once: through a small cache, which goes now, so that the
+        // configured one starts empty; what the load allocated and freed goes back to the OS.
+        drop(db);
+        let db = create(cache_bytes)?;
+        crate::util::release_free_memory();
         let shared = Arc::new(Shared {
             db: ArcSwapOption::from_pointee(db),
             seen: Mutex::new(seen),
@@ -300,8 +312,21 @@ impl Store {
     }
 
     /// Whether the store holds (or is committing) an event with this uuid.
-    pub fn has_event(&self, uuid: &str) -> bool {
-        writer::lock(&self.shared.seen).has_event(key_hash(uuid))
+    pub fn has_event(&self, uuid: &str) -> Result<bool, ReadError> {
+        let key = key_hash(uuid);
+        let firsts = match writer::lock(&self.shared.seen).probe(Kind::Event, key) {
+            Probe::Known => return Ok(true),
+            Probe::New => return Ok(false),
+            Probe::InRuns(firsts) => firsts,
+        };
+        let db = self
+            .shared
+            .db
+            .load_full()
+            .ok_or_else(|| read_err("the store is closed"))?;
+        let txn = db.begin_read().map_err(read_err)?;
+        let runs = txn.open_table(dedup::DEDUP_RUNS).map_err(read_err)?;
+        dedup::in_runs(&runs, Kind::Event, &firsts, key).map_err(read_err)
     }
 
     /// Keeps an authenticated body that is not a valid delivery.
@@ -381,8 +406,54 @@ impl Store {
     /// Forgets the dedup keys of pruned deliveries and events (after their removal committed).
     pub fn forget(&self, keys: &PrunedKeys) {
         let hashes = |keys: &[String]| keys.iter().map(|k| key_hash(k)).collect::<Vec<_>>();
-        writer::lock(&self.shared.seen)
-            .remove(&hashes(&keys.delivery_ids), &hashes(&keys.event_uuids));
+        let mut seen = writer::lock(&self.shared.seen);
+        seen.remove(Kind::Delivery, &hashes(&keys.delivery_ids));
+        seen.remove(Kind::Event, &hashes(&keys.event_uuids));
+        if let Some((deliveries, events)) = keys.kept_from {
+            seen.drop_runs_before(Kind::Delivery, deliveries);
+            seen.drop_runs_before(Kind::Event, events);
+        }
+    }
+
+    /// Rebuilds the dedup filters of each kind whose filters hold mostly keys of pruned runs
+    /// (or grew into a chain): from a snapshot of the runs, outside the index's lock, which is
+    /// taken only to add the runs sealed since and swap. Returns how many kinds were rebuilt.
+    pub fn compact_dedup(&self) -> Result<usize, ReadError> {
+        let mut rebuilt = 0;
+        for kind in Kind::ALL {
+            let runs = {
+                let seen = writer::lock(&self.shared.seen);
+                if !seen.filters_stale(kind) {
+                    continue;
+                }
+                seen.runs(kind)
+            };
+            let db = self
+                .shared
+                .db
+                .load_full()
+                .ok_or_else(|| read_err("the store is closed"))?;
+            let mut build = dedup::FilterBuild::new(runs.iter().map(|r| r.1).sum());
+            {
+                let txn = db.begin_read().map_err(read_err)?;
+                let table = txn.open_table(dedup::DEDUP_RUNS).map_err(read_err)?;
+                for (first, _) in &runs {
+                    build.add_run(&table, kind, *first).map_err(read_err)?;
+                }
+            }
+            let mut seen = writer::lock(&self.shared.seen);
+            let txn = db.begin_read().map_err(read_err)?;
+            let table = txn.open_table(dedup::DEDUP_RUNS).map_err(read_err)?;
+            seen.rebuild_filters(kind, build, &table)
+                .map_err(read_err)?;
+            rebuilt += 1;
+        }
+        Ok(rebuilt)
+    }
+
+    /// (live keys, sealed runs, filters) of the event uuid index: for tests and benchmarks.
+    pub fn dedup_shape(&self) -> (usize, usize, usize) {
+        writer::lock(&self.shared.seen).shape(Kind::Event)
     }
 
     /// What the writer has done so far (for `/metrics` and the benchmark).

@@ -22,7 +22,7 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::util::Throttle;
 
-use super::dedup::{KeyHash, Seen, key_hash};
+use super::dedup::{self, DEDUP_RUNS, KeyHash, Kind, Seal, Seen, key_hash};
 use super::inbox::{
     DELIVERIES, DELIVERY_KEYS, DeliveryValue, EVENTS, META, NewDelivery, NextSeq, PackedDelivery,
     QUARANTINE, Stored,
@@ -241,6 +241,7 @@ pub(crate) fn writer_loop(
         let before = next;
         let started = Instant::now();
         let mut replies = Vec::new();
+        let mut seals = Vec::new();
         let r = apply_batch(
             &db,
             &shared.seen,
@@ -248,11 +249,18 @@ pub(crate) fn writer_loop(
             &mut next,
             &shared.stats,
             &mut replies,
+            &mut seals,
         );
         shared.stats.record(batch.len(), started.elapsed());
         match r {
             Ok(results) => {
                 failures.reset();
+                if !seals.is_empty() {
+                    let mut seen = lock(&shared.seen);
+                    for seal in seals {
+                        seen.apply_seal(seal);
+                    }
+                }
                 if next.event != before.event {
                     shared.events_committed.notify_one();
                 }
@@ -369,21 +377,28 @@ fn apply_batch(
     next: &mut NextSeq,
     stats: &WriterStats,
     replies: &mut Vec<Reply>,
+    seals: &mut Vec<Seal>,
 ) -> Result<Vec<Stored>, WriteError> {
     // Keys this batch adds to the dedup index, taken out again if it does not commit.
     let mut added = Added::default();
     let result = apply_jobs(db, seen, batch, next, stats, &mut added, replies);
     if result.is_err() {
-        lock(seen).remove(&added.deliveries, &added.events);
+        let mut seen = lock(seen);
+        seen.remove(Kind::Delivery, &added.deliveries);
+        seen.remove(Kind::Event, &added.events);
+    } else {
+        *seals = added.seals;
     }
     result
 }
 
-/// The dedup keys a batch added.
+/// What a batch did to the dedup index: the keys it added (taken out again if it does not
+/// commit) and the runs it wrote (moved out of the live part once it has committed).
 #[derive(Default)]
 struct Added {
     deliveries: Vec<KeyHash>,
     events: Vec<KeyHash>,
+    seals: Vec<Seal>,
 }
 
 /// The inbox tables a delivery is written to.
@@ -391,6 +406,8 @@ struct InboxTables<'a, 't> {
     deliveries: &'a mut redb::Table<'t, u64, DeliveryValue>,
     delivery_keys: &'a mut redb::Table<'t, u64, &'static str>,
     events: &'a mut redb::Table<'t, u64, (u64, &'static str, &'static str, &'static str, u32, u32)>,
+    /// The dedup index's sealed runs (read when its filter cannot rule a key out).
+    runs: &'a redb::Table<'t, (u8, u64, u128), &'static [u8]>,
 }
 
 /// Writes one delivery and those of its events the dedup index does not know (a delivery whose
@@ -408,7 +425,10 @@ fn put_delivery(
     let dseq = next.delivery;
     if !id.is_empty() {
         let key = key_hash(id);
-        if seen.add_delivery(key, dseq).is_some() {
+        if seen
+            .add(Kind::Delivery, key, dseq, t.runs)
+            .map_err(storage)?
+        {
             stored.duplicate_delivery = true;
             return Ok(());
         }
@@ -432,7 +452,7 @@ fn put_delivery(
     for ev in &d.parsed.events {
         let eseq = next.event;
         let key = key_hash(&ev.uuid);
-        if seen.add_event(key, eseq).is_some() {
+        if seen.add(Kind::Event, key, eseq, t.runs).map_err(storage)? {
             stored.duplicate_events += 1;
             continue;
         }
@@ -470,6 +490,16 @@ fn apply_jobs(
     let txn = db.begin_write().map_err(storage)?;
     let mut results: Vec<Stored> = Vec::with_capacity(batch.len());
     {
+        // Full live parts of the dedup index are written as runs first (moved out of memory
+        // once this transaction commits).
+        added.seals = lock(seen).due_seals(|kind| match kind {
+            Kind::Delivery => next.delivery,
+            Kind::Event => next.event,
+        });
+        for seal in &added.seals {
+            dedup::write_seal(&txn, seal).map_err(storage)?;
+        }
+        let runs = txn.open_table(DEDUP_RUNS).map_err(storage)?;
         let mut deliveries = txn.open_table(DELIVERIES).map_err(storage)?;
         let mut delivery_keys = txn.open_table(DELIVERY_KEYS).map_err(storage)?;
         let mut events = txn.open_table(EVENTS).map_err(storage)?;
@@ -489,6 +519,7 @@ fn apply_jobs(
                         deliveries: &mut deliveries,
                         delivery_keys: &mut delivery_keys,
                         events: &mut events,
+                        runs: &runs,
                     };
                     put_delivery(d, body, &mut tables, &mut seen, next, added, &mut stored)?;
                 }
@@ -503,15 +534,22 @@ fn apply_jobs(
                     }) = delivery
                     {
                         // A delivery whose events all arrived another way is not kept at all.
-                        if d.parsed
-                            .events
-                            .iter()
-                            .any(|ev| !seen.has_event(key_hash(&ev.uuid)))
-                        {
+                        let mut any_new = false;
+                        for ev in &d.parsed.events {
+                            if !seen
+                                .knows(Kind::Event, key_hash(&ev.uuid), &runs)
+                                .map_err(storage)?
+                            {
+                                any_new = true;
+                                break;
+                            }
+                        }
+                        if any_new {
                             let mut tables = InboxTables {
                                 deliveries: &mut deliveries,
                                 delivery_keys: &mut delivery_keys,
                                 events: &mut events,
+                                runs: &runs,
                             };
                             put_delivery(
                                 d,

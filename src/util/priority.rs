@@ -12,7 +12,7 @@ thread_local! {
     static LOWERED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Lowers the calling thread's priority to [`SCRIPT_THREAD_NICE`], once per thread (a pooled
+/// Lowers the calling thread's priority to [`SCRIPT_THREAD_NICE`] (never raises it), once per thread (a pooled
 /// thread keeps it). On Linux the nice value is per thread; elsewhere this does nothing.
 pub fn lower_for_scripts() {
     if LOWERED.with(|l| l.replace(true)) {
@@ -23,10 +23,15 @@ pub fn lower_for_scripts() {
 
 #[cfg(target_os = "linux")]
 fn set_nice() {
-    // SAFETY: setpriority with who = 0 changes only the calling thread on Linux and takes no
-    // pointers. A failure (not permitted) leaves the priority as it was, which is harmless.
+    // SAFETY: getpriority/setpriority with who = 0 read and change only the calling thread on
+    // Linux and take no pointers. A failure (not permitted) leaves the priority as it was, which
+    // is harmless. A thread already nicer (the engine started under `nice`) is left as it is:
+    // this only ever lowers.
     unsafe {
-        let _ = libc::setpriority(libc::PRIO_PROCESS, 0, SCRIPT_THREAD_NICE);
+        let now = libc::getpriority(libc::PRIO_PROCESS, 0);
+        if now < SCRIPT_THREAD_NICE {
+            let _ = libc::setpriority(libc::PRIO_PROCESS, 0, SCRIPT_THREAD_NICE);
+        }
     }
 }
 
@@ -54,8 +59,8 @@ mod tests {
         .expect("thread");
         assert_eq!(
             after,
-            (before + SCRIPT_THREAD_NICE).min(19),
-            "once, not twice"
+            before.max(SCRIPT_THREAD_NICE),
+            "lowered to the script nice value, never raised"
         );
         let other = std::thread::spawn(nice_of_this_thread)
             .join()
