@@ -152,6 +152,7 @@ pub const NO_BACKFILL: &str = "the System Log backfill needs [okta] with org_url
 /// with a hook to store on (`Ok(None)` otherwise). Must run inside the tokio runtime.
 pub fn build_backfill(
     config: &Config,
+    okta: Option<Arc<OktaClient>>,
     store: Arc<Store>,
     scripts: LiveScripts,
 ) -> Result<Option<Arc<Backfill>>, AppError> {
@@ -161,25 +162,37 @@ pub fn build_backfill(
     let Some(settings) = backfill::Settings::from_config(&o.backfill) else {
         return Ok(None);
     };
-    let token = config.read_env(&o.token_env, "okta.token_env", o.token_env_line)?;
-    let okta = OktaClient::from_config(o, token).map_err(AppError::Lookup)?;
+    let okta = match okta {
+        Some(c) => c,
+        None => build_okta(config)?
+            .ok_or_else(|| AppError::Lookup(LookupError::Permanent(NO_BACKFILL.into())))?,
+    };
     Ok(Some(Arc::new(Backfill::new(
         okta, store, scripts, settings,
     ))))
 }
 
+/// The one Okta client (`lookup_user`, the `okta::` reads and actions, the backfill share it:
+/// its credentials, access token and rate-limit knowledge), when `[okta]` is configured.
+/// Must run inside the tokio runtime.
+pub fn build_okta(config: &Config) -> Result<Option<Arc<OktaClient>>, AppError> {
+    let Some(o) = &config.okta else {
+        return Ok(None);
+    };
+    let credentials = config.okta_credentials(o)?;
+    Ok(Some(Arc::new(
+        OktaClient::from_config(o, credentials).map_err(AppError::Lookup)?,
+    )))
+}
+
 /// `lookup_user` for scripts: `[directory]`, then the Okta Users API. Must run inside the
 /// runtime (the Okta client keeps its handle).
-pub fn build_host(config: &Config) -> Result<Arc<dyn Host>, AppError> {
+pub fn build_host(
+    config: &Config,
+    okta: Option<Arc<OktaClient>>,
+) -> Result<Arc<dyn Host>, AppError> {
     let directory = match &config.directory {
         Some(path) => Some(Directory::load(path).map_err(AppError::Lookup)?),
-        None => None,
-    };
-    let okta = match &config.okta {
-        Some(o) => {
-            let token = config.read_env(&o.token_env, "okta.token_env", o.token_env_line)?;
-            Some(OktaClient::from_config(o, token).map_err(AppError::Lookup)?)
-        }
         None => None,
     };
     let lookup = Lookup::new(directory, okta).map_err(AppError::Lookup)?;
@@ -335,6 +348,7 @@ pub fn build_runtime(
 pub struct Parts {
     transport: Transport,
     host: Arc<dyn Host>,
+    okta: Option<Arc<OktaClient>>,
 }
 
 impl Parts {
@@ -346,8 +360,13 @@ impl Parts {
         };
         let transport =
             Transport::new(smtp_url.as_ref(), &config.data_dir).map_err(AppError::Mail)?;
-        let host = build_host(config)?;
-        Ok(Parts { transport, host })
+        let okta = build_okta(config)?;
+        let host = build_host(config, okta.clone())?;
+        Ok(Parts {
+            transport,
+            host,
+            okta,
+        })
     }
 }
 
@@ -358,7 +377,11 @@ fn assemble(
     parts: Parts,
     out: &mut dyn Write,
 ) -> Result<Runtime, AppError> {
-    let Parts { transport, host } = parts;
+    let Parts {
+        transport,
+        host,
+        okta,
+    } = parts;
     match &config.smtp {
         Some(s) => {
             let _ = writeln!(out, "engine: mail via SMTP (from {})", s.from);
@@ -405,7 +428,7 @@ fn assemble(
             .map(|h| h.id.clone())
             .collect(),
     };
-    let backfill = build_backfill(config, store.clone(), scripts.clone())?;
+    let backfill = build_backfill(config, okta, store.clone(), scripts.clone())?;
     let processor = Processor::new(store, scripts.clone(), host, settings, mail_pool.waker());
     let reloader = Arc::new(Reloader::new(reload_settings(config), scripts.clone()));
     Ok(Runtime {

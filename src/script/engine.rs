@@ -20,6 +20,7 @@ use rhai::{
 use super::Limits;
 use super::email::{Action, mail_id, parse_email};
 use super::host::{Host, HostError, user_to_dynamic};
+use super::okta_op::{OktaGroup, group_ref, user_ref};
 use super::outcome::{LogLevel, LogLine, RunErrorKind};
 
 /// Operations between two reads of the clock: `Instant::now()` costs ~25 ns, an operation a few,
@@ -337,36 +338,95 @@ fn lookup_user(
     ctx: NativeCallContext,
     key: ImmutableString,
 ) -> Result<Dynamic, Box<EvalAltResult>> {
-    let host = with_ctx(|c| c.host.clone()).ok_or_else(|| not_in_run("lookup_user"))?;
     if key.trim().is_empty() {
+        // Still only inside a run.
+        with_ctx(|_| ()).ok_or_else(|| not_in_run("lookup_user"))?;
         return Ok(Dynamic::UNIT);
     }
-    // The lookup gets the run's deadline: it must not hold the thread past the time limit.
+    let what = format!("lookup_user({:?})", key.as_str());
+    host_read(&ctx, "lookup_user", &what, |host, deadline| {
+        host.lookup_user(&key, deadline)
+    })
+    .map(|found| found.map_or(Dynamic::UNIT, |u| user_to_dynamic(&u)))
+}
+
+/// A read through the host during a run (`lookup_user`, the `okta::` reads), within the run's
+/// deadline: a transient failure fails the run as transient (retried later, sticky), running
+/// out of time fails it with its time limit, a permanent one is an error at the call.
+fn host_read<T>(
+    ctx: &NativeCallContext,
+    name: &str,
+    what: &str,
+    read: impl FnOnce(&dyn Host, Option<Instant>) -> Result<T, HostError>,
+) -> Result<T, Box<EvalAltResult>> {
+    let host = with_ctx(|c| c.host.clone()).ok_or_else(|| not_in_run(name))?;
+    // The read gets the run's deadline: it must not hold the thread past the time limit.
     let deadline = BUDGET.with(|b| b.get().deadline);
     if deadline.is_some_and(|d| Instant::now() >= d) {
-        return Err(out_of_time(&ctx));
+        return Err(out_of_time(ctx));
     }
     // The host is called outside any borrow of the run state.
-    match host.lookup_user(&key, deadline) {
-        Ok(Some(user)) => Ok(user_to_dynamic(&user)),
-        Ok(None) => Ok(Dynamic::UNIT),
+    match read(host.as_ref(), deadline) {
+        Ok(v) => Ok(v),
         Err(HostError::Transient {
             message,
             not_before,
         }) => Err(fatal(
-            &ctx,
+            ctx,
             RunErrorKind::Transient,
-            format!(
-                "lookup_user({:?}): {message} (transient; the run will be retried)",
-                key.as_str()
-            ),
+            format!("{what}: {message} (transient; the run will be retried)"),
             not_before,
         )),
-        Err(HostError::OutOfTime(_)) => Err(out_of_time(&ctx)),
-        Err(HostError::Permanent(msg)) => Err(runtime_error(format!(
-            "lookup_user({:?}): {msg}",
-            key.as_str()
-        ))),
+        Err(HostError::OutOfTime(_)) => Err(out_of_time(ctx)),
+        Err(HostError::Permanent(msg)) => Err(runtime_error(format!("{what}: {msg}"))),
+    }
+}
+
+/// `okta::user_groups(user)`: `[#{ id, name, description, type }]`.
+fn okta_user_groups(ctx: NativeCallContext, user: Dynamic) -> Result<Dynamic, Box<EvalAltResult>> {
+    let key = user_ref(&user).map_err(|e| runtime_error(format!("okta::user_groups: {e}")))?;
+    let what = format!("okta::user_groups({key:?})");
+    let groups = host_read(&ctx, "okta::user_groups", &what, |host, deadline| {
+        host.okta_user_groups(&key, deadline)
+    })?;
+    Ok(Dynamic::from_array(
+        groups.iter().map(OktaGroup::to_dynamic).collect(),
+    ))
+}
+
+/// `okta::get_group(id_or_name)`: the group map or `()`.
+fn okta_get_group(ctx: NativeCallContext, group: Dynamic) -> Result<Dynamic, Box<EvalAltResult>> {
+    let group = group_ref(&group).map_err(|e| runtime_error(format!("okta::get_group: {e}")))?;
+    let what = format!("okta::get_group({:?})", group.as_str());
+    let found = host_read(&ctx, "okta::get_group", &what, |host, deadline| {
+        host.okta_get_group(&group, deadline)
+    })?;
+    Ok(found.map_or(Dynamic::UNIT, |g| g.to_dynamic()))
+}
+
+const USER_GROUPS_DOC: &str = "/// The Okta groups of a user (an Okta user id, a login, a `lookup_user` map or an\n\
+/// actor/target map): `[#{ id, name, description, type }]`, read from Okta during the run.\n\
+/// A transient failure (Okta down, rate limit) retries the whole run later.";
+const GET_GROUP_DOC: &str = "/// The Okta group with this id or exact name (or a `UserGroup` target map's id):\n\
+/// `#{ id, name, description, type }`, or `()` when there is none. Read during the run.";
+
+/// Adds the `okta::` reads to the `okta` module unless `stdlib/okta.rhai` defines a function of
+/// the same name and arity (`defined`: (name, arity) of its script functions).
+fn add_okta_reads(module: &mut Module, defined: &[(String, usize)]) {
+    let missing = |name: &str, arity: usize| !defined.iter().any(|(n, a)| n == name && *a == arity);
+    if missing("user_groups", 1) {
+        FuncRegistration::new("user_groups")
+            .in_internal_namespace()
+            .with_params_info(["user: ?", "Array"])
+            .with_comments([USER_GROUPS_DOC])
+            .set_into_module(module, okta_user_groups);
+    }
+    if missing("get_group", 1) {
+        FuncRegistration::new("get_group")
+            .in_internal_namespace()
+            .with_params_info(["id_or_name: ?", "?"])
+            .with_comments([GET_GROUP_DOC])
+            .set_into_module(module, okta_get_group);
     }
 }
 
@@ -589,6 +649,7 @@ impl ModuleResolver for SharedResolver {
                 .map(|f| (f.name.to_string(), f.params.len()))
                 .collect();
             super::naming::add_to_okta_module(&mut module, &defined);
+            add_okta_reads(&mut module, &defined);
         }
         Ok(module.into())
     }
