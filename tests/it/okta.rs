@@ -40,7 +40,7 @@ fn ssws(org: &OktaOrg) -> OktaClient {
 fn fixture_key(name: &str) -> String {
     std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/okta-keys")
+            .join("tests/support/okta-keys")
             .join(name),
     )
     .expect("key fixture")
