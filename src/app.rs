@@ -200,14 +200,49 @@ pub fn build_host(
 }
 
 /// A host with the `[directory]` only (never Okta): what `engine check` dry runs look users up
-/// in, so a check sends no request anywhere.
+/// in, so a check sends no request anywhere. With `[okta]` configured the `okta::` reads answer
+/// as for a user in no group and no such group (`[]`, `()`); without it they fail as in a real
+/// run (the dry run then says `[okta]` is missing).
 pub fn directory_host(config: &Config) -> Result<Arc<dyn Host>, LookupError> {
-    match &config.directory {
+    let inner: Arc<dyn Host> = match &config.directory {
         Some(p) => {
             let lookup = Lookup::new(Some(Directory::load(p)?), None)?;
-            Ok(Arc::new(LookupHost(lookup)))
+            Arc::new(LookupHost(lookup))
         }
-        None => Ok(Arc::new(crate::script::NoDirectory)),
+        None => Arc::new(crate::script::NoDirectory),
+    };
+    Ok(match config.okta {
+        Some(_) => Arc::new(OfflineOkta(inner)),
+        None => inner,
+    })
+}
+
+/// The dry-run host's Okta: reads answer empty without a request.
+struct OfflineOkta(Arc<dyn Host>);
+
+impl Host for OfflineOkta {
+    fn lookup_user(
+        &self,
+        key: &str,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Option<crate::script::User>, crate::script::HostError> {
+        self.0.lookup_user(key, deadline)
+    }
+
+    fn okta_user_groups(
+        &self,
+        _user: &str,
+        _deadline: Option<std::time::Instant>,
+    ) -> Result<Vec<crate::script::OktaGroup>, crate::script::HostError> {
+        Ok(Vec::new())
+    }
+
+    fn okta_get_group(
+        &self,
+        _group: &crate::script::GroupRef,
+        _deadline: Option<std::time::Instant>,
+    ) -> Result<Option<crate::script::OktaGroup>, crate::script::HostError> {
+        Ok(None)
     }
 }
 

@@ -675,3 +675,33 @@ async fn scripts_read_groups_through_the_host() {
         "{e}"
     );
 }
+
+/// `engine check` sends no request: with `[okta]` its dry runs read no groups and no group;
+/// without `[okta]` the dry run fails saying what is missing.
+#[test]
+fn engine_check_dry_runs_okta_reads_offline_and_says_when_okta_is_missing() {
+    let script = "//! on: user.lifecycle.deactivate\nimport \"okta\" as okta;\nlet g = okta::user_groups(okta::target(event, \"User\"));\nlog(`groups: ${g.len()} ${okta::get_group(\"Admins\") == ()}`);\n";
+    let fixtures = format!("{}/tests/fixtures", crate::support::REPO);
+    let check = |extra: &str| {
+        let (dir, _) = crate::support::engine_setup(extra, &[("leaver.rhai", script)]);
+        let o = crate::support::engine_bin()
+            .current_dir(dir.path())
+            .env("ENGINE_TEST_OKTA_TOKEN", "tok-never-used-123")
+            .args(["check", "--samples", &fixtures])
+            .output()
+            .expect("engine runs");
+        (o.status.code(), crate::support::stdout(&o))
+    };
+    // An org URL nothing listens on: a request would fail the dry run.
+    let (code, out) = check(
+        "\n[okta]\norg_url = \"http://127.0.0.1:9\"\ntoken_env = \"ENGINE_TEST_OKTA_TOKEN\"\n",
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("groups: 0 true"), "{out}");
+    let (code, out) = check("");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("okta::user_groups") && out.contains("add [okta]"),
+        "{out}"
+    );
+}
