@@ -177,41 +177,17 @@ impl OktaClient {
                 )))
             }
             StatusCode::TOO_MANY_REQUESTS => {
-                let until = rate_limit_until(&headers, SystemTime::now());
-                self.note_rate_limit(until);
-                let resets_in = seconds_until(until);
-                tracing::info!(
-                    org_url = %self.org_url,
-                    resets_in_s = resets_in,
-                    "Okta rate limit reached (429); lookups fail transient until it resets"
-                );
-                Err(LookupError::RateLimited {
-                    message: format!(
-                        "Okta rate limit reached (429{}) looking up {key:?}; it resets in {resets_in} s",
-                        okta_error_suffix(&body)
-                    ),
-                    until,
-                })
+                let err = self.read_error(status, &headers, &body, &format!("user {key:?}"));
+                if let LookupError::RateLimited { until, .. } = &err {
+                    tracing::info!(
+                        org_url = %self.org_url,
+                        resets_in_s = seconds_until(*until),
+                        "Okta rate limit reached (429); lookups fail transient until it resets"
+                    );
+                }
+                Err(err)
             }
-            StatusCode::UNAUTHORIZED => Err(LookupError::Permanent(format!(
-                "Okta rejected the {} (401{}): {}",
-                self.auth.what(),
-                okta_error_suffix(&body),
-                self.auth.check_hint()
-            ))),
-            StatusCode::FORBIDDEN => Err(LookupError::Permanent(format!(
-                "Okta refused the request (403{}): {}",
-                okta_error_suffix(&body),
-                self.auth.permission_hint("okta.users.read", "read users")
-            ))),
-            s if s.is_server_error() => Err(LookupError::Transient(format!(
-                "Okta answered {s}{} looking up {key:?}",
-                okta_error_suffix(&body)
-            ))),
-            s => Err(LookupError::Permanent(format!(
-                "Okta answered {s}{} looking up {key:?}",
-                okta_error_suffix(&body)
-            ))),
+            _ => Err(self.read_error(status, &headers, &body, &format!("user {key:?}"))),
         }
     }
 

@@ -735,13 +735,19 @@ impl OktaClient {
     }
 
     /// A read's answer other than 200 as an error.
-    fn read_error(
+    pub(super) fn read_error(
         &self,
         status: StatusCode,
         headers: &hyper::HeaderMap,
         body: &[u8],
         what: &str,
     ) -> LookupError {
+        // Reading a group needs the groups scope; a user (and its groups), the users scope.
+        let (scope, doing) = if what.starts_with("group") {
+            ("okta.groups.read", "read groups")
+        } else {
+            ("okta.users.read", "read users")
+        };
         let text = error_text(body);
         match status {
             StatusCode::NOT_FOUND if okta_error(body).0.as_deref() == Some("E0000007") => {
@@ -750,8 +756,12 @@ impl OktaClient {
             StatusCode::TOO_MANY_REQUESTS => {
                 let until = rate_limit_until(headers, SystemTime::now());
                 self.note_rate_limit(until);
+                let left = until.duration_since(SystemTime::now()).unwrap_or_default();
                 LookupError::RateLimited {
-                    message: format!("Okta rate limit reached (429 {text}) reading {what}"),
+                    message: format!(
+                        "Okta rate limit reached (429 {text}) reading {what}; it resets in {} s",
+                        left.as_secs() + u64::from(left.subsec_nanos() > 0)
+                    ),
                     until,
                 }
             }
@@ -762,7 +772,7 @@ impl OktaClient {
             )),
             StatusCode::FORBIDDEN => LookupError::Permanent(format!(
                 "Okta refused to let the engine read {what} (403 {text}): {}",
-                self.auth.permission_hint("okta.groups.read", "read groups")
+                self.auth.permission_hint(scope, doing)
             )),
             s if s.is_server_error() => {
                 LookupError::Transient(format!("Okta answered {s} ({text}) reading {what}"))

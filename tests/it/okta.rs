@@ -705,3 +705,47 @@ fn engine_check_dry_runs_okta_reads_offline_and_says_when_okta_is_missing() {
         "{out}"
     );
 }
+
+/// A service app's key is checked when the engine starts: a missing variable and a value that is
+/// no key are usage errors naming the key, and the value is never printed.
+#[test]
+fn a_bad_service_app_key_is_a_clear_start_error() {
+    let okta = "\n[okta]\norg_url = \"http://127.0.0.1:9\"\nclient_id = \"0oa1standinclient000\"\nprivate_key_env = \"ENGINE_TEST_OKTA_KEY\"\nscopes = [\"okta.users.manage\"]\n";
+    let (dir, _) = crate::support::engine_setup(okta, &[("s.rhai", "//! on: *\nlog(1);\n")]);
+    let payload = format!(
+        "{}/tests/fixtures/event.user.lifecycle.deactivate.json",
+        crate::support::REPO
+    );
+    let run = |key: Option<&str>| {
+        let mut c = crate::support::engine_bin();
+        c.current_dir(dir.path())
+            .args(["run", "scripts/s.rhai", &payload]);
+        match key {
+            Some(k) => c.env("ENGINE_TEST_OKTA_KEY", k),
+            None => c.env_remove("ENGINE_TEST_OKTA_KEY"),
+        };
+        let o = c.output().expect("engine runs");
+        (
+            o.status.code(),
+            format!(
+                "{}{}",
+                crate::support::stdout(&o),
+                crate::support::stderr(&o)
+            ),
+        )
+    };
+    let (code, out) = run(None);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("ENGINE_TEST_OKTA_KEY") && out.contains("okta.private_key_env"),
+        "{out}"
+    );
+    let garbage = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbC1oZXJl\n-----END PRIVATE KEY-----\n";
+    let (code, out) = run(Some(garbage));
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("not a PEM private key"), "{out}");
+    assert!(!out.contains("c2VjcmV0LWtleS1tYXRlcmlhbC1oZXJl"), "{out}");
+    // The real key: the run goes ahead (no request is made before one is needed).
+    let (code, out) = run(Some(&fixture_key("rsa-private.pem")));
+    assert_eq!(code, Some(0), "{out}");
+}
