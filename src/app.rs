@@ -146,7 +146,7 @@ impl ingest::Admin for Replays {
 }
 
 /// What `engine backfill` says when the config gives it nothing to poll.
-pub const NO_BACKFILL: &str = "the System Log backfill needs [okta] with org_url and token_env, and a backfill_hook (or exactly one okta hook)";
+pub const NO_BACKFILL: &str = "the System Log backfill needs [okta] with org_url and credentials (token_env, or client_id + private_key_env), and a backfill_hook (or exactly one okta hook)";
 
 /// The System Log backfill on `store` for the scripts of `scripts`, when `[okta]` is configured
 /// with a hook to store on (`Ok(None)` otherwise). Must run inside the tokio runtime.

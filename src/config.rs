@@ -593,15 +593,9 @@ impl Config {
                 line,
                 scopes,
             } => {
+                // The key is never sent anywhere (only signatures made with it): the whole PEM
+                // is registered like every `*_env` value, not each of its lines.
                 let key = self.read_env(private_key_env, "okta.private_key_env", *line)?;
-                // The PEM's base64 lines are secrets too: a far side or a parser error could
-                // quote one line of it.
-                for l in key.expose().lines() {
-                    let l = l.trim();
-                    if !l.starts_with("-----") {
-                        crate::util::redact::register(l);
-                    }
-                }
                 Ok(OktaCredentials::ServiceApp {
                     client_id: client_id.clone(),
                     private_key: key,

@@ -160,10 +160,15 @@ impl Auth {
             Auth::Ssws(t) => ("SSWS", t.clone(), false),
             Auth::ServiceApp(app) => {
                 let mut slot = app.cached.lock().await;
-                match slot.as_ref().filter(|c| Instant::now() < c.refresh_at) {
-                    Some(c) => ("Bearer", c.token.clone(), true),
+                let live = slot
+                    .as_ref()
+                    .filter(|c| Instant::now() < c.refresh_at)
+                    .map(|c| c.token.clone());
+                match live {
+                    Some(token) => ("Bearer", token, true),
                     None => {
-                        let fresh = app.fetch(client, deadline).await?;
+                        let previous = slot.take().map(|c| c.token);
+                        let fresh = app.fetch(client, deadline, previous.as_ref()).await?;
                         let token = fresh.token.clone();
                         *slot = Some(fresh);
                         ("Bearer", token, false)
@@ -187,10 +192,13 @@ impl Auth {
         Ok((value, cached))
     }
 
-    /// Drops a cached access token (Okta refused it).
+    /// Makes the next request fetch a fresh access token (Okta refused the cached one); the old
+    /// one stays masked until its successor arrives.
     pub(super) async fn forget_token(&self) {
-        if let Auth::ServiceApp(app) = self {
-            *app.cached.lock().await = None;
+        if let Auth::ServiceApp(app) = self
+            && let Some(c) = app.cached.lock().await.as_mut()
+        {
+            c.refresh_at = Instant::now();
         }
     }
 }
@@ -201,6 +209,7 @@ impl ServiceApp {
         &self,
         client: &OktaClient,
         deadline: Option<Instant>,
+        previous: Option<&Secret>,
     ) -> Result<Cached, LookupError> {
         self.token_requests.fetch_add(1, Ordering::Relaxed);
         let assertion = assertion(&self.key, self.algorithm, &self.client_id, &self.token_url)?;
@@ -232,7 +241,8 @@ impl ServiceApp {
                         self.token_url
                     )));
                 }
-                crate::util::redact::register(token);
+                // The expired token's entry makes room for this one.
+                crate::util::redact::replace(previous.map(Secret::expose), token);
                 let lifetime = answer
                     .get("expires_in")
                     .and_then(|v| v.as_u64())
