@@ -749,3 +749,39 @@ fn a_bad_service_app_key_is_a_clear_start_error() {
     let (code, out) = run(Some(&fixture_key("rsa-private.pem")));
     assert_eq!(code, Some(0), "{out}");
 }
+
+/// A token is used until shortly before it expires (here: 2 s tokens, renewed after 1 s), and
+/// operations that start together on an empty cache wait for one token request.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_is_renewed_before_it_expires_and_fetched_once_by_concurrent_callers() {
+    let org = org();
+    org.use_oauth(OAuth {
+        key: jsonwebtoken::DecodingKey::from_rsa_pem(fixture_key("rsa-public.pem").as_bytes())
+            .expect("public key"),
+        algorithm: jsonwebtoken::Algorithm::RS256,
+        expires_in: 2,
+    });
+    let client = Arc::new(service_app(&org, &fixture_key("rsa-private.pem")).expect("client"));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .perform(
+                    &OktaOp::ClearSessions { user: JANE.into() },
+                    "a",
+                    deadline(),
+                )
+                .await
+        }));
+    }
+    for t in tasks {
+        assert!(matches!(t.await.expect("task"), OpOutcome::Done { .. }));
+    }
+    assert_eq!(org.token_requests(), 1);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    done(&client, OktaOp::ClearSessions { user: user(JANE) }).await;
+    assert_eq!(org.token_requests(), 2, "renewed before expiry");
+    // No request ever went out with an expired token.
+    assert!(org.log().iter().all(|l| l.status != 401), "{:?}", org.log());
+}
