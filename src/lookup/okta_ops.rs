@@ -25,7 +25,9 @@ use hyper::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::okta::{KEY_ESCAPE, MAX_OKTA_BODY_BYTES, OktaClient, okta_error, rate_limit_until};
+use super::okta::{
+    KEY_ESCAPE, MAX_OKTA_BODY_BYTES, MAX_RATE_LIMIT_PAUSE, OktaClient, okta_error, rate_limit_until,
+};
 use super::system_log::{RateBudget, budget, next_link};
 use super::{LookupError, scalar_string};
 use crate::script::{GroupRef, OktaGroup, OktaOp, looks_like_okta_id};
@@ -207,7 +209,10 @@ impl OktaClient {
     }
 
     /// Carries `op` out once, by `deadline` (its outcome then says retry). `idempotency_key`
-    /// (the action's id) goes along as `Idempotency-Key` and into the log.
+    /// (the action's id) goes along as `Idempotency-Key` and into the log. A pause for the
+    /// rate limit's reset happens inside only when the reset comes before `deadline` (without
+    /// one: at most [`MAX_RATE_LIMIT_PAUSE`]); an executor that must not hold a slot that long
+    /// passes a deadline and gets `Retry { after }` instead.
     pub async fn perform(
         &self,
         op: &OktaOp,
@@ -525,7 +530,11 @@ impl OktaClient {
         else {
             return Ok(());
         };
-        let wait = reset.duration_since(SystemTime::now()).unwrap_or_default();
+        // A reset further away than Okta's windows (a wrong clock, a proxy's header) is capped.
+        let wait = reset
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .min(MAX_RATE_LIMIT_PAUSE);
         if left > RATE_LIMIT_RESERVE || wait.is_zero() {
             return Ok(());
         }
