@@ -20,7 +20,7 @@ use rhai::{
 use super::Limits;
 use super::email::{Action, mail_id, parse_email};
 use super::host::{Host, HostError, user_to_dynamic};
-use super::okta_op::{OktaGroup, group_ref, user_ref};
+use super::okta_op::{OktaGroup, OktaOp, group_ref, user_ref};
 use super::outcome::{LogLevel, LogLine, RunErrorKind};
 
 /// Operations between two reads of the clock: `Instant::now()` costs ~25 ns, an operation a few,
@@ -281,6 +281,15 @@ fn runtime_error(message: String) -> Box<EvalAltResult> {
     Box::new(EvalAltResult::ErrorRuntime(message.into(), Position::NONE))
 }
 
+/// An error at the call: module functions' errors do not get the call site's position
+/// from Rhai as global ones do.
+fn error_at_call(ctx: &NativeCallContext, message: String) -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorRuntime(
+        message.into(),
+        ctx.call_position(),
+    ))
+}
+
 fn not_in_run(name: &str) -> Box<EvalAltResult> {
     runtime_error(format!("{name} cannot be called while a module is loading"))
 }
@@ -378,13 +387,14 @@ fn host_read<T>(
             not_before,
         )),
         Err(HostError::OutOfTime(_)) => Err(out_of_time(ctx)),
-        Err(HostError::Permanent(msg)) => Err(runtime_error(format!("{what}: {msg}"))),
+        Err(HostError::Permanent(msg)) => Err(error_at_call(ctx, format!("{what}: {msg}"))),
     }
 }
 
 /// `okta::user_groups(user)`: `[#{ id, name, description, type }]`.
 fn okta_user_groups(ctx: NativeCallContext, user: Dynamic) -> Result<Dynamic, Box<EvalAltResult>> {
-    let key = user_ref(&user).map_err(|e| runtime_error(format!("okta::user_groups: {e}")))?;
+    let key =
+        user_ref(&user).map_err(|e| error_at_call(&ctx, format!("okta::user_groups: {e}")))?;
     let what = format!("okta::user_groups({key:?})");
     let groups = host_read(&ctx, "okta::user_groups", &what, |host, deadline| {
         host.okta_user_groups(&key, deadline)
@@ -396,7 +406,8 @@ fn okta_user_groups(ctx: NativeCallContext, user: Dynamic) -> Result<Dynamic, Bo
 
 /// `okta::get_group(id_or_name)`: the group map or `()`.
 fn okta_get_group(ctx: NativeCallContext, group: Dynamic) -> Result<Dynamic, Box<EvalAltResult>> {
-    let group = group_ref(&group).map_err(|e| runtime_error(format!("okta::get_group: {e}")))?;
+    let group =
+        group_ref(&group).map_err(|e| error_at_call(&ctx, format!("okta::get_group: {e}")))?;
     let what = format!("okta::get_group({:?})", group.as_str());
     let found = host_read(&ctx, "okta::get_group", &what, |host, deadline| {
         host.okta_get_group(&group, deadline)
@@ -409,6 +420,79 @@ const USER_GROUPS_DOC: &str = "/// The Okta groups of a user (an Okta user id, a
 /// A transient failure (Okta down, rate limit) retries the whole run later.";
 const GET_GROUP_DOC: &str = "/// The Okta group with this id or exact name (or a `UserGroup` target map's id):\n\
 /// `#{ id, name, description, type }`, or `()` when there is none. Read during the run.";
+
+/// The `okta::` action functions: (name, whether it takes a second argument).
+const OKTA_ACTIONS: &[(&str, bool)] = &[
+    ("suspend_user", false),
+    ("unsuspend_user", false),
+    ("deactivate_user", false),
+    ("clear_sessions", false),
+    ("expire_password", false),
+    ("add_to_group", true),
+    ("remove_from_group", true),
+    ("update_profile", true),
+];
+
+/// Records an `okta` action. The durable action queue that carries `okta` actions out (issue
+/// 11's other half) is not in this build: until it is wired here (push the action with its id
+/// and return the id, as `send_email` does), the run fails with a sticky error at the call, so
+/// no script believes a change was made.
+fn record_okta(ctx: &NativeCallContext, op: OktaOp) -> Result<ImmutableString, Box<EvalAltResult>> {
+    with_ctx(|_| ()).ok_or_else(|| not_in_run(op.name()))?;
+    Err(fatal(
+        ctx,
+        RunErrorKind::Script,
+        format!(
+            "okta::{}: this build does not carry out Okta actions yet (they need the durable action queue); nothing was recorded for {}",
+            op.name(),
+            op.describe()
+        ),
+        None,
+    ))
+}
+
+const OKTA_ACTION_DOC: &str = "/// Records an `okta` action, carried out once after the run succeeds (see docs/scripting.md):\n\
+/// `user` is an Okta user id, a login, a `lookup_user` map or an actor/target map; `group` a\n\
+/// group id or name, a `UserGroup` target map or an `okta::get_group` map. Returns the action id.";
+
+/// Adds the `okta::` action functions to the `okta` module (unless `stdlib/okta.rhai` defines
+/// one of the same name and arity): each checks its arguments into an [`OktaOp`] at the call.
+fn add_okta_actions(module: &mut Module, defined: &[(String, usize)]) {
+    for &(name, two) in OKTA_ACTIONS {
+        let arity = if two { 2 } else { 1 };
+        if defined.iter().any(|(n, a)| n == name && *a == arity) {
+            continue;
+        }
+        let reg = FuncRegistration::new(name)
+            .in_internal_namespace()
+            .with_comments([OKTA_ACTION_DOC]);
+        if two {
+            let second = if name == "update_profile" {
+                "profile: Map"
+            } else {
+                "group: ?"
+            };
+            reg.with_params_info(["user: ?", second, "String"])
+                .set_into_module(
+                    module,
+                    move |ctx: NativeCallContext, user: Dynamic, extra: Dynamic| {
+                        let op = OktaOp::from_args(name, &user, Some(&extra))
+                            .map_err(|e| error_at_call(&ctx, e))?;
+                        record_okta(&ctx, op)
+                    },
+                );
+        } else {
+            reg.with_params_info(["user: ?", "String"]).set_into_module(
+                module,
+                move |ctx: NativeCallContext, user: Dynamic| {
+                    let op =
+                        OktaOp::from_args(name, &user, None).map_err(|e| error_at_call(&ctx, e))?;
+                    record_okta(&ctx, op)
+                },
+            );
+        }
+    }
+}
 
 /// Adds the `okta::` reads to the `okta` module unless `stdlib/okta.rhai` defines a function of
 /// the same name and arity (`defined`: (name, arity) of its script functions).
@@ -650,6 +734,7 @@ impl ModuleResolver for SharedResolver {
                 .collect();
             super::naming::add_to_okta_module(&mut module, &defined);
             add_okta_reads(&mut module, &defined);
+            add_okta_actions(&mut module, &defined);
         }
         Ok(module.into())
     }

@@ -785,3 +785,51 @@ async fn the_token_is_renewed_before_it_expires_and_fetched_once_by_concurrent_c
     // No request ever went out with an expired token.
     assert!(org.log().iter().all(|l| l.status != 401), "{:?}", org.log());
 }
+
+/// The `okta::` action functions check their arguments at the call (a run error at that line);
+/// until the action queue carries them out, a well-formed call fails the run saying so, sticky
+/// (a `try`/`catch` cannot make the script believe the change was made).
+#[test]
+fn okta_actions_check_their_arguments_and_say_they_are_not_carried_out_yet() {
+    let dir = crate::support::temp_dir();
+    let stdlib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("stdlib");
+    let limits = engine::script::Limits::default();
+    let event = br#"{"uuid":"u1","eventType":"user.account.lock","published":"2024-01-01T00:00:00.000Z","target":[{"type":"AppInstance","id":"0oa1"}]}"#;
+    let host: Arc<dyn Host> = Arc::new(engine::script::NoDirectory);
+    let run = |body: &str| {
+        let p = dir.path().join("a.rhai");
+        std::fs::write(&p, format!("//! on: *\nimport \"okta\" as okta;\n{body}\n"))
+            .expect("write");
+        let script = engine::script::ScriptSet::load_one(&p, &stdlib, &limits).expect("load");
+        let out = engine::script::run(
+            &script,
+            event,
+            "u1",
+            &engine::script::DeliveryInfo::default(),
+            &host,
+            &limits,
+        );
+        let err = out.result.expect_err("fails");
+        assert!(out.actions.is_empty());
+        err
+    };
+    let e = run("okta::suspend_user(okta::target(event, \"User\"));");
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(
+        e.message.contains("okta::suspend_user: the user is ()"),
+        "{e}"
+    );
+    let e = run(
+        "let x = 1;\nokta::add_to_group(\"jane@example.com\", okta::target(event, \"AppInstance\"));",
+    );
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(e.message.contains("not \"UserGroup\""), "{e}");
+    let e = run("okta::update_profile(\"jane@example.com\", #{});");
+    assert!(e.message.contains("profile map is empty"), "{e}");
+    let e = run("try { okta::suspend_user(\"jane@example.com\"); } catch { }\nlog(\"went on\");");
+    assert!(
+        e.message.contains("does not carry out Okta actions yet")
+            && e.message.contains("okta::suspend_user jane@example.com"),
+        "{e}"
+    );
+}
