@@ -429,6 +429,15 @@ fn assemble(
             );
         }
     }
+    if let Some(o) = &config.okta {
+        let how = match &o.auth {
+            crate::config::OktaAuth::Token { .. } => "an SSWS API token".to_string(),
+            crate::config::OktaAuth::ServiceApp {
+                client_id, scopes, ..
+            } => format!("service app {client_id} (scopes {})", scopes.join(" ")),
+        };
+        let _ = writeln!(out, "engine: Okta API at {} with {how}", o.org_url);
+    }
     let scripts: LiveScripts = Arc::new(ArcSwap::from_pointee(load_scripts(config, out)));
     let _ = out.flush();
     let mail_settings = MailSettings {

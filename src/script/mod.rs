@@ -38,6 +38,9 @@
 //!     fn okta_get_group(&self, group: &GroupRef, deadline) -> Result<Option<OktaGroup>, HostError>;
 //! }
 //! OktaOp::{SuspendUser, …, UpdateProfile} (serde; from_args(function, user, extra), describe())
+//! okta::suspend_user(user) … okta::update_profile(user, map)   // in the okta module: arguments
+//!     checked into an OktaOp at the call; `engine::record_okta` is where the action queue records
+//!     it (until then a sticky run error); okta::user_groups / okta::get_group read via the Host
 //! user_ref(&Dynamic), group_ref(&Dynamic) -> GroupRef::{Id, Name}; OktaGroup { id, name, description, kind }
 //! HostError::{Transient { message, not_before: Option<SystemTime> }, Permanent(String),
 //!             OutOfTime(String)}; HostError::transient(message)
