@@ -361,3 +361,59 @@ fn assertion(
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRIVATE: &str = include_str!("../../tests/support/okta-keys/rsa-private.pem");
+    const PUBLIC: &str = include_str!("../../tests/support/okta-keys/rsa-public.pem");
+    const EC_PRIVATE: &str = include_str!("../../tests/support/okta-keys/ec-private.pem");
+
+    #[test]
+    fn an_assertion_names_the_app_and_the_endpoint_lives_five_minutes_and_is_unique() {
+        let url = "https://o.okta.com/oauth2/v1/token";
+        let (key, alg) = signing_key(PRIVATE, "0oa1", url).expect("RSA key");
+        assert_eq!(alg, Algorithm::RS256);
+        let decode = |jwt: &str| {
+            let mut v = jsonwebtoken::Validation::new(Algorithm::RS256);
+            v.set_audience(&[url]);
+            v.set_issuer(&["0oa1"]);
+            v.sub = Some("0oa1".into());
+            jsonwebtoken::decode::<serde_json::Value>(
+                jwt,
+                &jsonwebtoken::DecodingKey::from_rsa_pem(PUBLIC.as_bytes()).expect("public"),
+                &v,
+            )
+            .expect("valid assertion")
+            .claims
+        };
+        let a = decode(&assertion(&key, alg, "0oa1", url).expect("sign"));
+        let b = decode(&assertion(&key, alg, "0oa1", url).expect("sign"));
+        let life = a["exp"].as_u64().unwrap() - a["iat"].as_u64().unwrap();
+        assert_eq!(life, ASSERTION_LIFETIME.as_secs());
+        assert!(life <= 300);
+        assert_ne!(a["jti"], b["jti"]);
+        assert_eq!(a["jti"].as_str().map(str::len), Some(32));
+        assert_eq!(
+            signing_key(EC_PRIVATE, "0oa1", url).expect("EC key").1,
+            Algorithm::ES256
+        );
+    }
+
+    #[test]
+    fn keys_that_cannot_sign_are_refused_with_what_to_do() {
+        let url = "https://o.okta.com/oauth2/v1/token";
+        let sec1 = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----\n";
+        let refused = |pem: &str| match signing_key(pem, "0oa1", url) {
+            Ok(_) => panic!("{pem} accepted"),
+            Err(e) => e.to_string(),
+        };
+        let e = refused(sec1);
+        assert!(e.contains("openssl pkcs8 -topk8"), "{e}");
+        let e = refused(PUBLIC);
+        assert!(e.contains("not a PEM private key"), "{e}");
+        let e = refused("just text");
+        assert!(!e.contains("just text"), "{e}");
+    }
+}
