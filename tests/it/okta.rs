@@ -82,6 +82,14 @@ async fn done(client: &OktaClient, op: OktaOp) -> engine::lookup::OpSummary {
     }
 }
 
+/// The error of an operation expected to fail.
+async fn failed(client: &OktaClient, op: OktaOp) -> String {
+    match client.perform(&op, "act-1", deadline()).await {
+        OpOutcome::Failed { error } => error,
+        other => panic!("{op:?}: {other:?}"),
+    }
+}
+
 fn w(method: &str, path: &str) -> (String, String) {
     (method.to_string(), path.to_string())
 }
@@ -310,79 +318,52 @@ async fn deactivate_never_deletes() {
 async fn unknown_users_and_groups_fail_clearly_and_okta_refusals_say_why() {
     let org = org();
     let client = ssws(&org);
-    let failed = |o: OpOutcome| match o {
-        OpOutcome::Failed { error } => error,
-        other => panic!("{other:?}"),
-    };
     let e = failed(
-        client
-            .perform(
-                &OktaOp::SuspendUser {
-                    user: "nobody@example.com".into(),
-                },
-                "a",
-                deadline(),
-            )
-            .await,
-    );
+        &client,
+        OktaOp::SuspendUser {
+            user: "nobody@example.com".into(),
+        },
+    )
+    .await;
     assert!(
         e.contains("Okta has no user \"nobody@example.com\"") && e.contains("E0000007"),
         "{e}"
     );
     let e = failed(
-        client
-            .perform(
-                &OktaOp::AddToGroup {
-                    user: user(JANE),
-                    group: GroupRef::Name("Nope".into()),
-                },
-                "a",
-                deadline(),
-            )
-            .await,
-    );
+        &client,
+        OktaOp::AddToGroup {
+            user: user(JANE),
+            group: GroupRef::Name("Nope".into()),
+        },
+    )
+    .await;
     assert!(e.contains("no group named \"Nope\""), "{e}");
     let e = failed(
-        client
-            .perform(
-                &OktaOp::RemoveFromGroup {
-                    user: user(JANE),
-                    group: GroupRef::Id("00gmissing0000000000".into()),
-                },
-                "a",
-                deadline(),
-            )
-            .await,
-    );
+        &client,
+        OktaOp::RemoveFromGroup {
+            user: user(JANE),
+            group: GroupRef::Id("00gmissing0000000000".into()),
+        },
+    )
+    .await;
     assert!(e.contains("no group 00gmissing"), "{e}");
     let mut profile = serde_json::Map::new();
     profile.insert("shoeSize".into(), 42.into());
     let e = failed(
-        client
-            .perform(
-                &OktaOp::UpdateProfile {
-                    user: user(JANE),
-                    profile,
-                },
-                "a",
-                deadline(),
-            )
-            .await,
-    );
+        &client,
+        OktaOp::UpdateProfile {
+            user: user(JANE),
+            profile,
+        },
+    )
+    .await;
     assert!(e.contains("400") && e.contains("shoeSize"), "{e}");
     // Unsuspending a deactivated user: Okta's 400 stands (the status says why).
-    let e = failed(
-        client
-            .perform(&OktaOp::UnsuspendUser { user: user(GONE) }, "a", deadline())
-            .await,
-    );
+    let e = failed(&client, OktaOp::UnsuspendUser { user: user(GONE) }).await;
     assert!(e.contains("DEPROVISIONED") && e.contains("E0000001"), "{e}");
     // A bad token: failed with what to check, and never the token.
     let bad = OktaClient::new(&org.url, Secret::new("not-the-token-123".into())).expect("client");
-    let e = failed(
-        bad.perform(&OktaOp::SuspendUser { user: user(JANE) }, "a", deadline())
-            .await,
-    );
+    let e = failed(&bad, OktaOp::SuspendUser { user: user(JANE) }).await;
     assert!(e.contains("401") && e.contains("okta.token_env"), "{e}");
     assert!(!e.contains("not-the-token-123"), "{e}");
     assert_eq!(org.status_of(JANE).as_deref(), Some("ACTIVE"));
@@ -525,17 +506,9 @@ async fn an_ec_key_signs_too() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrongly_signed_or_expired_assertion_is_refused_and_reported() {
     let org = rsa_org();
-    let failed = |o: OpOutcome| match o {
-        OpOutcome::Failed { error } => error,
-        other => panic!("{other:?}"),
-    };
     // A key that is not the one registered on the app.
     let other = service_app(&org, &fixture_key("other-rsa-private.pem")).expect("client");
-    let e = failed(
-        other
-            .perform(&OktaOp::SuspendUser { user: user(JANE) }, "a", deadline())
-            .await,
-    );
+    let e = failed(&other, OktaOp::SuspendUser { user: user(JANE) }).await;
     assert!(
         e.contains("invalid_client")
             && e.contains("signature is invalid")
@@ -547,11 +520,7 @@ async fn a_wrongly_signed_or_expired_assertion_is_refused_and_reported() {
     let org = rsa_org();
     org.set_clock_skew(600);
     let client = service_app(&org, &fixture_key("rsa-private.pem")).expect("client");
-    let e = failed(
-        client
-            .perform(&OktaOp::SuspendUser { user: user(JANE) }, "a", deadline())
-            .await,
-    );
+    let e = failed(&client, OktaOp::SuspendUser { user: user(JANE) }).await;
     assert!(e.contains("invalid_client") && e.contains("expired"), "{e}");
     assert_eq!(org.status_of(JANE).as_deref(), Some("ACTIVE"));
     assert!(org.writes().is_empty());
