@@ -18,7 +18,7 @@ use rhai::{
 };
 
 use super::Limits;
-use super::email::{Action, mail_id, parse_email};
+use super::email::{Action, ActionKind, action_id, default_key, parse_email};
 use super::host::{Host, HostError, user_to_dynamic};
 use super::okta_op::{OktaGroup, OktaOp, group_ref, user_ref};
 use super::outcome::{LogLevel, LogLine, RunErrorKind};
@@ -325,7 +325,11 @@ fn send_email(ctx: NativeCallContext, map: Map) -> Result<ImmutableString, Box<E
             return Err(c.max_emails);
         }
         email.position = c.emails;
-        email.id = mail_id(&c.event_id, &c.script, email.position, &email);
+        email.id = action_id(
+            &c.event_id,
+            &c.script,
+            &default_key(ActionKind::Email, email.position),
+        );
         c.emails += 1;
         let id = email.id.clone();
         c.actions.push(Action::Email(email));

@@ -119,7 +119,10 @@ mod suggest;
 pub use definitions::{
     DEFAULT_DEFINITIONS_DIR, DefinitionFile, HOST_FILE, SCOPE_FILE, definitions,
 };
-pub use email::{Action, Email, MAX_ADDRESS_LEN, MAX_RECIPIENTS, MAX_SUBJECT_CHARS, mail_id};
+pub use email::{
+    Action, ActionKind, Email, MAX_ADDRESS_LEN, MAX_RECIPIENTS, MAX_SUBJECT_CHARS, action_id,
+    default_key,
+};
 pub use engine::MAX_IMPORT_DEPTH;
 pub use event::{DeliveryInfo, LOGEVENT_FIELDS, build_event_map, delivery_map};
 pub use header::{Header, HeaderEntry, HeaderError, parse_header, pattern_matches};
