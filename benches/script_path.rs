@@ -112,11 +112,10 @@ fn offboarding_in_rust(payload: &[u8], host: &dyn Host) -> Vec<Action> {
         body,
         html: None,
     };
-    email.id = engine::script::mail_id(
+    email.id = engine::script::action_id(
         v["uuid"].as_str().unwrap_or(""),
         "offboarding-checklist",
-        0,
-        &email,
+        &engine::script::default_key(engine::script::ActionKind::Email, 0),
     );
     vec![Action::Email(email)]
 }
@@ -181,11 +180,10 @@ fn privileged_in_rust(payload: &[u8], _host: &dyn Host) -> Vec<Action> {
         ),
         html: None,
     };
-    email.id = engine::script::mail_id(
+    email.id = engine::script::action_id(
         v["uuid"].as_str().unwrap_or(""),
         "privileged-group-alert",
-        0,
-        &email,
+        &engine::script::default_key(engine::script::ActionKind::Email, 0),
     );
     vec![Action::Email(email)]
 }

@@ -146,12 +146,13 @@ impl ingest::Admin for Replays {
 }
 
 /// What `engine backfill` says when the config gives it nothing to poll.
-pub const NO_BACKFILL: &str = "the System Log backfill needs [okta] with org_url and token_env, and a backfill_hook (or exactly one okta hook)";
+pub const NO_BACKFILL: &str = "the System Log backfill needs [okta] with org_url and credentials (token_env, or client_id + private_key_env), and a backfill_hook (or exactly one okta hook)";
 
 /// The System Log backfill on `store` for the scripts of `scripts`, when `[okta]` is configured
 /// with a hook to store on (`Ok(None)` otherwise). Must run inside the tokio runtime.
 pub fn build_backfill(
     config: &Config,
+    okta: Option<Arc<OktaClient>>,
     store: Arc<Store>,
     scripts: LiveScripts,
 ) -> Result<Option<Arc<Backfill>>, AppError> {
@@ -161,25 +162,37 @@ pub fn build_backfill(
     let Some(settings) = backfill::Settings::from_config(&o.backfill) else {
         return Ok(None);
     };
-    let token = config.read_env(&o.token_env, "okta.token_env", o.token_env_line)?;
-    let okta = OktaClient::from_config(o, token).map_err(AppError::Lookup)?;
+    let okta = match okta {
+        Some(c) => c,
+        None => build_okta(config)?
+            .ok_or_else(|| AppError::Lookup(LookupError::Permanent(NO_BACKFILL.into())))?,
+    };
     Ok(Some(Arc::new(Backfill::new(
         okta, store, scripts, settings,
     ))))
 }
 
+/// The one Okta client (`lookup_user`, the `okta::` reads and actions, the backfill share it:
+/// its credentials, access token and rate-limit knowledge), when `[okta]` is configured.
+/// Must run inside the tokio runtime.
+pub fn build_okta(config: &Config) -> Result<Option<Arc<OktaClient>>, AppError> {
+    let Some(o) = &config.okta else {
+        return Ok(None);
+    };
+    let credentials = config.okta_credentials(o)?;
+    Ok(Some(Arc::new(
+        OktaClient::from_config(o, credentials).map_err(AppError::Lookup)?,
+    )))
+}
+
 /// `lookup_user` for scripts: `[directory]`, then the Okta Users API. Must run inside the
 /// runtime (the Okta client keeps its handle).
-pub fn build_host(config: &Config) -> Result<Arc<dyn Host>, AppError> {
+pub fn build_host(
+    config: &Config,
+    okta: Option<Arc<OktaClient>>,
+) -> Result<Arc<dyn Host>, AppError> {
     let directory = match &config.directory {
         Some(path) => Some(Directory::load(path).map_err(AppError::Lookup)?),
-        None => None,
-    };
-    let okta = match &config.okta {
-        Some(o) => {
-            let token = config.read_env(&o.token_env, "okta.token_env", o.token_env_line)?;
-            Some(OktaClient::from_config(o, token).map_err(AppError::Lookup)?)
-        }
         None => None,
     };
     let lookup = Lookup::new(directory, okta).map_err(AppError::Lookup)?;
@@ -187,14 +200,49 @@ pub fn build_host(config: &Config) -> Result<Arc<dyn Host>, AppError> {
 }
 
 /// A host with the `[directory]` only (never Okta): what `engine check` dry runs look users up
-/// in, so a check sends no request anywhere.
+/// in, so a check sends no request anywhere. With `[okta]` configured the `okta::` reads answer
+/// as for a user in no group and no such group (`[]`, `()`); without it they fail as in a real
+/// run (the dry run then says `[okta]` is missing).
 pub fn directory_host(config: &Config) -> Result<Arc<dyn Host>, LookupError> {
-    match &config.directory {
+    let inner: Arc<dyn Host> = match &config.directory {
         Some(p) => {
             let lookup = Lookup::new(Some(Directory::load(p)?), None)?;
-            Ok(Arc::new(LookupHost(lookup)))
+            Arc::new(LookupHost(lookup))
         }
-        None => Ok(Arc::new(crate::script::NoDirectory)),
+        None => Arc::new(crate::script::NoDirectory),
+    };
+    Ok(match config.okta {
+        Some(_) => Arc::new(OfflineOkta(inner)),
+        None => inner,
+    })
+}
+
+/// The dry-run host's Okta: reads answer empty without a request.
+struct OfflineOkta(Arc<dyn Host>);
+
+impl Host for OfflineOkta {
+    fn lookup_user(
+        &self,
+        key: &str,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Option<crate::script::User>, crate::script::HostError> {
+        self.0.lookup_user(key, deadline)
+    }
+
+    fn okta_user_groups(
+        &self,
+        _user: &str,
+        _deadline: Option<std::time::Instant>,
+    ) -> Result<Vec<crate::script::OktaGroup>, crate::script::HostError> {
+        Ok(Vec::new())
+    }
+
+    fn okta_get_group(
+        &self,
+        _group: &crate::script::GroupRef,
+        _deadline: Option<std::time::Instant>,
+    ) -> Result<Option<crate::script::OktaGroup>, crate::script::HostError> {
+        Ok(None)
     }
 }
 
@@ -335,6 +383,7 @@ pub fn build_runtime(
 pub struct Parts {
     transport: Transport,
     host: Arc<dyn Host>,
+    okta: Option<Arc<OktaClient>>,
 }
 
 impl Parts {
@@ -346,8 +395,13 @@ impl Parts {
         };
         let transport =
             Transport::new(smtp_url.as_ref(), &config.data_dir).map_err(AppError::Mail)?;
-        let host = build_host(config)?;
-        Ok(Parts { transport, host })
+        let okta = build_okta(config)?;
+        let host = build_host(config, okta.clone())?;
+        Ok(Parts {
+            transport,
+            host,
+            okta,
+        })
     }
 }
 
@@ -358,7 +412,11 @@ fn assemble(
     parts: Parts,
     out: &mut dyn Write,
 ) -> Result<Runtime, AppError> {
-    let Parts { transport, host } = parts;
+    let Parts {
+        transport,
+        host,
+        okta,
+    } = parts;
     match &config.smtp {
         Some(s) => {
             let _ = writeln!(out, "engine: mail via SMTP (from {})", s.from);
@@ -370,6 +428,15 @@ fn assemble(
                 config.data_dir.join(mail::OUTBOX_MAIL_DIR).display()
             );
         }
+    }
+    if let Some(o) = &config.okta {
+        let how = match &o.auth {
+            crate::config::OktaAuth::Token { .. } => "an SSWS API token".to_string(),
+            crate::config::OktaAuth::ServiceApp {
+                client_id, scopes, ..
+            } => format!("service app {client_id} (scopes {})", scopes.join(" ")),
+        };
+        let _ = writeln!(out, "engine: Okta API at {} with {how}", o.org_url);
     }
     let scripts: LiveScripts = Arc::new(ArcSwap::from_pointee(load_scripts(config, out)));
     let _ = out.flush();
@@ -405,7 +472,7 @@ fn assemble(
             .map(|h| h.id.clone())
             .collect(),
     };
-    let backfill = build_backfill(config, store.clone(), scripts.clone())?;
+    let backfill = build_backfill(config, okta, store.clone(), scripts.clone())?;
     let processor = Processor::new(store, scripts.clone(), host, settings, mail_pool.waker());
     let reloader = Arc::new(Reloader::new(reload_settings(config), scripts.clone()));
     Ok(Runtime {

@@ -146,11 +146,43 @@ pub const DEFAULT_MAIL_RETRY_BASE_MS: u64 = 30_000;
 #[derive(Debug, Clone)]
 pub struct OktaConfig {
     pub org_url: String,
-    pub token_env: String,
-    pub token_env_line: usize,
+    /// How the engine signs in to the Management API.
+    pub auth: OktaAuth,
     /// System Log backfill (`backfill*` keys).
     pub backfill: BackfillConfig,
 }
+
+/// `[okta]`'s credentials: exactly one of `token_env` or `client_id` + `private_key_env`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OktaAuth {
+    /// `token_env`: an SSWS API token, sent as `Authorization: SSWS <token>`.
+    Token { env: String, line: usize },
+    /// An OAuth 2.0 service app (`client_id`, `private_key_env`: its PEM private key, RSA or
+    /// EC; `scopes`): `private_key_jwt` client credentials, `Authorization: Bearer <token>`.
+    ServiceApp {
+        client_id: String,
+        private_key_env: String,
+        line: usize,
+        scopes: Vec<String>,
+    },
+}
+
+/// `[okta]`'s credentials with the secret read from its variable.
+#[derive(Debug, Clone)]
+pub enum OktaCredentials {
+    Token(Secret),
+    ServiceApp {
+        client_id: String,
+        /// The PEM text of the private key.
+        private_key: Secret,
+        scopes: Vec<String>,
+    },
+}
+
+/// Longest OAuth client id accepted (Okta's are 20 characters).
+const MAX_CLIENT_ID_LEN: usize = 200;
+/// Scopes one service app may ask for; Okta has a few dozen `okta.*` scopes in all.
+const MAX_OKTA_SCOPES: usize = 64;
 
 /// `[okta] backfill*`: polling the System Log for events no delivery brought.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,7 +292,10 @@ struct RawSmtp {
 #[serde(deny_unknown_fields)]
 struct RawOkta {
     org_url: Spanned<String>,
-    token_env: Spanned<String>,
+    token_env: Option<Spanned<String>>,
+    client_id: Option<Spanned<String>>,
+    private_key_env: Option<Spanned<String>>,
+    scopes: Option<Spanned<Vec<String>>>,
     backfill: Option<Spanned<bool>>,
     backfill_hook: Option<Spanned<String>>,
     backfill_lag_s: Option<Spanned<i64>>,
@@ -485,10 +520,10 @@ impl Config {
                 ));
             }
             let backfill = v.backfill(&okta, &cfg.hooks)?;
+            let auth = v.okta_auth(&okta)?;
             cfg.okta = Some(OktaConfig {
                 org_url: url.trim_end_matches('/').to_string(),
-                token_env: v.env_name(&okta.token_env, "okta.token_env")?,
-                token_env_line: v.line(okta.token_env.span()),
+                auth,
                 backfill,
             });
         }
@@ -539,7 +574,34 @@ impl Config {
             let _ = self.read_env(&s.url_env, "smtp.url_env", s.url_env_line);
         }
         if let Some(o) = &self.okta {
-            let _ = self.read_env(&o.token_env, "okta.token_env", o.token_env_line);
+            let _ = self.okta_credentials(o);
+        }
+    }
+
+    /// The `[okta]` credentials, the secret read from its variable (and registered with
+    /// [`crate::util::redact`], like every `*_env` value).
+    pub fn okta_credentials(&self, o: &OktaConfig) -> Result<OktaCredentials, ConfigError> {
+        match &o.auth {
+            OktaAuth::Token { env, line } => Ok(OktaCredentials::Token(self.read_env(
+                env,
+                "okta.token_env",
+                *line,
+            )?)),
+            OktaAuth::ServiceApp {
+                client_id,
+                private_key_env,
+                line,
+                scopes,
+            } => {
+                // The key is never sent anywhere (only signatures made with it): the whole PEM
+                // is registered like every `*_env` value, not each of its lines.
+                let key = self.read_env(private_key_env, "okta.private_key_env", *line)?;
+                Ok(OktaCredentials::ServiceApp {
+                    client_id: client_id.clone(),
+                    private_key: key,
+                    scopes: scopes.clone(),
+                })
+            }
         }
     }
 
@@ -766,6 +828,96 @@ impl Validator<'_> {
         Ok(b)
     }
 
+    /// `[okta]`'s credentials: `token_env`, or `client_id` + `private_key_env` + `scopes`.
+    fn okta_auth(&self, okta: &RawOkta) -> Result<OktaAuth, ConfigError> {
+        const BOTH: &str = "use one: token_env = \"OKTA_API_TOKEN\" (an SSWS API token), or client_id + private_key_env + scopes (an OAuth 2.0 service app, which Okta recommends)";
+        match (&okta.token_env, &okta.client_id, &okta.private_key_env) {
+            (Some(token), None, None) => {
+                if let Some(scopes) = &okta.scopes {
+                    return Err(self.invalid(
+                        scopes.span(),
+                        "okta.scopes",
+                        "`scopes` is set with token_env, but an API token has no scopes (its admin's role decides)".to_string(),
+                        Some("remove `scopes`, or use a service app: client_id + private_key_env instead of token_env"),
+                    ));
+                }
+                Ok(OktaAuth::Token {
+                    env: self.env_name(token, "okta.token_env")?,
+                    line: self.line(token.span()),
+                })
+            }
+            (Some(token), _, _) => Err(self.invalid(
+                token.span(),
+                "okta.token_env",
+                "[okta] has both token_env and a service app (client_id/private_key_env)".to_string(),
+                Some(BOTH),
+            )),
+            (None, Some(id), Some(key)) => {
+                let client_id = id.get_ref().trim();
+                if client_id.is_empty()
+                    || client_id.len() > MAX_CLIENT_ID_LEN
+                    || !client_id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                {
+                    return Err(self.invalid(
+                        id.span(),
+                        "okta.client_id",
+                        format!("`{client_id}` is not an OAuth client id"),
+                        Some("the service app's Client ID from the Okta Admin Console (Applications > your app > General), e.g. \"0oa1b2c3d4e5f6g7h8i9\""),
+                    ));
+                }
+                let Some(scopes) = &okta.scopes else {
+                    return Err(self.invalid(
+                        id.span(),
+                        "okta.scopes",
+                        "a service app needs `scopes`: the Okta API scopes granted to it".to_string(),
+                        Some("e.g. scopes = [\"okta.users.read\", \"okta.users.manage\", \"okta.groups.manage\", \"okta.logs.read\"]: users.read for lookup_user, users.manage and groups.manage for okta:: actions, logs.read for backfill"),
+                    ));
+                };
+                let list = scopes.get_ref();
+                let bad = list.iter().find(|s| {
+                    s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
+                });
+                if list.is_empty() || list.len() > MAX_OKTA_SCOPES || bad.is_some() {
+                    return Err(self.invalid(
+                        scopes.span(),
+                        "okta.scopes",
+                        match bad {
+                            Some(b) => format!("`{b}` is not an OAuth scope"),
+                            None => format!("give 1 to {MAX_OKTA_SCOPES} scopes"),
+                        },
+                        Some("scopes are names like \"okta.users.read\", one string each"),
+                    ));
+                }
+                Ok(OktaAuth::ServiceApp {
+                    client_id: client_id.to_string(),
+                    private_key_env: self.env_name(key, "okta.private_key_env")?,
+                    line: self.line(key.span()),
+                    scopes: list.clone(),
+                })
+            }
+            (None, Some(id), None) => Err(self.invalid(
+                id.span(),
+                "okta.private_key_env",
+                "client_id is set but private_key_env is not".to_string(),
+                Some("add private_key_env = \"OKTA_PRIVATE_KEY\": the variable holding the service app's PEM private key (RSA or EC)"),
+            )),
+            (None, None, Some(key)) => Err(self.invalid(
+                key.span(),
+                "okta.client_id",
+                "private_key_env is set but client_id is not".to_string(),
+                Some("add client_id = \"<the service app's Client ID>\""),
+            )),
+            (None, None, None) => Err(self.invalid(
+                okta.org_url.span(),
+                "okta.token_env",
+                "[okta] has no credentials".to_string(),
+                Some(BOTH),
+            )),
+        }
+    }
+
     fn env_name(&self, name: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
         let n = name.get_ref();
         if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -793,5 +945,83 @@ mod tests {
         assert_eq!(set.store_cache_bytes, 64 * 1024 * 1024);
         let err = Config::parse("[store]\ncache_mb = 100000\n", path).expect_err("too large");
         assert!(err.to_string().contains("store.cache_mb"), "{err}");
+    }
+
+    #[test]
+    fn okta_takes_exactly_one_kind_of_credentials() {
+        let path = Path::new("/etc/engine/engine.toml");
+        let okta = |body: &str| {
+            Config::parse(
+                &format!("[okta]\norg_url = \"https://o.okta.com\"\n{body}"),
+                path,
+            )
+        };
+        let token = okta("token_env = \"T\"\n").expect("token");
+        assert_eq!(
+            token.okta.expect("okta").auth,
+            OktaAuth::Token {
+                env: "T".into(),
+                line: 3
+            }
+        );
+        let app = okta(
+            "client_id = \"0oa1\"\nprivate_key_env = \"K\"\nscopes = [\"okta.users.manage\"]\n",
+        )
+        .expect("service app");
+        assert_eq!(
+            app.okta.expect("okta").auth,
+            OktaAuth::ServiceApp {
+                client_id: "0oa1".into(),
+                private_key_env: "K".into(),
+                line: 4,
+                scopes: vec!["okta.users.manage".into()]
+            }
+        );
+        for (body, key, says) in [
+            ("", "okta.token_env", "no credentials"),
+            (
+                "token_env = \"T\"\nclient_id = \"0oa1\"\n",
+                "okta.token_env",
+                "both",
+            ),
+            (
+                "client_id = \"0oa1\"\n",
+                "okta.private_key_env",
+                "private_key_env is not",
+            ),
+            (
+                "private_key_env = \"K\"\n",
+                "okta.client_id",
+                "client_id is not",
+            ),
+            (
+                "client_id = \"0oa1\"\nprivate_key_env = \"K\"\n",
+                "okta.scopes",
+                "needs `scopes`",
+            ),
+            (
+                "client_id = \"0oa1\"\nprivate_key_env = \"K\"\nscopes = []\n",
+                "okta.scopes",
+                "give 1",
+            ),
+            (
+                "client_id = \"0oa1\"\nprivate_key_env = \"K\"\nscopes = [\"a b\"]\n",
+                "okta.scopes",
+                "not an OAuth scope",
+            ),
+            (
+                "client_id = \"a b\"\nprivate_key_env = \"K\"\nscopes = [\"s\"]\n",
+                "okta.client_id",
+                "not an OAuth client id",
+            ),
+            (
+                "token_env = \"T\"\nscopes = [\"s\"]\n",
+                "okta.scopes",
+                "no scopes",
+            ),
+        ] {
+            let err = okta(body).expect_err(body).to_string();
+            assert!(err.contains(key) && err.contains(says), "{body:?}: {err}");
+        }
     }
 }

@@ -14,14 +14,17 @@
 //! - [`script`]: the Rhai layer, self-contained: `load.rs`, `header.rs`, `engine.rs`, `run.rs`,
 //!   `explain.rs` (Rhai's run-time errors in the script's terms), `suggest.rs` (did you mean),
 //!   `outcome.rs`, `event.rs`, `schema.rs` (the documented `event`/`delivery`/user fields),
-//!   `definitions.rs` (editor definition files), `email.rs`, `host.rs`, `naming.rs`, `alloc.rs`
+//!   `definitions.rs` (editor definition files), `email.rs`, `host.rs`, `naming.rs`,
+//!   `okta_op.rs` (the `okta::` functions' arguments, `OktaOp`, `OktaGroup`), `alloc.rs`
 //!   (the global allocator with the per-thread heap count the memory limit reads).
 //! - [`config`]: `engine.toml` loading and validation; the embedded defaults.
 //! - [`store`]: every table of the one redb file: `writer.rs` (group commit), `inbox.rs`,
-//!   `dedup.rs`, `due.rs`, `runs.rs`, `outbox.rs`, `samples.rs`, `script_state.rs`, `query.rs`,
+//!   `dedup.rs`, `due.rs`, `runs.rs`, `actions.rs` (the durable action queue), `outbox.rs`, `samples.rs`, `script_state.rs`, `query.rs`,
 //!   `backfill.rs` (the System Log cursor).
-//! - [`lookup`]: `lookup_user`'s sources: `directory.rs`, `okta.rs`, the cache and the `Host`;
-//!   `system_log.rs` (the System Log API pages the backfill reads).
+//! - [`lookup`]: `lookup_user`'s sources: `directory.rs`, `okta.rs` (the one Okta client), the
+//!   cache and the `Host`; `okta_auth.rs` (SSWS token or OAuth service app), `okta_ops.rs` (the
+//!   `okta::` actions' `perform` and reads); `system_log.rs` (the System Log API pages the
+//!   backfill reads).
 //! - [`ingest`]: the HTTP front door: `server.rs`, `limits.rs` (connection caps, slow-client
 //!   timeouts), `admin.rs`, `envelope.rs` (the only envelope parser), `metrics.rs`, `secrets.rs`.
 //! - [`backfill`]: the System Log backfill (the poll loop, a pass, its metrics; `engine

@@ -21,7 +21,8 @@ use tokio::sync::watch;
 use crate::process::{
     Admit, Backoff, Done, Due, DueKey, DuePool, DueWork, MAX_PANICS, Step, Task, Work,
 };
-use crate::store::outbox::{self, MailStatus, OutboxMail, OutboxView};
+use crate::script::{ActionKind, Email};
+use crate::store::actions::{self, ActionStatus, ActionsView, QueuedAction};
 use crate::store::{ReadError, Store};
 use crate::util::{now_ms, prom, redact};
 use mail::Transport;
@@ -56,7 +57,7 @@ pub struct MailSender {
     accept_gate: mail::AcceptGate,
     /// Mails whose outcome could not be recorded (the store could not write), by seq: their
     /// next attempt records that outcome again instead of sending again.
-    unrecorded: std::sync::Mutex<std::collections::HashMap<u64, OutboxMail>>,
+    unrecorded: std::sync::Mutex<std::collections::HashMap<u64, QueuedAction>>,
     failures: crate::util::Throttle,
 }
 
@@ -104,8 +105,8 @@ impl MailSender {
             // Sent (or failed) already: only its outcome is missing. Never send it again here.
             return self.record(m).await;
         }
-        let mut m = match OutboxView(&*self.store).get_by_seq(seq) {
-            Ok(Some(m)) if m.status == MailStatus::Queued => m,
+        let mut m = match ActionsView(&*self.store).get_by_seq(seq) {
+            Ok(Some(m)) if m.status.is_pending() && m.kind == ActionKind::Email => m,
             Ok(_) => return Done::Recorded,
             Err(error) => {
                 if let Some(left_out) = self.failures.ready() {
@@ -114,13 +115,17 @@ impl MailSender {
                 return Done::NotRecorded;
             }
         };
-        let result = mail::send_gated(
-            &self.transport,
-            &self.from,
-            &m.email,
-            Some(&self.accept_gate),
-        )
-        .await;
+        let email: Email = match serde_json::from_value(m.payload.clone()) {
+            Ok(e) => e,
+            Err(e) => {
+                m.status = ActionStatus::Failed;
+                m.next_attempt_ms = None;
+                m.last_error = Some(format!("the queued mail cannot be read: {e}"));
+                return self.record(m).await;
+            }
+        };
+        let result =
+            mail::send_gated(&self.transport, &self.from, &email, Some(&self.accept_gate)).await;
         let answered = std::time::Instant::now();
         m.attempts += 1;
         // Held until the outcome is recorded (see MAX_UNRECORDED_SENDS).
@@ -128,20 +133,22 @@ impl MailSender {
         match result {
             Ok((receipt, permit)) => {
                 accepted = permit;
-                m.status = MailStatus::Sent;
-                m.sent_ms = Some(now_ms());
+                m.status = ActionStatus::Done;
+                m.done_ms = Some(now_ms());
                 m.next_attempt_ms = None;
                 m.last_error = None;
+                m.answer = Some(receipt.detail.clone());
                 tracing::info!(mail_id = %m.id, run_id = m.run_id, detail = %receipt.detail, "mail sent");
             }
             Err(e) if e.is_transient() && self.within_retry_window(&m) => {
                 let delay = self.backoff.delay(m.attempts - 1);
+                m.status = ActionStatus::Retrying;
                 m.next_attempt_ms = Some(now_ms() + delay.as_millis() as u64);
                 m.last_error = Some(e.to_string());
                 tracing::warn!(mail_id = %m.id, error = %e, retry_in_ms = delay.as_millis() as u64, "mail not sent; will retry");
             }
             Err(e) => {
-                m.status = MailStatus::Failed;
+                m.status = ActionStatus::Failed;
                 m.next_attempt_ms = None;
                 m.last_error = Some(e.to_string());
                 tracing::error!(mail_id = %m.id, error = %e, "mail failed permanently");
@@ -157,23 +164,23 @@ impl MailSender {
         done
     }
 
-    fn within_retry_window(&self, m: &OutboxMail) -> bool {
+    fn within_retry_window(&self, m: &QueuedAction) -> bool {
         now_ms().saturating_sub(m.queued_ms) < mail::MAX_RETRY_WINDOW.as_millis() as u64
     }
 
     /// Records a mail's state; its error text (a far side's answer) scrubbed of secrets.
-    async fn record(&self, mut m: OutboxMail) -> Done {
+    async fn record(&self, mut m: QueuedAction) -> Done {
         if let Some(e) = &mut m.last_error {
             redact::scrub_in_place(e);
         }
         let slot = match m.status {
-            MailStatus::Sent => 0,
-            MailStatus::Queued => 1,
-            MailStatus::Failed => 2,
+            ActionStatus::Done => 0,
+            ActionStatus::Queued | ActionStatus::Retrying => 1,
+            ActionStatus::Failed | ActionStatus::Skipped => 2,
         };
         self.counts[slot].fetch_add(1, Ordering::Relaxed);
         let kept = m.clone();
-        match self.store.write(move |txn| outbox::save(txn, &m)).await {
+        match self.store.write(move |txn| actions::save(txn, &m)).await {
             Ok(()) => Done::Recorded,
             Err(error) => {
                 if let Some(left_out) = self.failures.ready() {
@@ -190,19 +197,20 @@ impl MailSender {
 
     /// A send whose task panicked: retried with backoff, failed from [`MAX_PANICS`] on.
     async fn record_panic(&self, seq: u64, count: u32, message: String) -> Done {
-        let Ok(Some(mut m)) = OutboxView(&*self.store).get_by_seq(seq) else {
+        let Ok(Some(mut m)) = ActionsView(&*self.store).get_by_seq(seq) else {
             return Done::NotRecorded;
         };
-        if m.status != MailStatus::Queued {
+        if !m.status.is_pending() {
             return Done::Recorded;
         }
         m.attempts += 1;
         if count >= MAX_PANICS {
-            m.status = MailStatus::Failed;
+            m.status = ActionStatus::Failed;
             m.next_attempt_ms = None;
             m.last_error = Some(format!("sending crashed {count} times: {message}"));
         } else {
             let delay = self.backoff.delay(count - 1);
+            m.status = ActionStatus::Retrying;
             m.next_attempt_ms = Some(now_ms() + delay.as_millis() as u64);
             m.last_error = Some(format!("sending crashed: {message}"));
         }
@@ -219,7 +227,7 @@ impl DueWork for MailSender {
         after: Option<DueKey>,
         admit: &mut dyn FnMut(DueKey) -> Admit,
     ) -> Result<Due, ReadError> {
-        OutboxView(&*self.store).due_now(now_ms, after, admit)
+        ActionsView(&*self.store).due_now(ActionKind::Email, now_ms, after, admit)
     }
 
     fn execute(self: Arc<Self>, id: u64) -> Work {
@@ -243,7 +251,9 @@ impl prom::MetricsSource for MailSender {
             let n = self.counts[i].load(Ordering::Relaxed);
             prom::sample(out, "engine_mail_total", &[("status", status)], n);
         }
-        let depth = OutboxView(&*self.store).due_count().unwrap_or(0);
+        let depth = ActionsView(&*self.store)
+            .due_count(ActionKind::Email)
+            .unwrap_or(0);
         prom::single(
             out,
             "engine_outbox_depth",

@@ -147,7 +147,7 @@ struct Counters {
 
 /// The System Log poller of one store.
 pub struct Backfill {
-    okta: OktaClient,
+    okta: Arc<OktaClient>,
     store: Arc<Store>,
     scripts: LiveScripts,
     settings: Settings,
@@ -170,7 +170,7 @@ impl std::fmt::Debug for Backfill {
 
 impl Backfill {
     pub fn new(
-        okta: OktaClient,
+        okta: Arc<OktaClient>,
         store: Arc<Store>,
         scripts: LiveScripts,
         settings: Settings,

@@ -84,7 +84,7 @@ async fn here(
         eprintln!("warning: script not loaded: {e}");
     }
     let scripts: LiveScripts = Arc::new(ArcSwap::from_pointee(set));
-    let result = match crate::app::build_backfill(config, store.clone(), scripts) {
+    let result = match crate::app::build_backfill(config, None, store.clone(), scripts) {
         Ok(Some(b)) => b.manual(since_ms, dry_run).await.map_err(CliError::failure),
         Ok(None) => Err(CliError::usage(crate::app::NO_BACKFILL)),
         Err(e) => Err(CliError::usage(e)),

@@ -100,7 +100,9 @@ pub async fn dry_run(
         println!("nothing to replay (no script subscribes to that event, or no failed runs)");
         return Ok(Exit::Ok);
     }
-    let host = crate::app::build_host(config).map_err(CliError::usage)?;
+    let host = crate::app::build_okta(config)
+        .and_then(|okta| crate::app::build_host(config, okta))
+        .map_err(CliError::usage)?;
     let mut results = Vec::new();
     for (s, e) in pairs {
         let event = DryEvent {

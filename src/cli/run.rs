@@ -107,7 +107,9 @@ pub async fn dry_run(
         .map_err(|e| CliError::usage(format!("cannot read {}: {e}", payload.display())))?;
     let payload = parse_payload(&bytes)
         .map_err(|e| CliError::usage(format!("{}: {e}", payload.display())))?;
-    let host = crate::app::build_host(config).map_err(CliError::usage)?;
+    let host = crate::app::build_okta(config)
+        .and_then(|okta| crate::app::build_host(config, okta))
+        .map_err(CliError::usage)?;
     let delivery = DeliveryInfo {
         id: payload.delivery.delivery_id.clone().unwrap_or_default(),
         time: payload.delivery.event_time.clone(),

@@ -112,7 +112,7 @@ pub trait Admin: Send + Sync {
         let _ = request;
         Box::pin(async {
             Err(AdminError::Unavailable(
-                "this server has no System Log backfill (it needs [okta] with org_url and token_env)"
+                "this server has no System Log backfill (it needs [okta] with org_url and token_env or a service app)"
                     .to_string(),
             ))
         })

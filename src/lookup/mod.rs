@@ -24,7 +24,12 @@
 //! # Layout
 //!
 //! - `directory`: the `[directory]` file, indexed and re-read on change.
-//! - `okta`: the Okta Users API client (rate limits, errors).
+//! - `okta`: the one Okta Management API client (the Users API for `lookup_user`, rate limits,
+//!   errors, the authenticated exchange every other part uses).
+//! - `okta_auth`: its credentials: an SSWS token, or an OAuth 2.0 service app (a
+//!   `private_key_jwt` client assertion for an access token, cached until shortly before expiry).
+//! - `okta_ops`: the `okta::` actions ([`OktaClient::perform`] of an `OktaOp` → [`OpOutcome`])
+//!   and reads (`user_groups`, `get_group`).
 //! - `system_log`: the System Log API (`/api/v1/logs` polling pages, `Link` next, the rate-limit
 //!   budget), on the same client, for the backfill.
 //! - this module: [`Lookup`] (directory first, then Okta, with a TTL cache) and [`LookupHost`],
@@ -32,6 +37,8 @@
 
 mod directory;
 mod okta;
+mod okta_auth;
+mod okta_ops;
 mod system_log;
 
 use std::collections::HashMap;
@@ -41,7 +48,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Map, Value};
 
-use crate::script::{Host, HostError};
+use std::sync::Arc;
+
+use crate::script::{GroupRef, Host, HostError, NO_OKTA, OktaGroup};
 
 pub use directory::{
     DIRECTORY_CHECK_INTERVAL, Directory, MAX_DIRECTORY_BYTES, parse_csv_directory,
@@ -51,6 +60,8 @@ pub use okta::{
     MAX_OKTA_BODY_BYTES, MAX_RATE_LIMIT_PAUSE, OKTA_CONNECT_TIMEOUT, OKTA_REQUEST_TIMEOUT,
     OktaClient,
 };
+pub use okta_auth::{ASSERTION_LIFETIME, TOKEN_PATH, TOKEN_REFRESH_MARGIN};
+pub use okta_ops::{OpOutcome, OpSummary, RATE_LIMIT_RESERVE};
 pub use system_log::{LOGS_PATH, LogError, LogPage, RateBudget};
 
 /// How long a found user is served from the cache: short, so profile edits show up quickly, yet
@@ -152,7 +163,7 @@ pub fn user_from_json(obj: &Map<String, Value>) -> Result<User, String> {
 /// What `lookup_user` runs on.
 pub struct Lookup {
     directory: Option<Directory>,
-    okta: Option<OktaClient>,
+    okta: Option<Arc<OktaClient>>,
     cache: Mutex<HashMap<String, Cached>>,
     ttl: Duration,
     negative_ttl: Duration,
@@ -181,7 +192,7 @@ impl Lookup {
     /// [`Lookup::lookup_blocking`].
     pub fn new(
         directory: Option<Directory>,
-        okta: Option<OktaClient>,
+        okta: Option<Arc<OktaClient>>,
     ) -> Result<Lookup, LookupError> {
         let handle = tokio::runtime::Handle::try_current().ok();
         if okta.is_some() && handle.is_none() {
@@ -252,6 +263,23 @@ impl Lookup {
         Ok(found)
     }
 
+    /// The Okta client, when `[okta]` is configured.
+    pub fn okta(&self) -> Option<&Arc<OktaClient>> {
+        self.okta.as_ref()
+    }
+
+    /// Runs an Okta read from synchronous code (a Rhai host function), like
+    /// [`Lookup::lookup_blocking`].
+    fn okta_blocking<T, F>(&self, read: impl FnOnce(Arc<OktaClient>) -> F) -> Result<T, LookupError>
+    where
+        F: std::future::Future<Output = Result<T, LookupError>>,
+    {
+        let (Some(okta), Some(h)) = (&self.okta, &self.handle) else {
+            return Err(LookupError::Permanent(NO_OKTA.to_string()));
+        };
+        h.block_on(read(okta.clone()))
+    }
+
     /// [`Lookup::lookup`] for synchronous code: a Rhai host function on a `spawn_blocking`
     /// thread or another plain OS thread. Never call it from an async task (tokio panics when
     /// `block_on` runs inside the runtime's async context); use [`Lookup::lookup`] there.
@@ -318,17 +346,42 @@ impl Lookup {
 /// `lookup_user` for scripts: the `[directory]` file, then the Okta Users API.
 pub struct LookupHost(pub Lookup);
 
-impl Host for LookupHost {
-    fn lookup_user(&self, key: &str, deadline: Option<Instant>) -> Result<Option<User>, HostError> {
-        match self.0.lookup_blocking(key, deadline) {
-            Ok(u) => Ok(u),
-            Err(LookupError::Transient(m)) => Err(HostError::transient(m)),
-            Err(LookupError::RateLimited { message, until }) => Err(HostError::Transient {
+impl From<LookupError> for HostError {
+    fn from(e: LookupError) -> HostError {
+        match e {
+            LookupError::Transient(m) => HostError::transient(m),
+            LookupError::RateLimited { message, until } => HostError::Transient {
                 message,
                 not_before: Some(until),
-            }),
-            Err(LookupError::OutOfTime(m)) => Err(HostError::OutOfTime(m)),
-            Err(e @ LookupError::Permanent(_)) => Err(HostError::Permanent(e.to_string())),
+            },
+            LookupError::OutOfTime(m) => HostError::OutOfTime(m),
+            e @ LookupError::Permanent(_) => HostError::Permanent(e.to_string()),
         }
+    }
+}
+
+impl Host for LookupHost {
+    fn lookup_user(&self, key: &str, deadline: Option<Instant>) -> Result<Option<User>, HostError> {
+        Ok(self.0.lookup_blocking(key, deadline)?)
+    }
+
+    fn okta_user_groups(
+        &self,
+        user: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<OktaGroup>, HostError> {
+        Ok(self
+            .0
+            .okta_blocking(|o| async move { o.user_groups(user, deadline).await })?)
+    }
+
+    fn okta_get_group(
+        &self,
+        group: &GroupRef,
+        deadline: Option<Instant>,
+    ) -> Result<Option<OktaGroup>, HostError> {
+        Ok(self
+            .0
+            .okta_blocking(|o| async move { o.get_group(group, deadline).await })?)
     }
 }

@@ -7,22 +7,29 @@
 //! 401/403 → [`LookupError::Permanent`] with a hint. The token is a [`Secret`]: it is in no
 //! `Debug` output and no error message of ours (a far side that echoes it is scrubbed by
 //! `util::redact` wherever text is recorded or logged).
+//!
+//! The one client of the Okta Management API: `lookup_user`, the System Log backfill
+//! (`system_log.rs`), the `okta::` reads and actions (`okta_ops.rs`) share it, and with it the
+//! credentials (`okta_auth.rs`: an SSWS token or an OAuth service app's cached access token),
+//! the rate-limit hold-off and the `X-Rate-Limit-Remaining` budget per endpoint.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request, StatusCode, header};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value};
 
+use super::okta_auth::Auth;
+use super::system_log::RateBudget;
 use super::{LookupError, User, scalar_string, user_from_json};
-use crate::config::{OktaConfig, Secret};
+use crate::config::{OktaConfig, OktaCredentials, Secret};
 
 /// One Okta request (connect, TLS, answer) may take this long, and never longer than the run
 /// that asks has left; Okta answers in ~100 ms.
@@ -38,37 +45,57 @@ const RATE_LIMIT_FALLBACK_WAIT: Duration = Duration::from_secs(1);
 /// further away (a wrong clock, a proxy's header) must not park every lookup for longer.
 pub const MAX_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(5 * 60);
 
-type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+pub(super) type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// A client for `GET /api/v1/users/{id-or-login}`.
+/// The client of the Okta Management API.
 pub struct OktaClient {
     org_url: String,
-    token: Secret,
-    client: HttpsClient,
+    pub(super) auth: Auth,
+    pub(super) client: HttpsClient,
     /// Until when the org answers 429 (the latest reset a 429 announced): lookups before then
     /// fail at once, without a request.
     rate_limited_until: Mutex<Option<SystemTime>>,
+    /// The latest `X-Rate-Limit-*` headers per endpoint bucket (see `okta_ops::bucket`): an
+    /// action waits for the reset instead of spending a bucket's last requests.
+    pub(super) budgets: Mutex<std::collections::HashMap<String, RateBudget>>,
 }
 
 impl fmt::Debug for OktaClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OktaClient")
             .field("org_url", &self.org_url)
-            .field("token", &self.token)
+            .field("auth", &self.auth)
             .finish()
     }
 }
 
+/// A request body: JSON (the Management API) or a form (the OAuth token endpoint).
+pub(super) enum Body {
+    Empty,
+    Json(Vec<u8>),
+    Form(String),
+}
+
 /// Characters left as they are in the user key path segment (RFC 3986 unreserved).
-const KEY_ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+pub(super) const KEY_ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
 
 impl OktaClient {
-    /// `org_url` like `https://example.okta.com` (`http://` is accepted for tests and proxies).
+    /// `org_url` like `https://example.okta.com` (`http://` is accepted for tests and proxies),
+    /// with an SSWS API token.
     pub fn new(org_url: &str, token: Secret) -> Result<OktaClient, LookupError> {
+        OktaClient::with_credentials(org_url, OktaCredentials::Token(token))
+    }
+
+    /// With either kind of credentials; a service app's private key is checked here (it must
+    /// sign), so a bad key fails at start, not at the first request.
+    pub fn with_credentials(
+        org_url: &str,
+        credentials: OktaCredentials,
+    ) -> Result<OktaClient, LookupError> {
         let org_url = org_url.trim_end_matches('/').to_string();
         if !(org_url.starts_with("https://") || org_url.starts_with("http://")) {
             return Err(LookupError::Permanent(format!(
@@ -86,17 +113,22 @@ impl OktaClient {
             .enable_http1()
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).build(connector);
+        let auth = Auth::new(&org_url, credentials)?;
         Ok(OktaClient {
             org_url,
-            token,
+            auth,
             client,
             rate_limited_until: Mutex::new(None),
+            budgets: Mutex::new(Default::default()),
         })
     }
 
-    /// From the `[okta]` section and the token read from its `token_env` variable.
-    pub fn from_config(cfg: &OktaConfig, token: Secret) -> Result<OktaClient, LookupError> {
-        OktaClient::new(&cfg.org_url, token)
+    /// From the `[okta]` section and the credentials read from its variables.
+    pub fn from_config(
+        cfg: &OktaConfig,
+        credentials: OktaCredentials,
+    ) -> Result<OktaClient, LookupError> {
+        OktaClient::with_credentials(&cfg.org_url, credentials)
     }
 
     pub fn org_url(&self) -> &str {
@@ -145,43 +177,22 @@ impl OktaClient {
                 )))
             }
             StatusCode::TOO_MANY_REQUESTS => {
-                let until = rate_limit_until(&headers, SystemTime::now());
-                self.note_rate_limit(until);
-                let resets_in = seconds_until(until);
-                tracing::info!(
-                    org_url = %self.org_url,
-                    resets_in_s = resets_in,
-                    "Okta rate limit reached (429); lookups fail transient until it resets"
-                );
-                Err(LookupError::RateLimited {
-                    message: format!(
-                        "Okta rate limit reached (429{}) looking up {key:?}; it resets in {resets_in} s",
-                        okta_error_suffix(&body)
-                    ),
-                    until,
-                })
+                let err = self.read_error(status, &headers, &body, &format!("user {key:?}"));
+                if let LookupError::RateLimited { until, .. } = &err {
+                    tracing::info!(
+                        org_url = %self.org_url,
+                        resets_in_s = seconds_until(*until),
+                        "Okta rate limit reached (429); lookups fail transient until it resets"
+                    );
+                }
+                Err(err)
             }
-            StatusCode::UNAUTHORIZED => Err(LookupError::Permanent(format!(
-                "Okta rejected the API token (401{}): check that the variable named by okta.token_env holds a valid, active Okta API token",
-                okta_error_suffix(&body)
-            ))),
-            StatusCode::FORBIDDEN => Err(LookupError::Permanent(format!(
-                "Okta refused the request (403{}): the API token's admin needs permission to read users",
-                okta_error_suffix(&body)
-            ))),
-            s if s.is_server_error() => Err(LookupError::Transient(format!(
-                "Okta answered {s}{} looking up {key:?}",
-                okta_error_suffix(&body)
-            ))),
-            s => Err(LookupError::Permanent(format!(
-                "Okta answered {s}{} looking up {key:?}",
-                okta_error_suffix(&body)
-            ))),
+            _ => Err(self.read_error(status, &headers, &body, &format!("user {key:?}"))),
         }
     }
 
     /// The reset of a rate limit still in force.
-    fn rate_limited(&self) -> Option<SystemTime> {
+    pub(super) fn rate_limited(&self) -> Option<SystemTime> {
         let until = *self
             .rate_limited_until
             .lock()
@@ -189,7 +200,7 @@ impl OktaClient {
         until.filter(|u| *u > SystemTime::now())
     }
 
-    fn note_rate_limit(&self, until: SystemTime) {
+    pub(super) fn note_rate_limit(&self, until: SystemTime) {
         let mut known = self
             .rate_limited_until
             .lock()
@@ -215,6 +226,66 @@ impl OktaClient {
         deadline: Option<Instant>,
         max_body: usize,
     ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), LookupError> {
+        self.call(Method::GET, url, None, deadline, max_body, None)
+            .await
+    }
+
+    /// One authenticated exchange with the Management API: the credentials' header (a service
+    /// app's token fetched or taken from the cache), `json` as the body, `Idempotency-Key` when
+    /// given. A 401 to a cached OAuth token drops it and tries once more with a fresh one.
+    pub(super) async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        json: Option<&serde_json::Value>,
+        deadline: Option<Instant>,
+        max_body: usize,
+        idempotency_key: Option<&str>,
+    ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), LookupError> {
+        let body = match json {
+            Some(v) => Body::Json(serde_json::to_vec(v).map_err(|e| {
+                LookupError::Permanent(format!("cannot encode the Okta request body: {e}"))
+            })?),
+            None => Body::Empty,
+        };
+        let mut refreshed = false;
+        loop {
+            let (auth, from_cache) = self.auth.header(self, deadline).await?;
+            let answer = self
+                .send(
+                    method.clone(),
+                    url,
+                    Some(auth),
+                    &body,
+                    deadline,
+                    max_body,
+                    idempotency_key,
+                )
+                .await?;
+            if answer.0 == StatusCode::UNAUTHORIZED && from_cache && !refreshed {
+                // An access token revoked or expired early: one fresh token, then the answer
+                // stands.
+                self.auth.forget_token().await;
+                refreshed = true;
+                continue;
+            }
+            self.note_budget(&method, url, &answer.1);
+            return Ok(answer);
+        }
+    }
+
+    /// One exchange, bounded by [`OKTA_REQUEST_TIMEOUT`] and by `deadline`, whichever is first.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        auth: Option<header::HeaderValue>,
+        body: &Body,
+        deadline: Option<Instant>,
+        max_body: usize,
+        idempotency_key: Option<&str>,
+    ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), LookupError> {
         let started = Instant::now();
         let timeout_end = started + OKTA_REQUEST_TIMEOUT;
         let (end, bound_by_run) = match deadline {
@@ -231,25 +302,34 @@ impl OktaClient {
         if bound_by_run && end <= started {
             return Err(out_of_time());
         }
-        let mut auth = header::HeaderValue::try_from(format!("SSWS {}", self.token.expose()))
-            .map_err(|_| {
-                LookupError::Permanent(
-                    "the Okta API token is not a valid header value (check okta.token_env)"
-                        .to_string(),
-                )
-            })?;
-        auth.set_sensitive(true);
-        let request = Request::get(url)
-            .header(header::AUTHORIZATION, auth)
+        let mut request = Request::builder()
+            .method(method)
+            .uri(url)
             .header(header::ACCEPT, "application/json")
             .header(
                 header::USER_AGENT,
                 concat!("engine/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Empty::<Bytes>::new())
-            .map_err(|_| {
-                LookupError::Permanent(format!("cannot build the Okta request for {url}"))
-            })?;
+            );
+        if let Some(auth) = auth {
+            request = request.header(header::AUTHORIZATION, auth);
+        }
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        let payload = match body {
+            Body::Empty => Bytes::new(),
+            Body::Json(b) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Bytes::from(b.clone())
+            }
+            Body::Form(f) => {
+                request = request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+                Bytes::from(f.clone())
+            }
+        };
+        let request = request.body(Full::new(payload)).map_err(|_| {
+            LookupError::Permanent(format!("cannot build the Okta request for {url}"))
+        })?;
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| {
                 LookupError::Transient(format!(

@@ -127,7 +127,7 @@ impl OktaClient {
                 }
                 Ok(LogPage {
                     events,
-                    next: next_link(&headers, self.org_url()),
+                    next: next_link(&headers, self.org_url(), LOGS_PATH),
                     budget,
                 })
             }
@@ -149,8 +149,10 @@ impl OktaClient {
             StatusCode::UNAUTHORIZED => Err(LogError::Rejected {
                 status: 401,
                 message: format!(
-                    "Okta rejected the API token reading the System Log (401{}): check that the variable named by okta.token_env holds a valid, active Okta API token",
-                    okta_error_suffix(&body)
+                    "Okta rejected the {} reading the System Log (401{}): {}",
+                    self.auth.what(),
+                    okta_error_suffix(&body),
+                    self.auth.check_hint()
                 ),
             }),
             StatusCode::FORBIDDEN => Err(LogError::Rejected {
@@ -202,7 +204,7 @@ fn causes(body: &[u8]) -> String {
     list.iter().map(|c| format!("; {c}")).collect()
 }
 
-fn budget(headers: &hyper::HeaderMap) -> RateBudget {
+pub(super) fn budget(headers: &hyper::HeaderMap) -> RateBudget {
     let num = |name: &str| {
         headers
             .get(name)
@@ -218,8 +220,9 @@ fn budget(headers: &hyper::HeaderMap) -> RateBudget {
 }
 
 /// The `rel="next"` target among the `Link` headers (one header per link, or several links in
-/// one header separated by commas), if it is on the org's own origin: the token is sent to it.
-fn next_link(headers: &hyper::HeaderMap, org_url: &str) -> Option<String> {
+/// one header separated by commas), if it is on the org's own origin under `prefix` (a path):
+/// the token is sent to it.
+pub(super) fn next_link(headers: &hyper::HeaderMap, org_url: &str, prefix: &str) -> Option<String> {
     for value in headers.get_all(hyper::header::LINK) {
         let Ok(text) = value.to_str() else { continue };
         for link in text.split(',') {
@@ -237,10 +240,10 @@ fn next_link(headers: &hyper::HeaderMap, org_url: &str) -> Option<String> {
             let Some(url) = target.strip_prefix('<').and_then(|t| t.strip_suffix('>')) else {
                 continue;
             };
-            if url.starts_with(&format!("{org_url}{LOGS_PATH}")) {
+            if url.starts_with(&format!("{org_url}{prefix}")) {
                 return Some(url.to_string());
             }
-            tracing::warn!(next = %url, "ignoring a System Log next link to another origin");
+            tracing::warn!(next = %url, "ignoring an Okta next link to another origin or path");
         }
     }
     None
@@ -266,10 +269,10 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(
-            next_link(&h, "https://o.okta.com").as_deref(),
+            next_link(&h, "https://o.okta.com", LOGS_PATH).as_deref(),
             Some("https://o.okta.com/api/v1/logs?limit=2&after=b2")
         );
-        assert_eq!(next_link(&h, "https://other.okta.com"), None);
+        assert_eq!(next_link(&h, "https://other.okta.com", LOGS_PATH), None);
         let mut one = hyper::HeaderMap::new();
         one.insert(
             "link",
@@ -278,7 +281,7 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(
-            next_link(&one, "https://o.okta.com").as_deref(),
+            next_link(&one, "https://o.okta.com", LOGS_PATH).as_deref(),
             Some("https://o.okta.com/api/v1/logs?after=z")
         );
     }

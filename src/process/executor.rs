@@ -16,7 +16,7 @@ use super::scheduler::{Admit, Backoff, Done, Due, DueKey, DueWork, MAX_PANICS, S
 use crate::script::{
     self, DeliveryInfo, Host, Limits, LiveScripts, LogLine, RunError, RunErrorKind, RunOutcome,
 };
-use crate::store::outbox::{self, Origin};
+use crate::store::actions::{self, Origin};
 use crate::store::runs::{self, RunRecord, RunStatus, RunsView};
 use crate::store::{ReadError, Store, StoredEvent};
 use crate::util::{format_ms, now_ms, prom, redact};
@@ -300,7 +300,7 @@ impl Executor {
                     event_uuid: &record.event_uuid,
                     script: &record.script,
                 };
-                outbox::enqueue(txn, origin, &record.actions)?;
+                actions::enqueue(txn, origin, &record.actions)?;
             }
             Ok(())
         });

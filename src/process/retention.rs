@@ -30,7 +30,7 @@ pub async fn prune_once(store: &Store, cutoff_ms: u64) -> Result<PruneReport, Wr
         let pass = store
             .write(move |txn| {
                 let (runs, oldest_needed) = store::runs::prune(txn, cutoff_ms, PRUNE_BATCH)?;
-                let mails = store::outbox::prune(txn, cutoff_ms, PRUNE_BATCH)?;
+                let mails = store::actions::prune(txn, cutoff_ms, PRUNE_BATCH)?;
                 let s = store::prune(txn, cutoff_ms, oldest_needed, PRUNE_BATCH)?;
                 Ok(PruneReport {
                     store: s,

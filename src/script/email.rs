@@ -14,11 +14,37 @@ const MAX_LABEL_LEN: usize = 63;
 pub const MAX_RECIPIENTS: usize = 100;
 /// RFC 5322 caps a header line at 998 characters including `Subject: `; keep well inside.
 pub const MAX_SUBJECT_CHARS: usize = 900;
-/// Characters of the mail id kept from the sha256 hex (128 bits: collisions are not a concern).
-const MAIL_ID_HEX_CHARS: usize = 32;
+/// Characters of an action id kept from the sha256 hex (128 bits: collisions are not a concern).
+const ACTION_ID_HEX_CHARS: usize = 32;
 
 /// The keys `send_email` accepts.
 const EMAIL_KEYS: &[&str] = &["to", "cc", "bcc", "reply_to", "subject", "body", "html"];
+
+/// The kinds of action, each carried out by its own executor (`src/actions/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    Email,
+    Http,
+    Okta,
+}
+
+impl ActionKind {
+    pub const ALL: [ActionKind; 3] = [ActionKind::Email, ActionKind::Http, ActionKind::Okta];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Email => "email",
+            ActionKind::Http => "http",
+            ActionKind::Okta => "okta",
+        }
+    }
+
+    /// The kind named `s` (`email`, `http`, `okta`).
+    pub fn parse(s: &str) -> Option<ActionKind> {
+        ActionKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
 
 /// Something a run asks the engine to do after it succeeds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,13 +53,34 @@ pub enum Action {
     Email(Email),
 }
 
+impl Action {
+    /// The stable action id (see [`action_id`]).
+    pub fn id(&self) -> &str {
+        match self {
+            Action::Email(e) => &e.id,
+        }
+    }
+
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Action::Email(_) => ActionKind::Email,
+        }
+    }
+
+    /// What the kind's executor needs, as JSON.
+    pub fn payload(&self) -> Result<serde_json::Value, serde_json::Error> {
+        match self {
+            Action::Email(e) => serde_json::to_value(e),
+        }
+    }
+}
+
 /// A mail recorded by `send_email`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Email {
-    /// Stable id: the first 32 hex characters of sha256 over the event id (its `uuid`), the script
-    /// name, `position` and the content (recipients, reply-to, subject, bodies). Re-running the
-    /// same script on the same event gives the same ids; an edited mail gets a new one. This is
-    /// what `send_email` returns to the script.
+    /// Stable action id (see [`action_id`]): from the event, the script and the mail's key
+    /// (`email#<position>` by default), not its content, so a replay after the script was edited
+    /// does not send again what was already sent. This is what `send_email` returns.
     pub id: String,
     /// Index of this mail among the mails of its run (0-based).
     pub position: usize,
@@ -46,37 +93,22 @@ pub struct Email {
     pub html: Option<String>,
 }
 
-/// The mail id described at [`Email::id`].
-pub fn mail_id(event_id: &str, script: &str, position: usize, email: &Email) -> String {
+/// The default key of the `position`-th action of `kind` in a run: `email#0`, `http#1`.
+pub fn default_key(kind: ActionKind, position: usize) -> String {
+    format!("{}#{position}", kind.as_str())
+}
+
+/// An action's stable id: the first 32 hex characters of sha256 over the event id (its `uuid`),
+/// the script name and the action's key (the script's `key`, else [`default_key`]). Never the
+/// content: re-running an edited script on the same event gives the same ids.
+pub fn action_id(event_id: &str, script: &str, key: &str) -> String {
     let mut h = Sha256::new();
-    for part in [event_id, script, &position.to_string()] {
+    for part in [event_id, script, key] {
         h.update(part.as_bytes());
         h.update([0u8]);
     }
-    for list in [&email.to, &email.cc, &email.bcc] {
-        for a in list {
-            h.update(a.as_bytes());
-            h.update([1u8]);
-        }
-        h.update([0u8]);
-    }
-    for part in [
-        email.reply_to.as_deref(),
-        Some(email.subject.as_str()),
-        Some(email.body.as_str()),
-        email.html.as_deref(),
-    ] {
-        match part {
-            Some(s) => {
-                h.update([1u8]);
-                h.update(s.as_bytes());
-            }
-            None => h.update([2u8]),
-        }
-        h.update([0u8]);
-    }
     let mut id = hex::encode(h.finalize());
-    id.truncate(MAIL_ID_HEX_CHARS);
+    id.truncate(ACTION_ID_HEX_CHARS);
     id
 }
 

@@ -18,8 +18,9 @@ use rhai::{
 };
 
 use super::Limits;
-use super::email::{Action, mail_id, parse_email};
+use super::email::{Action, ActionKind, action_id, default_key, parse_email};
 use super::host::{Host, HostError, user_to_dynamic};
+use super::okta_op::{OktaGroup, OktaOp, group_ref, user_ref};
 use super::outcome::{LogLevel, LogLine, RunErrorKind};
 
 /// Operations between two reads of the clock: `Instant::now()` costs ~25 ns, an operation a few,
@@ -280,6 +281,15 @@ fn runtime_error(message: String) -> Box<EvalAltResult> {
     Box::new(EvalAltResult::ErrorRuntime(message.into(), Position::NONE))
 }
 
+/// An error at the call: module functions' errors do not get the call site's position
+/// from Rhai as global ones do.
+fn error_at_call(ctx: &NativeCallContext, message: String) -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorRuntime(
+        message.into(),
+        ctx.call_position(),
+    ))
+}
+
 fn not_in_run(name: &str) -> Box<EvalAltResult> {
     runtime_error(format!("{name} cannot be called while a module is loading"))
 }
@@ -315,7 +325,11 @@ fn send_email(ctx: NativeCallContext, map: Map) -> Result<ImmutableString, Box<E
             return Err(c.max_emails);
         }
         email.position = c.emails;
-        email.id = mail_id(&c.event_id, &c.script, email.position, &email);
+        email.id = action_id(
+            &c.event_id,
+            &c.script,
+            &default_key(ActionKind::Email, email.position),
+        );
         c.emails += 1;
         let id = email.id.clone();
         c.actions.push(Action::Email(email));
@@ -337,36 +351,170 @@ fn lookup_user(
     ctx: NativeCallContext,
     key: ImmutableString,
 ) -> Result<Dynamic, Box<EvalAltResult>> {
-    let host = with_ctx(|c| c.host.clone()).ok_or_else(|| not_in_run("lookup_user"))?;
     if key.trim().is_empty() {
+        // Still only inside a run.
+        with_ctx(|_| ()).ok_or_else(|| not_in_run("lookup_user"))?;
         return Ok(Dynamic::UNIT);
     }
-    // The lookup gets the run's deadline: it must not hold the thread past the time limit.
+    let what = format!("lookup_user({:?})", key.as_str());
+    host_read(&ctx, "lookup_user", &what, |host, deadline| {
+        host.lookup_user(&key, deadline)
+    })
+    .map(|found| found.map_or(Dynamic::UNIT, |u| user_to_dynamic(&u)))
+}
+
+/// A read through the host during a run (`lookup_user`, the `okta::` reads), within the run's
+/// deadline: a transient failure fails the run as transient (retried later, sticky), running
+/// out of time fails it with its time limit, a permanent one is an error at the call.
+fn host_read<T>(
+    ctx: &NativeCallContext,
+    name: &str,
+    what: &str,
+    read: impl FnOnce(&dyn Host, Option<Instant>) -> Result<T, HostError>,
+) -> Result<T, Box<EvalAltResult>> {
+    let host = with_ctx(|c| c.host.clone()).ok_or_else(|| not_in_run(name))?;
+    // The read gets the run's deadline: it must not hold the thread past the time limit.
     let deadline = BUDGET.with(|b| b.get().deadline);
     if deadline.is_some_and(|d| Instant::now() >= d) {
-        return Err(out_of_time(&ctx));
+        return Err(out_of_time(ctx));
     }
     // The host is called outside any borrow of the run state.
-    match host.lookup_user(&key, deadline) {
-        Ok(Some(user)) => Ok(user_to_dynamic(&user)),
-        Ok(None) => Ok(Dynamic::UNIT),
+    match read(host.as_ref(), deadline) {
+        Ok(v) => Ok(v),
         Err(HostError::Transient {
             message,
             not_before,
         }) => Err(fatal(
-            &ctx,
+            ctx,
             RunErrorKind::Transient,
-            format!(
-                "lookup_user({:?}): {message} (transient; the run will be retried)",
-                key.as_str()
-            ),
+            format!("{what}: {message} (transient; the run will be retried)"),
             not_before,
         )),
-        Err(HostError::OutOfTime(_)) => Err(out_of_time(&ctx)),
-        Err(HostError::Permanent(msg)) => Err(runtime_error(format!(
-            "lookup_user({:?}): {msg}",
-            key.as_str()
-        ))),
+        Err(HostError::OutOfTime(_)) => Err(out_of_time(ctx)),
+        Err(HostError::Permanent(msg)) => Err(error_at_call(ctx, format!("{what}: {msg}"))),
+    }
+}
+
+/// `okta::user_groups(user)`: `[#{ id, name, description, type }]`.
+fn okta_user_groups(ctx: NativeCallContext, user: Dynamic) -> Result<Dynamic, Box<EvalAltResult>> {
+    let key =
+        user_ref(&user).map_err(|e| error_at_call(&ctx, format!("okta::user_groups: {e}")))?;
+    let what = format!("okta::user_groups({key:?})");
+    let groups = host_read(&ctx, "okta::user_groups", &what, |host, deadline| {
+        host.okta_user_groups(&key, deadline)
+    })?;
+    Ok(Dynamic::from_array(
+        groups.iter().map(OktaGroup::to_dynamic).collect(),
+    ))
+}
+
+/// `okta::get_group(id_or_name)`: the group map or `()`.
+fn okta_get_group(ctx: NativeCallContext, group: Dynamic) -> Result<Dynamic, Box<EvalAltResult>> {
+    let group =
+        group_ref(&group).map_err(|e| error_at_call(&ctx, format!("okta::get_group: {e}")))?;
+    let what = format!("okta::get_group({:?})", group.as_str());
+    let found = host_read(&ctx, "okta::get_group", &what, |host, deadline| {
+        host.okta_get_group(&group, deadline)
+    })?;
+    Ok(found.map_or(Dynamic::UNIT, |g| g.to_dynamic()))
+}
+
+const USER_GROUPS_DOC: &str = "/// The Okta groups of a user (an Okta user id, a login, a `lookup_user` map or an\n\
+/// actor/target map): `[#{ id, name, description, type }]`, read from Okta during the run.\n\
+/// A transient failure (Okta down, rate limit) retries the whole run later.";
+const GET_GROUP_DOC: &str = "/// The Okta group with this id or exact name (or a `UserGroup` target map's id):\n\
+/// `#{ id, name, description, type }`, or `()` when there is none. Read during the run.";
+
+/// The `okta::` action functions: (name, whether it takes a second argument).
+const OKTA_ACTIONS: &[(&str, bool)] = &[
+    ("suspend_user", false),
+    ("unsuspend_user", false),
+    ("deactivate_user", false),
+    ("clear_sessions", false),
+    ("expire_password", false),
+    ("add_to_group", true),
+    ("remove_from_group", true),
+    ("update_profile", true),
+];
+
+/// Records an `okta` action. The durable action queue that carries `okta` actions out (issue
+/// 11's other half) is not in this build: until it is wired here (push the action with its id
+/// and return the id, as `send_email` does), the run fails with a sticky error at the call, so
+/// no script believes a change was made.
+fn record_okta(ctx: &NativeCallContext, op: OktaOp) -> Result<ImmutableString, Box<EvalAltResult>> {
+    with_ctx(|_| ()).ok_or_else(|| not_in_run(op.name()))?;
+    Err(fatal(
+        ctx,
+        RunErrorKind::Script,
+        format!(
+            "okta::{}: this build does not carry out Okta actions yet (they need the durable action queue); nothing was recorded for {}",
+            op.name(),
+            op.describe()
+        ),
+        None,
+    ))
+}
+
+const OKTA_ACTION_DOC: &str = "/// Records an `okta` action, carried out once after the run succeeds (see docs/scripting.md):\n\
+/// `user` is an Okta user id, a login, a `lookup_user` map or an actor/target map; `group` a\n\
+/// group id or name, a `UserGroup` target map or an `okta::get_group` map. Returns the action id.";
+
+/// Adds the `okta::` action functions to the `okta` module (unless `stdlib/okta.rhai` defines
+/// one of the same name and arity): each checks its arguments into an [`OktaOp`] at the call.
+fn add_okta_actions(module: &mut Module, defined: &[(String, usize)]) {
+    for &(name, two) in OKTA_ACTIONS {
+        let arity = if two { 2 } else { 1 };
+        if defined.iter().any(|(n, a)| n == name && *a == arity) {
+            continue;
+        }
+        let reg = FuncRegistration::new(name)
+            .in_internal_namespace()
+            .with_comments([OKTA_ACTION_DOC]);
+        if two {
+            let second = if name == "update_profile" {
+                "profile: Map"
+            } else {
+                "group: ?"
+            };
+            reg.with_params_info(["user: ?", second, "String"])
+                .set_into_module(
+                    module,
+                    move |ctx: NativeCallContext, user: Dynamic, extra: Dynamic| {
+                        let op = OktaOp::from_args(name, &user, Some(&extra))
+                            .map_err(|e| error_at_call(&ctx, e))?;
+                        record_okta(&ctx, op)
+                    },
+                );
+        } else {
+            reg.with_params_info(["user: ?", "String"]).set_into_module(
+                module,
+                move |ctx: NativeCallContext, user: Dynamic| {
+                    let op =
+                        OktaOp::from_args(name, &user, None).map_err(|e| error_at_call(&ctx, e))?;
+                    record_okta(&ctx, op)
+                },
+            );
+        }
+    }
+}
+
+/// Adds the `okta::` reads to the `okta` module unless `stdlib/okta.rhai` defines a function of
+/// the same name and arity (`defined`: (name, arity) of its script functions).
+fn add_okta_reads(module: &mut Module, defined: &[(String, usize)]) {
+    let missing = |name: &str, arity: usize| !defined.iter().any(|(n, a)| n == name && *a == arity);
+    if missing("user_groups", 1) {
+        FuncRegistration::new("user_groups")
+            .in_internal_namespace()
+            .with_params_info(["user: ?", "Array"])
+            .with_comments([USER_GROUPS_DOC])
+            .set_into_module(module, okta_user_groups);
+    }
+    if missing("get_group", 1) {
+        FuncRegistration::new("get_group")
+            .in_internal_namespace()
+            .with_params_info(["id_or_name: ?", "?"])
+            .with_comments([GET_GROUP_DOC])
+            .set_into_module(module, okta_get_group);
     }
 }
 
@@ -589,6 +737,8 @@ impl ModuleResolver for SharedResolver {
                 .map(|f| (f.name.to_string(), f.params.len()))
                 .collect();
             super::naming::add_to_okta_module(&mut module, &defined);
+            add_okta_reads(&mut module, &defined);
+            add_okta_actions(&mut module, &defined);
         }
         Ok(module.into())
     }

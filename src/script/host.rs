@@ -7,6 +7,10 @@ use rhai::{Dynamic, Map};
 use serde::{Deserialize, Serialize};
 
 use super::event::json_to_dynamic;
+use super::okta_op::{GroupRef, OktaGroup};
+
+/// What the `okta::` reads answer when the engine has no `[okta]` section.
+pub const NO_OKTA: &str = "this needs the Okta API: add [okta] with org_url and token_env (or client_id and private_key_env) to engine.toml";
 
 /// A user as `lookup_user` returns it. Field names follow Okta's user profile (camelCase), so a
 /// `[directory]` JSON file or an Okta profile deserializes into it directly.
@@ -85,6 +89,25 @@ pub trait Host: Send + Sync {
     /// `deadline` (the run's: its `timeout_ms`), with [`HostError::OutOfTime`] if it has no
     /// answer by then; `None`: no deadline.
     fn lookup_user(&self, key: &str, deadline: Option<Instant>) -> Result<Option<User>, HostError>;
+
+    /// `okta::user_groups`: the groups of the user with this id or login, by `deadline`.
+    /// Without the Okta API: [`HostError::Permanent`] ([`NO_OKTA`]).
+    fn okta_user_groups(
+        &self,
+        _user: &str,
+        _deadline: Option<Instant>,
+    ) -> Result<Vec<OktaGroup>, HostError> {
+        Err(HostError::Permanent(NO_OKTA.to_string()))
+    }
+
+    /// `okta::get_group`: the group with this id or exact name; `Ok(None)`: no such group.
+    fn okta_get_group(
+        &self,
+        _group: &GroupRef,
+        _deadline: Option<Instant>,
+    ) -> Result<Option<OktaGroup>, HostError> {
+        Err(HostError::Permanent(NO_OKTA.to_string()))
+    }
 }
 
 /// A directory with nobody in it: every lookup is `Ok(None)`.

@@ -34,7 +34,14 @@
 //! // Host side
 //! trait Host: Send + Sync {
 //!     fn lookup_user(&self, key: &str, deadline: Option<Instant>) -> Result<Option<User>, HostError>;
+//!     fn okta_user_groups(&self, user, deadline) -> Result<Vec<OktaGroup>, HostError>;   // default: NO_OKTA
+//!     fn okta_get_group(&self, group: &GroupRef, deadline) -> Result<Option<OktaGroup>, HostError>;
 //! }
+//! OktaOp::{SuspendUser, …, UpdateProfile} (serde; from_args(function, user, extra), describe())
+//! okta::suspend_user(user) … okta::update_profile(user, map)   // in the okta module: arguments
+//!     checked into an OktaOp at the call; `engine::record_okta` is where the action queue records
+//!     it (until then a sticky run error); okta::user_groups / okta::get_group read via the Host
+//! user_ref(&Dynamic), group_ref(&Dynamic) -> GroupRef::{Id, Name}; OktaGroup { id, name, description, kind }
 //! HostError::{Transient { message, not_before: Option<SystemTime> }, Permanent(String),
 //!             OutOfTime(String)}; HostError::transient(message)
 //! User (serde, camelCase like Okta's profile)
@@ -89,6 +96,8 @@
 //! - `email`: `send_email`'s map into an `Email` action and its stable id.
 //! - `host`: the `Host` trait (`lookup_user`) and the `User` record.
 //! - `naming`: native kernels of the `okta` module's naming helpers.
+//! - `okta_op`: the `okta::` functions' user and group arguments, `OktaOp` (what an `okta`
+//!   action stores) and `OktaGroup` (what the `okta::` reads return).
 //! - `alloc`: the global allocator, with the per-thread heap count the memory limit reads.
 
 pub mod alloc;
@@ -101,6 +110,7 @@ mod header;
 mod host;
 mod load;
 mod naming;
+mod okta_op;
 mod outcome;
 mod run;
 pub mod schema;
@@ -109,12 +119,19 @@ mod suggest;
 pub use definitions::{
     DEFAULT_DEFINITIONS_DIR, DefinitionFile, HOST_FILE, SCOPE_FILE, definitions,
 };
-pub use email::{Action, Email, MAX_ADDRESS_LEN, MAX_RECIPIENTS, MAX_SUBJECT_CHARS, mail_id};
+pub use email::{
+    Action, ActionKind, Email, MAX_ADDRESS_LEN, MAX_RECIPIENTS, MAX_SUBJECT_CHARS, action_id,
+    default_key,
+};
 pub use engine::MAX_IMPORT_DEPTH;
 pub use event::{DeliveryInfo, LOGEVENT_FIELDS, build_event_map, delivery_map};
 pub use header::{Header, HeaderEntry, HeaderError, parse_header, pattern_matches};
-pub use host::{Host, HostError, NoDirectory, StaticDirectory, User, user_to_dynamic};
+pub use host::{Host, HostError, NO_OKTA, NoDirectory, StaticDirectory, User, user_to_dynamic};
 pub use load::{Broken, LoadError, LoadErrorKind, Script, ScriptSet, read_source, visible_files};
+pub use okta_op::{
+    GroupRef, MAX_OKTA_REF_LEN, MAX_PROFILE_FIELDS, OktaGroup, OktaOp, group_ref,
+    looks_like_okta_id, user_ref,
+};
 pub use outcome::{LogLevel, LogLine, RunError, RunErrorKind, RunOutcome};
 pub use run::{run, run_map};
 pub use suggest::{edit_distance, nearest};

@@ -21,13 +21,16 @@
 //! - `dedup`: the in-memory index of stored delivery ids and event uuids.
 //! - `due`: the (not before, id) time index every queue of due work uses (runs, mail).
 //! - `runs`: run records and the pending runs.
-//! - `outbox`: the mail queue (mail actions of successful runs) and its states.
+//! - `actions`: the durable action queue (every side effect of successful runs: email, HTTP,
+//!   Okta), one due index per kind.
+//! - `outbox`: the mail actions as `engine outbox` shows them; the move of an older outbox.
 //! - `samples`: captured sample events.
 //! - `script_state`: the per-script state the server records at each reload.
 //! - `backfill`: the System Log backfill's cursor.
 //! - `query`: the reads of the history commands, one `Query` answered the same way from the
 //!   file or through the running server.
 
+pub mod actions;
 pub mod backfill;
 mod dedup;
 mod due;
@@ -515,7 +518,7 @@ fn init_tables(db: &Database) -> Result<inbox::NextSeq, redb::Error> {
     let txn = db.begin_write()?;
     let next = inbox::init(&txn)?;
     runs::init(&txn)?;
-    outbox::init(&txn)?;
+    actions::init(&txn)?;
     samples::init(&txn)?;
     txn.commit()?;
     Ok(next)

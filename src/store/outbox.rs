@@ -1,22 +1,24 @@
-//! The durable outbox: mails from successful runs, keyed by their stable id, so that a mail with
-//! an id already queued or sent is never queued again (retries, replays, restarts).
+//! `engine outbox`: the mail actions of the action queue ([`super::actions`]) in the shape the
+//! outbox had before the queue held every kind; and the move of an older engine's outbox
+//! tables into the queue (ids and states kept).
 
 use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::due::{Admit, Due, DueIndex, DueKey};
-use super::{ReadError, ReadTxnSource, WriteError, read_err, storage};
-use crate::script::{Action, Email};
+use super::actions::{ActionStatus, ActionsView, Filter, QueuedAction};
+use super::{ReadError, ReadTxnSource};
+use crate::script::{ActionKind, Email};
 
-/// mail id → the mail and its state, as JSON.
-const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
-/// queue order (the mail's `seq`) → mail id (for newest-first listings and the due index).
-const OUTBOX_ORDER: TableDefinition<u64, &str> = TableDefinition::new("outbox_order");
-/// Every mail not yet sent or failed, by `seq`, with its earliest next attempt (ms since the
-/// epoch) and the time index the scheduler reads.
-const PENDING: DueIndex = DueIndex::new("outbox_pending", "outbox_pending_by_time");
-/// Before the time index: mail id → earliest next attempt. Moved into [`PENDING`] when a store
-/// written by an older engine is opened, then deleted.
+/// An older engine's outbox: mail id → the mail and its state, as JSON.
+pub(crate) const LEGACY_OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
+/// An older engine's outbox order: seq → mail id.
+const LEGACY_OUTBOX_ORDER: TableDefinition<u64, &str> = TableDefinition::new("outbox_order");
+/// An older engine's due index of the outbox: seq → earliest next attempt.
+const LEGACY_PENDING: TableDefinition<u64, u64> = TableDefinition::new("outbox_pending");
+/// Its time index.
+const LEGACY_PENDING_BY_TIME: TableDefinition<(u64, u64), ()> =
+    TableDefinition::new("outbox_pending_by_time");
+/// Older still: mail id → earliest next attempt.
 const LEGACY_OUTBOX_DUE: TableDefinition<&str, u64> = TableDefinition::new("outbox_due");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +27,7 @@ pub enum MailStatus {
     Queued,
     Sent,
     Failed,
+    Skipped,
 }
 
 impl MailStatus {
@@ -33,6 +36,7 @@ impl MailStatus {
             MailStatus::Queued => "queued",
             MailStatus::Sent => "sent",
             MailStatus::Failed => "failed",
+            MailStatus::Skipped => "skipped",
         }
     }
 }
@@ -74,207 +78,155 @@ pub struct OutboxMail {
     pub next_attempt_ms: Option<u64>,
 }
 
-pub(crate) fn init(txn: &WriteTransaction) -> Result<(), redb::Error> {
-    txn.open_table(OUTBOX)?;
-    txn.open_table(OUTBOX_ORDER)?;
-    PENDING.init(txn)?;
-    let legacy = txn
-        .list_tables()?
-        .any(|t| t.name() == LEGACY_OUTBOX_DUE.name());
-    if legacy {
-        let mut moved = Vec::new();
-        {
-            let old = txn.open_table(LEGACY_OUTBOX_DUE)?;
-            let outbox = txn.open_table(OUTBOX)?;
-            for entry in old.iter()? {
-                let (id, not_before) = entry?;
-                if let Some(g) = outbox.get(id.value())? {
-                    let mail: OutboxMail = serde_json::from_slice(g.value())
-                        .map_err(|e| redb::Error::Corrupted(format!("outbox mail: {e}")))?;
-                    moved.push((mail.seq, not_before.value()));
-                }
-            }
+/// Every mail of an older engine's outbox with its earliest next attempt (0: due now).
+pub(crate) fn legacy_mails(txn: &WriteTransaction) -> Result<Vec<(OutboxMail, u64)>, redb::Error> {
+    let names: Vec<String> = txn.list_tables()?.map(|t| t.name().to_string()).collect();
+    let has = |n: &str| names.iter().any(|t| t == n);
+    let mut by_seq = std::collections::HashMap::new();
+    if has(LEGACY_PENDING.name()) {
+        for entry in txn.open_table(LEGACY_PENDING)?.iter()? {
+            let (seq, nb) = entry?;
+            by_seq.insert(seq.value(), nb.value());
         }
-        for (seq, not_before) in moved {
-            PENDING
-                .set(txn, seq, not_before)
-                .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+    }
+    let mut by_id = std::collections::HashMap::new();
+    if has(LEGACY_OUTBOX_DUE.name()) {
+        for entry in txn.open_table(LEGACY_OUTBOX_DUE)?.iter()? {
+            let (id, nb) = entry?;
+            by_id.insert(id.value().to_string(), nb.value());
         }
+    }
+    let outbox = txn.open_table(LEGACY_OUTBOX)?;
+    let mut mails = Vec::new();
+    for entry in outbox.iter()? {
+        let (_, v) = entry?;
+        let mail: OutboxMail = serde_json::from_slice(v.value())
+            .map_err(|e| redb::Error::Corrupted(format!("outbox mail: {e}")))?;
+        let nb = by_seq
+            .get(&mail.seq)
+            .or_else(|| by_id.get(&mail.id))
+            .copied()
+            .or(mail.next_attempt_ms)
+            .unwrap_or(0);
+        mails.push((mail, nb));
+    }
+    mails.sort_by_key(|(m, _)| m.seq);
+    Ok(mails)
+}
+
+/// Deletes an older engine's outbox tables (after [`legacy_mails`] were moved).
+pub(crate) fn drop_legacy(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    let names: Vec<String> = txn.list_tables()?.map(|t| t.name().to_string()).collect();
+    let has = |n: &str| names.iter().any(|t| t == n);
+    if has(LEGACY_OUTBOX.name()) {
+        txn.delete_table(LEGACY_OUTBOX)?;
+    }
+    if has(LEGACY_OUTBOX_ORDER.name()) {
+        txn.delete_table(LEGACY_OUTBOX_ORDER)?;
+    }
+    if has(LEGACY_PENDING.name()) {
+        txn.delete_table(LEGACY_PENDING)?;
+    }
+    if has(LEGACY_PENDING_BY_TIME.name()) {
+        txn.delete_table(LEGACY_PENDING_BY_TIME)?;
+    }
+    if has(LEGACY_OUTBOX_DUE.name()) {
         txn.delete_table(LEGACY_OUTBOX_DUE)?;
     }
     Ok(())
 }
 
-/// Where queued actions come from: the run that recorded them.
-#[derive(Debug, Clone, Copy)]
-pub struct Origin<'a> {
-    pub run_id: u64,
-    pub event_uuid: &'a str,
-    pub script: &'a str,
-}
-
-/// Queues the mails among `actions` (recorded by a successful run); a mail whose id is already
-/// in the outbox (in any state) is skipped. Returns how many were queued.
-pub fn enqueue(
-    txn: &WriteTransaction,
-    origin: Origin<'_>,
-    actions: &[Action],
-) -> Result<usize, WriteError> {
-    let mut outbox = txn.open_table(OUTBOX).map_err(storage)?;
-    let mut order = txn.open_table(OUTBOX_ORDER).map_err(storage)?;
-    let mut seq = order
-        .last()
-        .map_err(storage)?
-        .map(|(k, _)| k.value() + 1)
-        .unwrap_or(1);
-    let mut queued = 0;
-    for action in actions {
-        let Action::Email(email) = action;
-        if outbox.get(email.id.as_str()).map_err(storage)?.is_some() {
-            tracing::info!(run_id = origin.run_id, mail_id = %email.id, "mail already in the outbox; not queued again");
-            continue;
-        }
-        let mail = OutboxMail {
-            id: email.id.clone(),
+impl OutboxMail {
+    /// The action this mail becomes in the queue (same id, same state).
+    pub(crate) fn into_action(self, seq: u64, not_before: u64) -> QueuedAction {
+        let status = match self.status {
+            MailStatus::Queued if self.attempts > 0 => ActionStatus::Retrying,
+            MailStatus::Queued => ActionStatus::Queued,
+            MailStatus::Sent => ActionStatus::Done,
+            MailStatus::Failed => ActionStatus::Failed,
+            MailStatus::Skipped => ActionStatus::Skipped,
+        };
+        let pending = status.is_pending();
+        QueuedAction {
+            id: self.id,
             seq,
-            run_id: origin.run_id,
-            event_uuid: origin.event_uuid.to_string(),
-            script: origin.script.to_string(),
-            email: email.clone(),
-            status: MailStatus::Queued,
-            attempts: 0,
-            last_error: None,
-            queued_ms: crate::util::now_ms(),
-            sent_ms: None,
-            next_attempt_ms: None,
-        };
-        let json = serde_json::to_vec(&mail).map_err(storage)?;
-        outbox
-            .insert(email.id.as_str(), json.as_slice())
-            .map_err(storage)?;
-        order.insert(seq, email.id.as_str()).map_err(storage)?;
-        PENDING.set(txn, seq, 0)?;
-        seq += 1;
-        queued += 1;
-    }
-    Ok(queued)
-}
-
-/// Records a mail's new state (sent, failed, or queued again with its next attempt).
-pub fn save(txn: &WriteTransaction, mail: &OutboxMail) -> Result<(), WriteError> {
-    let mut outbox = txn.open_table(OUTBOX).map_err(storage)?;
-    let json = serde_json::to_vec(mail).map_err(storage)?;
-    outbox
-        .insert(mail.id.as_str(), json.as_slice())
-        .map_err(storage)?;
-    match mail.status {
-        MailStatus::Queued => PENDING.set(txn, mail.seq, mail.next_attempt_ms.unwrap_or(0)),
-        MailStatus::Sent | MailStatus::Failed => PENDING.unset(txn, mail.seq),
-    }
-}
-
-/// Removes up to `limit` sent or failed mails older than `cutoff_ms`, oldest first; stops at
-/// the first one it must keep. After this, a replay of their (old) events could queue them again.
-pub fn prune(txn: &WriteTransaction, cutoff_ms: u64, limit: usize) -> Result<u64, WriteError> {
-    let mut outbox = txn.open_table(OUTBOX).map_err(storage)?;
-    let mut order = txn.open_table(OUTBOX_ORDER).map_err(storage)?;
-    let mut doomed: Vec<(u64, String)> = Vec::new();
-    for entry in order.iter().map_err(storage)?.take(limit) {
-        let (k, id) = entry.map_err(storage)?;
-        let id = id.value().to_string();
-        let keep = match outbox.get(id.as_str()).map_err(storage)? {
-            Some(g) => {
-                let m: OutboxMail = serde_json::from_slice(g.value()).map_err(storage)?;
-                m.status == MailStatus::Queued || m.sent_ms.unwrap_or(m.queued_ms) >= cutoff_ms
-            }
-            None => false,
-        };
-        if keep {
-            break;
+            kind: ActionKind::Email,
+            run_id: self.run_id,
+            event_uuid: self.event_uuid,
+            script: self.script,
+            payload: serde_json::to_value(&self.email).unwrap_or_default(),
+            status,
+            attempts: self.attempts,
+            last_error: self.last_error,
+            answer: None,
+            queued_ms: self.queued_ms,
+            done_ms: self.sent_ms,
+            next_attempt_ms: if pending && not_before > 0 {
+                Some(not_before)
+            } else {
+                None
+            },
         }
-        doomed.push((k.value(), id));
     }
-    for (seq, id) in &doomed {
-        order.remove(*seq).map_err(storage)?;
-        outbox.remove(id.as_str()).map_err(storage)?;
+
+    /// A mail action as `engine outbox` shows it; `None` for another kind or an unreadable payload.
+    pub fn from_action(a: QueuedAction) -> Option<OutboxMail> {
+        if a.kind != ActionKind::Email {
+            return None;
+        }
+        let email: Email = serde_json::from_value(a.payload).ok()?;
+        Some(OutboxMail {
+            id: a.id,
+            seq: a.seq,
+            run_id: a.run_id,
+            event_uuid: a.event_uuid,
+            script: a.script,
+            email,
+            status: match a.status {
+                ActionStatus::Queued | ActionStatus::Retrying => MailStatus::Queued,
+                ActionStatus::Done => MailStatus::Sent,
+                ActionStatus::Failed => MailStatus::Failed,
+                ActionStatus::Skipped => MailStatus::Skipped,
+            },
+            attempts: a.attempts,
+            last_error: a.last_error,
+            queued_ms: a.queued_ms,
+            sent_ms: a.done_ms,
+            next_attempt_ms: a.next_attempt_ms,
+        })
     }
-    Ok(doomed.len() as u64)
 }
 
-/// Reads the outbox.
+/// Reads the mail actions.
 pub struct OutboxView<'a>(pub &'a dyn ReadTxnSource);
 
 impl OutboxView<'_> {
     /// Mails waiting to be sent: (seq, earliest attempt time).
     pub fn due(&self) -> Result<Vec<(u64, u64)>, ReadError> {
-        PENDING.all(&self.0.begin()?)
+        ActionsView(self.0).due(ActionKind::Email)
     }
 
     /// How many mails wait to be sent.
     pub fn due_count(&self) -> Result<u64, ReadError> {
-        PENDING.count(&self.0.begin()?)
-    }
-
-    /// The mails (by seq) due at `now` that `admit` takes (from just after `after`), and the earliest time one not yet due
-    /// comes due (see [`DueIndex::due`]).
-    pub fn due_now(
-        &self,
-        now: u64,
-        after: Option<DueKey>,
-        admit: &mut dyn FnMut(DueKey) -> Admit,
-    ) -> Result<Due, ReadError> {
-        PENDING.due(&self.0.begin()?, now, after, admit)
-    }
-
-    /// The mail queued as `seq`.
-    pub fn get_by_seq(&self, seq: u64) -> Result<Option<OutboxMail>, ReadError> {
-        let txn = self.0.begin()?;
-        let order = match txn.open_table(OUTBOX_ORDER) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(read_err(e)),
-        };
-        let Some(id) = order.get(seq).map_err(read_err)? else {
-            return Ok(None);
-        };
-        self.get(id.value())
+        ActionsView(self.0).due_count(ActionKind::Email)
     }
 
     pub fn get(&self, id: &str) -> Result<Option<OutboxMail>, ReadError> {
-        let txn = self.0.begin()?;
-        let outbox = match txn.open_table(OUTBOX) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(read_err(e)),
-        };
-        match outbox.get(id).map_err(read_err)? {
-            Some(g) => Ok(Some(serde_json::from_slice(g.value()).map_err(read_err)?)),
-            None => Ok(None),
-        }
+        Ok(ActionsView(self.0)
+            .get(id)?
+            .and_then(OutboxMail::from_action))
     }
 
     /// Newest first; `failed_only` keeps failed mails.
     pub fn recent(&self, limit: usize, failed_only: bool) -> Result<Vec<OutboxMail>, ReadError> {
-        let txn = self.0.begin()?;
-        let (order, outbox) = match (txn.open_table(OUTBOX_ORDER), txn.open_table(OUTBOX)) {
-            (Ok(o), Ok(b)) => (o, b),
-            (Err(redb::TableError::TableDoesNotExist(_)), _)
-            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(Vec::new()),
-            (Err(e), _) | (_, Err(e)) => return Err(read_err(e)),
+        let filter = Filter {
+            kind: Some(ActionKind::Email),
+            failed_only,
         };
-        let mut out = Vec::new();
-        for entry in order.iter().map_err(read_err)?.rev() {
-            if out.len() >= limit {
-                break;
-            }
-            let (_, id) = entry.map_err(read_err)?;
-            if let Some(g) = outbox.get(id.value()).map_err(read_err)? {
-                let mail: OutboxMail = serde_json::from_slice(g.value()).map_err(read_err)?;
-                if !failed_only || mail.status == MailStatus::Failed {
-                    out.push(mail);
-                }
-            }
-        }
-        Ok(out)
+        Ok(ActionsView(self.0)
+            .recent(limit, filter)?
+            .into_iter()
+            .filter_map(OutboxMail::from_action)
+            .collect())
     }
 }

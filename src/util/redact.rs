@@ -46,6 +46,18 @@ pub fn register(value: &str) {
     if value.chars().count() < MIN_SECRET_LEN {
         return;
     }
+    let forms = forms(value);
+    let mut secrets = SECRETS.write().unwrap_or_else(|p| p.into_inner());
+    for form in forms {
+        if secrets.len() < MAX_SECRETS && !secrets.contains(&form) {
+            secrets.push(form);
+        }
+    }
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+}
+
+/// A value as written, JSON-escaped and percent-encoded.
+fn forms(value: &str) -> Vec<String> {
     let mut forms = vec![value.to_string()];
     if let Ok(json) = serde_json::to_string(value) {
         forms.push(json[1..json.len() - 1].to_string());
@@ -54,13 +66,19 @@ pub fn register(value: &str) {
         percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC)
             .to_string(),
     );
-    let mut secrets = SECRETS.write().unwrap_or_else(|p| p.into_inner());
-    for form in forms {
-        if secrets.len() < MAX_SECRETS && !secrets.contains(&form) {
-            secrets.push(form);
-        }
+    forms
+}
+
+/// Registers `new` in place of `old` (a short-lived secret replaced by its successor, such as an
+/// OAuth access token): the registry keeps one entry per live secret instead of filling up to
+/// [`MAX_SECRETS`] with expired ones.
+pub fn replace(old: Option<&str>, new: &str) {
+    if let Some(old) = old.filter(|o| *o != new) {
+        let gone = forms(old);
+        let mut secrets = SECRETS.write().unwrap_or_else(|p| p.into_inner());
+        secrets.retain(|s| !gone.contains(s));
     }
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    register(new);
 }
 
 /// `text` with every registered secret replaced by [`MASK`]; borrowed when there was none.
@@ -137,5 +155,18 @@ mod tests {
         register("inner-secret-77");
         register("outer-inner-secret-77-tail");
         assert_eq!(scrub("a outer-inner-secret-77-tail b"), "a *** b");
+    }
+
+    #[test]
+    fn a_replaced_secret_gives_its_entry_to_its_successor() {
+        let count = || SECRETS.read().map(|s| s.len()).unwrap_or(0);
+        replace(None, "access-token-one-123");
+        let before = count();
+        replace(Some("access-token-one-123"), "access-token-two-456");
+        assert_eq!(count(), before, "the old token's forms were dropped");
+        assert_eq!(
+            scrub("a access-token-two-456 b access-token-one-123"),
+            "a *** b access-token-one-123"
+        );
     }
 }

@@ -443,7 +443,7 @@ async fn okta_unreachable_is_transient() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookup_caches_okta_answers_and_works_blocking() {
     let okta = FakeOkta::start().await;
-    let lookup = Arc::new(Lookup::new(None, Some(okta.client())).expect("lookup"));
+    let lookup = Arc::new(Lookup::new(None, Some(Arc::new(okta.client()))).expect("lookup"));
     let first = lookup
         .lookup("jane@example.com", None)
         .await
@@ -493,7 +493,7 @@ async fn lookup_caches_okta_answers_and_works_blocking() {
     assert_eq!(lookup.okta_requests(), 5);
 
     // With caching off every lookup asks Okta.
-    let uncached = Lookup::new(None, Some(okta.client()))
+    let uncached = Lookup::new(None, Some(Arc::new(okta.client())))
         .expect("lookup")
         .with_cache_ttl(Duration::ZERO, Duration::ZERO);
     uncached.lookup("00u1jane", None).await.expect("ok");
@@ -513,7 +513,7 @@ async fn directory_first_then_okta() {
     .expect("write");
     let lookup = Lookup::new(
         Some(Directory::load(&file).expect("load")),
-        Some(okta.client()),
+        Some(Arc::new(okta.client())),
     )
     .expect("lookup");
     let u = lookup

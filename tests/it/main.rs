@@ -12,6 +12,7 @@ mod disk;
 mod ingest;
 mod lookup;
 mod mail;
+mod okta;
 mod processing;
 mod reload;
 mod retention;

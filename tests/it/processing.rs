@@ -731,6 +731,35 @@ fn replay_of_one_script_and_its_dry_run_send_nothing_new() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(smtp.received().len(), 2, "a's mail is not sent twice");
 
+    // Edit a's mail (new subject and body), then replay: the action id is (event, script,
+    // `email#0`), not the content, so the mail already sent is not sent again.
+    let edited = a
+        .replace("a ran", "a edited ran")
+        .replace("body: \"b\"", "body: \"edited\"");
+    assert_ne!(edited, a);
+    std::fs::write(dir.path().join("scripts/a.rhai"), &edited).unwrap();
+    let mut out = String::new();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let o = run_engine(dir.path(), &["replay", "evt-one", "--script", "a"]);
+            out = stdout(&o);
+            history_json(dir.path(), "runs")[0]["log"]
+                .to_string()
+                .contains("a edited ran")
+        }),
+        "the edited script runs: {out}"
+    );
+    assert!(
+        out.contains("already sent earlier, not sent again"),
+        "{out}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        smtp.received().len(),
+        2,
+        "the edited mail is the same action: not sent again"
+    );
+
     let o = run_engine(dir.path(), &["replay", "evt-one", "--script", "nosuch"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no script `nosuch`"), "{}", stderr(&o));
