@@ -33,6 +33,7 @@ fn mail(i: usize) -> Email {
         subject: format!("New hire #{i}: Zoë"),
         body: "Jane starts today. Her login is jane@example.com.\n".repeat(10),
         html: Some("<p>Jane starts <b>today</b>.</p>\n".repeat(10)),
+        key: None,
     }
 }
 

@@ -111,6 +111,7 @@ fn offboarding_in_rust(payload: &[u8], host: &dyn Host) -> Vec<Action> {
         subject: format!("Offboarding: {who}"),
         body,
         html: None,
+        key: None,
     };
     email.id = engine::script::action_id(
         v["uuid"].as_str().unwrap_or(""),
@@ -179,6 +180,7 @@ fn privileged_in_rust(payload: &[u8], _host: &dyn Host) -> Vec<Action> {
             v["actor"]["displayName"].as_str().unwrap_or("")
         ),
         html: None,
+        key: None,
     };
     email.id = engine::script::action_id(
         v["uuid"].as_str().unwrap_or(""),

@@ -251,6 +251,31 @@ impl prom::MetricsSource for MailSender {
             let n = self.counts[i].load(Ordering::Relaxed);
             prom::sample(out, "engine_mail_total", &[("status", status)], n);
         }
+        prom::family(
+            out,
+            "engine_actions_total",
+            "counter",
+            "Action attempts by kind and outcome.",
+        );
+        for (i, status) in ["done", "retrying", "failed"].iter().enumerate() {
+            let n = self.counts[i].load(Ordering::Relaxed);
+            prom::sample(
+                out,
+                "engine_actions_total",
+                &[("kind", ActionKind::Email.as_str()), ("status", status)],
+                n,
+            );
+        }
+        prom::family(
+            out,
+            "engine_actions_pending",
+            "gauge",
+            "Actions queued or retrying, by kind.",
+        );
+        for kind in ActionKind::ALL {
+            let n = ActionsView(&*self.store).due_count(kind).unwrap_or(0);
+            prom::sample(out, "engine_actions_pending", &[("kind", kind.as_str())], n);
+        }
         let depth = ActionsView(&*self.store)
             .due_count(ActionKind::Email)
             .unwrap_or(0);

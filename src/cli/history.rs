@@ -8,6 +8,8 @@ use super::output::{
 };
 use super::remote;
 use crate::config::Config;
+use crate::script::ActionKind;
+use crate::store::actions::QueuedAction;
 use crate::store::outbox::OutboxMail;
 use crate::store::query::{Query, ReplayedRun};
 use crate::store::runs::{RunFilter, RunRecord};
@@ -291,6 +293,76 @@ pub fn outbox(config: &Config, failed: bool, limit: usize, json: bool) -> CliRes
         },
     );
     Ok(Exit::Ok)
+}
+
+/// `engine actions [--failed] [--kind K] [--format json]`: the action queue, newest first.
+pub fn actions(
+    config: &Config,
+    failed: bool,
+    kind: Option<ActionKind>,
+    limit: usize,
+    json: bool,
+) -> CliResult {
+    let rows: Vec<QueuedAction> = read(
+        config,
+        &Query::Actions {
+            limit,
+            failed,
+            kind,
+        },
+    )?;
+    rows_or_json(
+        json,
+        &rows,
+        &[
+            "ACTION ID",
+            "KIND",
+            "TIME",
+            "STATUS",
+            "ATTEMPTS",
+            "WHAT",
+            "SCRIPT",
+            "ANSWER / LAST ERROR",
+        ],
+        |a| {
+            vec![
+                a.id.clone(),
+                a.kind.as_str().to_string(),
+                crate::util::format_ms(a.done_ms.unwrap_or(a.queued_ms)),
+                a.status.as_str().to_string(),
+                a.attempts.to_string(),
+                cut(&action_summary(a), 50),
+                a.script.clone(),
+                cut(
+                    a.last_error
+                        .as_deref()
+                        .or(a.answer.as_deref())
+                        .unwrap_or_default(),
+                    ERROR_CELL_CHARS,
+                ),
+            ]
+        },
+    );
+    Ok(Exit::Ok)
+}
+
+/// One line saying what an action does: a mail's recipients and subject; else its payload.
+fn action_summary(a: &QueuedAction) -> String {
+    let p = &a.payload;
+    match a.kind {
+        ActionKind::Email => {
+            let to: Vec<&str> = p["to"]
+                .as_array()
+                .map(|l| l.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            format!(
+                "to {}: {}",
+                to.join(", "),
+                p["subject"].as_str().unwrap_or("")
+            )
+        }
+        ActionKind::Http | ActionKind::Okta => p.to_string(),
+    }
 }
 
 /// `engine scripts [--format json]`: every script's state (hash, loaded at, last error) as the

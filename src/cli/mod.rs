@@ -8,7 +8,7 @@
 //!
 //! - `output`: the table/JSON printer, [`CliError`], [`Exit`].
 //! - `remote`: the history reads, from the file or through the running server.
-//! - `history`: `events`, `runs`, `outbox`, `scripts`.
+//! - `history`: `events`, `runs`, `outbox`, `actions`, `scripts`.
 //! - `replay`: `replay`.
 //! - `run`: `run` (dry run of one script on a payload).
 //! - `samples`: `samples list|show|add`, and the samples `check` and `tokens` read.
@@ -136,6 +136,20 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Show the action queue (mail, HTTP, Okta), newest first: kind, state, attempts, last error
+    Actions {
+        /// Only actions that failed permanently
+        #[arg(long)]
+        failed: bool,
+        /// Only actions of this kind
+        #[arg(long, value_enum)]
+        kind: Option<KindArg>,
+        /// Show at most this many rows
+        #[arg(long, default_value_t = DEFAULT_LIMIT)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Lint scripts: compile, header, event paths against samples, dry runs (exit 0 clean, 1 findings, 2 usage)
     Check {
         /// Scripts to check (default: every script in scripts_dir)
@@ -236,6 +250,24 @@ pub enum Format {
     #[value(alias = "human")]
     Table,
     Json,
+}
+
+/// `engine actions --kind`: one of the action kinds.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KindArg {
+    Email,
+    Http,
+    Okta,
+}
+
+impl KindArg {
+    fn kind(self) -> crate::script::ActionKind {
+        match self {
+            KindArg::Email => crate::script::ActionKind::Email,
+            KindArg::Http => crate::script::ActionKind::Http,
+            KindArg::Okta => crate::script::ActionKind::Okta,
+        }
+    }
 }
 
 /// Entry point of the binary.
@@ -385,6 +417,18 @@ async fn dispatch(command: Command, config: Config) -> CliResult {
             limit,
             format,
         } => history::outbox(&config, failed, limit, format == Format::Json),
+        Command::Actions {
+            failed,
+            kind,
+            limit,
+            format,
+        } => history::actions(
+            &config,
+            failed,
+            kind.map(KindArg::kind),
+            limit,
+            format == Format::Json,
+        ),
         Command::Replay {
             event_uuid,
             script,

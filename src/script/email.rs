@@ -18,7 +18,11 @@ pub const MAX_SUBJECT_CHARS: usize = 900;
 const ACTION_ID_HEX_CHARS: usize = 32;
 
 /// The keys `send_email` accepts.
-const EMAIL_KEYS: &[&str] = &["to", "cc", "bcc", "reply_to", "subject", "body", "html"];
+const EMAIL_KEYS: &[&str] = &[
+    "to", "cc", "bcc", "reply_to", "subject", "body", "html", "key",
+];
+/// Characters of a script's action `key`: it names the action among its run's, not content.
+pub const MAX_KEY_CHARS: usize = 200;
 
 /// The kinds of action, each carried out by its own executor (`src/actions/`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -91,6 +95,26 @@ pub struct Email {
     pub subject: String,
     pub body: String,
     pub html: Option<String>,
+    /// The script's `key` for this mail (its id derives from it instead of `email#<position>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// A script's `key`: a non-empty string of at most [`MAX_KEY_CHARS`] characters, or absent.
+pub(crate) fn action_key(v: Option<&Dynamic>) -> Result<Option<String>, String> {
+    let Some(v) = v.filter(|v| !v.is_unit()) else {
+        return Ok(None);
+    };
+    let Some(s) = v.read_lock::<ImmutableString>() else {
+        return Err(format!("`key` must be a string, not {}", v.type_name()));
+    };
+    if s.trim().is_empty() {
+        return Err("`key` is empty (leave it out for the default, `<kind>#<position>`)".into());
+    }
+    if s.chars().count() > MAX_KEY_CHARS {
+        return Err(format!("`key` is longer than {MAX_KEY_CHARS} characters"));
+    }
+    Ok(Some(s.to_string()))
 }
 
 /// The default key of the `position`-th action of `kind` in a run: `email#0`, `http#1`.
@@ -175,6 +199,7 @@ pub(crate) fn parse_email(map: &Map) -> Result<Email, String> {
     Ok(Email {
         id: String::new(),
         position: 0,
+        key: action_key(map.get("key")).map_err(|e| format!("send_email: {e}"))?,
         to,
         cc,
         bcc,

@@ -325,19 +325,25 @@ fn send_email(ctx: NativeCallContext, map: Map) -> Result<ImmutableString, Box<E
             return Err(c.max_emails);
         }
         email.position = c.emails;
-        email.id = action_id(
-            &c.event_id,
-            &c.script,
-            &default_key(ActionKind::Email, email.position),
-        );
+        let key = email
+            .key
+            .clone()
+            .unwrap_or_else(|| default_key(ActionKind::Email, email.position));
+        email.id = action_id(&c.event_id, &c.script, &key);
+        if c.actions.iter().any(|a| a.id() == email.id) {
+            return Ok(Err(key));
+        }
         c.emails += 1;
         let id = email.id.clone();
         c.actions.push(Action::Email(email));
-        Ok(id)
+        Ok(Ok(id))
     })
     .ok_or_else(|| not_in_run("send_email"))?;
     match over {
-        Ok(id) => Ok(id.into()),
+        Ok(Ok(id)) => Ok(id.into()),
+        Ok(Err(key)) => Err(runtime_error(format!(
+            "send_email: key `{key}` is used twice in this run (each action needs its own key)"
+        ))),
         Err(max) => Err(fatal(
             &ctx,
             RunErrorKind::Limit,

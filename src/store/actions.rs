@@ -407,6 +407,7 @@ mod tests {
             subject: "s".into(),
             body: "b".into(),
             html: None,
+            key: None,
         }
     }
 

@@ -29,6 +29,12 @@ pub enum Query {
     Event { uuid: String },
     /// The newest mails (only failed ones with `failed`).
     Outbox { limit: usize, failed: bool },
+    /// The newest actions of every kind (or of `kind`; only failed ones with `failed`).
+    Actions {
+        limit: usize,
+        failed: bool,
+        kind: Option<crate::script::ActionKind>,
+    },
     /// Captured samples, with their JSON.
     Samples,
     /// The per-script state the server recorded (`null` when none was).
@@ -66,6 +72,19 @@ pub fn answer(h: &History<'_>, query: &Query) -> Result<serde_json::Value, ReadE
         Query::Event { uuid } => json(serde_json::to_value(h.event_detail(uuid)?)),
         Query::Outbox { limit, failed } => {
             json(serde_json::to_value(OutboxView(h).recent(*limit, *failed)?))
+        }
+        Query::Actions {
+            limit,
+            failed,
+            kind,
+        } => {
+            let filter = super::actions::Filter {
+                kind: *kind,
+                failed_only: *failed,
+            };
+            json(serde_json::to_value(
+                super::actions::ActionsView(h).recent(*limit, filter)?,
+            ))
         }
         Query::Samples => {
             let rows: Vec<SampleWithJson> = super::samples::captured(h)?

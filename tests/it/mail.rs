@@ -27,6 +27,7 @@ fn mail(id: &str) -> Email {
         subject: "New hire".to_string(),
         body: "Jane starts today.".to_string(),
         html: None,
+        key: None,
     }
 }
 

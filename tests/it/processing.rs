@@ -87,6 +87,29 @@ fn events_run_scripts_and_mail_goes_out_over_smtp_with_no_secret_shown() {
     let outbox = history_json(dir.path(), "outbox");
     assert_eq!(outbox.len(), 2);
     assert!(outbox.iter().all(|m| m["status"] == "sent"), "{outbox:#?}");
+    // The same mails in the action queue, as done email actions.
+    let o = run_engine(
+        dir.path(),
+        &["actions", "--kind", "email", "--format", "json"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let actions: Vec<serde_json::Value> = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(actions.len(), 2, "{actions:#?}");
+    assert!(
+        actions
+            .iter()
+            .all(|a| a["kind"] == "email" && a["status"] == "done"),
+        "{actions:#?}"
+    );
+    let ids = |rows: &[serde_json::Value]| {
+        let mut v: Vec<String> = rows.iter().map(|r| r["id"].to_string()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&actions), ids(&outbox));
+    let o = run_engine(dir.path(), &["actions", "--kind", "http"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stdout(&o).contains(actions[0]["id"].as_str().unwrap()));
     let hire_mail_id = hire["actions"][0]["id"].as_str().unwrap().to_string();
 
     let received = smtp.received();
@@ -208,6 +231,10 @@ fn hostile_scripts_fail_alone_and_replay_reruns_them() {
         assert!(metrics.contains(line), "{line} missing from {metrics}");
     }
     assert!(metrics.contains("engine_outbox_depth"));
+    assert!(
+        metrics.contains("engine_actions_pending{kind=\"http\"}"),
+        "{metrics}"
+    );
     // `engine runs --failed` lists the three.
     let o = run_engine(dir.path(), &["runs", "--failed", "--format", "json"]);
     let failed: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();

@@ -667,3 +667,56 @@ fn an_import_by_computed_name_is_not_resolved_during_a_run() {
     );
     assert!(out.log.is_empty(), "{:?}", out.log);
 }
+
+/// `send_email`'s `key` names the action: its id is (event, script, key) whatever the content;
+/// the same key twice in a run is an error at that line; a bad key is refused.
+#[test]
+fn send_email_key_names_the_action_not_its_content() {
+    let dir = import_setup("a", &[("a", "fn f() { 1 }\n")]);
+    let scripts = dir.path().join("scripts");
+    let stdlib = dir.path().join("stdlib");
+    let run_source = |source: &str| {
+        std::fs::write(scripts.join("s.rhai"), source).unwrap();
+        let script = ScriptSet::load_one(&scripts.join("s.rhai"), &stdlib, &Limits::default())
+            .expect("loads");
+        run_setup_script(&script)
+    };
+    let ids = |out: &RunOutcome| -> Vec<String> {
+        out.actions.iter().map(|a| a.id().to_string()).collect()
+    };
+    let head = "//! on: user.lifecycle.create\n";
+    let a = run_source(&format!(
+        "{head}send_email(#{{ to: \"a@example.com\", subject: \"one\", body: \"x\", key: \"welcome\" }});\nsend_email(#{{ to: \"a@example.com\", subject: \"two\", body: \"x\" }});\n"
+    ));
+    assert!(a.result.is_ok(), "{:?}", a.result);
+    let b = run_source(&format!(
+        "{head}send_email(#{{ to: \"b@example.com\", subject: \"edited\", body: \"y\", key: \"welcome\" }});\nsend_email(#{{ to: \"b@example.com\", subject: \"edited too\", body: \"y\" }});\n"
+    ));
+    assert!(b.result.is_ok(), "{:?}", b.result);
+    assert_eq!(ids(&a), ids(&b), "same keys and positions, same ids");
+    assert_ne!(ids(&a)[0], ids(&a)[1]);
+
+    let other_key = run_source(&format!(
+        "{head}send_email(#{{ to: \"a@example.com\", subject: \"one\", body: \"x\", key: \"other\" }});\n"
+    ));
+    assert_ne!(
+        ids(&other_key)[0],
+        ids(&a)[0],
+        "another key, another action"
+    );
+
+    let twice = run_source(&format!(
+        "{head}send_email(#{{ to: \"a@example.com\", subject: \"1\", body: \"x\", key: \"k\" }});\nsend_email(#{{ to: \"a@example.com\", subject: \"2\", body: \"x\", key: \"k\" }});\n"
+    ));
+    let err = twice.result.expect_err("a key used twice fails the run");
+    assert!(err.message.contains("key `k` is used twice"), "{err}");
+    assert_eq!(err.line, Some(3), "{err}");
+
+    for (bad, says) in [("\"\"", "`key` is empty"), ("42", "`key` must be a string")] {
+        let out = run_source(&format!(
+            "{head}send_email(#{{ to: \"a@example.com\", subject: \"1\", body: \"x\", key: {bad} }});\n"
+        ));
+        let err = out.result.expect_err("a bad key fails");
+        assert!(err.message.contains(says), "{bad}: {err}");
+    }
+}
