@@ -106,6 +106,14 @@ impl Console {
         )
     }
 
+    /// The page at `path_and_query` as a logged-in user gets it (the benches render pages so).
+    pub async fn page(&self, path_and_query: &str) -> Answer {
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        self.get(path, &parse_form(query.as_bytes()), "bench").await
+    }
+
     fn render(&self, name: &str, ctx: minijinja::Value) -> Answer {
         match self
             .templates

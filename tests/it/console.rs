@@ -210,7 +210,7 @@ fn console_login_pages_csrf_and_escaping_over_http() {
         !html.contains(&format!("/events/{uuid}")),
         "filter by type: {html}"
     );
-    let html = page(&get(&format!("/events?q=admin%40example.com")));
+    let html = page(&get("/events?q=admin%40example.com"));
     assert!(
         html.contains(&format!("/events/{uuid}")),
         "search by actor: {html}"
@@ -348,4 +348,188 @@ fn a_bad_console_listen_is_a_config_error() {
         "{}",
         stderr(&o)
     );
+}
+
+/// Where the browser tests write their screenshots (look at them: would a user understand?).
+pub const SCREENSHOTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/console-screenshots");
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// chromedriver on a free loopback port, killed when dropped.
+struct Driver {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_driver() -> Driver {
+    for bin in [CHROMIUM, CHROMEDRIVER] {
+        assert!(
+            std::path::Path::new(bin).exists(),
+            "{bin} is missing: the console's browser tests need Debian's Chromium and its WebDriver \
+             (`apt-get install -y chromium chromium-driver`, as .ci/run does)"
+        );
+    }
+    let port = free_port();
+    let child = std::process::Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let addr = format!("127.0.0.1:{port}");
+    assert!(
+        wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(
+            &addr
+        )
+        .is_ok()),
+        "chromedriver never listened on {addr}"
+    );
+    Driver {
+        child,
+        url: format!("http://{addr}"),
+    }
+}
+
+async fn browser(driver: &Driver) -> fantoccini::Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".to_string(),
+        serde_json::json!({
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1100"],
+        }),
+    );
+    fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a Chromium session through chromedriver")
+}
+
+async fn screenshot(c: &fantoccini::Client, name: &str) {
+    std::fs::create_dir_all(SCREENSHOTS).unwrap();
+    let png = c.screenshot().await.expect("a screenshot");
+    std::fs::write(format!("{SCREENSHOTS}/{name}.png"), png).unwrap();
+}
+
+async fn text_of(c: &fantoccini::Client, css: &str) -> String {
+    c.find(fantoccini::Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no `{css}` on the page: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+#[test]
+fn console_in_a_real_browser() {
+    use fantoccini::Locator;
+    let driver = start_driver();
+    let uuid = "console-browser-1";
+    let (dir, p) = served_with_a_failed_run(uuid);
+    let console = p.console_url();
+    let link = p.login_link();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = browser(&driver).await;
+        // Without a cookie every page goes to the login page.
+        for path in ["/", "/events", "/runs?failed=1"] {
+            c.goto(&format!("{console}{path}")).await.unwrap();
+            assert!(c.current_url().await.unwrap().path() == "/login", "{path}");
+        }
+        // Log in through the printed link: the overview.
+        c.goto(&link).await.unwrap();
+        assert_eq!(c.current_url().await.unwrap().path(), "/");
+        assert_eq!(text_of(&c, "h1").await, "Overview");
+        assert!(text_of(&c, "main").await.contains("/hooks/test"));
+        screenshot(&c, "overview").await;
+
+        // The delivered event and its payload; the hostile name is text, not an element.
+        c.goto(&format!("{console}/events")).await.unwrap();
+        c.find(Locator::LinkText(uuid))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert!(c.current_url().await.unwrap().path().ends_with(uuid));
+        let tree = text_of(&c, "#payload-tree").await;
+        assert!(tree.contains("admin@example.com"), "{tree}");
+        assert!(
+            tree.contains(HOSTILE_NAME),
+            "the literal string is shown: {tree}"
+        );
+        let imgs = c
+            .execute(
+                "return document.querySelectorAll('img[src=\"x\"]').length",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(imgs, serde_json::json!(0), "no <img> came from the payload");
+        screenshot(&c, "event").await;
+
+        // The failed run of the broken script: its error line.
+        c.goto(&format!("{console}/runs?failed=1")).await.unwrap();
+        c.find(Locator::Css("td a[href^='/runs/']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let source = text_of(&c, "#error-source").await;
+        assert!(source.contains("let n = 1 / 0;"), "{source}");
+        assert!(text_of(&c, ".error .where").await.contains("greet.rhai:3"));
+        screenshot(&c, "run-failed").await;
+
+        // Fix the script (hot reload), replay from the console (dry run page, confirm), succeed.
+        std::fs::write(dir.path().join("scripts/greet.rhai"), FIXED).unwrap();
+        let mut ok_run = None;
+        for _ in 0..40 {
+            c.goto(&format!("{console}/replay?failed=1")).await.unwrap();
+            if let Ok(b) = c.find(Locator::Id("confirm-replay")).await {
+                b.click().await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let d = dir.path().to_path_buf();
+            let runs = tokio::task::spawn_blocking(move || history_json(&d, "runs"))
+                .await
+                .unwrap();
+            ok_run = runs.into_iter().find(|r| r["status"] == "succeeded");
+            if ok_run.is_some() {
+                break;
+            }
+        }
+        let run = ok_run.expect("a replay succeeded after the fix");
+        c.goto(&format!("{console}/runs/{}", run["id"]))
+            .await
+            .unwrap();
+        assert!(text_of(&c, "h1").await.contains("succeeded"));
+        let subject = text_of(&c, ".mail .subject").await;
+        assert_eq!(subject, format!("New user {HOSTILE_NAME}"));
+        let frame = c.find(Locator::Css("iframe.mail-html")).await.unwrap();
+        assert_eq!(frame.attr("sandbox").await.unwrap().as_deref(), Some(""));
+        screenshot(&c, "run-mail").await;
+
+        // Logged out, the pages are closed again.
+        c.find(Locator::Css(".logout button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        c.goto(&format!("{console}/runs")).await.unwrap();
+        assert_eq!(c.current_url().await.unwrap().path(), "/login");
+        c.close().await.unwrap();
+    });
 }
