@@ -35,7 +35,7 @@ impl Admin for NoReplays {
 }
 
 fn event(uuid: &str, n: u64) -> String {
-    let ty = if n % 10 == 0 {
+    let ty = if n.is_multiple_of(10) {
         "user.lifecycle.create"
     } else {
         "user.session.start"
