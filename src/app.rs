@@ -21,6 +21,7 @@ use crate::backfill::{self, Backfill};
 use crate::config::{
     Config, ConfigError, GENERATED_SECRET_PREFIX, HookConfig, Secret, SecretSource,
 };
+use crate::console::{Console, ConsoleSettings};
 use crate::ingest::{
     self, AdminError, BackfillRequest, Front, ReplayRequest, ReplayTarget, SecretError,
     ServerLimits,
@@ -32,6 +33,22 @@ use crate::script::{Host, LiveScripts, ScriptSet};
 use crate::store::{CommitMode, DB_FILE, OpenError, Store};
 use crate::util::prom::MetricsSource;
 use crate::util::{fd_limit, private};
+
+/// The file (in the data dir) where `serve` records the console's bound address, so that the
+/// CLI's admin requests find it even when `console_listen` asks for port 0.
+pub const CONSOLE_ADDRESS_FILE: &str = "console-address";
+
+/// `addr` with an unspecified IP (`0.0.0.0`) replaced by loopback: an address to connect to.
+pub fn loopback_if_unspecified(mut addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    addr
+}
 
 /// The sender address when `[smtp]` is absent (mail goes to `.eml` files).
 pub const DEFAULT_FROM: &str = "engine@localhost";
@@ -78,6 +95,11 @@ pub struct Runtime {
 pub struct App {
     front: Front,
     runtime: Option<Runtime>,
+    /// The web console and its one-time login token (absent: `console_listen = ""`, or only a
+    /// receiver).
+    console: Option<(Arc<Console>, String)>,
+    /// Where the console (and admin API) is served, once bound.
+    console_listener: Option<TcpListener>,
 }
 
 impl App {
@@ -86,6 +108,8 @@ impl App {
         App {
             front: Front::new(hooks, Arc::new(store), max_body_bytes),
             runtime: None,
+            console: None,
+            console_listener: None,
         }
     }
 
@@ -102,6 +126,17 @@ impl App {
 
     pub fn runtime(&self) -> Option<&Runtime> {
         self.runtime.as_ref()
+    }
+
+    /// Serves the console and the admin API on `listener` (when the app has a console).
+    pub fn with_console_listener(mut self, listener: TcpListener) -> App {
+        self.console_listener = Some(listener);
+        self
+    }
+
+    /// The console's one-time login token (for the printed link).
+    pub fn console_login_token(&self) -> Option<&str> {
+        self.console.as_ref().map(|(_, t)| t.as_str())
     }
 }
 
@@ -349,11 +384,30 @@ pub fn prepare(config: &Config, mode: CommitMode, out: &mut dyn Write) -> Result
             b.settings().lag.as_secs()
         );
     }
+    let replays: Arc<dyn ingest::Admin> =
+        Arc::new(Replays(runtime.processor.clone(), runtime.backfill.clone()));
+    let console = config.console_listen.map(|_| {
+        let (console, once) = Console::new(
+            store.clone(),
+            admin_token.clone(),
+            replays.clone(),
+            ConsoleSettings {
+                hooks: hooks
+                    .iter()
+                    .map(|(h, _)| (h.id.clone(), format!("{base}/hooks/{}", h.id)))
+                    .collect(),
+                scripts_dir: config.scripts_dir.clone(),
+                stdlib_dir: config.stdlib_dir.clone(),
+                backfill: runtime
+                    .backfill
+                    .as_ref()
+                    .is_some_and(|b| b.settings().enabled),
+            },
+        );
+        (Arc::new(console), once)
+    });
     let mut front = Front::new(hooks, store, config.max_body_bytes)
-        .with_admin(
-            Arc::new(Replays(runtime.processor.clone(), runtime.backfill.clone())),
-            admin_token,
-        )
+        .with_admin(replays, admin_token)
         .with_metrics(runtime.processor.clone() as Arc<dyn MetricsSource>)
         .with_metrics(runtime.mail.clone() as Arc<dyn MetricsSource>)
         .with_metrics(runtime.reloader.states().clone() as Arc<dyn MetricsSource>);
@@ -363,6 +417,8 @@ pub fn prepare(config: &Config, mode: CommitMode, out: &mut dyn Write) -> Result
     Ok(App {
         front,
         runtime: Some(runtime),
+        console,
+        console_listener: None,
     })
 }
 
@@ -612,7 +668,7 @@ pub async fn serve(
         max_connections_per_address = limits.max_connections_per_address,
         "connection limits"
     );
-    let app = prepare(config, CommitMode::Group, out)?.with_server_limits(limits);
+    let mut app = prepare(config, CommitMode::Group, out)?.with_server_limits(limits);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| AppError::Bind {
@@ -621,6 +677,30 @@ pub async fn serve(
         })?;
     let addr = listener.local_addr().unwrap_or(config.listen);
     let _ = writeln!(out, "engine: listening on http://{addr}");
+    if let Some(console_addr) = config.console_listen {
+        let console = TcpListener::bind(console_addr)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: console_addr,
+                source,
+            })?;
+        let bound = console.local_addr().unwrap_or(console_addr);
+        // The CLI's admin requests find the server here (the port may be 0 in the config).
+        let at = config.data_dir.join(CONSOLE_ADDRESS_FILE);
+        if let Err(error) = private::write(&at, format!("{bound}\n").as_bytes()) {
+            tracing::warn!(%error, path = %at.display(), "cannot record the console address");
+        }
+        let shown = loopback_if_unspecified(bound);
+        let _ = writeln!(out, "engine: console on http://{shown}/");
+        if let Some(once) = app.console_login_token() {
+            let _ = writeln!(
+                out,
+                "  log in (this link works once): http://{shown}/login?t={once}"
+            );
+        }
+        tracing::info!(addr = %bound, "console listening");
+        app = app.with_console_listener(console);
+    }
     let _ = out.flush();
     tracing::info!(%addr, "listening");
     run(listener, app, shutdown).await;
@@ -650,7 +730,12 @@ impl Runtime {
 /// mail executor, the script watcher (hot reload) and retention. On shutdown: stop accepting and
 /// answer requests in flight, then let the runs and sends in flight finish, then close the store.
 pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output = ()>) {
-    let App { front, runtime } = app;
+    let App {
+        front,
+        runtime,
+        console,
+        console_listener,
+    } = app;
     let front = Arc::new(front);
     let store = front.store().clone();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -671,7 +756,29 @@ pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output =
             tasks.push(tokio::spawn(b.clone().run(stop_rx.clone())));
         }
     }
-    ingest::run(listener, front.clone(), shutdown).await;
+    let (server_stop, server_stopped) = watch::channel(false);
+    let console_task = match (console, console_listener) {
+        (Some((pages, _)), Some(l)) => {
+            let mut stopped = server_stopped.clone();
+            Some(tokio::spawn(ingest::run_console(
+                l,
+                front.clone(),
+                pages as Arc<dyn ingest::Pages>,
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            )))
+        }
+        _ => None,
+    };
+    ingest::run(listener, front.clone(), async move {
+        shutdown.await;
+        let _ = server_stop.send(true);
+    })
+    .await;
+    if let Some(t) = console_task {
+        let _ = t.await;
+    }
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;

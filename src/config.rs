@@ -18,6 +18,9 @@ use crate::script::Limits;
 /// Default address: loopback only, so a fresh install is not reachable from the network until
 /// the admin puts a reverse proxy (HTTPS) in front of it or changes `listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default console (and admin API) address: loopback, and a port apart from the hooks' so that a
+/// proxy exposing `listen` never exposes the console.
+pub const DEFAULT_CONSOLE_LISTEN: &str = "127.0.0.1:8081";
 /// Okta sends one delivery per request; real ones are a few KiB per event. 1 MiB leaves room for
 /// large batches while bounding the memory one request can take.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -231,6 +234,8 @@ pub struct Config {
     /// The file it came from (`None`: embedded defaults).
     pub source: Option<PathBuf>,
     pub listen: SocketAddr,
+    /// The web console and admin API (`None`: `console_listen = ""`, both off).
+    pub console_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub scripts_dir: PathBuf,
     pub stdlib_dir: PathBuf,
@@ -250,6 +255,7 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<Spanned<String>>,
+    console_listen: Option<Spanned<String>>,
     data_dir: Option<String>,
     scripts_dir: Option<String>,
     stdlib_dir: Option<String>,
@@ -325,6 +331,11 @@ impl Config {
         Config {
             source: None,
             listen: DEFAULT_LISTEN.parse().expect("constant address parses"),
+            console_listen: Some(
+                DEFAULT_CONSOLE_LISTEN
+                    .parse()
+                    .expect("constant address parses"),
+            ),
             data_dir: base.join("data"),
             scripts_dir: base.join("scripts"),
             stdlib_dir: base.join("stdlib"),
@@ -405,6 +416,21 @@ impl Config {
                     Some("write it as \"127.0.0.1:8080\" or \"0.0.0.0:8080\""),
                 )
             })?;
+        }
+        if let Some(listen) = raw.console_listen {
+            let text = listen.get_ref().trim();
+            cfg.console_listen = if text.is_empty() {
+                None
+            } else {
+                Some(text.parse().map_err(|_| {
+                    v.invalid(
+                        listen.span(),
+                        "console_listen",
+                        format!("`{}` is not an address with a port", listen.get_ref()),
+                        Some("write it as \"127.0.0.1:8081\", or \"\" to turn the console and admin API off"),
+                    )
+                })?)
+            };
         }
         if let Some(d) = raw.data_dir {
             cfg.data_dir = base.join(d);

@@ -35,6 +35,8 @@
 //! - [`reload`]: hot reload of scripts and stdlib; `states.rs`, the per-script state.
 //! - [`authoring`]: `tokens.rs`, `samples.rs`, `check/` (`diagnostics.rs`, `lint.rs`,
 //!   `dryrun.rs`, `eligible.rs`).
+//! - [`console`]: the web console on `console_listen`: `session.rs` (login link, cookie, CSRF),
+//!   `views.rs` (each page's reads), `templates/` and `static/` (compiled in).
 //! - [`app`]: builds every part from the config, runs them, stops them.
 //! - [`cli`]: clap and dispatch: `output.rs`, `remote.rs`, `history.rs`, `replay.rs`, `run.rs`,
 //!   `samples.rs`, `check.rs`, `definitions.rs`, `send.rs`, `backfill.rs`.
@@ -47,6 +49,7 @@ pub mod authoring;
 pub mod backfill;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod ingest;
 pub mod lookup;
 pub mod process;

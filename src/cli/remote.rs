@@ -1,5 +1,5 @@
 //! The history commands' reads: from the store file when no server holds it, else through the
-//! running server's admin endpoint (`POST /admin/read`), which runs the same
+//! running server's admin endpoint (`POST /admin/read` on `console_listen`), which runs the same
 //! [`query::answer`] — so a command prints the same thing whichever path served it.
 
 use std::time::Duration;
@@ -8,6 +8,7 @@ use bytes::Bytes;
 use hyper::Method;
 use serde::de::DeserializeOwned;
 
+use crate::app::{CONSOLE_ADDRESS_FILE, loopback_if_unspecified};
 use crate::config::Config;
 use crate::ingest::{ADMIN_TOKEN_FILE, ADMIN_TOKEN_HEADER};
 use crate::store::query::{self, Query};
@@ -40,14 +41,16 @@ pub fn admin_target(config: &Config) -> Result<(std::net::SocketAddr, String), S
                 "the store is in use by another process (a running `engine serve`?), and its admin token cannot be read ({e})\n  hint: run as the user that runs `engine serve`; if another engine command is using the store, try again when it has finished"
             )
         })?;
-    let mut addr = config.listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
+    // The address the running server recorded (its bound port), else the configured one.
+    let recorded = std::fs::read_to_string(config.data_dir.join(CONSOLE_ADDRESS_FILE))
+        .ok()
+        .and_then(|a| a.trim().parse::<std::net::SocketAddr>().ok());
+    let Some(addr) = recorded.or(config.console_listen) else {
+        return Err(
+            "the store is in use by a running `engine serve`, and its admin API is off (`console_listen = \"\"`)\n  hint: stop the server, or set `console_listen` in engine.toml and restart it".to_string(),
+        );
+    };
+    let addr = loopback_if_unspecified(addr);
     Ok((addr, token))
 }
 

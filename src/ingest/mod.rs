@@ -9,6 +9,7 @@
 //!   routing, verification, delivery, `/healthz`, `/metrics`.
 //! - `limits`: [`ServerLimits`] (connections in total and per address, header and body
 //!   timeouts), derived from the open-file limit.
+//! - [`Pages`]: the console's pages, routed to on the console listener ([`run_console`]).
 //! - `admin`: `POST /admin/read`, `/admin/replay`, `/admin/remove-sample` and `/admin/backfill`
 //!   (this host only, with the admin token).
 //! - [`envelope`]: the only envelope parser (delivery bodies and payload files).
@@ -39,7 +40,17 @@ pub use secrets::{
     GENERATED_SECRET_BYTES, SecretError, ensure as ensure_secret,
     register_existing as register_existing_secret,
 };
-pub use server::{SHUTDOWN_GRACE, VERIFICATION_HEADER, run};
+pub use server::{Answer, SHUTDOWN_GRACE, VERIFICATION_HEADER, run, run_console};
+
+/// The web console's pages, served on `console_listen` beside the admin API (the app wires them
+/// in; ingest only routes to them).
+pub trait Pages: Send + Sync {
+    /// Answers one request for a path outside `/admin/`.
+    fn handle(
+        &self,
+        req: hyper::Request<hyper::body::Incoming>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send + '_>>;
+}
 
 use crate::config::{HookConfig, Secret};
 use crate::store::Store;

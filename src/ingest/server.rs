@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 
 use super::limits::PerAddress;
 use super::metrics::{self, HookMetrics, Outcome};
-use super::{Front, Hook, admin, envelope};
+use super::{Front, Hook, Pages, admin, envelope};
 use crate::store::NewDelivery;
 
 /// The header Okta's verification request carries (matched case-insensitively by hyper).
@@ -40,7 +40,17 @@ pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// (each one is counted in `/metrics`): an attacker must not flood the log either.
 pub const REFUSAL_WARN_INTERVAL: Duration = Duration::from_secs(60);
 
-pub(crate) type Answer = Response<Full<Bytes>>;
+/// An HTTP answer, built whole.
+pub type Answer = Response<Full<Bytes>>;
+
+/// What a listener serves.
+#[derive(Clone)]
+enum Role {
+    /// `listen`: hooks, `/healthz`, `/metrics`.
+    Hooks,
+    /// `console_listen`: the admin API, and everything else to the console's pages.
+    Console(Arc<dyn Pages>),
+}
 
 /// Serves connections from `listener` until `shutdown` resolves, then stops accepting, lets the
 /// requests in flight finish (up to [`SHUTDOWN_GRACE`]) and returns.
@@ -51,6 +61,26 @@ pub(crate) type Answer = Response<Full<Bytes>>;
 /// has its further connections closed at once, unread: that costs the server nothing, and
 /// closing (rather than answering 503) gives a client that is flooding no work to wait for.
 pub async fn run(listener: TcpListener, app: Arc<Front>, shutdown: impl Future<Output = ()>) {
+    serve(listener, app, Role::Hooks, shutdown).await;
+}
+
+/// Serves the admin API (`/admin/*`) and, for every other path, `pages` (the web console) from
+/// `listener` until `shutdown` resolves, with the same caps and graceful shutdown as [`run`].
+pub async fn run_console(
+    listener: TcpListener,
+    app: Arc<Front>,
+    pages: Arc<dyn Pages>,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve(listener, app, Role::Console(pages), shutdown).await;
+}
+
+async fn serve(
+    listener: TcpListener,
+    app: Arc<Front>,
+    role: Role,
+    shutdown: impl Future<Output = ()>,
+) {
     let limits = app.limits;
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
@@ -101,11 +131,19 @@ pub async fn run(listener: TcpListener, app: Arc<Front>, shutdown: impl Future<O
                     || stream.local_addr().is_ok_and(|local| local.ip() == peer.ip());
                 let open = app.clone();
                 let app = app.clone();
+                let role = role.clone();
                 let conn = http.serve_connection(
                     TokioIo::new(stream),
                     service_fn(move |req| {
                         let app = app.clone();
-                        async move { Ok::<_, Infallible>(handle(&app, req, same_host).await) }
+                        let role = role.clone();
+                        async move {
+                            let answer = match &role {
+                                Role::Hooks => handle(&app, req).await,
+                                Role::Console(pages) => console(&app, pages.as_ref(), req, same_host).await,
+                            };
+                            Ok::<_, Infallible>(answer)
+                        }
                     }),
                 );
                 let conn = graceful.watch(conn);
@@ -130,11 +168,28 @@ pub async fn run(listener: TcpListener, app: Arc<Front>, shutdown: impl Future<O
     }
 }
 
-async fn handle(app: &Front, req: Request<Incoming>, same_host: bool) -> Answer {
-    let path = req.uri().path();
-    if let Some(action) = path.strip_prefix("/admin/") {
+/// The console listener: `/admin/*` is the admin API, the rest the console's pages.
+async fn console(
+    app: &Front,
+    pages: &dyn Pages,
+    req: Request<Incoming>,
+    same_host: bool,
+) -> Answer {
+    if let Some(action) = req.uri().path().strip_prefix("/admin/") {
         let action = action.to_string();
         return admin::handle(app, &action, req, same_host).await;
+    }
+    pages.handle(req).await
+}
+
+async fn handle(app: &Front, req: Request<Incoming>) -> Answer {
+    let path = req.uri().path();
+    if path.starts_with("/admin/") {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the admin API is served on `console_listen`, not on the hook listener",
+        );
     }
     if let Some(id) = path.strip_prefix("/hooks/") {
         let id = id.trim_end_matches('/').to_string();

@@ -494,6 +494,30 @@ pub struct EventRow {
     pub status: String,
 }
 
+/// Which events a page of the history shows (every field: all when `None`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    pub event_type: Option<String>,
+    pub hook: Option<String>,
+    /// `hook` or `system-log` (see [`source_kind`]).
+    pub source: Option<String>,
+    /// `published` at or after / at or before (RFC 3339, compared as text).
+    pub published_from: Option<String>,
+    pub published_to: Option<String>,
+    /// An event uuid, or text the event's JSON contains (an actor's login, a target's id).
+    pub text: Option<String>,
+}
+
+/// One page of events and where the next one starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventPage {
+    pub rows: Vec<EventRow>,
+    /// The `before` of the next (older) page, when there may be one.
+    pub next_before: Option<u64>,
+    /// How many events were looked at.
+    pub scanned: usize,
+}
+
 /// The envelope `source` of events backfilled from the Okta System Log (`delivery.source` in
 /// scripts).
 pub const SYSTEM_LOG_SOURCE: &str = "system-log";
@@ -552,28 +576,81 @@ pub const QUARANTINE_PREVIEW_CHARS: usize = 200;
 impl History<'_> {
     /// The newest `limit` events, newest first.
     pub fn recent_events(&self, limit: usize) -> Result<Vec<EventRow>, ReadError> {
+        Ok(self
+            .events_page(None, limit, &EventFilter::default(), usize::MAX)?
+            .rows)
+    }
+
+    /// Up to `limit` events older than `before` (seq; `None`: from the newest) that pass
+    /// `filter`, newest first, looking at no more than `max_scan` events (the console's pages).
+    pub fn events_page(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+        filter: &EventFilter,
+        max_scan: usize,
+    ) -> Result<EventPage, ReadError> {
         let txn = self.read()?;
         let events = txn.open_table(EVENTS).map_err(read_err)?;
         let deliveries = txn.open_table(DELIVERIES).map_err(read_err)?;
         let cursor = dispatch_cursor(&txn)?;
         let mut rows = Vec::new();
-        for entry in events.iter().map_err(read_err)?.rev().take(limit) {
+        let mut scanned = 0usize;
+        let mut last_seen = None;
+        let mut cache = None;
+        let range = events
+            .range(..before.unwrap_or(u64::MAX))
+            .map_err(read_err)?;
+        for entry in range.rev() {
+            if rows.len() >= limit || scanned >= max_scan {
+                break;
+            }
+            scanned += 1;
             let (k, v) = entry.map_err(read_err)?;
             let (dseq, uuid, event_type, published, _, _) = v.value();
             let seq = k.value();
-            let (hook, received, delivery_id, source) =
-                match deliveries.get(dseq).map_err(read_err)? {
-                    Some(d) => {
-                        let (hook, ms, id, _, source, _) = d.value();
-                        (
-                            hook.to_string(),
-                            crate::util::format_ms(ms),
-                            id.to_string(),
-                            source_kind(source).to_string(),
-                        )
-                    }
-                    None => Default::default(),
-                };
+            last_seen = Some(seq);
+            if filter
+                .event_type
+                .as_deref()
+                .is_some_and(|t| t != event_type)
+            {
+                continue;
+            }
+            let delivery = deliveries.get(dseq).map_err(read_err)?;
+            let (hook, received, delivery_id, source) = match &delivery {
+                Some(d) => {
+                    let (hook, ms, id, _, source, _) = d.value();
+                    (
+                        hook.to_string(),
+                        crate::util::format_ms(ms),
+                        id.to_string(),
+                        source_kind(source).to_string(),
+                    )
+                }
+                None => Default::default(),
+            };
+            if filter.hook.as_deref().is_some_and(|h| h != hook)
+                || filter.source.as_deref().is_some_and(|s| s != source)
+                || filter
+                    .published_from
+                    .as_deref()
+                    .is_some_and(|t| published < t)
+                || filter
+                    .published_to
+                    .as_deref()
+                    .is_some_and(|t| published > t)
+            {
+                continue;
+            }
+            if let Some(needle) = filter.text.as_deref().filter(|n| !n.is_empty()) {
+                let in_payload = uuid == needle
+                    || stored_event(&deliveries, seq, v.value(), &mut cache)
+                        .is_ok_and(|e| String::from_utf8_lossy(&e.json).contains(needle));
+                if !in_payload {
+                    continue;
+                }
+            }
             let queued = seq > cursor;
             rows.push(EventRow {
                 seq,
@@ -587,7 +664,15 @@ impl History<'_> {
                 status: if queued { "queued" } else { "processed" }.to_string(),
             });
         }
-        Ok(rows)
+        // More may follow when the page filled or the scan stopped before the oldest event.
+        let more = (rows.len() >= limit || scanned >= max_scan)
+            && last_seen
+                .is_some_and(|s| events.range(..s).ok().and_then(|mut r| r.next()).is_some());
+        Ok(EventPage {
+            rows,
+            next_before: if more { last_seen } else { None },
+            scanned,
+        })
     }
 
     /// The event with `uuid` whole (`None`: no such event).

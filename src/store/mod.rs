@@ -57,9 +57,9 @@ pub use dedup::SEAL_AT as DEDUP_SEAL_AT;
 use dedup::{Kind, Probe, key_hash};
 pub use due::{Admit, DueKey, skipping};
 pub use inbox::{
-    DISPATCH_CURSOR, Depths, EventDetail, EventHead, EventRow, NewDelivery, ParsedDelivery,
-    ParsedEvent, Pruned, PrunedKeys, QUARANTINE_PREVIEW_CHARS, QuarantineRow, SYSTEM_LOG_SOURCE,
-    Stored, StoredEvent, prune, set_dispatch_cursor, source_kind,
+    DISPATCH_CURSOR, Depths, EventDetail, EventFilter, EventHead, EventPage, EventRow, NewDelivery,
+    ParsedDelivery, ParsedEvent, Pruned, PrunedKeys, QUARANTINE_PREVIEW_CHARS, QuarantineRow,
+    SYSTEM_LOG_SOURCE, Stored, StoredEvent, prune, set_dispatch_cursor, source_kind,
 };
 use inbox::{PackedDelivery, pack_body};
 pub use writer::{

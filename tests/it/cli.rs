@@ -423,7 +423,7 @@ fn history_commands_read_through_a_running_server() {
             .unwrap();
         rt.block_on(engine::util::http_client::request(
             hyper::Method::POST,
-            &format!("{}/admin/read", p.url),
+            &format!("{}/admin/read", p.console_url()),
             &[("x-engine-admin-token".to_string(), token.trim().to_string())],
             bytes::Bytes::from(body.to_string()),
         ))

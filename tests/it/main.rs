@@ -6,6 +6,7 @@ mod support;
 mod backfill;
 mod check;
 mod cli;
+mod console;
 mod crash;
 mod dedup;
 mod disk;

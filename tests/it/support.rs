@@ -259,6 +259,13 @@ impl ServeProcess {
         envs: &[(&str, &str)],
         configure: impl FnOnce(&mut Command),
     ) -> ServeProcess {
+        // Every server's console on a port of its own: the default 8081 would be shared.
+        let toml = dir.join("engine.toml");
+        if let Ok(text) = std::fs::read_to_string(&toml)
+            && !text.contains("console_listen")
+        {
+            std::fs::write(&toml, format!("console_listen = \"127.0.0.1:0\"\n{text}")).unwrap();
+        }
         let mut cmd = engine_bin();
         configure(&mut cmd);
         cmd.current_dir(dir)
@@ -289,6 +296,43 @@ impl ServeProcess {
         };
         p.wait_ready();
         p
+    }
+
+    /// What the server wrote on stdout so far.
+    pub fn printed(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+
+    /// The console's base URL (`http://127.0.0.1:PORT`), as the server printed it.
+    pub fn console_url(&self) -> String {
+        self.printed_line("engine: console on ")
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// The one-time login link the server printed.
+    pub fn login_link(&self) -> String {
+        self.printed_line("log in (this link works once): ")
+    }
+
+    /// The rest of the first printed line that starts (after spaces) with `prefix`, waiting up
+    /// to 10 s for it.
+    fn printed_line(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self.printed();
+            if let Some(rest) = out
+                .lines()
+                .find_map(|l| l.trim_start().strip_prefix(prefix))
+            {
+                return rest.trim().to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server never printed `{prefix}`: {out}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// What the server wrote on stderr so far.

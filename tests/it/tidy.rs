@@ -21,6 +21,7 @@ const LAYERS: &[&str] = &[
     "actions",
     "reload",
     "authoring",
+    "console",
     "app",
     "cli",
 ];

@@ -1,0 +1,445 @@
+//! What each console page shows, read through the store's query layer. Each function runs on a
+//! blocking thread and returns the page's data (serialized for its template), or `None` when
+//! the record asked for does not exist.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{ConsoleSettings, percent_encode};
+use crate::authoring::samples::Sample;
+use crate::authoring::tokens::token_groups;
+use crate::script::Action;
+use crate::store::outbox::OutboxView;
+use crate::store::runs::{RunFilter, RunRecord, RunsView};
+use crate::store::{EventFilter, Store};
+
+/// Events on one page of the events list.
+pub const EVENTS_PER_PAGE: usize = 50;
+/// Runs on one page of the runs list.
+pub const RUNS_PER_PAGE: usize = 100;
+/// A filtered events page looks at no more than this many events: a filter that matches
+/// little answers in bounded time, and the page offers to look further back.
+pub const MAX_EVENTS_SCANNED: usize = 20_000;
+/// The overview's chart counts the events of the last day, looking at no more than this many.
+pub const MAX_CHART_EVENTS: usize = 50_000;
+/// The overview's chart counts at most this many of the newest runs.
+pub const MAX_CHART_RUNS: usize = 20_000;
+/// Hours in the overview's chart.
+pub const CHART_HOURS: u64 = 24;
+/// Lines of source shown around a run's error line (before and after).
+pub const SOURCE_CONTEXT_LINES: usize = 2;
+
+const HOUR_MS: u64 = 3_600_000;
+
+type Read<T> = Result<Option<T>, String>;
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// One bar group of the chart: its SVG coordinates are computed here, not in the template.
+#[derive(Serialize)]
+struct Bar {
+    x: u64,
+    label: String,
+    events: u64,
+    runs: u64,
+    failures: u64,
+    events_h: u64,
+    runs_h: u64,
+    failures_h: u64,
+}
+
+/// The chart's drawing height, in SVG units.
+const CHART_HEIGHT: u64 = 100;
+
+fn ms_of(rfc3339: &str) -> Option<u64> {
+    crate::util::parse_rfc3339_nanos(rfc3339).map(|n| (n / 1_000_000).max(0) as u64)
+}
+
+pub fn overview(store: &Store, settings: &ConsoleSettings) -> Read<Value> {
+    let h = store.history();
+    let now = crate::util::now_ms();
+    let start = (now / HOUR_MS + 1).saturating_sub(CHART_HOURS) * HOUR_MS;
+    let mut buckets = vec![(0u64, 0u64, 0u64); CHART_HOURS as usize];
+    let page = h
+        .events_page(
+            None,
+            MAX_CHART_EVENTS,
+            &EventFilter::default(),
+            MAX_CHART_EVENTS,
+        )
+        .map_err(err)?;
+    let mut last_by_hook: HashMap<String, String> = HashMap::new();
+    for e in &page.rows {
+        last_by_hook
+            .entry(e.hook.clone())
+            .or_insert_with(|| e.received.clone());
+        let Some(ms) = ms_of(&e.received) else {
+            continue;
+        };
+        if ms < start {
+            break;
+        }
+        if let Some(b) = buckets.get_mut(((ms - start) / HOUR_MS) as usize) {
+            b.0 += 1;
+        }
+    }
+    let runs = RunsView(&h)
+        .list(MAX_CHART_RUNS, &RunFilter::default())
+        .map_err(err)?;
+    for r in &runs {
+        let Some(ms) = ms_of(&r.created) else {
+            continue;
+        };
+        if ms < start {
+            continue;
+        }
+        if let Some(b) = buckets.get_mut(((ms - start) / HOUR_MS) as usize) {
+            b.1 += 1;
+            if r.status.as_str() == "failed" {
+                b.2 += 1;
+            }
+        }
+    }
+    let peak = buckets
+        .iter()
+        .map(|b| b.0.max(b.1))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let scale = |n: u64| (n * CHART_HEIGHT).div_ceil(peak);
+    let bars: Vec<Bar> = buckets
+        .iter()
+        .enumerate()
+        .map(|(i, &(events, runs, failures))| Bar {
+            x: i as u64 * 30,
+            label: crate::util::format_ms(start + i as u64 * HOUR_MS)[11..13].to_string(),
+            events,
+            runs,
+            failures,
+            events_h: scale(events),
+            runs_h: scale(runs),
+            failures_h: scale(failures),
+        })
+        .collect();
+    let depths = h.depths().map_err(err)?;
+    let failed_now = RunsView(&h)
+        .list(
+            RUNS_PER_PAGE,
+            &RunFilter {
+                failed_now: true,
+                ..RunFilter::default()
+            },
+        )
+        .map_err(err)?
+        .len();
+    let scripts = {
+        let txn = h.read().map_err(err)?;
+        crate::store::script_state::recorded(&txn).map_err(err)?
+    }
+    .unwrap_or_default();
+    let backfill_read_to = h
+        .backfill_cursor()
+        .map_err(err)?
+        .map(crate::util::format_ms);
+    let hooks: Vec<Value> = settings
+        .hooks
+        .iter()
+        .map(|(id, url)| {
+            json!({
+                "id": id,
+                "url": url,
+                "last_delivery": last_by_hook.get(id).cloned().unwrap_or_default(),
+            })
+        })
+        .collect();
+    Ok(Some(json!({
+        "hooks": hooks,
+        "bars": bars,
+        "peak": peak,
+        "chart_height": CHART_HEIGHT,
+        "chart_width": CHART_HOURS * 30,
+        "queued": depths.queued,
+        "events": depths.events,
+        "quarantined": depths.quarantined,
+        "failed_now": failed_now,
+        "scripts": scripts,
+        "script_errors": scripts.iter().filter(|s| s.last_error.is_some()).count(),
+        "backfill_on": settings.backfill,
+        "backfill_read_to": backfill_read_to,
+    })))
+}
+
+fn nonempty(q: &HashMap<String, String>, key: &str) -> Option<String> {
+    q.get(key)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+pub fn events(store: &Store, q: &HashMap<String, String>) -> Read<Value> {
+    let h = store.history();
+    let filter = EventFilter {
+        event_type: nonempty(q, "type"),
+        hook: nonempty(q, "hook"),
+        source: nonempty(q, "source"),
+        published_from: nonempty(q, "from"),
+        published_to: nonempty(q, "to"),
+        text: nonempty(q, "q"),
+    };
+    let before = nonempty(q, "before").and_then(|b| b.parse().ok());
+    let page = h
+        .events_page(before, EVENTS_PER_PAGE, &filter, MAX_EVENTS_SCANNED)
+        .map_err(err)?;
+    // The next page keeps the filter.
+    let next = page.next_before.map(|b| {
+        let mut parts = vec![format!("before={b}")];
+        for key in ["type", "hook", "source", "from", "to", "q"] {
+            if let Some(v) = nonempty(q, key) {
+                parts.push(format!("{key}={}", percent_encode(&v)));
+            }
+        }
+        format!("/events?{}", parts.join("&"))
+    });
+    let rows: Vec<Value> = page
+        .rows
+        .iter()
+        .map(|e| json!({ "row": e, "href": format!("/events/{}", percent_encode(&e.uuid)) }))
+        .collect();
+    Ok(Some(json!({
+        "rows": rows,
+        "next": next,
+        "scanned": page.scanned,
+        "filter": {
+            "type": filter.event_type.unwrap_or_default(),
+            "hook": filter.hook.unwrap_or_default(),
+            "source": filter.source.unwrap_or_default(),
+            "from": filter.published_from.unwrap_or_default(),
+            "to": filter.published_to.unwrap_or_default(),
+            "q": filter.text.unwrap_or_default(),
+        },
+    })))
+}
+
+fn run_row(r: &RunRecord) -> Value {
+    json!({
+        "id": r.id,
+        "script": r.script,
+        "status": r.status.as_str(),
+        "event_type": r.event_type,
+        "event_uuid": r.event_uuid,
+        "event_href": format!("/events/{}", percent_encode(&r.event_uuid)),
+        "created": r.created,
+        "attempts": r.attempts,
+        "error": r.error.as_ref().map(|e| e.to_string().lines().next().unwrap_or("").to_string()),
+        "replay_of": r.replay_of,
+    })
+}
+
+pub fn event(store: &Store, uuid: &str) -> Read<Value> {
+    let h = store.history();
+    let Some(detail) = h.event_detail(uuid).map_err(err)? else {
+        return Ok(None);
+    };
+    let pretty = serde_json::to_string_pretty(&detail.payload).unwrap_or_default();
+    let runs: Vec<Value> = RunsView(&h)
+        .of_event(uuid)
+        .map_err(err)?
+        .iter()
+        .map(run_row)
+        .collect();
+    let json_bytes = serde_json::to_vec(&detail.payload).unwrap_or_default();
+    let sample = Sample::new(&detail.hook, json_bytes, "this event");
+    let tokens: Vec<Value> = token_groups(&[sample], None)
+        .into_iter()
+        .flat_map(|g| g.tokens)
+        .map(|t| {
+            json!({
+                "path": t.path,
+                "type": t.type_name,
+                "example": t.example.map(|v| match v {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                }).unwrap_or_default(),
+            })
+        })
+        .collect();
+    Ok(Some(json!({
+        "event": detail,
+        "pretty": pretty,
+        "tree": tree(&detail.payload),
+        "runs": runs,
+        "tokens": tokens,
+    })))
+}
+
+/// A JSON value as nested `<details>` data: each node's key, its scalar text or its children.
+fn tree(v: &Value) -> Value {
+    fn node(key: String, v: &Value) -> Value {
+        match v {
+            Value::Object(m) => json!({
+                "key": key,
+                "kind": "object",
+                "summary": format!("{{…}} {} fields", m.len()),
+                "children": m.iter().map(|(k, c)| node(k.clone(), c)).collect::<Vec<_>>(),
+            }),
+            Value::Array(a) => json!({
+                "key": key,
+                "kind": "array",
+                "summary": format!("[…] {} items", a.len()),
+                "children": a.iter().enumerate().map(|(i, c)| node(i.to_string(), c)).collect::<Vec<_>>(),
+            }),
+            other => {
+                json!({ "key": key, "kind": "scalar", "text": other.to_string(), "children": [] })
+            }
+        }
+    }
+    node("event".to_string(), v)
+}
+
+pub fn runs(store: &Store, q: &HashMap<String, String>) -> Read<Value> {
+    let h = store.history();
+    let failed = q.get("failed").is_some_and(|v| v == "1");
+    let script = nonempty(q, "script");
+    let filter = RunFilter {
+        failed_now: failed,
+        script: script.clone(),
+        event: None,
+    };
+    let rows: Vec<Value> = RunsView(&h)
+        .list(RUNS_PER_PAGE, &filter)
+        .map_err(err)?
+        .iter()
+        .map(run_row)
+        .collect();
+    let mut scripts: Vec<String> = {
+        let txn = h.read().map_err(err)?;
+        crate::store::script_state::recorded(&txn)
+            .map_err(err)?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.script)
+            .collect()
+    };
+    scripts.sort();
+    Ok(Some(json!({
+        "rows": rows,
+        "failed": failed,
+        "script": script.unwrap_or_default(),
+        "scripts": scripts,
+        "replayed": nonempty(q, "replayed"),
+    })))
+}
+
+/// The source lines around `line` of `file` (a script, or `stdlib/…` for a module), with the
+/// caret under `col`; empty when the file cannot be read (deleted since the run).
+fn source_excerpt(
+    settings: &ConsoleSettings,
+    file: &str,
+    line: usize,
+    col: Option<usize>,
+) -> Vec<Value> {
+    if file.contains("..") || file.starts_with('/') {
+        return Vec::new();
+    }
+    let path = match file.strip_prefix("stdlib/") {
+        Some(rest) => settings.stdlib_dir.join(rest),
+        None => settings.scripts_dir.join(file),
+    };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let first = line.saturating_sub(SOURCE_CONTEXT_LINES).max(1);
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l))
+        .skip(first - 1)
+        .take(line + SOURCE_CONTEXT_LINES + 1 - first)
+        .map(|(n, l)| {
+            let caret = (n == line)
+                .then(|| col.map(|c| format!("{}^", " ".repeat(c.saturating_sub(1)))))
+                .flatten();
+            json!({ "n": n, "text": l, "error": n == line, "caret": caret })
+        })
+        .collect()
+}
+
+pub fn run(store: &Store, id: u64, settings: &ConsoleSettings) -> Read<Value> {
+    let h = store.history();
+    let Some(r) = RunsView(&h).get(id).map_err(err)? else {
+        return Ok(None);
+    };
+    let source = r
+        .error
+        .as_ref()
+        .and_then(|e| e.line.map(|l| source_excerpt(settings, &e.file, l, e.col)))
+        .unwrap_or_default();
+    let mails: Vec<Value> = r
+        .actions
+        .iter()
+        .map(|Action::Email(e)| {
+            let stored = OutboxView(&h).get(&e.id).ok().flatten();
+            json!({
+                "id": e.id,
+                "to": e.to.join(", "),
+                "cc": e.cc.join(", "),
+                "bcc": e.bcc.join(", "),
+                "reply_to": e.reply_to,
+                "subject": e.subject,
+                "body": e.body,
+                "html": e.html,
+                "status": stored.as_ref().map(|m| m.status.as_str()).unwrap_or("not queued"),
+                "attempts": stored.as_ref().map(|m| m.attempts).unwrap_or(0),
+                "last_error": stored.as_ref().and_then(|m| m.last_error.clone()),
+            })
+        })
+        .collect();
+    let log: Vec<Value> = r
+        .log
+        .iter()
+        .map(|l| json!({ "level": format!("{:?}", l.level).to_lowercase(), "message": l.message }))
+        .collect();
+    Ok(Some(json!({
+        "run": run_row(&r),
+        "duration_ms": r.duration_ms,
+        "hash": r.script_hash,
+        "finished": r.finished,
+        "error": r.error,
+        "source": source,
+        "log": log,
+        "mails": mails,
+    })))
+}
+
+/// The replay confirmation: what would run again (the runs that failed, or the event's runs).
+pub fn replay_preview(store: &Store, q: &HashMap<String, String>) -> Read<Value> {
+    let h = store.history();
+    let script = nonempty(q, "script");
+    let uuid = nonempty(q, "uuid");
+    let rows = match &uuid {
+        Some(u) => {
+            if h.event_detail(u).map_err(err)?.is_none() {
+                return Ok(None);
+            }
+            RunsView(&h).of_event(u).map_err(err)?
+        }
+        None => RunsView(&h).latest_failed().map_err(err)?,
+    };
+    let mut latest: BTreeMap<(String, String), &RunRecord> = BTreeMap::new();
+    for r in &rows {
+        if script.as_deref().is_none_or(|s| s == r.script) {
+            let key = (r.event_uuid.clone(), r.script.clone());
+            if latest.get(&key).is_none_or(|old| old.id < r.id) {
+                latest.insert(key, r);
+            }
+        }
+    }
+    let rows: Vec<Value> = latest.values().map(|r| run_row(r)).collect();
+    Ok(Some(json!({
+        "uuid": uuid,
+        "script": script.unwrap_or_default(),
+        "rows": rows,
+    })))
+}

@@ -1,0 +1,535 @@
+//! The web console on `console_listen`, spoken to over HTTP by a plain client: login (the printed
+//! one-time link, the token form), the session cookie, redirects without it, CSRF on every POST,
+//! the security headers, escaping of attacker-controlled payload fields, and the pages a user
+//! follows: a delivered event, the failed run of a broken script with its error line, a replay
+//! after the fix, the rendered mail.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use engine::util::http_client::{self as client, Answer};
+use hyper::Method;
+
+use crate::support::*;
+
+/// The payload field an attacker controls (an Okta user's display name).
+pub const HOSTILE_NAME: &str = "<img src=x onerror=alert(1)>";
+
+pub const BROKEN: &str = "//! on: user.lifecycle.create\nlet who = event.actor.displayName;\nlet n = 1 / 0;\nlog(`never ${who}`);\n";
+pub const FIXED: &str = "//! on: user.lifecycle.create\nlet who = event.actor.displayName;\nsend_email(#{ to: \"ops@example.com\", subject: `New user ${who}`, body: `Say hello to ${who}.`, html: `<p>Hello <b>${who}</b></p>` });\n";
+
+/// A `user.lifecycle.create` LogEvent whose actor's displayName is [`HOSTILE_NAME`].
+pub fn hostile_event(uuid: &str) -> String {
+    serde_json::json!({
+        "uuid": uuid,
+        "published": "2024-05-01T10:00:00.000Z",
+        "eventType": "user.lifecycle.create",
+        "displayMessage": "Create okta user",
+        "actor": { "id": "00u1", "type": "User", "alternateId": "admin@example.com", "displayName": HOSTILE_NAME },
+        "target": [{ "id": "00u2", "type": "User", "alternateId": "new@example.com", "displayName": "New Person" }]
+    })
+    .to_string()
+}
+
+pub fn call(method: Method, url: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(client::request(
+        method,
+        url,
+        &headers,
+        Bytes::from(body.to_string()),
+    ))
+    .expect("the console answers")
+}
+
+/// A page's HTML with minijinja's escaped slash (`&#x2f;`, harmless) written back as `/`, so
+/// that assertions can name paths.
+fn page(a: &Answer) -> String {
+    a.text().replace("&#x2f;", "/")
+}
+
+fn header(a: &Answer, name: &str) -> String {
+    a.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// `engine_session=…` from a login answer's `Set-Cookie`.
+fn session_cookie(a: &Answer) -> String {
+    let set = header(a, "set-cookie");
+    assert!(set.contains("HttpOnly"), "{set}");
+    assert!(set.contains("SameSite=Strict"), "{set}");
+    set.split(';').next().unwrap().to_string()
+}
+
+/// The CSRF token in a page's forms.
+fn csrf_of(page: &str) -> String {
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .expect("the page has a CSRF field");
+    let rest = &page[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+/// A server with the broken script and one hostile event delivered; its failed run is recorded.
+pub fn served_with_a_failed_run(uuid: &str) -> (tempfile::TempDir, ServeProcess) {
+    let (dir, port) = engine_setup("", &[("greet.rhai", BROKEN)]);
+    let p = ServeProcess::start(dir.path(), port, &[("ENGINE_TEST_SECRET", SECRET)]);
+    assert_eq!(
+        post_blocking(&format!("{}/hooks/test", p.url), wrap(&hostile_event(uuid))),
+        200
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            history_json(dir.path(), "runs")
+                .iter()
+                .any(|r| r["status"] == "failed")
+        }),
+        "the broken script's run failed"
+    );
+    (dir, p)
+}
+
+#[test]
+fn console_login_pages_csrf_and_escaping_over_http() {
+    let uuid = "console-http-1";
+    let (dir, p) = served_with_a_failed_run(uuid);
+    let console = p.console_url();
+    assert_ne!(console, p.url, "the console has its own listener");
+
+    // Without a session every page redirects to the login page; POSTs are refused.
+    for path in [
+        "/",
+        "/events",
+        &format!("/events/{uuid}"),
+        "/runs",
+        "/runs/1",
+        "/replay?failed=1",
+        "/nope",
+    ] {
+        let a = call(Method::GET, &format!("{console}{path}"), &[], "");
+        assert_eq!(a.status, 303, "{path}");
+        assert_eq!(header(&a, "location"), "/login", "{path}");
+    }
+    let a = call(Method::POST, &format!("{console}/replay"), &[], "failed=1");
+    assert_eq!(a.status, 403);
+    // The hook listener does not serve the console or the admin API.
+    assert_eq!(
+        call(Method::GET, &format!("{}/", p.url), &[], "").status,
+        404
+    );
+    assert_eq!(
+        call(Method::POST, &format!("{}/admin/read", p.url), &[], "{}").status,
+        404
+    );
+
+    // The login page, with a strict policy.
+    let a = call(Method::GET, &format!("{console}/login"), &[], "");
+    assert_eq!(a.status, 200);
+    let csp = header(&a, "content-security-policy");
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(header(&a, "x-frame-options"), "DENY");
+    assert_eq!(header(&a, "x-content-type-options"), "nosniff");
+    // A wrong token: refused, and no cookie.
+    let a = call(
+        Method::POST,
+        &format!("{console}/login"),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        "token=wrong",
+    );
+    assert_eq!(a.status, 401);
+    assert!(header(&a, "set-cookie").is_empty());
+
+    // The printed link logs in once.
+    let link = p.login_link();
+    assert!(link.starts_with(&format!("{console}/login?t=")), "{link}");
+    let a = call(Method::GET, &link, &[], "");
+    assert_eq!(a.status, 303, "{}", a.text());
+    assert_eq!(header(&a, "location"), "/");
+    let cookie = session_cookie(&a);
+    let again = call(Method::GET, &link, &[], "");
+    assert_eq!(again.status, 401, "the link works once");
+    assert!(header(&again, "set-cookie").is_empty());
+    // The admin token in the form logs in too.
+    let token = std::fs::read_to_string(dir.path().join("data/admin-token")).unwrap();
+    let a = call(
+        Method::POST,
+        &format!("{console}/login"),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        &format!("token={}", token.trim()),
+    );
+    assert_eq!(a.status, 303);
+    session_cookie(&a);
+    let get = |path: &str| {
+        call(
+            Method::GET,
+            &format!("{console}{path}"),
+            &[("cookie", &cookie)],
+            "",
+        )
+    };
+
+    // The overview: the hook, the chart, the failure.
+    let a = get("/");
+    assert_eq!(a.status, 200, "{}", a.text());
+    let html = page(&a);
+    assert!(
+        html.contains("/hooks/test") && html.contains("<svg"),
+        "{html}"
+    );
+    assert!(html.contains("greet"), "the script is listed: {html}");
+    assert!(
+        !html.contains(token.trim()),
+        "the admin token is never rendered"
+    );
+    assert!(!html.contains(SECRET), "the hook secret is never rendered");
+
+    // The events list and the event: the hostile name escaped, never markup.
+    let html = page(&get("/events"));
+    assert!(html.contains(uuid), "{html}");
+    let html = page(&get(&format!("/events?q={uuid}")));
+    assert!(
+        html.contains(&format!("/events/{uuid}")),
+        "search by uuid: {html}"
+    );
+    let html = page(&get("/events?type=user.session.start"));
+    assert!(
+        !html.contains(&format!("/events/{uuid}")),
+        "filter by type: {html}"
+    );
+    let html = page(&get("/events?q=admin%40example.com"));
+    assert!(
+        html.contains(&format!("/events/{uuid}")),
+        "search by actor: {html}"
+    );
+    let a = get(&format!("/events/{uuid}"));
+    assert_eq!(a.status, 200);
+    let html = page(&a);
+    assert!(
+        !html.contains(HOSTILE_NAME),
+        "raw markup from the payload: {html}"
+    );
+    assert!(
+        html.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "{html}"
+    );
+    assert!(
+        html.contains("event.actor.displayName"),
+        "its tokens: {html}"
+    );
+    assert!(html.contains("/runs/"), "the runs it caused: {html}");
+    assert_eq!(get("/events/no-such-uuid").status, 404);
+
+    // The failed run: its error with the source line and caret.
+    let runs = history_json(dir.path(), "runs");
+    let failed = runs.iter().find(|r| r["status"] == "failed").unwrap();
+    let id = failed["id"].as_u64().unwrap();
+    let html = page(&get(&format!("/runs/{id}")));
+    assert!(html.contains("greet.rhai:3"), "{html}");
+    assert!(html.contains("let n = 1 / 0;"), "the source line: {html}");
+    assert!(html.contains("class=\"caret\""), "{html}");
+    assert_eq!(get("/runs/999999").status, 404);
+    assert_eq!(get("/runs/x").status, 404);
+
+    // Replay: the confirmation shows what will run; a POST without the CSRF token is refused.
+    let html = page(&get("/replay?failed=1"));
+    assert!(html.contains(&format!("/runs/{id}")), "{html}");
+    let csrf = csrf_of(&html);
+    let form = [
+        ("cookie", cookie.as_str()),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    let a = call(
+        Method::POST,
+        &format!("{console}/replay"),
+        &form,
+        "failed=1",
+    );
+    assert_eq!(a.status, 403, "no CSRF token");
+    let a = call(
+        Method::POST,
+        &format!("{console}/replay"),
+        &form,
+        "failed=1&csrf=forged",
+    );
+    assert_eq!(a.status, 403, "a wrong CSRF token");
+    assert_eq!(
+        history_json(dir.path(), "runs").len(),
+        runs.len(),
+        "nothing was replayed"
+    );
+
+    // Fix the script (hot reload), replay from the console, see the run succeed and its mail.
+    std::fs::write(dir.path().join("scripts/greet.rhai"), FIXED).unwrap();
+    let mut succeeded = None;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let a = call(
+                Method::POST,
+                &format!("{console}/replay"),
+                &form,
+                &format!("failed=1&csrf={csrf}"),
+            );
+            assert_eq!(a.status, 303, "{}", a.text());
+            std::thread::sleep(Duration::from_millis(500));
+            succeeded = history_json(dir.path(), "runs")
+                .into_iter()
+                .find(|r| r["status"] == "succeeded");
+            succeeded.is_some()
+        }),
+        "no replay succeeded: {:#?}",
+        history_json(dir.path(), "runs")
+    );
+    let run = succeeded.unwrap();
+    let html = page(&get(&format!("/runs/{}", run["id"])));
+    assert!(html.contains("ops@example.com"), "{html}");
+    assert!(
+        html.contains("New user &lt;img"),
+        "the subject, escaped: {html}"
+    );
+    assert!(
+        html.contains("<iframe class=\"mail-html\" sandbox=\"\""),
+        "{html}"
+    );
+    assert!(!html.contains("<b><img"), "{html}");
+    // The failed list is empty now.
+    let html = page(&get("/runs?failed=1"));
+    assert!(html.contains("No runs."), "{html}");
+
+    // Logging out ends the session.
+    let a = call(
+        Method::POST,
+        &format!("{console}/logout"),
+        &form,
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(a.status, 303);
+    assert_eq!(get("/").status, 303);
+}
+
+#[test]
+fn console_listen_empty_turns_console_and_admin_api_off() {
+    let (dir, port) = engine_setup("", &[]);
+    let toml = dir.path().join("engine.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, format!("console_listen = \"\"\n{text}")).unwrap();
+    let p = ServeProcess::start(dir.path(), port, &[("ENGINE_TEST_SECRET", SECRET)]);
+    assert!(!p.printed().contains("console on"), "{}", p.printed());
+    let o = run_engine(dir.path(), &["events"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("console_listen"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_bad_console_listen_is_a_config_error() {
+    let dir = temp_dir();
+    std::fs::write(
+        dir.path().join("engine.toml"),
+        "console_listen = \"localhost\"\n",
+    )
+    .unwrap();
+    let o = run_engine(dir.path(), &["serve"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("`console_listen`") && stderr(&o).contains("engine.toml:1"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Where the browser tests write their screenshots (look at them: would a user understand?).
+pub const SCREENSHOTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/console-screenshots");
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// chromedriver on a free loopback port, killed when dropped.
+struct Driver {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_driver() -> Driver {
+    for bin in [CHROMIUM, CHROMEDRIVER] {
+        assert!(
+            std::path::Path::new(bin).exists(),
+            "{bin} is missing: the console's browser tests need Debian's Chromium and its WebDriver \
+             (`apt-get install -y chromium chromium-driver`, as .ci/run does)"
+        );
+    }
+    let port = free_port();
+    let child = std::process::Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let addr = format!("127.0.0.1:{port}");
+    assert!(
+        wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(
+            &addr
+        )
+        .is_ok()),
+        "chromedriver never listened on {addr}"
+    );
+    Driver {
+        child,
+        url: format!("http://{addr}"),
+    }
+}
+
+async fn browser(driver: &Driver) -> fantoccini::Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".to_string(),
+        serde_json::json!({
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1100"],
+        }),
+    );
+    fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a Chromium session through chromedriver")
+}
+
+async fn screenshot(c: &fantoccini::Client, name: &str) {
+    std::fs::create_dir_all(SCREENSHOTS).unwrap();
+    let png = c.screenshot().await.expect("a screenshot");
+    std::fs::write(format!("{SCREENSHOTS}/{name}.png"), png).unwrap();
+}
+
+async fn text_of(c: &fantoccini::Client, css: &str) -> String {
+    c.find(fantoccini::Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no `{css}` on the page: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+#[test]
+fn console_in_a_real_browser() {
+    use fantoccini::Locator;
+    let driver = start_driver();
+    let uuid = "console-browser-1";
+    let (dir, p) = served_with_a_failed_run(uuid);
+    let console = p.console_url();
+    let link = p.login_link();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = browser(&driver).await;
+        // Without a cookie every page goes to the login page.
+        for path in ["/", "/events", "/runs?failed=1"] {
+            c.goto(&format!("{console}{path}")).await.unwrap();
+            assert!(c.current_url().await.unwrap().path() == "/login", "{path}");
+        }
+        // Log in through the printed link: the overview.
+        c.goto(&link).await.unwrap();
+        assert_eq!(c.current_url().await.unwrap().path(), "/");
+        assert_eq!(text_of(&c, "h1").await, "Overview");
+        assert!(text_of(&c, "main").await.contains("/hooks/test"));
+        screenshot(&c, "overview").await;
+
+        // The delivered event and its payload; the hostile name is text, not an element.
+        c.goto(&format!("{console}/events")).await.unwrap();
+        c.find(Locator::LinkText(uuid))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert!(c.current_url().await.unwrap().path().ends_with(uuid));
+        let tree = text_of(&c, "#payload-tree").await;
+        assert!(tree.contains("admin@example.com"), "{tree}");
+        assert!(
+            tree.contains(HOSTILE_NAME),
+            "the literal string is shown: {tree}"
+        );
+        let imgs = c
+            .execute(
+                "return document.querySelectorAll('img[src=\"x\"]').length",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(imgs, serde_json::json!(0), "no <img> came from the payload");
+        screenshot(&c, "event").await;
+
+        // The failed run of the broken script: its error line.
+        c.goto(&format!("{console}/runs?failed=1")).await.unwrap();
+        c.find(Locator::Css("td a[href^='/runs/']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let source = text_of(&c, "#error-source").await;
+        assert!(source.contains("let n = 1 / 0;"), "{source}");
+        assert!(text_of(&c, ".error .where").await.contains("greet.rhai:3"));
+        screenshot(&c, "run-failed").await;
+
+        // Fix the script (hot reload), replay from the console (dry run page, confirm), succeed.
+        std::fs::write(dir.path().join("scripts/greet.rhai"), FIXED).unwrap();
+        let mut ok_run = None;
+        for _ in 0..40 {
+            c.goto(&format!("{console}/replay?failed=1")).await.unwrap();
+            if let Ok(b) = c.find(Locator::Id("confirm-replay")).await {
+                b.click().await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let d = dir.path().to_path_buf();
+            let runs = tokio::task::spawn_blocking(move || history_json(&d, "runs"))
+                .await
+                .unwrap();
+            ok_run = runs.into_iter().find(|r| r["status"] == "succeeded");
+            if ok_run.is_some() {
+                break;
+            }
+        }
+        let run = ok_run.expect("a replay succeeded after the fix");
+        c.goto(&format!("{console}/runs/{}", run["id"]))
+            .await
+            .unwrap();
+        assert!(text_of(&c, "h1").await.contains("succeeded"));
+        let subject = text_of(&c, ".mail .subject").await;
+        assert_eq!(subject, format!("New user {HOSTILE_NAME}"));
+        let frame = c.find(Locator::Css("iframe.mail-html")).await.unwrap();
+        assert_eq!(frame.attr("sandbox").await.unwrap().as_deref(), Some(""));
+        screenshot(&c, "run-mail").await;
+
+        // Logged out, the pages are closed again.
+        c.find(Locator::Css(".logout button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        c.goto(&format!("{console}/runs")).await.unwrap();
+        assert_eq!(c.current_url().await.unwrap().path(), "/login");
+        c.close().await.unwrap();
+    });
+}
