@@ -177,12 +177,6 @@ pub struct Seen {
     seal_at: usize,
 }
 
-impl Default for Seen {
-    fn default() -> Seen {
-        Seen::with_seal_at(SEAL_AT)
-    }
-}
-
 /// A run about to be written: the live keys of `kind` stored below `end`, sorted.
 #[derive(Debug)]
 pub struct Seal {

@@ -176,10 +176,7 @@ fn migrate_dedup_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
 /// older engine, or one whose writer stopped before sealing) are sealed first, so the live part
 /// held in memory stays small.
 pub(crate) fn load_seen(db: &Database) -> Result<Seen, redb::Error> {
-    load_seen_sealing_at(db, dedup::SEAL_AT)
-}
-
-pub(crate) fn load_seen_sealing_at(db: &Database, seal_at: usize) -> Result<Seen, redb::Error> {
+    let seal_at = dedup::SEAL_AT;
     for kind in Kind::ALL {
         seal_backlog(db, kind, seal_at)?;
     }
