@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::actions::mail::{self, MailError, Transport};
-use crate::actions::{MailSender, MailSettings};
+use crate::actions::{self, ActionCounts, ActionMetrics, MailSender, MailSettings, OktaExecutor};
 use crate::authoring::samples::SAMPLES_DIR;
 use crate::backfill::{self, Backfill};
 use crate::config::{
@@ -27,9 +27,9 @@ use crate::ingest::{
     ServerLimits,
 };
 use crate::lookup::{Directory, Lookup, LookupError, LookupHost, OktaClient};
-use crate::process::{self, DuePool, Processor, ReplayError};
+use crate::process::{self, ActionWakers, DuePool, Processor, ReplayError};
 use crate::reload::{self, Reloader};
-use crate::script::{Host, LiveScripts, ScriptSet};
+use crate::script::{ActionKind, Host, LiveScripts, ScriptSet};
 use crate::store::{CommitMode, DB_FILE, OpenError, Store};
 use crate::util::prom::MetricsSource;
 use crate::util::{fd_limit, private};
@@ -82,6 +82,10 @@ pub struct Runtime {
     pub processor: Arc<Processor>,
     pub mail: Arc<MailSender>,
     pub mail_pool: Arc<DuePool<MailSender>>,
+    /// The `okta` actions' executor (it skips them, saying why, without `[okta]`).
+    pub okta_pool: Arc<DuePool<OktaExecutor>>,
+    /// Every executor's outcomes by kind, and the queue's depth, for `/metrics`.
+    pub action_metrics: Arc<ActionMetrics>,
     /// Hot reload of `scripts` from disk, and each script's state.
     pub reloader: Arc<Reloader>,
     /// History older than this many days is pruned (`retention_days`).
@@ -410,6 +414,7 @@ pub fn prepare(config: &Config, mode: CommitMode, out: &mut dyn Write) -> Result
         .with_admin(replays, admin_token)
         .with_metrics(runtime.processor.clone() as Arc<dyn MetricsSource>)
         .with_metrics(runtime.mail.clone() as Arc<dyn MetricsSource>)
+        .with_metrics(runtime.action_metrics.clone() as Arc<dyn MetricsSource>)
         .with_metrics(runtime.reloader.states().clone() as Arc<dyn MetricsSource>);
     if let Some(b) = &runtime.backfill {
         front = front.with_metrics(b.clone() as Arc<dyn MetricsSource>);
@@ -511,8 +516,28 @@ fn assemble(
                 }),
         ),
     };
-    let mail = Arc::new(MailSender::new(store.clone(), transport, mail_settings));
+    let counts = Arc::new(ActionCounts::default());
+    let action_metrics = Arc::new(ActionMetrics {
+        store: store.clone(),
+        counts: counts.clone(),
+    });
+    let mail = Arc::new(MailSender::new(
+        store.clone(),
+        transport,
+        mail_settings,
+        counts.clone(),
+    ));
     let mail_pool = mail.pool();
+    let okta_executor = Arc::new(OktaExecutor::new(
+        store.clone(),
+        okta.clone(),
+        actions::okta::OKTA_RETRY_BASE,
+        counts,
+    ));
+    let okta_pool = okta_executor.pool();
+    let wakers = ActionWakers::default()
+        .with(ActionKind::Email, mail_pool.waker())
+        .with(ActionKind::Okta, okta_pool.waker());
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -529,13 +554,15 @@ fn assemble(
             .collect(),
     };
     let backfill = build_backfill(config, okta, store.clone(), scripts.clone())?;
-    let processor = Processor::new(store, scripts.clone(), host, settings, mail_pool.waker());
+    let processor = Processor::new(store, scripts.clone(), host, settings, wakers);
     let reloader = Arc::new(Reloader::new(reload_settings(config), scripts.clone()));
     Ok(Runtime {
         scripts,
         processor,
         mail,
         mail_pool,
+        okta_pool,
+        action_metrics,
         reloader,
         retention_days: config.retention_days,
         backfill,
@@ -722,6 +749,7 @@ impl Runtime {
                 self.mail.clone(),
                 shutdown.clone(),
             )),
+            tokio::spawn(OktaExecutor::run(self.okta_pool.clone(), shutdown.clone())),
         ]
     }
 }

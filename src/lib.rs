@@ -31,7 +31,9 @@
 //!   backfill`), `filter.rs` (the scripts' subscriptions as Okta's `filter`).
 //! - [`process`]: `dispatcher.rs`, `executor.rs`, `scheduler.rs` (the one scheduler of due work,
 //!   and `Backoff`), `retention.rs`.
-//! - [`actions`]: the action queue's executors: the mail sender and `mail.rs` (its transports).
+//! - [`actions`]: the action queue's executors: the mail sender (`mod.rs`) and `mail.rs` (its
+//!   transports), `okta.rs` (the `okta` actions through the one Okta client), `ledger.rs` (what
+//!   every executor shares: attempts, outcomes, retries, panics, metrics by kind).
 //! - [`reload`]: hot reload of scripts and stdlib; `states.rs`, the per-script state.
 //! - [`authoring`]: `tokens.rs`, `samples.rs`, `check/` (`diagnostics.rs`, `lint.rs`,
 //!   `dryrun.rs`, `eligible.rs`).

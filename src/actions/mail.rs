@@ -12,7 +12,7 @@
 //! - [`Transport`]: SMTP ([`Transport::from_url`]) or files ([`Transport::files`]);
 //!   [`Transport::new`] picks one from the optional `[smtp]` URL.
 //! - [`send`]: delivers one mail and classifies failures as [`MailError::Transient`] (retry with
-//!   backoff for up to [`MAX_RETRY_WINDOW`]) or [`MailError::Permanent`] (fail the mail).
+//!   backoff for up to [`super::ledger::MAX_RETRY_WINDOW`]) or [`MailError::Permanent`] (fail the mail).
 //!
 //! # SMTP URL
 //!
@@ -94,8 +94,6 @@ pub const POOL_MAX_SIZE: usize = 10;
 /// An idle connection older than this is closed instead of reused; most servers drop idle
 /// clients after 60–300 s.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long transient failures are retried before a mail is given up (SPEC: 24 h).
-pub const MAX_RETRY_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 /// Longest delay between two attempts (the first is `[smtp] retry_base_ms`): an hour keeps a
 /// day-long outage at ~30 attempts.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(60 * 60);

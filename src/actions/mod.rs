@@ -1,16 +1,26 @@
-//! The action queue's executors: carries out the mail that successful runs queued (over SMTP or
-//! as `.eml` files), through the shared scheduler, retrying transient failures with backoff for
-//! up to [`mail::MAX_RETRY_WINDOW`], and records every outcome.
+//! The action queue's executors: each carries out the actions of one kind that successful runs
+//! queued (mail over SMTP or as `.eml` files, Okta changes through the Management API), through
+//! the shared scheduler, and records every outcome through its [`Ledger`]: transient failures are
+//! retried with backoff for up to [`ledger::MAX_RETRY_WINDOW`], permanent ones fail the action.
 //!
-//! A mail is marked sent in the transaction after the transport accepted it; a crash between the
-//! two can send it again on restart (at-least-once), with the same `Message-ID`.
+//! An action is marked done in the transaction after the far side accepted it; a crash between
+//! the two can carry it out again on restart (at-least-once), with the same id going along
+//! (a mail's `Message-ID`, an Okta request's `Idempotency-Key`).
 //!
 //! # Layout
 //!
 //! - this module: [`MailSender`], the mail queue's executor ([`DueWork`] for the scheduler).
+//! - [`ledger`]: what every executor shares (begin an attempt, record its [`Attempt`], outcomes
+//!   the store could not take, panics, [`ActionMetrics`]).
 //! - [`mail`]: building messages (lettre), the pooled SMTP transport and the `.eml` writer.
+//! - [`okta`]: [`OktaExecutor`], the `okta` actions through the one Okta client.
 
+pub mod ledger;
 pub mod mail;
+pub mod okta;
+
+pub use ledger::{ActionCounts, ActionMetrics, Attempt, Ledger};
+pub use okta::OktaExecutor;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,13 +28,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::process::{
-    Admit, Backoff, Done, Due, DueKey, DuePool, DueWork, MAX_PANICS, Step, Task, Work,
-};
+use crate::process::{Admit, Backoff, Done, Due, DueKey, DuePool, DueWork, Step, Task, Work};
 use crate::script::{ActionKind, Email};
-use crate::store::actions::{self, ActionStatus, ActionsView, QueuedAction};
+use crate::store::actions::ActionsView;
 use crate::store::{ReadError, Store};
-use crate::util::{now_ms, prom, redact};
+use crate::util::prom;
 use mail::Transport;
 
 /// Mails sent at once: matches lettre's pool size so each send has a connection.
@@ -47,35 +55,33 @@ pub struct MailSettings {
 
 /// The mail queue's executor.
 pub struct MailSender {
-    store: Arc<Store>,
+    ledger: Ledger,
     transport: Transport,
     from: String,
-    backoff: Backoff,
     /// Send outcomes for `/metrics`: sent, retried, failed.
     counts: [AtomicU64; 3],
     /// See [`MAX_UNRECORDED_SENDS`].
     accept_gate: mail::AcceptGate,
-    /// Mails whose outcome could not be recorded (the store could not write), by seq: their
-    /// next attempt records that outcome again instead of sending again.
-    unrecorded: std::sync::Mutex<std::collections::HashMap<u64, QueuedAction>>,
-    failures: crate::util::Throttle,
 }
 
 impl MailSender {
-    pub fn new(store: Arc<Store>, transport: Transport, settings: MailSettings) -> MailSender {
+    pub fn new(
+        store: Arc<Store>,
+        transport: Transport,
+        settings: MailSettings,
+        counts: Arc<ActionCounts>,
+    ) -> MailSender {
+        let backoff = Backoff {
+            base: settings.retry_base,
+            cap: mail::BACKOFF_CAP,
+            jitter: true,
+        };
         MailSender {
-            store,
+            ledger: Ledger::new(store, ActionKind::Email, backoff, counts),
             transport,
             from: settings.from,
-            backoff: Backoff {
-                base: settings.retry_base,
-                cap: mail::BACKOFF_CAP,
-                jitter: true,
-            },
             counts: Default::default(),
             accept_gate: Arc::new(tokio::sync::Semaphore::new(MAX_UNRECORDED_SENDS)),
-            unrecorded: Default::default(),
-            failures: crate::util::Throttle::new(crate::store::FAILURE_LOG_INTERVAL),
         }
     }
 
@@ -96,65 +102,45 @@ impl MailSender {
     }
 
     async fn send_one(&self, seq: u64) -> Done {
-        let unrecorded = self
-            .unrecorded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&seq);
-        if let Some(m) = unrecorded {
-            // Sent (or failed) already: only its outcome is missing. Never send it again here.
-            return self.record(m).await;
-        }
-        let mut m = match ActionsView(&*self.store).get_by_seq(seq) {
-            Ok(Some(m)) if m.status.is_pending() && m.kind == ActionKind::Email => m,
-            Ok(_) => return Done::Recorded,
-            Err(error) => {
-                if let Some(left_out) = self.failures.ready() {
-                    tracing::error!(mail_seq = seq, %error, left_out, "cannot read mail");
-                }
-                return Done::NotRecorded;
-            }
+        let m = match self.ledger.begin(seq).await {
+            Ok(m) => m,
+            Err(done) => return done,
         };
         let email: Email = match serde_json::from_value(m.payload.clone()) {
             Ok(e) => e,
             Err(e) => {
-                m.status = ActionStatus::Failed;
-                m.next_attempt_ms = None;
-                m.last_error = Some(format!("the queued mail cannot be read: {e}"));
-                return self.record(m).await;
+                let error = format!("the queued mail cannot be read: {e}");
+                return self.ledger.finish(m, Attempt::Failed { error }).await;
             }
         };
         let result =
             mail::send_gated(&self.transport, &self.from, &email, Some(&self.accept_gate)).await;
         let answered = std::time::Instant::now();
-        m.attempts += 1;
         // Held until the outcome is recorded (see MAX_UNRECORDED_SENDS).
         let mut accepted = None;
-        match result {
+        let attempt = match result {
             Ok((receipt, permit)) => {
                 accepted = permit;
-                m.status = ActionStatus::Done;
-                m.done_ms = Some(now_ms());
-                m.next_attempt_ms = None;
-                m.last_error = None;
-                m.answer = Some(receipt.detail.clone());
-                tracing::info!(mail_id = %m.id, run_id = m.run_id, detail = %receipt.detail, "mail sent");
+                self.counts[0].fetch_add(1, Ordering::Relaxed);
+                Attempt::Done {
+                    answer: receipt.detail,
+                }
             }
-            Err(e) if e.is_transient() && self.within_retry_window(&m) => {
-                let delay = self.backoff.delay(m.attempts - 1);
-                m.status = ActionStatus::Retrying;
-                m.next_attempt_ms = Some(now_ms() + delay.as_millis() as u64);
-                m.last_error = Some(e.to_string());
-                tracing::warn!(mail_id = %m.id, error = %e, retry_in_ms = delay.as_millis() as u64, "mail not sent; will retry");
+            Err(e) if e.is_transient() => {
+                self.counts[1].fetch_add(1, Ordering::Relaxed);
+                Attempt::Retry {
+                    after: None,
+                    error: e.to_string(),
+                }
             }
             Err(e) => {
-                m.status = ActionStatus::Failed;
-                m.next_attempt_ms = None;
-                m.last_error = Some(e.to_string());
-                tracing::error!(mail_id = %m.id, error = %e, "mail failed permanently");
+                self.counts[2].fetch_add(1, Ordering::Relaxed);
+                Attempt::Failed {
+                    error: e.to_string(),
+                }
             }
-        }
-        let done = self.record(m).await;
+        };
+        let done = self.ledger.finish(m, attempt).await;
         drop(accepted);
         tracing::debug!(
             mail_seq = seq,
@@ -162,59 +148,6 @@ impl MailSender {
             "mail outcome recorded"
         );
         done
-    }
-
-    fn within_retry_window(&self, m: &QueuedAction) -> bool {
-        now_ms().saturating_sub(m.queued_ms) < mail::MAX_RETRY_WINDOW.as_millis() as u64
-    }
-
-    /// Records a mail's state; its error text (a far side's answer) scrubbed of secrets.
-    async fn record(&self, mut m: QueuedAction) -> Done {
-        if let Some(e) = &mut m.last_error {
-            redact::scrub_in_place(e);
-        }
-        let slot = match m.status {
-            ActionStatus::Done => 0,
-            ActionStatus::Queued | ActionStatus::Retrying => 1,
-            ActionStatus::Failed | ActionStatus::Skipped => 2,
-        };
-        self.counts[slot].fetch_add(1, Ordering::Relaxed);
-        let kept = m.clone();
-        match self.store.write(move |txn| actions::save(txn, &m)).await {
-            Ok(()) => Done::Recorded,
-            Err(error) => {
-                if let Some(left_out) = self.failures.ready() {
-                    tracing::error!(mail_id = %kept.id, %error, left_out, "mail state not recorded; recording it again later");
-                }
-                self.unrecorded
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(kept.seq, kept);
-                Done::NotRecorded
-            }
-        }
-    }
-
-    /// A send whose task panicked: retried with backoff, failed from [`MAX_PANICS`] on.
-    async fn record_panic(&self, seq: u64, count: u32, message: String) -> Done {
-        let Ok(Some(mut m)) = ActionsView(&*self.store).get_by_seq(seq) else {
-            return Done::NotRecorded;
-        };
-        if !m.status.is_pending() {
-            return Done::Recorded;
-        }
-        m.attempts += 1;
-        if count >= MAX_PANICS {
-            m.status = ActionStatus::Failed;
-            m.next_attempt_ms = None;
-            m.last_error = Some(format!("sending crashed {count} times: {message}"));
-        } else {
-            let delay = self.backoff.delay(count - 1);
-            m.status = ActionStatus::Retrying;
-            m.next_attempt_ms = Some(now_ms() + delay.as_millis() as u64);
-            m.last_error = Some(format!("sending crashed: {message}"));
-        }
-        self.record(m).await
     }
 }
 
@@ -227,7 +160,7 @@ impl DueWork for MailSender {
         after: Option<DueKey>,
         admit: &mut dyn FnMut(DueKey) -> Admit,
     ) -> Result<Due, ReadError> {
-        ActionsView(&*self.store).due_now(ActionKind::Email, now_ms, after, admit)
+        self.ledger.due(now_ms, after, admit)
     }
 
     fn execute(self: Arc<Self>, id: u64) -> Work {
@@ -235,7 +168,7 @@ impl DueWork for MailSender {
     }
 
     fn panicked(self: Arc<Self>, id: u64, count: u32, message: String) -> Task {
-        Box::pin(async move { self.record_panic(id, count, message).await })
+        Box::pin(async move { self.ledger.record_panic(id, count, message).await })
     }
 }
 
@@ -251,32 +184,7 @@ impl prom::MetricsSource for MailSender {
             let n = self.counts[i].load(Ordering::Relaxed);
             prom::sample(out, "engine_mail_total", &[("status", status)], n);
         }
-        prom::family(
-            out,
-            "engine_actions_total",
-            "counter",
-            "Action attempts by kind and outcome.",
-        );
-        for (i, status) in ["done", "retrying", "failed"].iter().enumerate() {
-            let n = self.counts[i].load(Ordering::Relaxed);
-            prom::sample(
-                out,
-                "engine_actions_total",
-                &[("kind", ActionKind::Email.as_str()), ("status", status)],
-                n,
-            );
-        }
-        prom::family(
-            out,
-            "engine_actions_pending",
-            "gauge",
-            "Actions queued or retrying, by kind.",
-        );
-        for kind in ActionKind::ALL {
-            let n = ActionsView(&*self.store).due_count(kind).unwrap_or(0);
-            prom::sample(out, "engine_actions_pending", &[("kind", kind.as_str())], n);
-        }
-        let depth = ActionsView(&*self.store)
+        let depth = ActionsView(&**self.ledger.store())
             .due_count(ActionKind::Email)
             .unwrap_or(0);
         prom::single(

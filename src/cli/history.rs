@@ -361,7 +361,11 @@ fn action_summary(a: &QueuedAction) -> String {
                 p["subject"].as_str().unwrap_or("")
             )
         }
-        ActionKind::Http | ActionKind::Okta => p.to_string(),
+        ActionKind::Okta => match serde_json::from_value::<crate::script::OktaAction>(p.clone()) {
+            Ok(o) => o.op.describe(),
+            Err(_) => p.to_string(),
+        },
+        ActionKind::Http => p.to_string(),
     }
 }
 

@@ -156,7 +156,21 @@ pub(super) fn print_dry_runs(results: &[DryRun], json: bool) -> Exit {
         for line in &r.log {
             let _ = writeln!(out, "  {}: {}", line.level, line.message);
         }
-        for Action::Email(e) in &r.actions {
+        for a in &r.actions {
+            let e = match a {
+                Action::Email(e) => e,
+                other => {
+                    let verb = if r.error.is_some() {
+                        "would have queued (but the run failed, so nothing is done)"
+                    } else {
+                        "would carry out"
+                    };
+                    let kind = other.kind().as_str();
+                    let _ = writeln!(out, "  {verb} {kind} action {}:", other.id());
+                    let _ = writeln!(out, "    {}", other.describe());
+                    continue;
+                }
+            };
             let verb = if r.error.is_some() {
                 "would have queued (but the run failed, so nothing is sent)"
             } else {
@@ -186,11 +200,20 @@ pub(super) fn print_dry_runs(results: &[DryRun], json: bool) -> Exit {
                 let _ = writeln!(out, "  error: {e}");
             }
             None => {
-                let _ = writeln!(
-                    out,
-                    "  ok: {} mail(s), nothing sent (dry run)",
-                    r.actions.len()
-                );
+                let mails = r
+                    .actions
+                    .iter()
+                    .filter(|a| matches!(a, Action::Email(_)))
+                    .count();
+                let others = r.actions.len() - mails;
+                if others == 0 {
+                    let _ = writeln!(out, "  ok: {mails} mail(s), nothing sent (dry run)");
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "  ok: {mails} mail(s) and {others} other action(s), none carried out (dry run)"
+                    );
+                }
             }
         }
     }

@@ -379,7 +379,11 @@ pub fn run(store: &Store, id: u64, settings: &ConsoleSettings) -> Read<Value> {
     let mails: Vec<Value> = r
         .actions
         .iter()
-        .map(|Action::Email(e)| {
+        .filter_map(|a| match a {
+            Action::Email(e) => Some(e),
+            _ => None,
+        })
+        .map(|e| {
             let stored = OutboxView(&h).get(&e.id).ok().flatten();
             json!({
                 "id": e.id,

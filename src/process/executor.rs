@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
 use tracing::Instrument;
 
 use super::scheduler::{Admit, Backoff, Done, Due, DueKey, DueWork, MAX_PANICS, Step, Task, Work};
@@ -55,7 +54,7 @@ pub struct Executor {
     host: Arc<dyn Host>,
     limits: Limits,
     /// Woken when a successful run queued mail.
-    mail_wake: Arc<Notify>,
+    wakers: super::ActionWakers,
     stats: Mutex<RunStats>,
     /// Runs whose result could not be recorded (the store could not write), with their next
     /// attempt: the next attempt records them again instead of running the script again.
@@ -72,14 +71,14 @@ impl Executor {
         scripts: LiveScripts,
         host: Arc<dyn Host>,
         limits: Limits,
-        mail_wake: Arc<Notify>,
+        wakers: super::ActionWakers,
     ) -> Executor {
         Executor {
             store,
             scripts,
             host,
             limits,
-            mail_wake,
+            wakers,
             stats: Mutex::new(RunStats::default()),
             unrecorded: Mutex::new(HashMap::new()),
             scripts_of: Mutex::new(HashMap::new()),
@@ -310,7 +309,7 @@ impl Executor {
                 Ok(()) => {
                     tracing::debug!(run_id = id, status = status.as_str(), "run recorded");
                     if status == RunStatus::Succeeded {
-                        me.mail_wake.notify_one();
+                        me.wakers.wake(&kept.actions);
                     }
                     Done::Recorded
                 }

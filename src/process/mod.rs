@@ -36,6 +36,28 @@ pub use scheduler::{
     PAUSE_MAX, Step, Task, Work, panic_message,
 };
 
+/// The action executors' wakers, by kind: a run that queued actions wakes the executor of each
+/// kind it queued (a kind without one is picked up at its executor's next tick).
+#[derive(Debug, Clone, Default)]
+pub struct ActionWakers(Vec<(crate::script::ActionKind, Arc<Notify>)>);
+
+impl ActionWakers {
+    /// These wakers and `waker` for `kind`.
+    pub fn with(mut self, kind: crate::script::ActionKind, waker: Arc<Notify>) -> ActionWakers {
+        self.0.push((kind, waker));
+        self
+    }
+
+    /// Wakes the executor of each kind among `actions`.
+    pub fn wake(&self, actions: &[crate::script::Action]) {
+        for (kind, waker) in &self.0 {
+            if actions.iter().any(|a| a.kind() == *kind) {
+                waker.notify_one();
+            }
+        }
+    }
+}
+
 use crate::script::{Host, Limits, LiveScripts};
 use crate::store::runs::{self, RunRecord, RunsView};
 use crate::store::{ReadError, Store, StoreError, WriteError};
@@ -88,20 +110,20 @@ pub struct Processor {
 }
 
 impl Processor {
-    /// `mail_wake` is notified when a successful run queued mail.
+    /// `wakers`: each action kind's executor, notified when a successful run queued its kind.
     pub fn new(
         store: Arc<Store>,
         scripts: LiveScripts,
         host: Arc<dyn Host>,
         settings: Settings,
-        mail_wake: Arc<Notify>,
+        wakers: ActionWakers,
     ) -> Arc<Processor> {
         let executor = Arc::new(Executor::new(
             store.clone(),
             scripts.clone(),
             host,
             settings.limits,
-            mail_wake,
+            wakers,
         ));
         let pool = DuePool::shared(
             executor.clone(),

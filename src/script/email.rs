@@ -1,5 +1,6 @@
 //! `send_email`: validating the script's map, the recorded `Email` action and its stable id.
 
+use super::okta_op::OktaOp;
 use rhai::{Dynamic, ImmutableString, Map};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -55,6 +56,7 @@ impl ActionKind {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Action {
     Email(Email),
+    Okta(OktaAction),
 }
 
 impl Action {
@@ -62,12 +64,32 @@ impl Action {
     pub fn id(&self) -> &str {
         match self {
             Action::Email(e) => &e.id,
+            Action::Okta(o) => &o.id,
         }
     }
 
     pub fn kind(&self) -> ActionKind {
         match self {
             Action::Email(_) => ActionKind::Email,
+            Action::Okta(_) => ActionKind::Okta,
+        }
+    }
+
+    /// One line saying what it would do, for dry runs: `mail to a@x: "Subject"`,
+    /// `okta::suspend_user jane@example.com`.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::Email(e) => {
+                let mut to = e.to.join(", ");
+                if !e.cc.is_empty() {
+                    to.push_str(&format!("; cc {}", e.cc.join(", ")));
+                }
+                if !e.bcc.is_empty() {
+                    to.push_str(&format!("; bcc {}", e.bcc.join(", ")));
+                }
+                format!("mail to {to}: {:?}", e.subject)
+            }
+            Action::Okta(o) => o.op.describe(),
         }
     }
 
@@ -75,8 +97,21 @@ impl Action {
     pub fn payload(&self) -> Result<serde_json::Value, serde_json::Error> {
         match self {
             Action::Email(e) => serde_json::to_value(e),
+            Action::Okta(o) => serde_json::to_value(o),
         }
     }
+}
+
+/// An Okta change recorded by an `okta::` action function (`okta::suspend_user(user)`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OktaAction {
+    /// Stable action id (see [`action_id`]; default key `okta#<position>`). It goes to Okta as
+    /// the request's `Idempotency-Key`.
+    pub id: String,
+    /// Index of this action among the `okta` actions of its run (0-based).
+    pub position: usize,
+    /// The operation, its user and group as the script gave them (resolved when carried out).
+    pub op: OktaOp,
 }
 
 /// A mail recorded by `send_email`.

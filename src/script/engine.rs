@@ -18,7 +18,7 @@ use rhai::{
 };
 
 use super::Limits;
-use super::email::{Action, ActionKind, action_id, default_key, parse_email};
+use super::email::{Action, ActionKind, OktaAction, action_id, default_key, parse_email};
 use super::host::{Host, HostError, user_to_dynamic};
 use super::okta_op::{OktaGroup, OktaOp, group_ref, user_ref};
 use super::outcome::{LogLevel, LogLine, RunErrorKind};
@@ -443,22 +443,30 @@ const OKTA_ACTIONS: &[(&str, bool)] = &[
     ("update_profile", true),
 ];
 
-/// Records an `okta` action. The durable action queue that carries `okta` actions out (issue
-/// 11's other half) is not in this build: until it is wired here (push the action with its id
-/// and return the id, as `send_email` does), the run fails with a sticky error at the call, so
-/// no script believes a change was made.
-fn record_okta(ctx: &NativeCallContext, op: OktaOp) -> Result<ImmutableString, Box<EvalAltResult>> {
-    with_ctx(|_| ()).ok_or_else(|| not_in_run(op.name()))?;
-    Err(fatal(
-        ctx,
-        RunErrorKind::Script,
-        format!(
-            "okta::{}: this build does not carry out Okta actions yet (they need the durable action queue); nothing was recorded for {}",
-            op.name(),
-            op.describe()
-        ),
-        None,
-    ))
+/// Records an `okta` action (carried out by the action queue's `okta` executor after the run
+/// succeeds) and returns its id; the id derives from the event, the script and `okta#<position>`.
+fn record_okta(
+    _ctx: &NativeCallContext,
+    op: OktaOp,
+) -> Result<ImmutableString, Box<EvalAltResult>> {
+    let name = op.name();
+    let recorded = with_ctx(|c| {
+        let position = c
+            .actions
+            .iter()
+            .filter(|a| a.kind() == ActionKind::Okta)
+            .count();
+        let key = default_key(ActionKind::Okta, position);
+        let id = action_id(&c.event_id, &c.script, &key);
+        c.actions.push(Action::Okta(OktaAction {
+            id: id.clone(),
+            position,
+            op,
+        }));
+        id
+    })
+    .ok_or_else(|| not_in_run(name))?;
+    Ok(recorded.into())
 }
 
 const OKTA_ACTION_DOC: &str = "/// Records an `okta` action, carried out once after the run succeeds (see docs/scripting.md):\n\

@@ -30,6 +30,7 @@
 //!                                 // Display: `new-hire.rhai:12:5: message` (then the trace, then `hint: …`)
 //! LogLine { level: LogLevel::{Log, Warn, Print, Debug}, message }   // all serde
 //! Action::Email(Email { id, position, to, cc, bcc, reply_to, subject, body, html })  // serde
+//! Action::Okta(OktaAction { id, position, op: OktaOp })
 //!
 //! // Host side
 //! trait Host: Send + Sync {
@@ -39,8 +40,8 @@
 //! }
 //! OktaOp::{SuspendUser, …, UpdateProfile} (serde; from_args(function, user, extra), describe())
 //! okta::suspend_user(user) … okta::update_profile(user, map)   // in the okta module: arguments
-//!     checked into an OktaOp at the call; `engine::record_okta` is where the action queue records
-//!     it (until then a sticky run error); okta::user_groups / okta::get_group read via the Host
+//!     checked into an OktaOp at the call and recorded as Action::Okta(OktaAction { id, position,
+//!     op }) (key okta#<position>); okta::user_groups / okta::get_group read via the Host
 //! user_ref(&Dynamic), group_ref(&Dynamic) -> GroupRef::{Id, Name}; OktaGroup { id, name, description, kind }
 //! HostError::{Transient { message, not_before: Option<SystemTime> }, Permanent(String),
 //!             OutOfTime(String)}; HostError::transient(message)
@@ -120,8 +121,8 @@ pub use definitions::{
     DEFAULT_DEFINITIONS_DIR, DefinitionFile, HOST_FILE, SCOPE_FILE, definitions,
 };
 pub use email::{
-    Action, ActionKind, Email, MAX_ADDRESS_LEN, MAX_RECIPIENTS, MAX_SUBJECT_CHARS, action_id,
-    default_key,
+    Action, ActionKind, Email, MAX_ADDRESS_LEN, MAX_RECIPIENTS, MAX_SUBJECT_CHARS, OktaAction,
+    action_id, default_key,
 };
 pub use engine::MAX_IMPORT_DEPTH;
 pub use event::{DeliveryInfo, LOGEVENT_FIELDS, build_event_map, delivery_map};

@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::actions::{ActionStatus, ActionsView};
 use super::outbox::{MailStatus, OutboxView};
 use super::runs::{RunFilter, RunRecord, RunsView};
 use super::{History, ReadError, ReadTxnSource};
@@ -118,20 +119,41 @@ pub fn replayed(records: &[RunRecord], db: &dyn ReadTxnSource) -> Vec<ReplayedRu
             mails: r
                 .actions
                 .iter()
-                .map(|Action::Email(e)| {
-                    let state = OutboxView(db)
-                        .get(&e.id)
-                        .ok()
-                        .flatten()
-                        .map(|m| match (m.status, m.run_id == r.id) {
-                            (MailStatus::Sent, true) => "sent".to_string(),
-                            (MailStatus::Sent, false) => {
-                                "already sent earlier, not sent again".to_string()
-                            }
-                            (s, _) => s.as_str().to_string(),
-                        })
-                        .unwrap_or_else(|| "not queued".into());
-                    format!("mail {} to {}: {state}", e.id, e.to.join(", "))
+                .map(|a| match a {
+                    Action::Email(e) => {
+                        let state = OutboxView(db)
+                            .get(&e.id)
+                            .ok()
+                            .flatten()
+                            .map(|m| match (m.status, m.run_id == r.id) {
+                                (MailStatus::Sent, true) => "sent".to_string(),
+                                (MailStatus::Sent, false) => {
+                                    "already sent earlier, not sent again".to_string()
+                                }
+                                (s, _) => s.as_str().to_string(),
+                            })
+                            .unwrap_or_else(|| "not queued".into());
+                        format!("mail {} to {}: {state}", e.id, e.to.join(", "))
+                    }
+                    other => {
+                        let state = ActionsView(db)
+                            .get(other.id())
+                            .ok()
+                            .flatten()
+                            .map(|q| match (q.status, q.run_id == r.id) {
+                                (ActionStatus::Done, false) => {
+                                    "already done earlier, not done again".to_string()
+                                }
+                                (s, _) => s.as_str().to_string(),
+                            })
+                            .unwrap_or_else(|| "not queued".into());
+                        format!(
+                            "{} {} {}: {state}",
+                            other.kind().as_str(),
+                            other.id(),
+                            other.describe()
+                        )
+                    }
                 })
                 .collect(),
             record: r.clone(),

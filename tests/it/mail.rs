@@ -352,7 +352,10 @@ fn mail_retries_back_off_with_jitter_up_to_the_cap_for_a_day() {
     }
     let samples: std::collections::HashSet<Duration> = (0..20).map(|_| backoff.delay(5)).collect();
     assert!(samples.len() > 1, "jitter varies the delay");
-    assert_eq!(mail::MAX_RETRY_WINDOW, Duration::from_secs(24 * 3600));
+    assert_eq!(
+        engine::actions::ledger::MAX_RETRY_WINDOW,
+        Duration::from_secs(24 * 3600)
+    );
 }
 
 #[test]

@@ -756,10 +756,10 @@ async fn the_token_is_renewed_before_it_expires_and_fetched_once_by_concurrent_c
 }
 
 /// The `okta::` action functions check their arguments at the call (a run error at that line);
-/// until the action queue carries them out, a well-formed call fails the run saying so, sticky
-/// (a `try`/`catch` cannot make the script believe the change was made).
+/// a well-formed call records an `okta` action (carried out after the run) and returns its id,
+/// derived from the event, the script and `okta#<position>` (never the content).
 #[test]
-fn okta_actions_check_their_arguments_and_say_they_are_not_carried_out_yet() {
+fn okta_actions_check_their_arguments_and_record_an_action_with_a_stable_id() {
     let dir = crate::support::temp_dir();
     let stdlib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("stdlib");
     let limits = engine::script::Limits::default();
@@ -770,35 +770,286 @@ fn okta_actions_check_their_arguments_and_say_they_are_not_carried_out_yet() {
         std::fs::write(&p, format!("//! on: *\nimport \"okta\" as okta;\n{body}\n"))
             .expect("write");
         let script = engine::script::ScriptSet::load_one(&p, &stdlib, &limits).expect("load");
-        let out = engine::script::run(
+        engine::script::run(
             &script,
             event,
             "u1",
             &engine::script::DeliveryInfo::default(),
             &host,
             &limits,
-        );
+        )
+    };
+    let failed = |body: &str| {
+        let out = run(body);
         let err = out.result.expect_err("fails");
         assert!(out.actions.is_empty());
         err
     };
-    let e = run("okta::suspend_user(okta::target(event, \"User\"));");
+    let e = failed("okta::suspend_user(okta::target(event, \"User\"));");
     assert_eq!(e.line, Some(3), "{e}");
     assert!(
         e.message.contains("okta::suspend_user: the user is ()"),
         "{e}"
     );
-    let e = run(
+    let e = failed(
         "let x = 1;\nokta::add_to_group(\"jane@example.com\", okta::target(event, \"AppInstance\"));",
     );
     assert_eq!(e.line, Some(4), "{e}");
     assert!(e.message.contains("not \"UserGroup\""), "{e}");
-    let e = run("okta::update_profile(\"jane@example.com\", #{});");
+    let e = failed("okta::update_profile(\"jane@example.com\", #{});");
     assert!(e.message.contains("profile map is empty"), "{e}");
-    let e = run("try { okta::suspend_user(\"jane@example.com\"); } catch { }\nlog(\"went on\");");
-    assert!(
-        e.message.contains("does not carry out Okta actions yet")
-            && e.message.contains("okta::suspend_user jane@example.com"),
-        "{e}"
+
+    let out = run(
+        "let a = okta::suspend_user(\"jane@example.com\");\nlet b = okta::add_to_group(\"jane@example.com\", \"Admins\");\nlog(a); log(b);",
     );
+    assert!(out.result.is_ok(), "{:?}", out.result);
+    assert_eq!(out.actions.len(), 2);
+    let ids: Vec<&str> = out.actions.iter().map(|a| a.id()).collect();
+    assert_eq!(ids[0], engine::script::action_id("u1", "a.rhai", "okta#0"));
+    assert_eq!(ids[1], engine::script::action_id("u1", "a.rhai", "okta#1"));
+    assert_eq!(out.log[0].message, ids[0], "the function returns the id");
+    assert_eq!(
+        out.actions[1].describe(),
+        "okta::add_to_group jane@example.com group \"Admins\""
+    );
+    // A changed argument keeps the id: it names the action, not its content.
+    let again = run("okta::suspend_user(\"bob@example.com\");");
+    assert_eq!(again.actions[0].id(), ids[0]);
+}
+
+const LOCKOUT_SCRIPT: &str = r#"//! on: user.account.lock
+import "okta" as okta;
+let who = okta::target(event, "User");
+okta::suspend_user(who);
+okta::clear_sessions(who.alternateId);
+okta::add_to_group(who, "Admins");
+"#;
+
+/// A lock event for `user_id`/`login` as Okta sends it (the user is the `User` target).
+fn lock_event(uuid: &str, user_id: &str, login: &str) -> String {
+    let event = serde_json::json!({
+        "uuid": uuid,
+        "eventType": "user.account.lock",
+        "published": "2026-12-03T06:00:00.000Z",
+        "displayMessage": "Max sign in attempts exceeded",
+        "actor": {"id": user_id, "type": "User", "alternateId": login, "displayName": "Jane"},
+        "target": [{"id": user_id, "type": "User", "alternateId": login, "displayName": "Jane"}],
+        "outcome": {"result": "SUCCESS"}
+    });
+    crate::support::wrap(&event.to_string())
+}
+
+fn okta_toml(org: &OktaOrg) -> String {
+    format!(
+        "\n[okta]\norg_url = \"{}\"\ntoken_env = \"OKTA_API_TOKEN\"\n",
+        org.url
+    )
+}
+
+fn okta_env() -> [(&'static str, &'static str); 2] {
+    [
+        ("ENGINE_TEST_SECRET", crate::support::SECRET),
+        ("OKTA_API_TOKEN", ORG_TOKEN),
+    ]
+}
+
+/// The `okta` actions of `dir`'s queue: (id, status, answer or error).
+fn okta_actions(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let o = crate::support::run_engine(
+        dir,
+        &[
+            "actions", "--kind", "okta", "--format", "json", "--limit", "1000",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", crate::support::stderr(&o));
+    serde_json::from_slice(&o.stdout).expect("actions JSON")
+}
+
+fn all_done(actions: &[serde_json::Value], n: usize) -> bool {
+    actions.len() == n && actions.iter().all(|a| a["status"] == "done")
+}
+
+/// End to end: a delivered lock event's run records three `okta` actions; after it succeeds
+/// the queue carries each out once against the org (with its id as `Idempotency-Key`), a login
+/// resolved to the user's id and a group name to its group; `engine replay` after editing the
+/// script repeats nothing; a run that fails after calling an action carries out nothing.
+#[test]
+fn a_runs_okta_actions_are_carried_out_once_after_it_succeeds() {
+    use crate::support::{ServeProcess, engine_setup, post_blocking, run_engine, wait_until};
+    let org = org();
+    let failing = "//! on: user.lifecycle.deactivate\nimport \"okta\" as okta;\nokta::suspend_user(\"jane@example.com\");\nthrow \"changed my mind\";\n";
+    let (dir, port) = engine_setup(
+        &okta_toml(&org),
+        &[("lockout.rhai", LOCKOUT_SCRIPT), ("fails.rhai", failing)],
+    );
+    let p = ServeProcess::start(dir.path(), port, &okta_env());
+    let hook = format!("{}/hooks/test", p.url);
+    assert_eq!(
+        post_blocking(&hook, lock_event("lock-1", JANE, "jane@example.com")),
+        200
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || all_done(
+            &okta_actions(dir.path()),
+            3
+        )),
+        "{:?}\n{}",
+        okta_actions(dir.path()),
+        p.log()
+    );
+    let actions = okta_actions(dir.path());
+    assert_eq!(
+        org.writes(),
+        vec![
+            w("POST", &format!("/api/v1/users/{JANE}/lifecycle/suspend")),
+            w("DELETE", &format!("/api/v1/users/{JANE}/sessions")),
+            w("PUT", &format!("/api/v1/groups/{ADMINS}/users/{JANE}")),
+        ],
+        "each operation once, in order"
+    );
+    assert_eq!(org.status_of(JANE).as_deref(), Some("SUSPENDED"));
+    assert!(org.members(ADMINS).contains(&JANE.to_string()));
+    // Each write carried its action's id.
+    let mut keys: Vec<String> = org
+        .log()
+        .into_iter()
+        .filter(|l| l.method != "GET")
+        .filter_map(|l| l.idempotency_key)
+        .collect();
+    let mut ids: Vec<String> = actions
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    ids.sort();
+    assert_eq!(keys, ids);
+    for a in &actions {
+        let answer = a["answer"].as_str().unwrap_or_default();
+        assert!(answer.contains("okta::"), "{a}");
+        assert!(!answer.contains(ORG_TOKEN), "{a}");
+    }
+    let table = run_engine(dir.path(), &["actions", "--kind", "okta"]);
+    let text = crate::support::stdout(&table);
+    assert!(
+        text.contains("okta::suspend_user") && text.contains("done"),
+        "{text}"
+    );
+
+    // Replay after an edit: the same ids, already done, so Okta hears nothing new.
+    let edited = LOCKOUT_SCRIPT.replace(
+        "okta::suspend_user(who);",
+        "log(\"edited\");\nokta::suspend_user(who);",
+    );
+    std::fs::write(dir.path().join("scripts/lockout.rhai"), edited).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let o = run_engine(dir.path(), &["replay", "lock-1"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        crate::support::stdout(&o),
+        crate::support::stderr(&o)
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(org.writes().len(), 3, "{:?}", org.writes());
+    assert_eq!(okta_actions(dir.path()).len(), 3);
+
+    // A failed run carries out nothing.
+    let deact = serde_json::json!({
+        "uuid": "deact-1", "eventType": "user.lifecycle.deactivate",
+        "published": "2026-12-03T06:00:00.000Z",
+        "target": [{"id": BOB, "type": "User", "alternateId": "bob@example.com"}]
+    });
+    assert_eq!(
+        post_blocking(&hook, crate::support::wrap(&deact.to_string())),
+        200
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        let o = run_engine(dir.path(), &["runs", "--failed", "--format", "json"]);
+        String::from_utf8_lossy(&o.stdout).contains("changed my mind")
+    }));
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(org.writes().len(), 3, "{:?}", org.writes());
+    assert_eq!(okta_actions(dir.path()).len(), 3);
+}
+
+/// Without `[okta]` the runs still succeed and their `okta` actions are skipped, saying why
+/// (what `engine check` reports ahead of time); the mail of the same run is sent.
+#[test]
+fn without_okta_configured_okta_actions_are_skipped_saying_why() {
+    use crate::support::{ServeProcess, engine_setup, post_blocking, wait_until};
+    let script = format!(
+        "{LOCKOUT_SCRIPT}send_email(#{{ to: \"sec@example.com\", subject: \"locked\", body: \"x\" }});\n"
+    );
+    let (dir, port) = engine_setup("", &[("lockout.rhai", &script)]);
+    let p = ServeProcess::start(dir.path(), port, &okta_env());
+    let hook = format!("{}/hooks/test", p.url);
+    assert_eq!(
+        post_blocking(&hook, lock_event("lock-2", JANE, "jane@example.com")),
+        200
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let a = okta_actions(dir.path());
+            a.len() == 3 && a.iter().all(|a| a["status"] == "skipped")
+        }),
+        "{:?}\n{}",
+        okta_actions(dir.path()),
+        p.log()
+    );
+    for a in okta_actions(dir.path()) {
+        assert!(
+            a["last_error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("[okta]"),
+            "{a}"
+        );
+    }
+    assert!(wait_until(Duration::from_secs(10), || {
+        crate::support::history_json(dir.path(), "outbox")
+            .iter()
+            .any(|m| m["status"] == "done")
+    }));
+}
+
+/// A 429 from Okta puts the action back until the reset it announced, then it is done, once.
+#[test]
+fn a_rate_limited_okta_action_is_retried_at_the_reset() {
+    use crate::support::{ServeProcess, engine_setup, post_blocking, wait_until};
+    let org = org();
+    let script = "//! on: user.account.lock\nimport \"okta\" as okta;\nokta::suspend_user(okta::target(event, \"User\"));\n";
+    let (dir, port) = engine_setup(&okta_toml(&org), &[("s.rhai", script)]);
+    org.force_429(&format!("/api/v1/users/{JANE}/lifecycle/suspend"), 2);
+    let p = ServeProcess::start(dir.path(), port, &okta_env());
+    let started = Instant::now();
+    assert_eq!(
+        post_blocking(
+            &format!("{}/hooks/test", p.url),
+            lock_event("lock-3", JANE, "jane@example.com")
+        ),
+        200
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || all_done(
+            &okta_actions(dir.path()),
+            1
+        )),
+        "{:?}\n{}",
+        okta_actions(dir.path()),
+        p.log()
+    );
+    let a = &okta_actions(dir.path())[0];
+    assert!(a["attempts"].as_u64().unwrap_or(0) >= 1, "{a}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "not before the reset"
+    );
+    assert_eq!(org.status_of(JANE).as_deref(), Some("SUSPENDED"));
+    let suspends = org
+        .log()
+        .iter()
+        .filter(|l| l.path.ends_with("/lifecycle/suspend") && l.status == 200)
+        .count();
+    assert_eq!(suspends, 1);
 }

@@ -116,7 +116,9 @@ fn position(s: &str) -> Option<(usize, usize)> {
 }
 
 fn check_email(spec: &str, action: &Action) -> Result<(), String> {
-    let Action::Email(mail) = action;
+    let Action::Email(mail) = action else {
+        panic!("not a mail: {action:?}")
+    };
     for part in spec.split("; ").filter(|p| !p.is_empty()) {
         let (key, exact, want) = match (part.split_once('='), part.split_once('~')) {
             (Some((k, v)), None) => (k, true, v),
@@ -418,7 +420,9 @@ fn scripts_fail_independently() {
     assert_eq!(bad.log.len(), 1);
     assert!(good.result.is_ok(), "{:?}", good.result);
     assert_eq!(good.actions.len(), 1);
-    let Action::Email(mail) = &good.actions[0];
+    let Action::Email(mail) = &good.actions[0] else {
+        panic!("not a mail")
+    };
     assert_eq!(mail.subject, "Gone: john.doe@example.com");
 
     // The same set on four threads at once gives the same mail ids.

@@ -36,6 +36,9 @@ pub struct DryRun {
     /// The mail it would send (recorded even when the run fails, for display; a failed run
     /// sends nothing).
     pub mails: Vec<Email>,
+    /// The other actions it would carry out (Okta changes), in the order recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<Action>,
     pub log: Vec<LogLine>,
 }
 
@@ -92,13 +95,13 @@ pub fn dry_run(
         let mut outcome = run(script, &sample.json, &sample.id, &delivery, host, limits);
         // What `engine check` prints of it, scrubbed of secrets like every recorded run.
         crate::process::scrub_outcome(&mut outcome);
-        let mails = outcome
-            .actions
-            .into_iter()
-            .map(|a| match a {
-                Action::Email(e) => e,
-            })
-            .collect();
+        let (mut mails, mut actions) = (Vec::new(), Vec::new());
+        for a in outcome.actions {
+            match a {
+                Action::Email(e) => mails.push(e),
+                other => actions.push(other),
+            }
+        }
         let mut record = DryRun {
             script: display.to_string(),
             sample_id: sample.id.clone(),
@@ -107,6 +110,7 @@ pub fn dry_run(
             ok: outcome.result.is_ok(),
             error: None,
             mails,
+            actions,
             log: outcome.log,
         };
         if let Err(e) = outcome.result {

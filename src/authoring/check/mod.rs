@@ -704,7 +704,15 @@ pub fn render_report(r: &Report, deny_warnings: bool, out: &mut dyn Write) -> st
         for run in &r.dry_runs {
             let mails = run.mails.len();
             let status = if run.ok {
-                format!("ok, {mails} mail{}", if mails == 1 { "" } else { "s" })
+                let mut s = format!("ok, {mails} mail{}", if mails == 1 { "" } else { "s" });
+                let others = run.actions.len();
+                if others > 0 {
+                    s.push_str(&format!(
+                        ", {others} other action{}",
+                        if others == 1 { "" } else { "s" }
+                    ));
+                }
+                s
             } else {
                 format!("failed: {}", run.error.as_deref().unwrap_or("error"))
             };
@@ -723,6 +731,9 @@ pub fn render_report(r: &Report, deny_warnings: bool, out: &mut dyn Write) -> st
                         to.push_str(&format!("; bcc {}", m.bcc.join(", ")));
                     }
                     writeln!(out, "    mail to {to}: {:?}", m.subject)?;
+                }
+                for a in &run.actions {
+                    writeln!(out, "    {}", a.describe())?;
                 }
                 for l in &run.log {
                     writeln!(out, "    {}: {}", l.level, l.message)?;
