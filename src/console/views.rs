@@ -11,6 +11,7 @@ use super::{ConsoleSettings, percent_encode};
 use crate::authoring::samples::Sample;
 use crate::authoring::tokens::token_groups;
 use crate::script::Action;
+use crate::store::actions::ActionsView;
 use crate::store::outbox::OutboxView;
 use crate::store::runs::{RunFilter, RunRecord, RunsView};
 use crate::store::{EventFilter, Store};
@@ -400,12 +401,31 @@ pub fn run(store: &Store, id: u64, settings: &ConsoleSettings) -> Read<Value> {
             })
         })
         .collect();
+    // The other actions (Okta changes, HTTP requests) with their state in the queue.
+    let others: Vec<Value> = r
+        .actions
+        .iter()
+        .filter(|a| !matches!(a, Action::Email(_)))
+        .map(|a| {
+            let stored = ActionsView(&h).get(a.id()).ok().flatten();
+            json!({
+                "id": a.id(),
+                "kind": a.kind().as_str(),
+                "what": a.describe(),
+                "status": stored.as_ref().map(|q| q.status.as_str()).unwrap_or("not queued"),
+                "attempts": stored.as_ref().map(|q| q.attempts).unwrap_or(0),
+                "last_error": stored.as_ref().and_then(|q| q.last_error.clone()),
+                "answer": stored.as_ref().and_then(|q| q.answer.clone()),
+            })
+        })
+        .collect();
     let log: Vec<Value> = r
         .log
         .iter()
         .map(|l| json!({ "level": format!("{:?}", l.level).to_lowercase(), "message": l.message }))
         .collect();
     Ok(Some(json!({
+        "actions": others,
         "run": run_row(&r),
         "duration_ms": r.duration_ms,
         "hash": r.script_hash,
