@@ -129,7 +129,7 @@ async fn okta(n: usize) {
     // Alternate suspend and unsuspend per user, so every action changes something.
     queue(&store, n, |i| {
         let user = user_id(i % USERS);
-        let op = if (i / USERS) % 2 == 0 {
+        let op = if (i / USERS).is_multiple_of(2) {
             OktaOp::SuspendUser { user }
         } else {
             OktaOp::UnsuspendUser { user }
