@@ -71,16 +71,9 @@ impl OktaExecutor {
     }
 
     async fn carry_out(&self, seq: u64) -> crate::process::Done {
-        let a = match self.ledger.begin(seq).await {
-            Ok(a) => a,
+        let (a, action) = match self.ledger.begin_as::<OktaAction>(seq, "Okta action").await {
+            Ok(begun) => begun,
             Err(done) => return done,
-        };
-        let action: OktaAction = match serde_json::from_value(a.payload.clone()) {
-            Ok(o) => o,
-            Err(e) => {
-                let error = format!("the queued Okta action cannot be read: {e}");
-                return self.ledger.finish(a, Attempt::Failed { error }).await;
-            }
         };
         let Some(client) = &self.client else {
             let reason = NO_OKTA_SKIPPED.to_string();
