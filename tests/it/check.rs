@@ -77,7 +77,8 @@ fn fixtures() -> Vec<Sample> {
 }
 
 /// Runs `check` on a case directory both ways; returns (human, json, exit code). A case with a
-/// `hooks.txt` (one hook id a line) is checked as with a config that has those hooks.
+/// `hooks.txt` (one hook id a line) is checked as with a config that has those hooks; one with
+/// a file `no-okta` as with a config without `[okta]`.
 fn run_check(dir: &Path, samples: &[Sample], deny_warnings: bool) -> (String, String, u8) {
     let stdlib = repo().join("stdlib");
     let limits = Limits::default();
@@ -91,6 +92,7 @@ fn run_check(dir: &Path, samples: &[Sample], deny_warnings: bool) -> (String, St
             deny_warnings,
             hooks: hooks.as_deref(),
             generic_hooks: &[],
+            okta: dir.join("no-okta").exists().then_some(false),
         };
         check_command_with_host(&[], dir, &stdlib, samples, &limits, &host, options, out).code()
     };

@@ -82,6 +82,9 @@ pub struct Walk {
     pub positional: Vec<PositionalTarget>,
     /// Whether the script imports the `okta` module (at its top level).
     pub imports_okta: bool,
+    /// The `okta::` action functions it calls, as written (`okta::suspend_user`), with where
+    /// the function's name is (rhai's position of a namespaced call).
+    pub okta_actions: Vec<(String, Position)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +112,7 @@ struct Walker {
     okta: Vec<String>,
     reads: Vec<PathRead>,
     positional: Vec<PositionalTarget>,
+    okta_actions: Vec<(String, Position)>,
     /// Nesting of the recursion, bounded by [`MAX_WALK_DEPTH`].
     nesting: usize,
 }
@@ -127,6 +131,7 @@ pub fn walk(ast: &AST) -> Walk {
         okta: Vec::new(),
         reads: Vec::new(),
         positional: Vec::new(),
+        okta_actions: Vec::new(),
         nesting: 0,
     };
     w.bind_roots(&["event", "delivery"]);
@@ -179,6 +184,7 @@ pub fn walk(ast: &AST) -> Walk {
         reads: w.reads,
         positional: w.positional,
         imports_okta,
+        okta_actions: w.okta_actions,
     }
 }
 
@@ -332,8 +338,8 @@ impl Walker {
                 self.depth -= 1;
                 self.scope.truncate(mark);
             }
-            Stmt::FnCall(fc, _) => {
-                self.call(fc);
+            Stmt::FnCall(fc, pos) => {
+                self.call(fc, *pos);
             }
             Stmt::Block(b) => self.block(b),
             Stmt::TryCatch(x, _) => {
@@ -388,7 +394,7 @@ impl Walker {
                 }
             }
             Expr::Dot(..) | Expr::Index(..) => self.chain(e, true),
-            Expr::FnCall(fc, _) => self.call(fc),
+            Expr::FnCall(fc, pos) => self.call(fc, *pos),
             Expr::MethodCall(fc, _) => {
                 for a in fc.args.iter() {
                     self.expr(a);
@@ -429,10 +435,17 @@ impl Walker {
 
     /// A function call: its arguments are walked; `okta::target(event, …)` and friends return
     /// parts of the event.
-    fn call(&mut self, fc: &FnCallExpr) -> Val {
+    fn call(&mut self, fc: &FnCallExpr, pos: Position) -> Val {
         let args: Vec<Val> = fc.args.iter().map(|a| self.expr(a)).collect();
         if fc.namespace.is_empty() || !self.okta.iter().any(|a| a == fc.namespace.root()) {
             return Val::Unknown;
+        }
+        if crate::script::OKTA_ACTIONS
+            .iter()
+            .any(|(n, _)| *n == fc.name.as_str())
+        {
+            let written = format!("{}::{}", fc.namespace.root(), fc.name);
+            self.okta_actions.push((written, pos));
         }
         let is_event = matches!(args.first(), Some(Val::Path { root: Root::Event, segs, .. }) if segs.is_empty());
         if !is_event {
