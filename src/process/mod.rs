@@ -36,6 +36,9 @@ pub use scheduler::{
     PAUSE_MAX, Step, Task, Work, panic_message,
 };
 
+/// One run a replay makes: the script (or its name), the event, and the run it replays.
+type Planned<S> = (S, StoredEvent, Option<u64>);
+
 /// Dry runs a replay confirmation shows at most: a replay of thousands of failed runs is
 /// previewed by its first ones (each dry run holds a worker thread for up to its time limit).
 pub const MAX_DRY_RUNS: usize = 20;
@@ -228,7 +231,7 @@ impl Processor {
         &self,
         uuid: &str,
         script: Option<&str>,
-    ) -> Result<Vec<(Arc<Script>, StoredEvent, Option<u64>)>, ReplayError> {
+    ) -> Result<Vec<Planned<Arc<Script>>>, ReplayError> {
         let event = self
             .store
             .history()
@@ -256,7 +259,7 @@ impl Processor {
     fn plan_failed(
         &self,
         script: Option<&str>,
-    ) -> Result<Vec<(String, StoredEvent, Option<u64>)>, ReplayError> {
+    ) -> Result<Vec<Planned<String>>, ReplayError> {
         let failed = RunsView(&*self.store).latest_failed()?;
         let history = self.store.history();
         let mut out = Vec::new();
