@@ -192,6 +192,10 @@ fn console_login_pages_csrf_and_escaping_over_http() {
     );
     assert!(html.contains("greet"), "the script is listed: {html}");
     assert!(
+        html.contains("<meta http-equiv=\"refresh\""),
+        "the overview refreshes itself: {html}"
+    );
+    assert!(
         !html.contains(token.trim()),
         "the admin token is never rendered"
     );
