@@ -12,7 +12,7 @@ use crate::authoring::samples::{ANY_HOOK, Sample};
 use crate::authoring::tokens::{render_json, render_table, tokens_for};
 use crate::config::Config;
 use crate::ingest::envelope::parse_payload;
-use crate::script::{Host, Limits, NoDirectory};
+use crate::script::{Host, Limits, NoDirectory, Senders};
 
 /// How `engine check` reports, and what it knows of the config.
 #[derive(Debug, Clone, Copy, Default)]
@@ -26,6 +26,9 @@ pub struct CheckOptions<'a> {
     /// The configured hooks of kind `generic` (an event type Okta cannot deliver is a warning
     /// for scripts bound only to them, an error otherwise).
     pub generic_hooks: &'a [String],
+    /// The From addresses dry runs' mails may name (`Config::senders`; `None`: the default
+    /// From only, as without `[smtp]`).
+    pub senders: Option<&'a Senders>,
 }
 
 /// `engine check` with a host that finds nobody (dry runs see `lookup_user` return `()`).
@@ -46,6 +49,7 @@ pub fn check_command(
         deny_warnings,
         hooks: None,
         generic_hooks: &[],
+        senders: None,
     };
     check_command_with_host(
         scripts,
@@ -78,13 +82,17 @@ pub fn check_command_with_host(
         deny_warnings,
         hooks,
         generic_hooks,
+        senders,
     } = options;
+    let default_senders = Senders::default();
+    let senders = senders.unwrap_or(&default_senders);
     let mut report = match check::check(
         scripts,
         scripts_dir,
         stdlib_dir,
         samples,
         limits,
+        senders,
         host,
         hooks,
         generic_hooks,
@@ -154,11 +162,13 @@ pub fn check(
         .filter(|h| h.kind == crate::config::HookKind::Generic)
         .map(|h| h.id.clone())
         .collect();
+    let senders = config.senders();
     let options = CheckOptions {
         json,
         deny_warnings,
         hooks: Some(&hooks),
         generic_hooks: &generic,
+        senders: Some(&senders),
     };
     Ok(check_command_with_host(
         scripts,

@@ -58,7 +58,7 @@ impl ActionWakers {
     }
 }
 
-use crate::script::{Host, Limits, LiveScripts};
+use crate::script::{Host, Limits, LiveScripts, Senders};
 use crate::store::runs::{self, RunRecord, RunsView};
 use crate::store::{ReadError, Store, StoreError, WriteError};
 use crate::util::prom;
@@ -96,6 +96,8 @@ pub struct Settings {
     /// Runs of one script at once: [`script_share`] of `workers`.
     pub per_script: usize,
     pub limits: Limits,
+    /// The From addresses the runs' mails may name (`[smtp] from`, `allowed_from`).
+    pub senders: Senders,
     /// Hooks whose events are kept as samples (`capture = true`).
     pub capture_hooks: HashSet<String>,
 }
@@ -123,6 +125,7 @@ impl Processor {
             scripts.clone(),
             host,
             settings.limits,
+            settings.senders,
             wakers,
         ));
         let pool = DuePool::shared(

@@ -408,6 +408,7 @@ mod tests {
             body: "b".into(),
             html: None,
             key: None,
+            from: None,
         }
     }
 

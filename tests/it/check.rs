@@ -91,6 +91,7 @@ fn run_check(dir: &Path, samples: &[Sample], deny_warnings: bool) -> (String, St
             deny_warnings,
             hooks: hooks.as_deref(),
             generic_hooks: &[],
+            senders: None,
         };
         check_command_with_host(&[], dir, &stdlib, samples, &limits, &host, options, out).code()
     };

@@ -28,6 +28,7 @@ fn mail(id: &str) -> Email {
         body: "Jane starts today.".to_string(),
         html: None,
         key: None,
+        from: None,
     }
 }
 

@@ -41,7 +41,7 @@ pub use eligible::{eligible_types, is_eligible};
 use crate::authoring::samples::Sample;
 use crate::authoring::tokens::Shape;
 use crate::script::{
-    Header, Host, Limits, LoadError, LoadErrorKind, Script, ScriptSet, parse_header,
+    Header, Host, Limits, LoadError, LoadErrorKind, Script, ScriptSet, Senders, parse_header,
     pattern_matches,
 };
 use crate::util::exit::Exit;
@@ -122,6 +122,7 @@ pub fn check(
     stdlib_dir: &Path,
     samples: &[Sample],
     limits: &Limits,
+    senders: &Senders,
     host: &Arc<dyn Host>,
     hooks: Option<&[String]>,
     generic_hooks: &[String],
@@ -165,6 +166,7 @@ pub fn check(
         generic_hooks,
         samples,
         limits,
+        senders,
         host,
         documented: Shape::documented(),
         delivery: lint::delivery_shape(),
@@ -200,6 +202,7 @@ struct Ctx<'a> {
     generic_hooks: &'a [String],
     samples: &'a [Sample],
     limits: &'a Limits,
+    senders: &'a Senders,
     host: &'a Arc<dyn Host>,
     documented: Shape,
     delivery: Shape,
@@ -396,6 +399,7 @@ impl Ctx<'_> {
             &picked,
             self.host,
             self.limits,
+            self.senders,
         );
         for d in run_diags {
             // A dry run failing on a path already reported: one finding, with the run as a note.
