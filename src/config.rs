@@ -1041,6 +1041,90 @@ mod tests {
     use super::*;
 
     #[test]
+    fn smtp_allowed_from_is_a_list_of_bare_addresses_named_by_key_and_line() {
+        let path = Path::new("/etc/engine/engine.toml");
+        let smtp = |extra: &str| {
+            Config::parse(
+                &format!(
+                    "[smtp]\nurl_env = \"SMTP_URL\"\nfrom = \"Automation <automation@example.com>\"\n{extra}"
+                ),
+                path,
+            )
+        };
+        let none = smtp("").expect("no allowed_from");
+        assert_eq!(
+            none.senders(),
+            Senders::only("Automation <automation@example.com>")
+        );
+        let c = smtp("allowed_from = [\"security-bot@example.com\", \" ops@example.com \"]\n")
+            .expect("allowed_from");
+        let senders = c.senders();
+        assert_eq!(
+            senders.allowed,
+            ["security-bot@example.com", "ops@example.com"]
+        );
+        assert!(senders.permits("automation@example.com"));
+        assert!(senders.permits("ops@example.com"));
+        assert!(!senders.permits("ceo@example.com"));
+        assert_eq!(
+            Config::parse("", path).expect("defaults").senders(),
+            Senders::default()
+        );
+
+        for (list, line, says) in [
+            (
+                "allowed_from = [\n  \"ok@example.com\",\n  \"not an address\",\n]\n",
+                6,
+                "not an email address",
+            ),
+            (
+                "allowed_from = [\"Bot <bot@example.com>\"]\n",
+                4,
+                "has a display name",
+            ),
+            (
+                "allowed_from = [\"a@b.com\\r\\nBcc: x@y.com\"]\n",
+                4,
+                "line break",
+            ),
+        ] {
+            let e = smtp(list).expect_err(list).to_string();
+            assert!(
+                e.contains(&format!("engine.toml:{line}: `smtp.allowed_from`")),
+                "{list}: {e}"
+            );
+            assert!(e.contains(says), "{list}: {e}");
+        }
+        let e = smtp("allowed_from = \"bot@example.com\"\n").expect_err("not a list");
+        assert!(e.to_string().contains("allowed_from"), "{e}");
+        let many: Vec<String> = (0..=MAX_ALLOWED_FROM)
+            .map(|i| format!("\"b{i}@example.com\""))
+            .collect();
+        let e = smtp(&format!("allowed_from = [{}]\n", many.join(", "))).expect_err("too many");
+        assert!(e.to_string().contains("at most 100"), "{e}");
+    }
+
+    #[test]
+    fn limits_max_actions_defaults_to_100_and_is_bounded() {
+        let path = Path::new("/etc/engine/engine.toml");
+        assert_eq!(
+            Config::parse("", path)
+                .expect("defaults")
+                .limits
+                .max_actions,
+            100
+        );
+        let c = Config::parse("[limits]\nmax_actions = 7\n", path).expect("max_actions");
+        assert_eq!(c.limits.max_actions, 7);
+        for bad in ["-1", "10001"] {
+            let e = Config::parse(&format!("[limits]\nmax_actions = {bad}\n"), path)
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains(":2: `limits.max_actions`"), "{e}");
+        }
+    }
+
+    #[test]
     fn store_cache_mb_sets_the_page_cache_and_defaults_to_16_mib() {
         let path = Path::new("/etc/engine/engine.toml");
         let default = Config::parse("", path).expect("empty config");

@@ -183,6 +183,9 @@ pub(super) fn print_dry_runs(results: &[DryRun], json: bool) -> Exit {
                 "would send"
             };
             let _ = writeln!(out, "  {verb} mail {}:", e.id);
+            if let Some(from) = &e.from {
+                let _ = writeln!(out, "    from: {from}");
+            }
             let _ = writeln!(out, "    to: {}", e.to.join(", "));
             if !e.cc.is_empty() {
                 let _ = writeln!(out, "    cc: {}", e.cc.join(", "));

@@ -85,16 +85,7 @@ impl Action {
     /// `okta::suspend_user jane@example.com`.
     pub fn describe(&self) -> String {
         match self {
-            Action::Email(e) => {
-                let mut to = e.to.join(", ");
-                if !e.cc.is_empty() {
-                    to.push_str(&format!("; cc {}", e.cc.join(", ")));
-                }
-                if !e.bcc.is_empty() {
-                    to.push_str(&format!("; bcc {}", e.bcc.join(", ")));
-                }
-                format!("mail to {to}: {:?}", e.subject)
-            }
+            Action::Email(e) => e.describe(),
             Action::Okta(o) => o.op.describe(),
         }
     }
@@ -351,6 +342,23 @@ fn clean_display_name(name: &str, address: &str) -> Option<String> {
 /// Only for messages: `s` cut to 80 characters.
 fn shown(s: &str) -> &str {
     &s[..s.char_indices().nth(80).map_or(s.len(), |(i, _)| i)]
+}
+
+impl Email {
+    /// One line for dry runs: `mail [from F ]to a@x, B <b@y>; cc …; bcc …: "Subject"`.
+    pub fn describe(&self) -> String {
+        let mut to = self.to.join(", ");
+        if !self.cc.is_empty() {
+            to.push_str(&format!("; cc {}", self.cc.join(", ")));
+        }
+        if !self.bcc.is_empty() {
+            to.push_str(&format!("; bcc {}", self.bcc.join(", ")));
+        }
+        match &self.from {
+            Some(from) => format!("mail from {from} to {to}: {:?}", self.subject),
+            None => format!("mail to {to}: {:?}", self.subject),
+        }
+    }
 }
 
 /// A script's `key`: a non-empty string of at most [`MAX_KEY_CHARS`] characters, or absent.

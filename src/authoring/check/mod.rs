@@ -727,14 +727,7 @@ pub fn render_report(r: &Report, deny_warnings: bool, out: &mut dyn Write) -> st
             )?;
             if run.ok {
                 for m in &run.mails {
-                    let mut to = m.to.join(", ");
-                    if !m.cc.is_empty() {
-                        to.push_str(&format!("; cc {}", m.cc.join(", ")));
-                    }
-                    if !m.bcc.is_empty() {
-                        to.push_str(&format!("; bcc {}", m.bcc.join(", ")));
-                    }
-                    writeln!(out, "    mail to {to}: {:?}", m.subject)?;
+                    writeln!(out, "    {}", m.describe())?;
                 }
                 for a in &run.actions {
                     writeln!(out, "    {}", a.describe())?;
