@@ -184,7 +184,7 @@ impl Senders {
         for (i, a) in self.addresses().enumerate() {
             if !out.contains(&a) {
                 out.push(if i == 0 {
-                    format!("{a} ([smtp] from)")
+                    format!("{a} (the default From)")
                 } else {
                     a
                 });
@@ -816,7 +816,7 @@ mod tests {
         assert!(!s.permits("automation@example.org"));
         assert_eq!(
             s.listing(),
-            "automation@example.com ([smtp] from), security-bot@example.com"
+            "automation@example.com (the default From), security-bot@example.com"
         );
         assert!(Senders::default().permits(DEFAULT_FROM));
         assert!(!Senders::default().permits("security-bot@example.com"));

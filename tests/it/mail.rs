@@ -628,7 +628,7 @@ fn from_display_names_maps_and_max_actions_through_the_binary() {
     let message = denied["error"]["message"].as_str().unwrap();
     for part in [
         "`from` \"ceo@example.com\" is not an allowed sender",
-        "automation@example.com ([smtp] from), security-bot@example.com",
+        "automation@example.com (the default From), security-bot@example.com",
         "[smtp] allowed_from",
     ] {
         assert!(message.contains(part), "{message}");
