@@ -361,11 +361,7 @@ fn action_summary(a: &QueuedAction) -> String {
                 p["subject"].as_str().unwrap_or("")
             )
         }
-        ActionKind::Okta => match serde_json::from_value::<crate::script::OktaAction>(p.clone()) {
-            Ok(o) => o.op.describe(),
-            Err(_) => p.to_string(),
-        },
-        ActionKind::Http => p.to_string(),
+        ActionKind::Okta | ActionKind::Http => a.describe(),
     }
 }
 
