@@ -96,6 +96,7 @@ async fn email(n: usize) {
             body: "Jane Doe starts today.".into(),
             html: None,
             key: None,
+            from: None,
         })
     })
     .await;

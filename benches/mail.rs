@@ -34,6 +34,7 @@ fn mail(i: usize) -> Email {
         body: "Jane starts today. Her login is jane@example.com.\n".repeat(10),
         html: Some("<p>Jane starts <b>today</b>.</p>\n".repeat(10)),
         key: None,
+        from: None,
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use engine::script::{
-    Action, DeliveryInfo, Email, Host, Limits, ScriptSet, StaticDirectory, User, run,
+    Action, DeliveryInfo, Email, Host, Limits, ScriptSet, Senders, StaticDirectory, User, run,
 };
 
 /// Timed iterations per case (after `WARMUP`): enough for a stable p99.
@@ -112,6 +112,7 @@ fn offboarding_in_rust(payload: &[u8], host: &dyn Host) -> Vec<Action> {
         body,
         html: None,
         key: None,
+        from: None,
     };
     email.id = engine::script::action_id(
         v["uuid"].as_str().unwrap_or(""),
@@ -181,6 +182,7 @@ fn privileged_in_rust(payload: &[u8], _host: &dyn Host) -> Vec<Action> {
         ),
         html: None,
         key: None,
+        from: None,
     };
     email.id = engine::script::action_id(
         v["uuid"].as_str().unwrap_or(""),
@@ -226,6 +228,7 @@ fn main() {
     let root = repo();
     let fixtures = root.join("tests/fixtures");
     let limits = Limits::default();
+    let senders = Senders::default();
     let (set, errors) = ScriptSet::load(&root.join("scripts"), &root.join("stdlib"), &limits);
     assert!(errors.is_empty(), "{errors:?}");
     let host: Arc<dyn Host> = Arc::new(StaticDirectory::new(users()));
@@ -292,10 +295,10 @@ fn main() {
         }
         let script = set.get(name).expect("script").clone();
         let id = engine::ingest::envelope::event_id(payload);
-        let check = run(&script, payload, &id, &delivery, &host, &limits);
+        let check = run(&script, payload, &id, &delivery, &host, &limits, &senders);
         assert!(check.result.is_ok(), "{name}: {:?}", check.result);
         let (med, p99) = time(|| {
-            run(&script, payload, &id, &delivery, &host, &limits)
+            run(&script, payload, &id, &delivery, &host, &limits, &senders)
                 .actions
                 .len()
         });
@@ -303,9 +306,17 @@ fn main() {
         // The same run with the event map built once and cloned (several scripts, one event).
         let map = engine::script::build_event_map(payload).expect("event");
         let (pre_med, _) = time(|| {
-            engine::script::run_map(&script, map.clone(), &id, &delivery, &host, &limits)
-                .actions
-                .len()
+            engine::script::run_map(
+                &script,
+                map.clone(),
+                &id,
+                &delivery,
+                &host,
+                &limits,
+                &senders,
+            )
+            .actions
+            .len()
         });
         prebuilt.push((name, label, pre_med));
         match rust {
@@ -362,9 +373,17 @@ fn main() {
     std::fs::write(&empty_path, "//! on: *\nimport \"okta\" as okta;\n").expect("write");
     let empty = ScriptSet::load_one(&empty_path, &root.join("stdlib"), &limits).expect("empty");
     let (empty_run, _) = time(|| {
-        run(&empty, &payload, &payload_id, &delivery, &host, &limits)
-            .actions
-            .len()
+        run(
+            &empty,
+            &payload,
+            &payload_id,
+            &delivery,
+            &host,
+            &limits,
+            &senders,
+        )
+        .actions
+        .len()
     });
     std::fs::write(
         &empty_path,
@@ -374,9 +393,17 @@ fn main() {
     let one_call =
         ScriptSet::load_one(&empty_path, &root.join("stdlib"), &limits).expect("one call");
     let (one_call_run, _) = time(|| {
-        run(&one_call, &payload, &payload_id, &delivery, &host, &limits)
-            .actions
-            .len()
+        run(
+            &one_call,
+            &payload,
+            &payload_id,
+            &delivery,
+            &host,
+            &limits,
+            &senders,
+        )
+        .actions
+        .len()
     });
     let _ = std::fs::remove_dir_all(&empty_dir);
     println!(

@@ -51,7 +51,7 @@ pub fn loopback_if_unspecified(mut addr: std::net::SocketAddr) -> std::net::Sock
 }
 
 /// The sender address when `[smtp]` is absent (mail goes to `.eml` files).
-pub const DEFAULT_FROM: &str = "engine@localhost";
+pub use crate::script::DEFAULT_FROM;
 
 /// Why the app could not be built or started.
 #[derive(Debug, thiserror::Error)]
@@ -570,6 +570,7 @@ fn assemble(
         workers,
         per_script: process::script_share(workers),
         limits: config.limits.clone(),
+        senders: config.senders(),
         capture_hooks: config
             .hooks
             .iter()

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::script::Limits;
+use crate::script::{Limits, Senders};
 
 /// Default address: loopback only, so a fresh install is not reachable from the network until
 /// the admin puts a reverse proxy (HTTPS) in front of it or changes `listen`.
@@ -45,6 +45,9 @@ pub const STORE_CACHE_MB_CEILING: i64 = 64 * 1024;
 /// Highest `[limits] max_memory_mb`: one run holding more than 16 GiB is a runaway, whatever the
 /// machine.
 pub const MAX_MEMORY_MB_CEILING: i64 = 16 * 1024;
+/// `[limits] max_actions` at most: every action is a queue row written in the run's commit;
+/// 10,000 per run is far past any automation and still one bounded transaction.
+pub const MAX_ACTIONS_CEILING: i64 = 10_000;
 /// Generated hook secrets are kept in the data dir as `<prefix><hook id>`.
 pub const GENERATED_SECRET_PREFIX: &str = "hook-secret-";
 /// The config file looked for in the working directory when `--config` is not given.
@@ -139,9 +142,15 @@ pub struct SmtpConfig {
     pub url_env: String,
     pub url_env_line: usize,
     pub from: String,
+    /// `allowed_from`: the other From addresses scripts may give `send_email` (bare addresses).
+    pub allowed_from: Vec<String>,
     /// The first retry delay of a mail that failed transiently (doubled per attempt).
     pub retry_base_ms: u64,
 }
+
+/// Addresses in `[smtp] allowed_from`: a handful of team or bot senders; a long list means the
+/// allow-list is not doing its job.
+pub const MAX_ALLOWED_FROM: usize = 100;
 
 /// Default first retry delay for mail: long enough not to hammer a server that is down.
 pub const DEFAULT_MAIL_RETRY_BASE_MS: u64 = 30_000;
@@ -291,6 +300,7 @@ struct RawHook {
 struct RawSmtp {
     url_env: Spanned<String>,
     from: Spanned<String>,
+    allowed_from: Option<Spanned<Vec<Spanned<String>>>>,
     retry_base_ms: Option<Spanned<i64>>,
 }
 
@@ -322,6 +332,7 @@ struct RawLimits {
     max_operations: Option<Spanned<i64>>,
     timeout_ms: Option<Spanned<i64>>,
     max_emails: Option<Spanned<i64>>,
+    max_actions: Option<Spanned<i64>>,
     max_memory_mb: Option<Spanned<i64>>,
 }
 
@@ -525,10 +536,12 @@ impl Config {
                     Some("for example \"automation@example.com\""),
                 ));
             }
+            let allowed_from = v.allowed_from(smtp.allowed_from.as_ref())?;
             cfg.smtp = Some(SmtpConfig {
                 url_env: v.env_name(&smtp.url_env, "smtp.url_env")?,
                 url_env_line: v.line(smtp.url_env.span()),
                 from: from.clone(),
+                allowed_from,
                 retry_base_ms: match &smtp.retry_base_ms {
                     Some(n) => v.range(n, "smtp.retry_base_ms", 10, 3_600_000)? as u64,
                     None => DEFAULT_MAIL_RETRY_BASE_MS,
@@ -567,6 +580,10 @@ impl Config {
             if let Some(n) = l.max_emails {
                 cfg.limits.max_emails = v.range(&n, "limits.max_emails", 0, 10_000)? as usize;
             }
+            if let Some(n) = l.max_actions {
+                cfg.limits.max_actions =
+                    v.range(&n, "limits.max_actions", 0, MAX_ACTIONS_CEILING)? as usize;
+            }
             if let Some(n) = l.max_memory_mb {
                 cfg.limits.max_memory_bytes =
                     v.range(&n, "limits.max_memory_mb", 1, MAX_MEMORY_MB_CEILING)? as usize
@@ -581,6 +598,18 @@ impl Config {
                 v.range(&n, "store.cache_mb", 1, STORE_CACHE_MB_CEILING)? as usize * 1024 * 1024;
         }
         Ok(cfg)
+    }
+
+    /// The From addresses a run's mails may use: `[smtp] from` (else the engine's default) and
+    /// `[smtp] allowed_from`.
+    pub fn senders(&self) -> Senders {
+        match &self.smtp {
+            Some(s) => Senders {
+                default: s.from.clone(),
+                allowed: s.allowed_from.clone(),
+            },
+            None => Senders::default(),
+        }
     }
 
     pub fn hook(&self, id: &str) -> Option<&HookConfig> {
@@ -944,6 +973,55 @@ impl Validator<'_> {
         }
     }
 
+    /// `[smtp] allowed_from`: bare addresses, at most [`MAX_ALLOWED_FROM`].
+    fn allowed_from(
+        &self,
+        list: Option<&Spanned<Vec<Spanned<String>>>>,
+    ) -> Result<Vec<String>, ConfigError> {
+        const KEY: &str = "smtp.allowed_from";
+        let Some(list) = list else {
+            return Ok(Vec::new());
+        };
+        if list.get_ref().len() > MAX_ALLOWED_FROM {
+            return Err(self.invalid(
+                list.span(),
+                KEY,
+                format!(
+                    "{} addresses, at most {MAX_ALLOWED_FROM}",
+                    list.get_ref().len()
+                ),
+                None,
+            ));
+        }
+        let mut out = Vec::new();
+        for entry in list.get_ref() {
+            let a = entry.get_ref();
+            match crate::script::parse_mailbox(a) {
+                Ok(m) if m.name.is_none() => out.push(m.address),
+                Ok(m) => {
+                    return Err(self.invalid(
+                        entry.span(),
+                        KEY,
+                        format!("`{a}` has a display name"),
+                        Some(&format!(
+                            "list the bare address (\"{}\"); a script may add a display name in send_email's `from`",
+                            m.address
+                        )),
+                    ));
+                }
+                Err(e) => {
+                    return Err(self.invalid(
+                        entry.span(),
+                        KEY,
+                        format!("not an email address: {e}"),
+                        Some("for example [\"security-bot@example.com\"]"),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn env_name(&self, name: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
         let n = name.get_ref();
         if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -961,6 +1039,90 @@ impl Validator<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn smtp_allowed_from_is_a_list_of_bare_addresses_named_by_key_and_line() {
+        let path = Path::new("/etc/engine/engine.toml");
+        let smtp = |extra: &str| {
+            Config::parse(
+                &format!(
+                    "[smtp]\nurl_env = \"SMTP_URL\"\nfrom = \"Automation <automation@example.com>\"\n{extra}"
+                ),
+                path,
+            )
+        };
+        let none = smtp("").expect("no allowed_from");
+        assert_eq!(
+            none.senders(),
+            Senders::only("Automation <automation@example.com>")
+        );
+        let c = smtp("allowed_from = [\"security-bot@example.com\", \" ops@example.com \"]\n")
+            .expect("allowed_from");
+        let senders = c.senders();
+        assert_eq!(
+            senders.allowed,
+            ["security-bot@example.com", "ops@example.com"]
+        );
+        assert!(senders.permits("automation@example.com"));
+        assert!(senders.permits("ops@example.com"));
+        assert!(!senders.permits("ceo@example.com"));
+        assert_eq!(
+            Config::parse("", path).expect("defaults").senders(),
+            Senders::default()
+        );
+
+        for (list, line, says) in [
+            (
+                "allowed_from = [\n  \"ok@example.com\",\n  \"not an address\",\n]\n",
+                6,
+                "not an email address",
+            ),
+            (
+                "allowed_from = [\"Bot <bot@example.com>\"]\n",
+                4,
+                "has a display name",
+            ),
+            (
+                "allowed_from = [\"a@b.com\\r\\nBcc: x@y.com\"]\n",
+                4,
+                "line break",
+            ),
+        ] {
+            let e = smtp(list).expect_err(list).to_string();
+            assert!(
+                e.contains(&format!("engine.toml:{line}: `smtp.allowed_from`")),
+                "{list}: {e}"
+            );
+            assert!(e.contains(says), "{list}: {e}");
+        }
+        let e = smtp("allowed_from = \"bot@example.com\"\n").expect_err("not a list");
+        assert!(e.to_string().contains("allowed_from"), "{e}");
+        let many: Vec<String> = (0..=MAX_ALLOWED_FROM)
+            .map(|i| format!("\"b{i}@example.com\""))
+            .collect();
+        let e = smtp(&format!("allowed_from = [{}]\n", many.join(", "))).expect_err("too many");
+        assert!(e.to_string().contains("at most 100"), "{e}");
+    }
+
+    #[test]
+    fn limits_max_actions_defaults_to_100_and_is_bounded() {
+        let path = Path::new("/etc/engine/engine.toml");
+        assert_eq!(
+            Config::parse("", path)
+                .expect("defaults")
+                .limits
+                .max_actions,
+            100
+        );
+        let c = Config::parse("[limits]\nmax_actions = 7\n", path).expect("max_actions");
+        assert_eq!(c.limits.max_actions, 7);
+        for bad in ["-1", "10001"] {
+            let e = Config::parse(&format!("[limits]\nmax_actions = {bad}\n"), path)
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains(":2: `limits.max_actions`"), "{e}");
+        }
+    }
 
     #[test]
     fn store_cache_mb_sets_the_page_cache_and_defaults_to_16_mib() {

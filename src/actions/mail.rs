@@ -3,7 +3,9 @@
 //!
 //! # The pieces
 //!
-//! - What is sent is the `Email` a run recorded, from the configured sender; the mail's `id` is
+//! - What is sent is the `Email` a run recorded, from its own `from` (one of `[smtp] from` and
+//!   `allowed_from`, checked when the run recorded it) or else the configured sender (mails
+//!   queued before `from` existed have none); the mail's `id` is
 //!   stable (derived from the event, script and place in the run) and becomes the `Message-ID`
 //!   `<id@engine>`.
 //! - [`build_message`]: validates every address with lettre's `Mailbox` and builds the message
@@ -655,14 +657,27 @@ fn check_id(id: &str) -> Result<(), MailError> {
     }
 }
 
+/// A stored mailbox string (`a@x`, `Name <a@x>`, `"Doe, Jane" <a@x>`) as lettre's `Mailbox`:
+/// read with the script layer's own parser (the one `send_email` checked it with), so the
+/// display name reaches lettre as a name, which lettre quotes or RFC 2047 encodes in the
+/// header; anything that parser does not read (a `[smtp] from` written some other way) goes
+/// to lettre's parser as before.
 fn mailbox(what: &str, addr: &str) -> Result<Mailbox, MailError> {
-    addr.trim()
-        .parse::<Mailbox>()
-        .map_err(|e| MailError::Permanent(format!("invalid `{what}` address {addr:?}: {e}")))
+    let invalid = |e: &dyn fmt::Display| {
+        MailError::Permanent(format!("invalid `{what}` address {addr:?}: {e}"))
+    };
+    match crate::script::parse_mailbox(addr) {
+        Ok(m) => {
+            let address = m.address.parse().map_err(|e| invalid(&e))?;
+            Ok(Mailbox::new(m.name, address))
+        }
+        Err(_) => addr.trim().parse::<Mailbox>().map_err(|e| invalid(&e)),
+    }
 }
 
-/// Builds the message for `mail` (see the module docs). Invalid addresses or ids are
-/// [`MailError::Permanent`] naming the field and the address.
+/// Builds the message for `mail` (see the module docs), from the mail's own `from` (what the
+/// script chose among the allowed senders) or else `from` (the configured From). Invalid
+/// addresses or ids are [`MailError::Permanent`] naming the field and the address.
 pub fn build_message(from: &str, mail: &Email) -> Result<Message, MailError> {
     build(from, mail, false)
 }
@@ -675,6 +690,7 @@ fn build(from: &str, mail: &Email, keep_bcc: bool) -> Result<Message, MailError>
             mail.id
         )));
     }
+    let from = mail.from.as_deref().unwrap_or(from);
     let mut b = Message::builder()
         .from(mailbox("from", from)?)
         .subject(mail.subject.as_str())

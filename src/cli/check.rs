@@ -12,7 +12,7 @@ use crate::authoring::samples::{ANY_HOOK, Sample};
 use crate::authoring::tokens::{render_json, render_table, tokens_for};
 use crate::config::Config;
 use crate::ingest::envelope::parse_payload;
-use crate::script::{Host, Limits, NoDirectory};
+use crate::script::{Host, Limits, NoDirectory, Senders};
 
 /// How `engine check` reports, and what it knows of the config.
 #[derive(Debug, Clone, Copy, Default)]
@@ -28,6 +28,9 @@ pub struct CheckOptions<'a> {
     pub generic_hooks: &'a [String],
     /// Whether engine.toml has `[okta]`, when known (`okta::` actions without it are errors).
     pub okta: Option<bool>,
+    /// The From addresses dry runs' mails may name (`Config::senders`; `None`: the default
+    /// From only, as without `[smtp]`).
+    pub senders: Option<&'a Senders>,
 }
 
 /// `engine check` with a host that finds nobody (dry runs see `lookup_user` return `()`).
@@ -49,6 +52,7 @@ pub fn check_command(
         hooks: None,
         generic_hooks: &[],
         okta: None,
+        senders: None,
     };
     check_command_with_host(
         scripts,
@@ -82,13 +86,17 @@ pub fn check_command_with_host(
         hooks,
         generic_hooks,
         okta,
+        senders,
     } = options;
+    let default_senders = Senders::default();
+    let senders = senders.unwrap_or(&default_senders);
     let mut report = match check::check(
         scripts,
         scripts_dir,
         stdlib_dir,
         samples,
         limits,
+        senders,
         host,
         hooks,
         generic_hooks,
@@ -159,12 +167,14 @@ pub fn check(
         .filter(|h| h.kind == crate::config::HookKind::Generic)
         .map(|h| h.id.clone())
         .collect();
+    let senders = config.senders();
     let options = CheckOptions {
         json,
         deny_warnings,
         hooks: Some(&hooks),
         generic_hooks: &generic,
         okta: Some(config.okta.is_some()),
+        senders: Some(&senders),
     };
     Ok(check_command_with_host(
         scripts,

@@ -116,7 +116,7 @@ pub async fn dry_run(
             event_type: e.event_type.clone(),
             json: serde_json::to_vec(&e.payload).unwrap_or_default(),
         };
-        results.push(dry_run_one(&s, event, &host, &config.limits).await?);
+        results.push(dry_run_one(&s, event, &host, &config.limits, &config.senders()).await?);
     }
     Ok(print_dry_runs(&results, json))
 }

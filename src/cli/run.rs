@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::output::{CliError, CliResult, Exit, print_json};
 use crate::config::Config;
 use crate::ingest::envelope::parse_payload;
-use crate::script::{self, Action, DeliveryInfo, Host, Limits, Script, ScriptSet};
+use crate::script::{self, Action, DeliveryInfo, Host, Limits, Script, ScriptSet, Senders};
 
 /// One dry run: one script on one event.
 #[derive(Serialize)]
@@ -43,6 +43,7 @@ pub(super) async fn dry_run_one(
     event: DryEvent,
     host: &Arc<dyn Host>,
     limits: &Limits,
+    senders: &Senders,
 ) -> Result<DryRun, CliError> {
     let subscribed = script.matches(&event.delivery.hook, &event.event_type);
     let note = (!subscribed).then(|| {
@@ -52,7 +53,12 @@ pub(super) async fn dry_run_one(
             script.on.join(", ")
         )
     });
-    let (s, h, l) = (script.clone(), host.clone(), limits.clone());
+    let (s, h, l, from) = (
+        script.clone(),
+        host.clone(),
+        limits.clone(),
+        senders.clone(),
+    );
     let DryEvent {
         delivery,
         id,
@@ -61,7 +67,7 @@ pub(super) async fn dry_run_one(
     } = event;
     let event_uuid = id.clone();
     let mut outcome =
-        tokio::task::spawn_blocking(move || script::run(&s, &json, &id, &delivery, &h, &l))
+        tokio::task::spawn_blocking(move || script::run(&s, &json, &id, &delivery, &h, &l, &from))
             .await
             .map_err(|e| CliError::failure(format!("the run crashed: {e}")))?;
     // A far side (Okta, a proxy) may have echoed a secret into the error or the log.
@@ -124,7 +130,7 @@ pub async fn dry_run(
             event_type: event.event_type.clone(),
             json: json_bytes.to_vec(),
         };
-        results.push(dry_run_one(&script, event, &host, &config.limits).await?);
+        results.push(dry_run_one(&script, event, &host, &config.limits, &config.senders()).await?);
     }
     Ok(print_dry_runs(&results, json))
 }
@@ -177,6 +183,9 @@ pub(super) fn print_dry_runs(results: &[DryRun], json: bool) -> Exit {
                 "would send"
             };
             let _ = writeln!(out, "  {verb} mail {}:", e.id);
+            if let Some(from) = &e.from {
+                let _ = writeln!(out, "    from: {from}");
+            }
             let _ = writeln!(out, "    to: {}", e.to.join(", "));
             if !e.cc.is_empty() {
                 let _ = writeln!(out, "    cc: {}", e.cc.join(", "));

@@ -391,6 +391,7 @@ pub fn run(store: &Store, id: u64, settings: &ConsoleSettings) -> Read<Value> {
             let stored = OutboxView(&h).get(&e.id).ok().flatten();
             json!({
                 "id": e.id,
+                "from": e.from,
                 "to": e.to.join(", "),
                 "cc": e.cc.join(", "),
                 "bcc": e.bcc.join(", "),

@@ -14,6 +14,7 @@ use tracing::Instrument;
 use super::scheduler::{Admit, Backoff, Done, Due, DueKey, DueWork, MAX_PANICS, Step, Task, Work};
 use crate::script::{
     self, DeliveryInfo, Host, Limits, LiveScripts, LogLine, RunError, RunErrorKind, RunOutcome,
+    Senders,
 };
 use crate::store::actions::{self, Origin};
 use crate::store::runs::{self, RunRecord, RunStatus, RunsView};
@@ -53,6 +54,8 @@ pub struct Executor {
     scripts: LiveScripts,
     host: Arc<dyn Host>,
     limits: Limits,
+    /// The From addresses the runs' mails may name.
+    senders: Senders,
     /// Woken when a successful run queued mail.
     wakers: super::ActionWakers,
     stats: Mutex<RunStats>,
@@ -95,7 +98,8 @@ impl Executor {
         script: Arc<crate::script::Script>,
         event: StoredEvent,
     ) -> DryRunOutcome {
-        let (host, limits) = (self.host.clone(), self.limits.clone());
+        let (host, limits, senders) =
+            (self.host.clone(), self.limits.clone(), self.senders.clone());
         let delivery = DeliveryInfo {
             id: event.delivery_id.clone(),
             time: event.event_time.clone(),
@@ -108,7 +112,15 @@ impl Executor {
             script.name.clone(),
         );
         let ran = tokio::task::spawn_blocking(move || {
-            crate::script::run(&script, &event.json, &event.uuid, &delivery, &host, &limits)
+            crate::script::run(
+                &script,
+                &event.json,
+                &event.uuid,
+                &delivery,
+                &host,
+                &limits,
+                &senders,
+            )
         })
         .await;
         let (log, actions, error) = match ran {
@@ -150,6 +162,7 @@ impl Executor {
         scripts: LiveScripts,
         host: Arc<dyn Host>,
         limits: Limits,
+        senders: Senders,
         wakers: super::ActionWakers,
     ) -> Executor {
         Executor {
@@ -157,6 +170,7 @@ impl Executor {
             scripts,
             host,
             limits,
+            senders,
             wakers,
             stats: Mutex::new(RunStats::default()),
             unrecorded: Mutex::new(HashMap::new()),
@@ -210,6 +224,7 @@ impl Executor {
                 record.script_hash = Some(script.hash.clone());
                 let host = self.host.clone();
                 let limits = self.limits.clone();
+                let senders = self.senders.clone();
                 let delivery = DeliveryInfo {
                     id: event.delivery_id.clone(),
                     time: event.event_time.clone(),
@@ -221,7 +236,7 @@ impl Executor {
                 let mut running = tokio::task::spawn_blocking(move || {
                     let _in_run = span.enter();
                     crate::util::priority::lower_for_scripts();
-                    script::run(&script, &json, &uuid, &delivery, &host, &limits)
+                    script::run(&script, &json, &uuid, &delivery, &host, &limits, &senders)
                 });
                 // A run still going after a moment is marked in flight, without waiting (queued
                 // before its result, so never after it): a crash during it counts against it.

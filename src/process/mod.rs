@@ -65,7 +65,7 @@ impl ActionWakers {
     }
 }
 
-use crate::script::{Host, Limits, LiveScripts, Script};
+use crate::script::{Host, Limits, LiveScripts, Script, Senders};
 use crate::store::runs::{self, RunRecord, RunsView};
 use crate::store::{ReadError, Store, StoreError, StoredEvent, WriteError};
 use crate::util::prom;
@@ -103,6 +103,8 @@ pub struct Settings {
     /// Runs of one script at once: [`script_share`] of `workers`.
     pub per_script: usize,
     pub limits: Limits,
+    /// The From addresses the runs' mails may name (`[smtp] from`, `allowed_from`).
+    pub senders: Senders,
     /// Hooks whose events are kept as samples (`capture = true`).
     pub capture_hooks: HashSet<String>,
 }
@@ -130,6 +132,7 @@ impl Processor {
             scripts.clone(),
             host,
             settings.limits,
+            settings.senders,
             wakers,
         ));
         let pool = DuePool::shared(
@@ -256,10 +259,7 @@ impl Processor {
     }
 
     /// The runs a replay of the failed runs makes: (script name, event, the failed run).
-    fn plan_failed(
-        &self,
-        script: Option<&str>,
-    ) -> Result<Vec<Planned<String>>, ReplayError> {
+    fn plan_failed(&self, script: Option<&str>) -> Result<Vec<Planned<String>>, ReplayError> {
         let failed = RunsView(&*self.store).latest_failed()?;
         let history = self.store.history();
         let mut out = Vec::new();

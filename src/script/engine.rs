@@ -18,7 +18,7 @@ use rhai::{
 };
 
 use super::Limits;
-use super::email::{Action, ActionKind, OktaAction, action_id, default_key, parse_email};
+use super::email::{Action, ActionKind, OktaAction, Senders, action_id, default_key, parse_email};
 use super::host::{Host, HostError, user_to_dynamic};
 use super::okta_op::{OktaGroup, OktaOp, group_ref, user_ref};
 use super::outcome::{LogLevel, LogLine, RunErrorKind};
@@ -122,10 +122,16 @@ pub(crate) struct RunCtx {
     pub script: String,
     pub event_id: String,
     pub max_emails: usize,
+    /// Actions of every kind the run may record (`limits.max_actions`; see [`count_action`]).
+    pub max_actions: usize,
+    /// The From addresses `send_email(#{ from })` may name.
+    pub senders: Senders,
     pub log: Vec<LogLine>,
     pub log_dropped: usize,
     pub actions: Vec<Action>,
     pub emails: usize,
+    /// Actions counted by [`count_action`], per kind (in `ActionKind::ALL`'s order).
+    pub counted: [usize; ActionKind::ALL.len()],
     pub fatal: Option<Fatal>,
 }
 
@@ -318,9 +324,59 @@ fn dyn_text(v: &Dynamic) -> String {
     }
 }
 
-fn send_email(ctx: NativeCallContext, map: Map) -> Result<ImmutableString, Box<EvalAltResult>> {
-    let mut email = parse_email(&map).map_err(runtime_error)?;
+/// Counts one more action of `kind` for the run in progress, against `limits.max_actions`
+/// (actions of all kinds per run). Every function that records an action (`send_email`, the
+/// `okta::` actions, `http_post`/`http_request`) calls it once per action, after its arguments
+/// were checked and just before it records: past the limit the run fails with a sticky
+/// `Limit` error at the call naming `limits.max_actions`.
+pub(crate) fn count_action(
+    ctx: &NativeCallContext,
+    kind: ActionKind,
+) -> Result<(), Box<EvalAltResult>> {
+    let index = ActionKind::ALL
+        .iter()
+        .position(|k| *k == kind)
+        .unwrap_or_default();
     let over = with_ctx(|c| {
+        let total: usize = c.counted.iter().sum();
+        if total >= c.max_actions {
+            let so_far: Vec<String> = ActionKind::ALL
+                .iter()
+                .zip(c.counted)
+                .filter(|(_, n)| *n > 0)
+                .map(|(k, n)| format!("{n} {}", k.as_str()))
+                .collect();
+            return Some((c.max_actions, so_far));
+        }
+        c.counted[index] += 1;
+        None
+    })
+    .ok_or_else(|| not_in_run(kind.as_str()))?;
+    match over {
+        None => Ok(()),
+        Some((max, so_far)) => {
+            let so_far = if so_far.is_empty() {
+                "none".to_string()
+            } else {
+                so_far.join(", ")
+            };
+            Err(fatal(
+                ctx,
+                RunErrorKind::Limit,
+                format!(
+                    "script recorded more than {max} actions (limits.max_actions): {so_far} before this {} action",
+                    kind.as_str()
+                ),
+                None,
+            ))
+        }
+    }
+}
+
+fn send_email(ctx: NativeCallContext, map: Map) -> Result<ImmutableString, Box<EvalAltResult>> {
+    let senders = with_ctx(|c| c.senders.clone()).ok_or_else(|| not_in_run("send_email"))?;
+    let mut email = parse_email(&map, &senders).map_err(runtime_error)?;
+    let checked = with_ctx(|c| {
         if c.emails >= c.max_emails {
             return Err(c.max_emails);
         }
@@ -333,24 +389,33 @@ fn send_email(ctx: NativeCallContext, map: Map) -> Result<ImmutableString, Box<E
         if c.actions.iter().any(|a| a.id() == email.id) {
             return Ok(Err(key));
         }
-        c.emails += 1;
-        let id = email.id.clone();
-        c.actions.push(Action::Email(email));
-        Ok(Ok(id))
+        Ok(Ok(()))
     })
     .ok_or_else(|| not_in_run("send_email"))?;
-    match over {
-        Ok(Ok(id)) => Ok(id.into()),
-        Ok(Err(key)) => Err(runtime_error(format!(
-            "send_email: key `{key}` is used twice in this run (each action needs its own key)"
-        ))),
-        Err(max) => Err(fatal(
-            &ctx,
-            RunErrorKind::Limit,
-            format!("script sent more than {max} emails (limits.max_emails)"),
-            None,
-        )),
+    match checked {
+        Ok(Ok(())) => {}
+        Ok(Err(key)) => {
+            return Err(runtime_error(format!(
+                "send_email: key `{key}` is used twice in this run (each action needs its own key)"
+            )));
+        }
+        Err(max) => {
+            return Err(fatal(
+                &ctx,
+                RunErrorKind::Limit,
+                format!("script sent more than {max} emails (limits.max_emails)"),
+                None,
+            ));
+        }
     }
+    count_action(&ctx, ActionKind::Email)?;
+    let id = email.id.clone();
+    with_ctx(|c| {
+        c.emails += 1;
+        c.actions.push(Action::Email(email));
+    })
+    .ok_or_else(|| not_in_run("send_email"))?;
+    Ok(id.into())
 }
 
 fn lookup_user(
@@ -445,11 +510,9 @@ pub const OKTA_ACTIONS: &[(&str, bool)] = &[
 
 /// Records an `okta` action (carried out by the action queue's `okta` executor after the run
 /// succeeds) and returns its id; the id derives from the event, the script and `okta#<position>`.
-fn record_okta(
-    _ctx: &NativeCallContext,
-    op: OktaOp,
-) -> Result<ImmutableString, Box<EvalAltResult>> {
+fn record_okta(ctx: &NativeCallContext, op: OktaOp) -> Result<ImmutableString, Box<EvalAltResult>> {
     let name = op.name();
+    count_action(ctx, ActionKind::Okta)?;
     let recorded = with_ctx(|c| {
         let position = c
             .actions
@@ -774,9 +837,11 @@ const LOG_DOC: &str = "/// Adds a line to the run's log (`engine run`, `engine r
 const WARN_DOC: &str = "/// Adds a warning line to the run's log (like `log`).";
 const SEND_EMAIL_DOC: &str = "/// Queues a mail, sent after the run succeeds (a failed run sends nothing); returns its id.\n\
 ///\n\
-/// `#{ to, subject, body, html?, cc?, bcc?, reply_to? }`: `to`, `cc`, `bcc` are an address,\n\
-/// a `lookup_user` map (its email), an actor or target map whose `alternateId` is an\n\
-/// address, or an array of those; `subject` is one line. Any other key is an error.";
+/// `#{ to, subject, body, html?, cc?, bcc?, reply_to?, from?, key? }`: `to`, `cc`, `bcc` are\n\
+/// an address, `\"Name <addr>\"`, a `lookup_user` map (its email), an actor or target map\n\
+/// whose `alternateId` is an address (its displayName kept), or an array of those; `subject`\n\
+/// is one line; `from` is `[smtp] from` or an address in `[smtp] allowed_from`; `key` names\n\
+/// the mail among the run's (its id derives from it). Any other key is an error.";
 const LOOKUP_USER_DOC: &str = "/// The user with this email, login or Okta user id, or `()` when there is none:\n\
 /// `#{ id, status, login, email, firstName, lastName, displayName, managerId, manager,\n\
 /// department, title, profile }` (every key present, `()` when unknown).\n\

@@ -22,14 +22,18 @@
 //!
 //! // Running (synchronous: call it from a blocking thread)
 //! run(script, event_json: &[u8], event_id: &str, delivery: &DeliveryInfo, host: &Arc<dyn Host>,
-//!     limits: &Limits) -> RunOutcome
-//! run_map(script, event: rhai::Map, event_id, delivery, host, limits) -> RunOutcome  // map already built
+//!     limits: &Limits, senders: &Senders) -> RunOutcome
+//! run_map(script, event: rhai::Map, event_id, delivery, host, limits, senders) -> RunOutcome  // map already built
+//! Senders { default, allowed } (Default: DEFAULT_FROM only; permits(address))  // send_email's `from`
+//! parse_mailbox(s) -> Result<Mailbox { name, address }, String>; Mailbox::to_header_string()
 //! RunOutcome { log: Vec<LogLine>, actions: Vec<Action>, result: Result<(), RunError> }
 //! RunError { kind: RunErrorKind::{Script, Limit, Transient}, message, script, file, line, col,
 //!            trace: Vec<String>, hint: Option<String>, not_before_ms: Option<u64> }
 //!                                 // Display: `new-hire.rhai:12:5: message` (then the trace, then `hint: …`)
 //! LogLine { level: LogLevel::{Log, Warn, Print, Debug}, message }   // all serde
-//! Action::Email(Email { id, position, to, cc, bcc, reply_to, subject, body, html })  // serde
+//! Action::Email(Email { id, position, to, cc, bcc, reply_to, subject, body, html, key, from })
+//!     // serde; recipients and `from` are mailbox strings (`a@x`, `Name <a@x>`); `from: None`:
+//!     // the configured From (and what mails queued before `from` existed hold)
 //! Action::Okta(OktaAction { id, position, op: OktaOp })
 //!
 //! // Host side
@@ -57,7 +61,7 @@
 //! definitions(stdlib_dir, limits) -> Result<Vec<DefinitionFile { name, text }>, String>
 //! DEFAULT_DEFINITIONS_DIR, HOST_FILE, SCOPE_FILE
 //! nearest(name, candidates) -> Option<String>; edit_distance(a, b)
-//! Limits { max_operations, timeout_ms, max_emails, max_call_levels, max_expr_depth,
+//! Limits { max_operations, timeout_ms, max_emails, max_actions, max_call_levels, max_expr_depth,
 //!          max_function_expr_depth, max_string_size, max_array_size, max_map_size, max_modules }
 //! ```
 //!
@@ -75,7 +79,9 @@
 //! - `RunErrorKind::Transient` (a `HostError::Transient` from `lookup_user`) means "retry the whole
 //!   run later", not before `RunError::not_before_ms` when the host said when (a rate limit's
 //!   reset); it is sticky: a script cannot swallow it with `try`/`catch`. So are limit errors.
-//! - `limits.max_operations`, `timeout_ms` and `max_emails` are read per run (from the `limits`
+//! - `limits.max_actions` counts the actions of every kind: each recording function calls
+//!   `engine::count_action(ctx, kind)` once per action; past it the run fails (`Limit`).
+//! - `limits.max_operations`, `timeout_ms`, `max_emails` and `max_actions` are read per run (from the `limits`
 //!   passed to `run`); the size, depth and call-level limits are fixed when the set is loaded.
 //! - Each `Email` has a stable `id` (see [`Email::id`]) to use as its `Message-ID` local part and
 //!   as the action queue's de-duplication key; it derives from the `event_id` given to `run`.
@@ -121,8 +127,9 @@ pub use definitions::{
     DEFAULT_DEFINITIONS_DIR, DefinitionFile, HOST_FILE, SCOPE_FILE, definitions,
 };
 pub use email::{
-    Action, ActionKind, Email, MAX_ADDRESS_LEN, MAX_RECIPIENTS, MAX_SUBJECT_CHARS, OktaAction,
-    action_id, default_key,
+    Action, ActionKind, DEFAULT_FROM, Email, MAX_ADDRESS_LEN, MAX_DISPLAY_NAME_CHARS,
+    MAX_RECIPIENTS, MAX_SUBJECT_CHARS, Mailbox, OktaAction, Senders, action_id, default_key,
+    parse_mailbox,
 };
 pub use engine::{MAX_IMPORT_DEPTH, OKTA_ACTIONS};
 pub use event::{DeliveryInfo, LOGEVENT_FIELDS, build_event_map, delivery_map};
@@ -154,6 +161,8 @@ pub struct Limits {
     pub timeout_ms: u64,
     /// Emails one run may queue.
     pub max_emails: usize,
+    /// Actions of all kinds (mail, HTTP, Okta) one run may record.
+    pub max_actions: usize,
     /// Nested function calls (script functions and stdlib helpers).
     pub max_call_levels: usize,
     /// Nesting depth of expressions/statements at the top level of a script.
@@ -179,6 +188,10 @@ pub const DEFAULT_MAX_OPERATIONS: u64 = 1_000_000;
 pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
 /// SPEC `[limits]` default: 50 mails per event is already a mail storm.
 pub const DEFAULT_MAX_EMAILS: usize = 50;
+/// SPEC `[limits]` default: 100 side effects of all kinds per event; one event that asks for
+/// more is a loop gone wrong (a group's every member, a mail per array element), and each
+/// action is a queue row and a far-side request.
+pub const DEFAULT_MAX_ACTIONS: usize = 100;
 /// Rhai's release default is 64 and debug 8; 32 allows real helper nesting yet fails deep
 /// recursion fast, identically in debug and release builds.
 pub const DEFAULT_MAX_CALL_LEVELS: usize = 32;
@@ -210,6 +223,7 @@ impl Default for Limits {
             max_operations: DEFAULT_MAX_OPERATIONS,
             timeout_ms: DEFAULT_TIMEOUT_MS,
             max_emails: DEFAULT_MAX_EMAILS,
+            max_actions: DEFAULT_MAX_ACTIONS,
             max_call_levels: DEFAULT_MAX_CALL_LEVELS,
             max_expr_depth: DEFAULT_MAX_EXPR_DEPTH,
             max_function_expr_depth: DEFAULT_MAX_FUNCTION_EXPR_DEPTH,

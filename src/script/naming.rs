@@ -240,7 +240,7 @@ mod tests {
     fn okta_rhai_can_replace_a_built_in_helper() {
         use std::sync::Arc;
 
-        use super::super::{DeliveryInfo, Host, Limits, NoDirectory, ScriptSet, run};
+        use super::super::{DeliveryInfo, Host, Limits, NoDirectory, ScriptSet, Senders, run};
 
         let dir = tempfile::tempdir().unwrap();
         let stdlib = dir.path().join("stdlib");
@@ -257,7 +257,16 @@ mod tests {
         let host: Arc<dyn Host> = Arc::new(NoDirectory);
         let event =
             br#"{"actor":{"displayName":"A"},"client":{"geographicalContext":{"city":"Oslo"}}}"#;
-        let out = run(&s, event, "e1", &DeliveryInfo::default(), &host, &limits);
+        let senders = Senders::default();
+        let out = run(
+            &s,
+            event,
+            "e1",
+            &DeliveryInfo::default(),
+            &host,
+            &limits,
+            &senders,
+        );
         assert_eq!(out.result, Ok(()));
         let lines: Vec<&str> = out.log.iter().map(|l| l.message.as_str()).collect();
         assert_eq!(lines, ["mine", "Oslo", "fb"]);

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use rhai::{Dynamic, EvalAltResult, Map, Position, Scope};
 
 use super::Limits;
+use super::email::Senders;
 use super::engine::{Budget, Fatal, MAX_LOG_LINES, RunCtx, Trip, enter};
 use super::event::{DeliveryInfo, build_event_map, delivery_map};
 use super::explain::{Context, explain};
@@ -16,7 +17,8 @@ use super::outcome::{LogLevel, LogLine, RunError, RunErrorKind, RunOutcome};
 
 /// Runs `script` on one LogEvent given as JSON. `event_id` is the event's id as stored (its
 /// `uuid`, or the content id the envelope parser gave an event without one): the action ids
-/// derive from it, so a dry run and the server give the same ids.
+/// derive from it, so a dry run and the server give the same ids. `senders`: the From addresses
+/// its mails may name (`[smtp] from` and `allowed_from`).
 pub fn run(
     script: &Script,
     event_json: &[u8],
@@ -24,9 +26,10 @@ pub fn run(
     delivery: &DeliveryInfo,
     host: &Arc<dyn Host>,
     limits: &Limits,
+    senders: &Senders,
 ) -> RunOutcome {
     match build_event_map(event_json) {
-        Ok(event) => run_map(script, event, event_id, delivery, host, limits),
+        Ok(event) => run_map(script, event, event_id, delivery, host, limits, senders),
         Err(message) => RunOutcome {
             log: Vec::new(),
             actions: Vec::new(),
@@ -54,6 +57,7 @@ pub fn run_map(
     delivery: &DeliveryInfo,
     host: &Arc<dyn Host>,
     limits: &Limits,
+    senders: &Senders,
 ) -> RunOutcome {
     let mut scope = Scope::new();
     // `Dynamic::from_map`, not `push_constant(name, map)`: rhai's `Dynamic::from` rebuilds a map.
@@ -65,10 +69,13 @@ pub fn run_map(
         script: script.name.clone(),
         event_id: event_id.to_string(),
         max_emails: limits.max_emails,
+        max_actions: limits.max_actions,
+        senders: senders.clone(),
         log: Vec::new(),
         log_dropped: 0,
         actions: Vec::new(),
         emails: 0,
+        counted: Default::default(),
         fatal: None,
     };
     let budget = Budget {

@@ -501,6 +501,7 @@ mod tests {
             body: "b".into(),
             html: None,
             key: None,
+            from: None,
         }
     }
 

@@ -93,6 +93,7 @@ fn run_check(dir: &Path, samples: &[Sample], deny_warnings: bool) -> (String, St
             hooks: hooks.as_deref(),
             generic_hooks: &[],
             okta: dir.join("no-okta").exists().then_some(false),
+            senders: None,
         };
         check_command_with_host(&[], dir, &stdlib, samples, &limits, &host, options, out).code()
     };

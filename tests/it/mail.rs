@@ -28,6 +28,7 @@ fn mail(id: &str) -> Email {
         body: "Jane starts today.".to_string(),
         html: None,
         key: None,
+        from: None,
     }
 }
 
@@ -522,5 +523,303 @@ async fn test_server_speaks_tls_to_a_client_that_trusts_its_certificate() {
         assert_eq!(got.len(), 1, "{flag}");
         assert_eq!(got[0]["message_id"], format!("<tls-{implicit}@engine>"));
         let _ = conn.quit().await;
+    }
+}
+
+/// `[smtp]` for the binary: the test server by `ENGINE_TEST_SMTP_URL`, the From with a display
+/// name, one more allowed sender, and `extra` after it.
+fn smtp_engine_config(extra: &str) -> String {
+    format!(
+        "\n[smtp]\nurl_env = \"ENGINE_TEST_SMTP_URL\"\nfrom = \"Automation <automation@example.com>\"\nallowed_from = [\"security-bot@example.com\"]\nretry_base_ms = 100\n{extra}"
+    )
+}
+
+/// The mail with this subject among what the server received.
+fn with_subject<'a>(got: &'a [serde_json::Value], subject: &str) -> &'a serde_json::Value {
+    got.iter()
+        .find(|m| m["subject"] == subject)
+        .unwrap_or_else(|| panic!("no mail {subject:?} among {got:#?}"))
+}
+
+const ALLOWED_FROM: &str = r#"//! on: user.lifecycle.deactivate
+send_email(#{
+    to: ["Jane Doe <jane@example.com>", "Doe, John <john@example.com>", "Zoë Ångström <zoe@example.com>"],
+    cc: event.actor,
+    bcc: lookup_user("boss@example.com"),
+    reply_to: "\"Help \\\"Desk\\\"\" <help@example.com>",
+    from: "Security Bot <security-bot@example.com>",
+    subject: "allowed from",
+    body: "b",
+});
+send_email(#{ to: "ops@example.com", subject: "default from", body: "b" });
+"#;
+const DISALLOWED_FROM: &str = r#"//! on: user.lifecycle.deactivate
+send_email(#{ to: "ops@example.com", subject: "before", body: "b" });
+send_email(#{ to: "ops@example.com", from: "The CEO <ceo@example.com>", subject: "disallowed", body: "b" });
+"#;
+const TOO_MANY: &str = r#"//! on: user.lifecycle.deactivate
+import "okta" as okta;
+okta::suspend_user("jane@example.com");
+for i in 0..5 {
+    send_email(#{ to: "ops@example.com", subject: `too many ${i}`, body: "b" });
+}
+"#;
+
+/// Scripts through the real binary and SMTP: a mail from an allowed sender arrives with that
+/// From (envelope and header), one without `from` with the configured From; display names,
+/// an actor map and a lookup_user map reach the headers (quoted and RFC 2047 encoded by
+/// lettre); a disallowed `from` and an overrun of `max_actions` fail their runs at the call,
+/// and a failed run sends nothing; `engine check` says the same of the overrun.
+#[test]
+fn from_display_names_maps_and_max_actions_through_the_binary() {
+    use crate::support::*;
+    let smtp = SmtpServer::start(&[]);
+    let (dir, port) = engine_setup(
+        &smtp_engine_config(
+            "\n[directory]\nfile = \"directory.csv\"\n\n[limits]\nmax_actions = 3\n",
+        ),
+        &[
+            ("allowed.rhai", ALLOWED_FROM),
+            ("disallowed.rhai", DISALLOWED_FROM),
+            ("too-many.rhai", TOO_MANY),
+        ],
+    );
+    std::fs::write(
+        dir.path().join("directory.csv"),
+        "id,login,email,displayName\n00uboss,boss@example.com,boss@example.com,Big Boss\n",
+    )
+    .unwrap();
+    let url = smtp.url("").expose().to_string();
+    let env = [
+        ("ENGINE_TEST_SECRET", SECRET),
+        ("ENGINE_TEST_SMTP_URL", url.as_str()),
+    ];
+    let mut p = ServeProcess::start(dir.path(), port, &env);
+    let event = event_variant("event.user.lifecycle.deactivate.json", "evt-mailx-1", None);
+    assert_eq!(
+        post_blocking(&format!("{}/hooks/test", p.url), wrap(&event)),
+        200
+    );
+    let mut runs = Vec::new();
+    let finished = wait_until(Duration::from_secs(30), || {
+        runs = history_json(dir.path(), "runs");
+        runs.len() == 3
+            && runs
+                .iter()
+                .all(|r| r["status"] == "succeeded" || r["status"] == "failed")
+    });
+    assert!(finished, "runs did not finish: {runs:#?}");
+    assert!(
+        wait_until(Duration::from_secs(20), || smtp.received().len() >= 2),
+        "the two mails of the successful run arrive"
+    );
+    let run = |script: &str| {
+        runs.iter()
+            .find(|r| r["script"] == script)
+            .unwrap_or_else(|| panic!("no run of {script}: {runs:#?}"))
+            .clone()
+    };
+    assert_eq!(run("allowed")["status"], "succeeded", "{runs:#?}");
+
+    let denied = run("disallowed");
+    assert_eq!(denied["status"], "failed");
+    assert_eq!(denied["error"]["kind"], "script");
+    assert_eq!(denied["error"]["line"], 3, "the error is at the call");
+    let message = denied["error"]["message"].as_str().unwrap();
+    for part in [
+        "`from` \"ceo@example.com\" is not an allowed sender",
+        "automation@example.com (the default From), security-bot@example.com",
+        "[smtp] allowed_from",
+    ] {
+        assert!(message.contains(part), "{message}");
+    }
+
+    let over = run("too-many");
+    assert_eq!(over["status"], "failed");
+    assert_eq!(over["error"]["kind"], "limit");
+    assert_eq!(over["error"]["line"], 5);
+    let message = over["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "more than 3 actions (limits.max_actions): 2 email, 1 okta before this email action"
+        ),
+        "{message}"
+    );
+
+    // Let the executors run a moment more: only the successful run's mails ever go out.
+    std::thread::sleep(Duration::from_millis(800));
+    let got = smtp.received();
+    assert_eq!(got.len(), 2, "failed runs send nothing: {got:#?}");
+    let allowed = with_subject(&got, "allowed from");
+    assert_eq!(allowed["mail_from"], "security-bot@example.com");
+    assert_eq!(allowed["from"], "Security Bot <security-bot@example.com>");
+    assert_eq!(
+        allowed["to"],
+        "Jane Doe <jane@example.com>, Doe, John <john@example.com>, Zoë Ångström <zoe@example.com>"
+    );
+    assert_eq!(allowed["cc"], "Okta Trainer <okta.trainer@okta.com>");
+    assert_eq!(allowed["reply_to"], "Help \"Desk\" <help@example.com>");
+    assert_eq!(
+        strings(&allowed["rcpt_tos"]),
+        [
+            "boss@example.com",
+            "jane@example.com",
+            "john@example.com",
+            "okta.trainer@okta.com",
+            "zoe@example.com"
+        ]
+    );
+    let raw = smtp.raw(allowed);
+    assert!(raw.is_ascii(), "headers are 7-bit: {raw}");
+    assert!(
+        !raw.contains("Doe, John <john@example.com>"),
+        "a name with a comma is quoted or encoded, never bare: {raw}"
+    );
+    assert!(
+        raw.contains("=?utf-8?b?"),
+        "a non-ASCII name is RFC 2047 encoded: {raw}"
+    );
+    assert!(!raw.contains("boss@example.com"), "Bcc stays out: {raw}");
+    let default = with_subject(&got, "default from");
+    assert_eq!(default["mail_from"], "automation@example.com");
+    assert_eq!(default["from"], "Automation <automation@example.com>");
+    p.signal(libc::SIGTERM);
+    assert!(p.wait_output().0.success());
+
+    // `engine check` dry-runs the captured sample and reports the overrun as clearly.
+    let o = run_engine(dir.path(), &["check", "scripts/too-many.rhai"]);
+    let text = format!("{}{}", stdout(&o), stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains("limits.max_actions"), "{text}");
+    assert!(text.contains("too-many.rhai:5"), "{text}");
+    let o = run_engine(dir.path(), &["check", "scripts/allowed.rhai"]);
+    let text = format!("{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "the allowed From passes the dry run: {text}"
+    );
+    assert!(text.contains("security-bot@example.com"), "{text}");
+}
+
+/// A mail queued by an engine from before `from` and display names (its JSON has neither
+/// `from` nor `key`) is still read and sent, from the configured From.
+#[test]
+fn an_old_queued_mail_without_the_new_fields_still_sends() {
+    use crate::support::*;
+    use engine::store::actions::{ActionStatus, QueuedAction, save};
+    let smtp = SmtpServer::start(&[]);
+    let (dir, port) = engine_setup(&smtp_engine_config(""), &[]);
+    let id = "0123456789abcdef0123456789abcdef";
+    let payload = serde_json::json!({
+        "id": id,
+        "position": 0,
+        "to": ["manager@example.com"],
+        "cc": [],
+        "bcc": [],
+        "reply_to": null,
+        "subject": "queued before the upgrade",
+        "body": "b",
+        "html": null,
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = engine::store::Store::open(
+        &dir.path().join("data"),
+        engine::store::CommitMode::PerRequest,
+    )
+    .expect("store");
+    let record = QueuedAction {
+        id: id.to_string(),
+        seq: 1,
+        kind: engine::script::ActionKind::Email,
+        run_id: 1,
+        event_uuid: "evt-old".into(),
+        script: "old".into(),
+        payload,
+        status: ActionStatus::Queued,
+        attempts: 0,
+        last_error: None,
+        answer: None,
+        queued_ms: engine::util::now_ms(),
+        done_ms: None,
+        next_attempt_ms: None,
+    };
+    // As an older engine left it: the record (its payload the JSON of that engine's `Email`)
+    // and its place in the queue's order (the table `store::actions` keeps).
+    rt.block_on(store.write(move |txn| {
+        save(txn, &record)?;
+        const ORDER: redb::TableDefinition<u64, &str> = redb::TableDefinition::new("actions_order");
+        let mut order = txn.open_table(ORDER).expect("order table");
+        order.insert(1, id).expect("order");
+        Ok(())
+    }))
+    .expect("queued");
+    store.close();
+
+    let url = smtp.url("").expose().to_string();
+    let env = [
+        ("ENGINE_TEST_SECRET", SECRET),
+        ("ENGINE_TEST_SMTP_URL", url.as_str()),
+    ];
+    let mut p = ServeProcess::start(dir.path(), port, &env);
+    assert!(
+        wait_until(Duration::from_secs(20), || !smtp.received().is_empty()),
+        "the old mail is sent: {}\n{:#?}",
+        p.log(),
+        history_json(dir.path(), "actions")
+    );
+    let got = smtp.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["subject"], "queued before the upgrade");
+    assert_eq!(got[0]["from"], "Automation <automation@example.com>");
+    assert_eq!(got[0]["to"], "manager@example.com");
+    assert_eq!(got[0]["message_id"], format!("<{id}@engine>"));
+    let mut actions = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            actions = history_json(dir.path(), "actions");
+            actions.first().is_some_and(|a| a["status"] == "done")
+        }),
+        "{actions:#?}"
+    );
+    p.signal(libc::SIGTERM);
+    assert!(p.wait_output().0.success());
+}
+
+/// `build_message` uses the mail's own `from` when it has one, else the configured From; a
+/// stored display name reaches the header as a name (quoted as needed), an unreadable stored
+/// address fails the mail permanently, naming the field.
+#[test]
+fn build_message_takes_the_mails_from_and_stored_display_names() {
+    let m = Email {
+        to: vec!["\"Doe, John\" <john@example.com>".into()],
+        from: Some("Security Bot <security-bot@example.com>".into()),
+        ..mail("m1")
+    };
+    let text = String::from_utf8(mail::build_message(FROM, &m).expect("built").formatted())
+        .expect("utf-8");
+    assert!(
+        text.contains("From: \"Security Bot\" <security-bot@example.com>")
+            || text.contains("From: Security Bot <security-bot@example.com>"),
+        "{text}"
+    );
+    // lettre writes a name with a special character as an RFC 2047 word (or quoted): never
+    // bare, where its comma would split it into two recipients.
+    assert!(
+        text.contains("To: =?utf-8?b?RG9lLCBKb2hu?= <john@example.com>")
+            || text.contains("To: \"Doe, John\" <john@example.com>"),
+        "{text}"
+    );
+    let plain = mail::build_message(FROM, &mail("m2")).expect("built");
+    let text = String::from_utf8(plain.formatted()).expect("utf-8");
+    assert!(text.contains("automation@example.com"), "{text}");
+    assert!(!text.contains("security-bot"), "{text}");
+    let bad = Email {
+        from: Some("Bot <not an address>".into()),
+        ..mail("m3")
+    };
+    match mail::build_message(FROM, &bad) {
+        Err(MailError::Permanent(e)) => assert!(e.contains("`from`"), "{e}"),
+        other => panic!("expected a permanent error, got {other:?}"),
     }
 }

@@ -621,7 +621,8 @@ async fn scripts_read_groups_through_the_host() {
         let delivery = delivery.clone();
         let limits = limits.clone();
         tokio::task::spawn_blocking(move || {
-            engine::script::run(&script, event, "u1", &delivery, &host, &limits)
+            let senders = engine::script::Senders::default();
+            engine::script::run(&script, event, "u1", &delivery, &host, &limits, &senders)
         })
     };
     let out = run(host.clone(), script.clone()).await.expect("run");
@@ -777,6 +778,7 @@ fn okta_actions_check_their_arguments_and_record_an_action_with_a_stable_id() {
             &engine::script::DeliveryInfo::default(),
             &host,
             &limits,
+            &engine::script::Senders::default(),
         )
     };
     let failed = |body: &str| {

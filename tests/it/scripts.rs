@@ -7,6 +7,8 @@
 //! - `patch: {…}`: top-level fields replaced in every input event (`null` included).
 //! - `script: scripts/x.rhai`: run that file (relative to the repo) instead of the case itself.
 //! - `delivery-hook: id` (default `default`); `limits: {…}` merged into `Limits::default()`.
+//! - `smtp-from: addr` (the configured From; default `engine@localhost`) and `allowed-from:
+//!   addr` (repeatable): the run's `Senders`.
 //! - `user: {…}` (repeatable) directory entries; `transient: key` / `permanent: key` /
 //!   `panic: key`: `lookup_user(key)` fails that way.
 //! - `expect: ok`, `expect-error: <Script|Limit|Transient> <line:col|-|*> <message substring>`
@@ -14,7 +16,7 @@
 //!   `expect-error-file: stdlib/okta.rhai`, `expect-hint: <substring of the error's hint>` (or
 //!   `expect-hint: none`), or `expect-load-error: <line:col|-> <substring>`.
 //! - `expect-log: <level>: <message>` (repeatable, exact and complete; `expect-log: none`).
-//! - `expect-email: to=a@x.com,b@y.com; cc=…; subject~text; body~text` (repeatable, one per
+//! - `expect-email: to=a@x.com,b@y.com; cc=…; from=…; subject~text; body~text` (repeatable, one per
 //!   mail, complete; `=` exact, `~` substring); `expect-emails: 0` for none.
 //! - `expect-body: <one line of the body>` (repeatable): the whole body of the case's one mail,
 //!   exact, one directive per line, kept as written after `expect-body: ` (spaces included); a
@@ -28,8 +30,8 @@ use std::sync::Arc;
 
 use engine::ingest::envelope::{event_id, parse_payload};
 use engine::script::{
-    Action, DeliveryInfo, Host, HostError, Limits, RunOutcome, ScriptSet, StaticDirectory, User,
-    build_event_map, run, run_map,
+    Action, DeliveryInfo, Host, HostError, Limits, RunOutcome, ScriptSet, Senders, StaticDirectory,
+    User, build_event_map, run, run_map,
 };
 
 /// A payload's events as the server reads them: (delivery, event id, event JSON) each.
@@ -137,6 +139,7 @@ fn check_email(spec: &str, action: &Action) -> Result<(), String> {
             "cc" => mail.cc.join(","),
             "bcc" => mail.bcc.join(","),
             "reply_to" => mail.reply_to.clone().unwrap_or_default(),
+            "from" => mail.from.clone().unwrap_or_default(),
             "subject" => mail.subject.clone(),
             "body" => mail.body.clone(),
             "html" => mail.html.clone().unwrap_or_default(),
@@ -241,8 +244,13 @@ fn run_case(case: &Path) -> Result<(), String> {
         actions: Vec::new(),
         result: Ok(()),
     };
+    let mut senders = Senders::default();
+    if let Some(from) = get("smtp-from").next() {
+        senders.default = from.to_string();
+    }
+    senders.allowed = get("allowed-from").map(String::from).collect();
     for (delivery, id, event) in &events {
-        let out = run(&script, event, id, delivery, &host, &limits);
+        let out = run(&script, event, id, delivery, &host, &limits, &senders);
         all.log.extend(out.log);
         all.actions.extend(out.actions);
         if all.result.is_ok() {
@@ -413,8 +421,25 @@ fn scripts_fail_independently() {
     let names: Vec<&str> = matching.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["b-throws", "c-good"]);
 
-    let bad = run_map(&matching[0], event.clone(), &id, &delivery, &host, &limits);
-    let good = run_map(&matching[1], event.clone(), &id, &delivery, &host, &limits);
+    let senders = Senders::default();
+    let bad = run_map(
+        &matching[0],
+        event.clone(),
+        &id,
+        &delivery,
+        &host,
+        &limits,
+        &senders,
+    );
+    let good = run_map(
+        &matching[1],
+        event.clone(),
+        &id,
+        &delivery,
+        &host,
+        &limits,
+        &senders,
+    );
     let err = bad.result.expect_err("b-throws must fail");
     assert_eq!((err.line, err.col), (Some(3), Some(15)), "{err}");
     assert_eq!(bad.log.len(), 1);
@@ -440,7 +465,10 @@ fn scripts_fail_independently() {
             std::thread::spawn(move || {
                 let script = set.get("c-good").expect("c-good").clone();
                 (0..50)
-                    .map(|_| run(&script, &payload, &id, &delivery, &host, &limits))
+                    .map(|_| {
+                        let senders = Senders::default();
+                        run(&script, &payload, &id, &delivery, &host, &limits, &senders)
+                    })
                     .map(|o| match &o.actions[..] {
                         [Action::Email(m)] => m.id.clone(),
                         _ => String::new(),
@@ -609,6 +637,7 @@ fn run_setup_script(script: &engine::script::Script) -> RunOutcome {
         &delivery,
         &host,
         &Limits::default(),
+        &Senders::default(),
     )
 }
 

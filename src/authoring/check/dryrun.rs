@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::diagnostics::{Code, Diagnostic};
 use crate::authoring::samples::{ANY_HOOK, Sample};
 use crate::script::{
-    Action, DeliveryInfo, Email, Host, Limits, LogLine, RunError, RunErrorKind, Script,
+    Action, DeliveryInfo, Email, Host, Limits, LogLine, RunError, RunErrorKind, Script, Senders,
     pattern_matches, run,
 };
 
@@ -69,6 +69,7 @@ pub fn dry_run(
     samples: &[&Sample],
     host: &Arc<dyn Host>,
     limits: &Limits,
+    senders: &Senders,
 ) -> (Vec<DryRun>, Vec<Diagnostic>) {
     let mut runs = Vec::new();
     let mut failures: Vec<Failure> = Vec::new();
@@ -92,7 +93,15 @@ pub fn dry_run(
             hook,
             source: DRY_RUN_SOURCE.to_string(),
         };
-        let mut outcome = run(script, &sample.json, &sample.id, &delivery, host, limits);
+        let mut outcome = run(
+            script,
+            &sample.json,
+            &sample.id,
+            &delivery,
+            host,
+            limits,
+            senders,
+        );
         // What `engine check` prints of it, scrubbed of secrets like every recorded run.
         crate::process::scrub_outcome(&mut outcome);
         let (mut mails, mut actions) = (Vec::new(), Vec::new());

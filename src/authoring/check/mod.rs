@@ -41,7 +41,7 @@ pub use eligible::{eligible_types, is_eligible};
 use crate::authoring::samples::Sample;
 use crate::authoring::tokens::Shape;
 use crate::script::{
-    Header, Host, Limits, LoadError, LoadErrorKind, Script, ScriptSet, parse_header,
+    Header, Host, Limits, LoadError, LoadErrorKind, Script, ScriptSet, Senders, parse_header,
     pattern_matches,
 };
 use crate::util::exit::Exit;
@@ -122,6 +122,7 @@ pub fn check(
     stdlib_dir: &Path,
     samples: &[Sample],
     limits: &Limits,
+    senders: &Senders,
     host: &Arc<dyn Host>,
     hooks: Option<&[String]>,
     generic_hooks: &[String],
@@ -167,6 +168,7 @@ pub fn check(
         okta,
         samples,
         limits,
+        senders,
         host,
         documented: Shape::documented(),
         delivery: lint::delivery_shape(),
@@ -204,6 +206,7 @@ struct Ctx<'a> {
     okta: Option<bool>,
     samples: &'a [Sample],
     limits: &'a Limits,
+    senders: &'a Senders,
     host: &'a Arc<dyn Host>,
     documented: Shape,
     delivery: Shape,
@@ -419,6 +422,7 @@ impl Ctx<'_> {
             &picked,
             self.host,
             self.limits,
+            self.senders,
         );
         for d in run_diags {
             // A dry run failing on a path already reported: one finding, with the run as a note.
@@ -746,14 +750,7 @@ pub fn render_report(r: &Report, deny_warnings: bool, out: &mut dyn Write) -> st
             )?;
             if run.ok {
                 for m in &run.mails {
-                    let mut to = m.to.join(", ");
-                    if !m.cc.is_empty() {
-                        to.push_str(&format!("; cc {}", m.cc.join(", ")));
-                    }
-                    if !m.bcc.is_empty() {
-                        to.push_str(&format!("; bcc {}", m.bcc.join(", ")));
-                    }
-                    writeln!(out, "    mail to {to}: {:?}", m.subject)?;
+                    writeln!(out, "    {}", m.describe())?;
                 }
                 for a in &run.actions {
                     writeln!(out, "    {}", a.describe())?;
