@@ -1,5 +1,6 @@
 //! `send_email`: validating the script's map, the recorded `Email` action and its stable id.
 
+use super::http::HttpRequest;
 use super::okta_op::OktaOp;
 use rhai::{Dynamic, ImmutableString, Map};
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,7 @@ impl ActionKind {
 pub enum Action {
     Email(Email),
     Okta(OktaAction),
+    Http(HttpRequest),
 }
 
 impl Action {
@@ -65,6 +67,7 @@ impl Action {
         match self {
             Action::Email(e) => &e.id,
             Action::Okta(o) => &o.id,
+            Action::Http(h) => &h.id,
         }
     }
 
@@ -72,6 +75,7 @@ impl Action {
         match self {
             Action::Email(_) => ActionKind::Email,
             Action::Okta(_) => ActionKind::Okta,
+            Action::Http(_) => ActionKind::Http,
         }
     }
 
@@ -90,6 +94,7 @@ impl Action {
                 format!("mail to {to}: {:?}", e.subject)
             }
             Action::Okta(o) => o.op.describe(),
+            Action::Http(h) => format!("http {}", h.describe()),
         }
     }
 
@@ -98,6 +103,7 @@ impl Action {
         match self {
             Action::Email(e) => serde_json::to_value(e),
             Action::Okta(o) => serde_json::to_value(o),
+            Action::Http(h) => serde_json::to_value(h),
         }
     }
 }
