@@ -343,7 +343,12 @@ pub fn actions(
             ]
         },
     );
-    Ok(Exit::Ok)
+    // SPEC: `--failed` exits 1 when it lists any (as `engine runs --failed` does).
+    Ok(if failed && !rows.is_empty() {
+        Exit::Failure
+    } else {
+        Exit::Ok
+    })
 }
 
 /// One line saying what an action does: a mail's recipients and subject; else its payload.
@@ -365,7 +370,10 @@ fn action_summary(a: &QueuedAction) -> String {
             Ok(o) => o.op.describe(),
             Err(_) => p.to_string(),
         },
-        ActionKind::Http => p.to_string(),
+        ActionKind::Http => match serde_json::from_value::<crate::script::HttpRequest>(p.clone()) {
+            Ok(h) => h.describe(),
+            Err(_) => p.to_string(),
+        },
     }
 }
 

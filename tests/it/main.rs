@@ -9,6 +9,7 @@ mod cli;
 mod console;
 mod crash;
 mod dedup;
+mod http;
 mod disk;
 mod ingest;
 mod lookup;

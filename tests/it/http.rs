@@ -1,0 +1,428 @@
+//! HTTP endpoints as actions, against a real receiver (a hyper server on 127.0.0.1 started by
+//! the test) and the real `engine serve` binary: one request per action with its
+//! `Idempotency-Key`, the configured headers and the body; retries on 503 and 429 (not before
+//! `Retry-After`); 400 fails; unknown endpoints and smuggled headers fail the run at the call;
+//! secrets never shown; replays repeat nothing; SIGKILL loses nothing.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+use crate::support::*;
+
+/// The secret header value the endpoint sends (from the environment).
+const TOKEN: &str = "Bearer http-endpoint-token-5f3a9c";
+const TOKEN_ENV: &str = "ENGINE_TEST_HTTP_TOKEN";
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Got {
+    at: Instant,
+    method: String,
+    /// Path and query.
+    target: String,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+impl Got {
+    fn key(&self) -> String {
+        self.headers.get("idempotency-key").cloned().unwrap_or_default()
+    }
+}
+
+/// A planned answer: status, headers, body.
+type Plan = (u16, Vec<(&'static str, String)>, String);
+
+/// The receiver: records every request; answers each path from its plan, then 200.
+struct Receiver {
+    port: u16,
+    got: Arc<Mutex<Vec<Got>>>,
+    plans: Arc<Mutex<HashMap<String, VecDeque<Plan>>>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let got: Arc<Mutex<Vec<Got>>> = Arc::default();
+        let plans: Arc<Mutex<HashMap<String, VecDeque<Plan>>>> = Arc::default();
+        let (g, pl) = (got.clone(), plans.clone());
+        rt.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (g, pl) = (g.clone(), pl.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let (g, pl) = (g.clone(), pl.clone());
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let headers = parts
+                                .headers
+                                .iter()
+                                .map(|(k, v)| {
+                                    (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())
+                                })
+                                .collect::<HashMap<_, _>>();
+                            let path = parts.uri.path().to_string();
+                            let echo = headers.get("authorization").cloned().unwrap_or_default();
+                            g.lock().unwrap().push(Got {
+                                at: Instant::now(),
+                                method: parts.method.to_string(),
+                                target: parts
+                                    .uri
+                                    .path_and_query()
+                                    .map(|p| p.to_string())
+                                    .unwrap_or_default(),
+                                headers,
+                                body: String::from_utf8_lossy(&body).into_owned(),
+                            });
+                            let plan = pl.lock().unwrap().get_mut(&path).and_then(|q| q.pop_front());
+                            // By default: 200, echoing the secret header (as some far sides do).
+                            let (status, hs, text) =
+                                plan.unwrap_or((200, vec![], format!("ok; you sent {echo}")));
+                            let mut resp = Response::builder().status(status);
+                            for (k, v) in hs {
+                                resp = resp.header(k, v);
+                            }
+                            Ok::<_, Infallible>(resp.body(Full::new(Bytes::from(text))).unwrap())
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Receiver {
+            port,
+            got,
+            plans,
+            _rt: rt,
+        }
+    }
+
+    fn plan(&self, path: &str, answers: Vec<Plan>) {
+        self.plans
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), answers.into());
+    }
+
+    fn got(&self) -> Vec<Got> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// The `[endpoint.recv]` table for this receiver.
+    fn endpoint(&self, extra: &str) -> String {
+        format!(
+            "\n[endpoint.recv]\nurl = \"http://127.0.0.1:{}/base\"\nheaders = {{ X-Static = \"static-value\" }}\nheaders_env = {{ Authorization = \"{TOKEN_ENV}\" }}\nretry_base_ms = 50\n{extra}",
+            self.port
+        )
+    }
+}
+
+fn env() -> Vec<(&'static str, &'static str)> {
+    vec![("ENGINE_TEST_SECRET", SECRET), (TOKEN_ENV, TOKEN)]
+}
+
+fn event(uuid: &str) -> String {
+    let e = serde_json::json!({
+        "uuid": uuid, "eventType": "user.session.start",
+        "published": "2026-12-03T06:00:00.000Z",
+        "actor": {"id": "00u1", "type": "User", "alternateId": "jane@example.com"},
+    });
+    wrap(&e.to_string())
+}
+
+fn http_actions(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    history_json(dir, "actions")
+        .into_iter()
+        .filter(|a| a["kind"] == "http")
+        .collect()
+}
+
+fn wait_http_settled(dir: &std::path::Path, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
+    let mut last = Vec::new();
+    let ok = wait_until(timeout, || {
+        last = http_actions(dir);
+        last.len() == n && last.iter().all(|a| a["status"] != "queued" && a["status"] != "retrying")
+    });
+    assert!(ok, "http actions did not settle: {last:#?}");
+    last
+}
+
+const POST_SCRIPT: &str = r#"//! on: user.session.start
+http_post("recv", #{ text: `login by ${event.actor.alternateId}`, uuid: event.uuid });
+http_request("recv", #{ method: "PUT", path: "/items/1", query: #{ a: "1 2" },
+    headers: #{ "X-Trace": "t-1" }, body: "plain words", key: "put-item" });
+"#;
+
+#[test]
+fn each_action_is_one_request_with_its_key_headers_and_body_and_no_secret_is_shown() {
+    let r = Receiver::start();
+    let (dir, port) = engine_setup(&r.endpoint(""), &[("notify.rhai", POST_SCRIPT)]);
+    let p = ServeProcess::start(dir.path(), port, &env());
+    let hook = format!("{}/hooks/test", p.url);
+    assert_eq!(post_blocking(&hook, event("ev-1")), 200);
+    let actions = wait_http_settled(dir.path(), 2, Duration::from_secs(15));
+    assert!(actions.iter().all(|a| a["status"] == "done"), "{actions:#?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let got = r.got();
+    assert_eq!(got.len(), 2, "{got:#?}");
+    let mut keys: Vec<String> = got.iter().map(Got::key).collect();
+    let mut ids: Vec<String> = actions
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    ids.sort();
+    assert_eq!(keys, ids, "one request per action, Idempotency-Key = action id");
+    for g in &got {
+        assert_eq!(g.headers.get("authorization").map(String::as_str), Some(TOKEN));
+        assert_eq!(g.headers.get("x-static").map(String::as_str), Some("static-value"));
+    }
+    let post = got.iter().find(|g| g.method == "POST").expect("the POST");
+    assert_eq!(post.target, "/base");
+    assert_eq!(post.headers["content-type"], "application/json");
+    let json: serde_json::Value = serde_json::from_str(&post.body).unwrap();
+    assert_eq!(json["text"], "login by jane@example.com");
+    assert_eq!(json["uuid"], "ev-1");
+    let put = got.iter().find(|g| g.method == "PUT").expect("the PUT");
+    assert_eq!(put.target, "/base/items/1?a=1+2");
+    assert_eq!(put.headers["x-trace"], "t-1");
+    assert!(put.headers["content-type"].starts_with("text/plain"));
+    assert_eq!(put.body, "plain words");
+
+    // The receiver echoed the token into its answer: the answer summary is scrubbed.
+    let listing = run_engine(dir.path(), &["actions"]);
+    let json = run_engine(dir.path(), &["actions", "--format", "json"]);
+    let runs = run_engine(dir.path(), &["runs", "--format", "json"]);
+    let secret_part = TOKEN.trim_start_matches("Bearer ");
+    for (what, text) in [
+        ("engine actions", stdout(&listing)),
+        ("engine actions --format json", stdout(&json)),
+        ("engine runs", stdout(&runs)),
+        ("server log", p.log()),
+        ("server stdout", p.printed()),
+    ] {
+        assert!(!text.contains(secret_part), "{what} shows the secret: {text}");
+    }
+    assert!(stdout(&listing).contains("HTTP 200"), "{}", stdout(&listing));
+    assert!(stdout(&json).contains("***"), "the echo is masked: {}", stdout(&json));
+
+    // Replay after an edit: the same ids, already done: the receiver hears nothing new.
+    let edited = POST_SCRIPT.replace("login by", "edited: login by");
+    std::fs::write(dir.path().join("scripts/notify.rhai"), edited).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let o = run_engine(dir.path(), &["replay", "ev-1"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(r.got().len(), 2, "replay repeated a done request: {:#?}", r.got());
+    assert_eq!(http_actions(dir.path()).len(), 2);
+}
+
+#[test]
+fn a_503_is_retried_and_a_429_waits_for_its_retry_after_and_a_400_fails() {
+    let r = Receiver::start();
+    r.plan("/base/flaky", vec![(503, vec![], "busy".into())]);
+    r.plan(
+        "/base/limited",
+        vec![(429, vec![("retry-after", "2".to_string())], "slow down".into())],
+    );
+    r.plan("/base/bad", vec![(400, vec![], "{\"error\":\"missing field channel\"}".into())]);
+    let script = r#"//! on: user.session.start
+http_request("recv", #{ path: "/flaky", json: #{ n: 1 } });
+http_request("recv", #{ path: "/limited", json: #{ n: 2 } });
+http_request("recv", #{ path: "/bad", json: #{ n: 3 } });
+"#;
+    let (dir, port) = engine_setup(&r.endpoint(""), &[("s.rhai", script)]);
+    let p = ServeProcess::start(dir.path(), port, &env());
+    assert_eq!(post_blocking(&format!("{}/hooks/test", p.url), event("ev-r")), 200);
+    let actions = wait_http_settled(dir.path(), 3, Duration::from_secs(20));
+    let by_path = |path: &str| {
+        actions
+            .iter()
+            .find(|a| a["payload"]["path"] == path)
+            .unwrap_or_else(|| panic!("no action for {path}: {actions:#?}"))
+            .clone()
+    };
+    let flaky = by_path("/flaky");
+    assert_eq!(flaky["status"], "done", "{flaky}");
+    assert_eq!(flaky["attempts"], 2, "{flaky}");
+    let limited = by_path("/limited");
+    assert_eq!(limited["status"], "done", "{limited}");
+    let bad = by_path("/bad");
+    assert_eq!(bad["status"], "failed", "{bad}");
+    assert_eq!(bad["attempts"], 1, "a 400 is not retried: {bad}");
+    let err = bad["last_error"].as_str().unwrap();
+    assert!(err.contains("HTTP 400") && err.contains("missing field channel"), "{err}");
+
+    let got = r.got();
+    let times = |path: &str| -> Vec<Instant> {
+        got.iter()
+            .filter(|g| g.target == format!("/base{path}"))
+            .map(|g| g.at)
+            .collect()
+    };
+    assert_eq!(times("/flaky").len(), 2);
+    assert_eq!(times("/bad").len(), 1);
+    let limited_at = times("/limited");
+    assert_eq!(limited_at.len(), 2, "{got:#?}");
+    let gap = limited_at[1] - limited_at[0];
+    assert!(gap >= Duration::from_secs(2), "429 retried after {gap:?}, before its Retry-After");
+
+    // `engine actions --failed` lists it with the status, and exits 1.
+    let o = run_engine(dir.path(), &["actions", "--failed"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("HTTP 400"), "{}", stdout(&o));
+    drop(p);
+}
+
+#[test]
+fn undeclared_endpoints_smuggled_headers_and_failed_runs_send_nothing() {
+    let r = Receiver::start();
+    let cases = [
+        ("typo.rhai", "http_post(\"recx\", #{ a: 1 });", "did you mean \"recv\""),
+        (
+            "override.rhai",
+            "http_request(\"recv\", #{ headers: #{ authorization: \"mine\" } });",
+            "cannot override",
+        ),
+        (
+            "smuggle.rhai",
+            "http_request(\"recv\", #{ headers: #{ \"X-A\": \"a\\r\\nHost: evil\" } });",
+            "line break",
+        ),
+        (
+            "host.rhai",
+            "http_request(\"recv\", #{ headers: #{ Host: \"evil.example\" } });",
+            "set by the engine",
+        ),
+        ("escape.rhai", "http_request(\"recv\", #{ path: \"//evil.example/x\" });", "must stay under it"),
+        ("dotdot.rhai", "http_request(\"recv\", #{ path: \"/a/../../x\" });", "must stay under it"),
+        ("throws.rhai", "http_post(\"recv\", \"queued then\");\nthrow \"changed my mind\";", "changed my mind"),
+    ];
+    let scripts: Vec<(String, String)> = cases
+        .iter()
+        .map(|(name, body, _)| (name.to_string(), format!("//! on: user.session.start\n{body}\n")))
+        .collect();
+    let refs: Vec<(&str, &str)> = scripts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let (dir, port) = engine_setup(&r.endpoint(""), &refs);
+    let p = ServeProcess::start(dir.path(), port, &env());
+    assert_eq!(post_blocking(&format!("{}/hooks/test", p.url), event("ev-bad")), 200);
+    let mut runs = Vec::new();
+    let ok = wait_until(Duration::from_secs(15), || {
+        runs = history_json(dir.path(), "runs");
+        runs.len() == cases.len()
+            && runs
+                .iter()
+                .all(|r| r["status"] == "succeeded" || r["status"] == "failed")
+    });
+    assert!(ok, "{runs:#?}");
+    for (name, _, says) in cases {
+        let script = name.trim_end_matches(".rhai");
+        let run = runs.iter().find(|r| r["script"] == script).expect(script);
+        assert_eq!(run["status"], "failed", "{run}");
+        let error = run["error"]["message"].as_str().unwrap_or_default().to_string();
+        assert!(error.contains(says), "{name}: {error}");
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(r.got().is_empty(), "a failed run sent: {:#?}", r.got());
+    assert!(http_actions(dir.path()).is_empty());
+    drop(p);
+}
+
+/// SIGKILL while actions are carried out, then a restart: every action of every successful
+/// run ends done; a request is repeated only across a kill between "sent" and "recorded"
+/// (at-least-once: at most one repeat per kill), with the same `Idempotency-Key`.
+#[test]
+fn sigkill_while_sending_then_restart_every_action_done_once() {
+    let r = Receiver::start();
+    let script = r#"//! on: user.session.start
+for i in 0..3 { http_post("recv", #{ i: i, uuid: event.uuid }); }
+"#;
+    // A slow-ish endpoint so kills land while requests are in flight.
+    let (dir, port) = engine_setup(&r.endpoint("rate_per_s = 40\n"), &[("fan.rhai", script)]);
+    const KILLS: usize = 3;
+    let mut accepted = Vec::new();
+    let mut n = 0;
+    for round in 0..KILLS {
+        let p = ServeProcess::start(dir.path(), port, &env());
+        let hook = format!("{}/hooks/test", p.url);
+        let until = Instant::now() + Duration::from_millis(700 + 200 * round as u64);
+        while Instant::now() < until {
+            let uuid = format!("crash-{n}");
+            n += 1;
+            if post_blocking(&hook, event(&uuid)) == 200 {
+                accepted.push(uuid);
+            }
+        }
+        p.signal(libc::SIGKILL);
+        drop(p);
+    }
+    let _p = ServeProcess::start(dir.path(), port, &env());
+    let actions = wait_http_settled(dir.path(), accepted.len() * 3, Duration::from_secs(60));
+    assert!(actions.iter().all(|a| a["status"] == "done"), "{actions:#?}");
+    std::thread::sleep(Duration::from_millis(500));
+    let mut per_key: HashMap<String, usize> = HashMap::new();
+    for g in r.got() {
+        *per_key.entry(g.key()).or_default() += 1;
+    }
+    for a in &actions {
+        let id = a["id"].as_str().unwrap();
+        assert!(per_key.contains_key(id), "action {id} done but never received");
+    }
+    assert_eq!(per_key.len(), actions.len(), "requests with unknown keys: {per_key:?}");
+    let repeats: usize = per_key.values().map(|c| c - 1).sum();
+    assert!(
+        repeats <= KILLS,
+        "{repeats} repeated requests over {KILLS} kills: {per_key:?}"
+    );
+    eprintln!(
+        "http crash test: {} events, {} actions, {} requests, {repeats} repeats over {KILLS} kills",
+        accepted.len(),
+        actions.len(),
+        r.got().len()
+    );
+}
+
+#[test]
+fn endpoint_config_errors_name_the_key() {
+    for (table, says) in [
+        ("url = \"http://example.com/x\"\n", "may be on the internet"),
+        ("url = \"ftp://10.0.0.1/\"\n", "scheme `ftp`"),
+        ("url = \"https://a.example\"\nurl_env = \"X\"\n", "both `url` and `url_env`"),
+        ("timeout_ms = 5\n", "no `url` or `url_env`"),
+        ("url = \"https://a.example\"\nrate_per_s = 0\n", "out of range"),
+        ("url = \"https://a.example\"\nbogus = 1\n", "unknown field"),
+        ("url = \"https://a.example\"\nheaders = { Host = \"x\" }\n", "set by the engine"),
+        ("url = \"https://u:p@a.example\"\n", "user or password"),
+    ] {
+        let dir = temp_dir();
+        write_config(dir.path(), free_port(), &format!("\n[endpoint.slack]\n{table}"));
+        let o = run_engine(dir.path(), &["check"]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{table}: {err}");
+        assert!(err.contains(says), "{table}: {err}");
+        assert!(err.contains("engine.toml:"), "names the place: {err}");
+    }
+}
