@@ -426,3 +426,40 @@ fn endpoint_config_errors_name_the_key() {
         assert!(err.contains("engine.toml:"), "names the place: {err}");
     }
 }
+
+#[test]
+fn check_reports_an_unknown_endpoint_and_run_shows_the_request() {
+    let r = Receiver::start();
+    let script = "//! on: user.session.start\nhttp_post(\"recx\", #{ a: 1 });\nhttp_request(\"recv\", #{ path: \"/p\", json: #{ who: event.actor.alternateId } });\n";
+    let (dir, _port) = engine_setup(&r.endpoint(""), &[("s.rhai", script)]);
+    let o = run_engine(dir.path(), &["check", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let found: Vec<&serde_json::Value> = report["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["code"] == "E0401")
+        .collect();
+    assert_eq!(found.len(), 1, "only the undeclared one: {report:#}");
+    assert_eq!(found[0]["line"], 2);
+    assert!(found[0].to_string().contains("did you mean `recv`"), "{}", found[0]);
+
+    // `engine run` shows what would be sent and sends nothing.
+    let payload = dir.path().join("ev.json");
+    std::fs::write(&payload, event("ev-run")).unwrap();
+    let fixed = script.replace("recx", "recv");
+    std::fs::write(dir.path().join("scripts/s.rhai"), fixed).unwrap();
+    let o = engine_bin()
+        .current_dir(dir.path())
+        .env(TOKEN_ENV, TOKEN)
+        .args(["run", "scripts/s.rhai", payload.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}{}", stderr(&o));
+    assert!(text.contains("POST recv/p") && text.contains("jane@example.com"), "{text}");
+    assert!(!text.contains(TOKEN), "{text}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(r.got().is_empty(), "a dry run sent: {:#?}", r.got());
+}

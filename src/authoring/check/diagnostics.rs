@@ -62,6 +62,8 @@ pub enum Code {
     E0301,
     /// The dry run on a sample exceeds a limit.
     E0302,
+    /// `http_post`/`http_request`/`http_get` names an endpoint engine.toml does not declare.
+    E0401,
     /// No scripts to check.
     I0001,
 }
@@ -86,6 +88,7 @@ pub const ALL_CODES: &[Code] = &[
     Code::I0201,
     Code::E0301,
     Code::E0302,
+    Code::E0401,
 ];
 
 impl Code {
@@ -109,6 +112,7 @@ impl Code {
             Code::I0201 => "I0201",
             Code::E0301 => "E0301",
             Code::E0302 => "E0302",
+            Code::E0401 => "E0401",
         }
     }
 

@@ -82,7 +82,13 @@ pub struct Walk {
     pub positional: Vec<PositionalTarget>,
     /// Whether the script imports the `okta` module (at its top level).
     pub imports_okta: bool,
+    /// `http_post("name", …)`, `http_request("name", …)`, `http_get("name", …)` calls with a
+    /// literal endpoint name: (function, name, where the name is).
+    pub endpoint_calls: Vec<(String, String, Position)>,
 }
+
+/// The host functions whose first argument names an `[endpoint.NAME]`.
+pub const ENDPOINT_FUNCTIONS: &[&str] = &["http_post", "http_request", "http_get"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Val {
@@ -109,6 +115,7 @@ struct Walker {
     okta: Vec<String>,
     reads: Vec<PathRead>,
     positional: Vec<PositionalTarget>,
+    endpoint_calls: Vec<(String, String, Position)>,
     /// Nesting of the recursion, bounded by [`MAX_WALK_DEPTH`].
     nesting: usize,
 }
@@ -127,6 +134,7 @@ pub fn walk(ast: &AST) -> Walk {
         okta: Vec::new(),
         reads: Vec::new(),
         positional: Vec::new(),
+        endpoint_calls: Vec::new(),
         nesting: 0,
     };
     w.bind_roots(&["event", "delivery"]);
@@ -179,6 +187,7 @@ pub fn walk(ast: &AST) -> Walk {
         reads: w.reads,
         positional: w.positional,
         imports_okta,
+        endpoint_calls: w.endpoint_calls,
     }
 }
 
@@ -431,6 +440,13 @@ impl Walker {
     /// parts of the event.
     fn call(&mut self, fc: &FnCallExpr) -> Val {
         let args: Vec<Val> = fc.args.iter().map(|a| self.expr(a)).collect();
+        if fc.namespace.is_empty()
+            && ENDPOINT_FUNCTIONS.contains(&fc.name.as_str())
+            && let Some(Expr::StringConstant(name, pos)) = fc.args.first()
+        {
+            self.endpoint_calls
+                .push((fc.name.to_string(), name.to_string(), *pos));
+        }
         if fc.namespace.is_empty() || !self.okta.iter().any(|a| a == fc.namespace.root()) {
             return Val::Unknown;
         }
