@@ -323,7 +323,11 @@ impl EndpointConfig {
         self.headers
             .iter()
             .map(|(n, _)| n.to_ascii_lowercase())
-            .chain(self.headers_env.iter().map(|(n, _, _)| n.to_ascii_lowercase()))
+            .chain(
+                self.headers_env
+                    .iter()
+                    .map(|(n, _, _)| n.to_ascii_lowercase()),
+            )
             .collect()
     }
 }
@@ -366,7 +370,9 @@ pub fn check_endpoint_url(text: &str) -> Result<url::Url, String> {
                 url.host_str().unwrap_or_default()
             )),
         },
-        other => Err(format!("scheme `{other}`: use https:// (or http:// for loopback, private and internal hosts)")),
+        other => Err(format!(
+            "scheme `{other}`: use https:// (or http:// for loopback, private and internal hosts)"
+        )),
     }
 }
 
@@ -799,13 +805,15 @@ impl Config {
     pub fn resolve_endpoint(&self, e: &EndpointConfig) -> Result<ResolvedEndpoint, ConfigError> {
         let key = |k: &str| format!("endpoint.{}.{k}", e.name);
         let url = match &e.url {
-            EndpointUrl::Plain(u) => check_endpoint_url(u).map_err(|message| ConfigError::Invalid {
-                path: self.source.clone().unwrap_or_default(),
-                line: e.line,
-                key: key("url"),
-                message,
-                hint: None,
-            })?,
+            EndpointUrl::Plain(u) => {
+                check_endpoint_url(u).map_err(|message| ConfigError::Invalid {
+                    path: self.source.clone().unwrap_or_default(),
+                    line: e.line,
+                    key: key("url"),
+                    message,
+                    hint: None,
+                })?
+            }
             EndpointUrl::Env { var, line } => {
                 let value = self.read_env(var, &key("url_env"), *line)?;
                 check_endpoint_url(value.expose().trim()).map_err(|message| {
@@ -833,7 +841,9 @@ impl Config {
                     path: self.source.clone().unwrap_or_default(),
                     line: *line,
                     key: key("headers_env"),
-                    message: format!("the value of ${var} cannot be an HTTP header value (a line break or control character)"),
+                    message: format!(
+                        "the value of ${var} cannot be an HTTP header value (a line break or control character)"
+                    ),
                     hint: None,
                 });
             }
@@ -1212,7 +1222,12 @@ impl Validator<'_> {
         let url = match (&raw.url, &raw.url_env) {
             (Some(u), None) => {
                 check_endpoint_url(u.get_ref()).map_err(|m| {
-                    self.invalid(u.span(), &key("url"), format!("`{}` is {m}", u.get_ref()), None)
+                    self.invalid(
+                        u.span(),
+                        &key("url"),
+                        format!("`{}` is {m}", u.get_ref()),
+                        None,
+                    )
                 })?;
                 EndpointUrl::Plain(u.get_ref().clone())
             }
@@ -1241,18 +1256,31 @@ impl Validator<'_> {
         let mut check_name = |n: &str, span: Range<usize>, k: &str| -> Result<(), ConfigError> {
             let lower = n.to_ascii_lowercase();
             if hyper::header::HeaderName::from_bytes(n.as_bytes()).is_err() {
-                return Err(self.invalid(span, &key(k), format!("`{n}` is not a valid HTTP header name"), None));
+                return Err(self.invalid(
+                    span,
+                    &key(k),
+                    format!("`{n}` is not a valid HTTP header name"),
+                    None,
+                ));
             }
             if RESERVED_HEADERS.contains(&lower.as_str()) {
                 return Err(self.invalid(
                     span,
                     &key(k),
                     format!("header `{n}` is set by the engine itself"),
-                    Some(&format!("these are not configurable: {}", RESERVED_HEADERS.join(", "))),
+                    Some(&format!(
+                        "these are not configurable: {}",
+                        RESERVED_HEADERS.join(", ")
+                    )),
                 ));
             }
             if !seen.insert(lower) {
-                return Err(self.invalid(span, &key(k), format!("header `{n}` is configured twice (names are case-insensitive)"), None));
+                return Err(self.invalid(
+                    span,
+                    &key(k),
+                    format!("header `{n}` is configured twice (names are case-insensitive)"),
+                    None,
+                ));
             }
             Ok(())
         };
@@ -1272,7 +1300,11 @@ impl Validator<'_> {
         let mut headers_env = Vec::new();
         for (n, var) in &raw.headers_env {
             check_name(n, var.span(), "headers_env")?;
-            headers_env.push((n.clone(), self.env_name(var, &key("headers_env"))?, self.line(var.span())));
+            headers_env.push((
+                n.clone(),
+                self.env_name(var, &key("headers_env"))?,
+                self.line(var.span()),
+            ));
         }
         if headers.len() + headers_env.len() > MAX_ENDPOINT_HEADERS {
             return Err(self.invalid(

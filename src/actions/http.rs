@@ -136,7 +136,11 @@ impl HttpExecutor {
             // The endpoint's own backoff (`retry_base_ms`), and its `Retry-After` if later.
             Ok(x) => match classify(&what, x.status, &x.headers, &x.body) {
                 Attempt::Retry { after, error } => Attempt::Retry {
-                    after: Some(after.unwrap_or_default().max(endpoint_backoff(endpoint.retry_base, a.attempts))),
+                    after: Some(
+                        after
+                            .unwrap_or_default()
+                            .max(endpoint_backoff(endpoint.retry_base, a.attempts)),
+                    ),
                     error,
                 },
                 other => other,
@@ -254,16 +258,28 @@ mod tests {
     #[test]
     fn answers_are_done_retried_or_failed() {
         let h = hyper::HeaderMap::new();
-        assert!(matches!(classify("x", 200, &h, b"ok"), Attempt::Done { .. }));
+        assert!(matches!(
+            classify("x", 200, &h, b"ok"),
+            Attempt::Done { .. }
+        ));
         assert!(matches!(classify("x", 204, &h, b""), Attempt::Done { .. }));
         for s in [408, 429, 500, 502, 503] {
-            assert!(matches!(classify("x", s, &h, b""), Attempt::Retry { after: None, .. }), "{s}");
+            assert!(
+                matches!(
+                    classify("x", s, &h, b""),
+                    Attempt::Retry { after: None, .. }
+                ),
+                "{s}"
+            );
         }
         for s in [400, 401, 403, 404, 422] {
             let Attempt::Failed { error } = classify("x", s, &h, b"bad thing") else {
                 panic!("{s} not failed");
             };
-            assert!(error.contains(&s.to_string()) && error.contains("bad thing"), "{error}");
+            assert!(
+                error.contains(&s.to_string()) && error.contains("bad thing"),
+                "{error}"
+            );
         }
         let Attempt::Failed { error } = classify("x", 302, &h, b"") else {
             panic!("302 not failed");
@@ -283,6 +299,9 @@ mod tests {
         let Attempt::Retry { after: Some(a), .. } = classify("x", 503, &h, b"") else {
             panic!("no retry-after from a date");
         };
-        assert!(a > Duration::from_secs(100) && a <= Duration::from_secs(120), "{a:?}");
+        assert!(
+            a > Duration::from_secs(100) && a <= Duration::from_secs(120),
+            "{a:?}"
+        );
     }
 }

@@ -22,8 +22,8 @@ pub mod ledger;
 pub mod mail;
 pub mod okta;
 
-pub use ledger::{ActionCounts, ActionMetrics, Attempt, Ledger};
 pub use http::HttpExecutor;
+pub use ledger::{ActionCounts, ActionMetrics, Attempt, Ledger};
 pub use okta::OktaExecutor;
 
 use std::sync::Arc;

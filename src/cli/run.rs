@@ -177,7 +177,13 @@ pub(super) fn print_dry_runs(results: &[DryRun], json: bool) -> Exit {
                             let _ = writeln!(out, "    {k}: {v}");
                         }
                         if let Some(b) = &h.body {
-                            for line in b.text.chars().take(DRY_RUN_BODY_CHARS).collect::<String>().lines() {
+                            for line in b
+                                .text
+                                .chars()
+                                .take(DRY_RUN_BODY_CHARS)
+                                .collect::<String>()
+                                .lines()
+                            {
                                 let _ = writeln!(out, "    | {line}");
                             }
                         }

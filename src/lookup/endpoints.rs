@@ -147,7 +147,10 @@ impl Endpoints {
     }
 }
 
-fn read_ca_file(name: &str, path: &std::path::Path) -> Result<rustls::RootCertStore, EndpointError> {
+fn read_ca_file(
+    name: &str,
+    path: &std::path::Path,
+) -> Result<rustls::RootCertStore, EndpointError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let err = |message: String| EndpointError::CaFile {
@@ -286,13 +289,10 @@ impl Endpoint {
         let url = self.url_for(request);
         let method = hyper::Method::from_bytes(request.method.as_bytes())
             .map_err(|_| SendError::Invalid(format!("method `{}`", request.method)))?;
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(url.as_str())
-            .header(
-                header::USER_AGENT,
-                concat!("engine/", env!("CARGO_PKG_VERSION")),
-            );
+        let mut builder = Request::builder().method(method).uri(url.as_str()).header(
+            header::USER_AGENT,
+            concat!("engine/", env!("CARGO_PKG_VERSION")),
+        );
         if let Some(h) = builder.headers_mut() {
             for (n, v) in &request.headers {
                 let (Ok(n), Ok(v)) = (
@@ -467,7 +467,8 @@ impl Host for EndpointHost {
                 not_before: SystemTime::now().checked_add(after),
             });
         }
-        let sent = handle.block_on(endpoint.send(request, None, MAX_HTTP_GET_ANSWER_BYTES, deadline));
+        let sent =
+            handle.block_on(endpoint.send(request, None, MAX_HTTP_GET_ANSWER_BYTES, deadline));
         let x = match sent {
             Ok(x) => x,
             Err(SendError::Timeout { by_run: true, ms }) => {

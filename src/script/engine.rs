@@ -420,7 +420,8 @@ fn endpoint_of(
     let hint = match super::suggest::nearest(name, &names) {
         Some(n) => format!(": did you mean \"{n}\"?"),
         None if names.is_empty() => {
-            ": engine.toml declares no endpoints (add [endpoint.NAME] with url or url_env)".to_string()
+            ": engine.toml declares no endpoints (add [endpoint.NAME] with url or url_env)"
+                .to_string()
         }
         None => format!(" (declared: {})", names.join(", ")),
     };
@@ -464,7 +465,9 @@ fn record_http(
         Ok(id) => Ok(id.into()),
         Err(Some(key)) => Err(error_at_call(
             ctx,
-            format!("{function}: key `{key}` is used twice in this run (each action needs its own key)"),
+            format!(
+                "{function}: key `{key}` is used twice in this run (each action needs its own key)"
+            ),
         )),
         Err(None) => Err(fatal(
             ctx,

@@ -43,9 +43,7 @@ pub const SCRIPT_RESERVED_HEADERS: &[&str] = &[
 /// The methods `http_request` accepts.
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 /// The keys `http_request` accepts.
-const REQUEST_KEYS: &[&str] = &[
-    "method", "path", "query", "headers", "json", "body", "key",
-];
+const REQUEST_KEYS: &[&str] = &["method", "path", "query", "headers", "json", "body", "key"];
 /// The keys `http_get` accepts.
 const GET_KEYS: &[&str] = &["path", "query", "headers"];
 
@@ -85,11 +83,7 @@ impl HttpRequest {
         let mut s = format!("{} {}{}", self.method, self.endpoint, self.path);
         if !self.query.is_empty() {
             s.push('?');
-            let q: Vec<String> = self
-                .query
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
+            let q: Vec<String> = self.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
             s.push_str(&q.join("&"));
         }
         if let Some(b) = &self.body {
@@ -266,13 +260,16 @@ fn query_of(v: Option<&Dynamic>) -> Result<Vec<(String, String)>, String> {
 /// Whether `name` is a header token (RFC 9110 5.6.2).
 fn is_token(name: &str) -> bool {
     !name.is_empty()
-        && name.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// A script's `headers`: none overriding the endpoint's, none reserved, no CR/LF/NUL.
-fn headers_of(v: Option<&Dynamic>, endpoint: &EndpointInfo) -> Result<Vec<(String, String)>, String> {
+fn headers_of(
+    v: Option<&Dynamic>,
+    endpoint: &EndpointInfo,
+) -> Result<Vec<(String, String)>, String> {
     let Some(v) = v.filter(|v| !v.is_unit()) else {
         return Ok(Vec::new());
     };
@@ -283,7 +280,9 @@ fn headers_of(v: Option<&Dynamic>, endpoint: &EndpointInfo) -> Result<Vec<(Strin
         ));
     };
     if map.len() > MAX_HTTP_HEADERS {
-        return Err(format!("`headers` has more than {MAX_HTTP_HEADERS} headers"));
+        return Err(format!(
+            "`headers` has more than {MAX_HTTP_HEADERS} headers"
+        ));
     }
     let mut out: Vec<(String, String)> = Vec::new();
     for (k, v) in map.iter() {
@@ -363,7 +362,9 @@ pub(crate) fn parse_request(
     let method = match map.get("method").filter(|v| !v.is_unit()) {
         None => "POST".to_string(),
         Some(v) => {
-            let m = text(v, "method").map_err(|e| format!("{f}: {e}"))?.to_ascii_uppercase();
+            let m = text(v, "method")
+                .map_err(|e| format!("{f}: {e}"))?
+                .to_ascii_uppercase();
             if !METHODS.contains(&m.as_str()) {
                 return Err(format!(
                     "{f}: method `{m}` is not one of {}",
@@ -501,7 +502,10 @@ mod tests {
             ("X A", "a"),
         ] {
             m.insert("headers".into(), h(k, v));
-            assert!(parse_request("e", &info, &m).is_err(), "{k:?}: {v:?} accepted");
+            assert!(
+                parse_request("e", &info, &m).is_err(),
+                "{k:?}: {v:?} accepted"
+            );
         }
         m.insert("headers".into(), h("X-Trace", "abc"));
         let r = parse_request("e", &info, &m).unwrap();

@@ -34,7 +34,10 @@ struct Got {
 
 impl Got {
     fn key(&self) -> String {
-        self.headers.get("idempotency-key").cloned().unwrap_or_default()
+        self.headers
+            .get("idempotency-key")
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -74,7 +77,11 @@ impl Receiver {
                         let (g, pl) = (g.clone(), pl.clone());
                         async move {
                             let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
                             let headers = parts
                                 .headers
                                 .iter()
@@ -95,7 +102,11 @@ impl Receiver {
                                 headers,
                                 body: String::from_utf8_lossy(&body).into_owned(),
                             });
-                            let plan = pl.lock().unwrap().get_mut(&path).and_then(|q| q.pop_front());
+                            let plan = pl
+                                .lock()
+                                .unwrap()
+                                .get_mut(&path)
+                                .and_then(|q| q.pop_front());
                             // By default: 200, echoing the secret header (as some far sides do).
                             let (status, hs, text) =
                                 plan.unwrap_or((200, vec![], format!("ok; you sent {echo}")));
@@ -164,7 +175,10 @@ fn wait_http_settled(dir: &std::path::Path, n: usize, timeout: Duration) -> Vec<
     let mut last = Vec::new();
     let ok = wait_until(timeout, || {
         last = http_actions(dir);
-        last.len() == n && last.iter().all(|a| a["status"] != "queued" && a["status"] != "retrying")
+        last.len() == n
+            && last
+                .iter()
+                .all(|a| a["status"] != "queued" && a["status"] != "retrying")
     });
     assert!(ok, "http actions did not settle: {last:#?}");
     last
@@ -184,7 +198,10 @@ fn each_action_is_one_request_with_its_key_headers_and_body_and_no_secret_is_sho
     let hook = format!("{}/hooks/test", p.url);
     assert_eq!(post_blocking(&hook, event("ev-1")), 200);
     let actions = wait_http_settled(dir.path(), 2, Duration::from_secs(15));
-    assert!(actions.iter().all(|a| a["status"] == "done"), "{actions:#?}");
+    assert!(
+        actions.iter().all(|a| a["status"] == "done"),
+        "{actions:#?}"
+    );
     std::thread::sleep(Duration::from_millis(300));
     let got = r.got();
     assert_eq!(got.len(), 2, "{got:#?}");
@@ -195,10 +212,19 @@ fn each_action_is_one_request_with_its_key_headers_and_body_and_no_secret_is_sho
         .collect();
     keys.sort();
     ids.sort();
-    assert_eq!(keys, ids, "one request per action, Idempotency-Key = action id");
+    assert_eq!(
+        keys, ids,
+        "one request per action, Idempotency-Key = action id"
+    );
     for g in &got {
-        assert_eq!(g.headers.get("authorization").map(String::as_str), Some(TOKEN));
-        assert_eq!(g.headers.get("x-static").map(String::as_str), Some("static-value"));
+        assert_eq!(
+            g.headers.get("authorization").map(String::as_str),
+            Some(TOKEN)
+        );
+        assert_eq!(
+            g.headers.get("x-static").map(String::as_str),
+            Some("static-value")
+        );
     }
     let post = got.iter().find(|g| g.method == "POST").expect("the POST");
     assert_eq!(post.target, "/base");
@@ -224,10 +250,21 @@ fn each_action_is_one_request_with_its_key_headers_and_body_and_no_secret_is_sho
         ("server log", p.log()),
         ("server stdout", p.printed()),
     ] {
-        assert!(!text.contains(secret_part), "{what} shows the secret: {text}");
+        assert!(
+            !text.contains(secret_part),
+            "{what} shows the secret: {text}"
+        );
     }
-    assert!(stdout(&listing).contains("HTTP 200"), "{}", stdout(&listing));
-    assert!(stdout(&json).contains("***"), "the echo is masked: {}", stdout(&json));
+    assert!(
+        stdout(&listing).contains("HTTP 200"),
+        "{}",
+        stdout(&listing)
+    );
+    assert!(
+        stdout(&json).contains("***"),
+        "the echo is masked: {}",
+        stdout(&json)
+    );
 
     // Replay after an edit: the same ids, already done: the receiver hears nothing new.
     let edited = POST_SCRIPT.replace("login by", "edited: login by");
@@ -236,7 +273,12 @@ fn each_action_is_one_request_with_its_key_headers_and_body_and_no_secret_is_sho
     let o = run_engine(dir.path(), &["replay", "ev-1"]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(r.got().len(), 2, "replay repeated a done request: {:#?}", r.got());
+    assert_eq!(
+        r.got().len(),
+        2,
+        "replay repeated a done request: {:#?}",
+        r.got()
+    );
     assert_eq!(http_actions(dir.path()).len(), 2);
 }
 
@@ -246,9 +288,16 @@ fn a_503_is_retried_and_a_429_waits_for_its_retry_after_and_a_400_fails() {
     r.plan("/base/flaky", vec![(503, vec![], "busy".into())]);
     r.plan(
         "/base/limited",
-        vec![(429, vec![("retry-after", "2".to_string())], "slow down".into())],
+        vec![(
+            429,
+            vec![("retry-after", "2".to_string())],
+            "slow down".into(),
+        )],
     );
-    r.plan("/base/bad", vec![(400, vec![], "{\"error\":\"missing field channel\"}".into())]);
+    r.plan(
+        "/base/bad",
+        vec![(400, vec![], "{\"error\":\"missing field channel\"}".into())],
+    );
     let script = r#"//! on: user.session.start
 http_request("recv", #{ path: "/flaky", json: #{ n: 1 } });
 http_request("recv", #{ path: "/limited", json: #{ n: 2 } });
@@ -256,7 +305,10 @@ http_request("recv", #{ path: "/bad", json: #{ n: 3 } });
 "#;
     let (dir, port) = engine_setup(&r.endpoint(""), &[("s.rhai", script)]);
     let p = ServeProcess::start(dir.path(), port, &env());
-    assert_eq!(post_blocking(&format!("{}/hooks/test", p.url), event("ev-r")), 200);
+    assert_eq!(
+        post_blocking(&format!("{}/hooks/test", p.url), event("ev-r")),
+        200
+    );
     let actions = wait_http_settled(dir.path(), 3, Duration::from_secs(20));
     let by_path = |path: &str| {
         actions
@@ -274,7 +326,10 @@ http_request("recv", #{ path: "/bad", json: #{ n: 3 } });
     assert_eq!(bad["status"], "failed", "{bad}");
     assert_eq!(bad["attempts"], 1, "a 400 is not retried: {bad}");
     let err = bad["last_error"].as_str().unwrap();
-    assert!(err.contains("HTTP 400") && err.contains("missing field channel"), "{err}");
+    assert!(
+        err.contains("HTTP 400") && err.contains("missing field channel"),
+        "{err}"
+    );
 
     let got = r.got();
     let times = |path: &str| -> Vec<Instant> {
@@ -288,7 +343,10 @@ http_request("recv", #{ path: "/bad", json: #{ n: 3 } });
     let limited_at = times("/limited");
     assert_eq!(limited_at.len(), 2, "{got:#?}");
     let gap = limited_at[1] - limited_at[0];
-    assert!(gap >= Duration::from_secs(2), "429 retried after {gap:?}, before its Retry-After");
+    assert!(
+        gap >= Duration::from_secs(2),
+        "429 retried after {gap:?}, before its Retry-After"
+    );
 
     // `engine actions --failed` lists it with the status, and exits 1.
     let o = run_engine(dir.path(), &["actions", "--failed"]);
@@ -301,7 +359,11 @@ http_request("recv", #{ path: "/bad", json: #{ n: 3 } });
 fn undeclared_endpoints_smuggled_headers_and_failed_runs_send_nothing() {
     let r = Receiver::start();
     let cases = [
-        ("typo.rhai", "http_post(\"recx\", #{ a: 1 });", "did you mean \"recv\""),
+        (
+            "typo.rhai",
+            "http_post(\"recx\", #{ a: 1 });",
+            "did you mean \"recv\"",
+        ),
         (
             "override.rhai",
             "http_request(\"recv\", #{ headers: #{ authorization: \"mine\" } });",
@@ -317,18 +379,41 @@ fn undeclared_endpoints_smuggled_headers_and_failed_runs_send_nothing() {
             "http_request(\"recv\", #{ headers: #{ Host: \"evil.example\" } });",
             "set by the engine",
         ),
-        ("escape.rhai", "http_request(\"recv\", #{ path: \"//evil.example/x\" });", "must stay under it"),
-        ("dotdot.rhai", "http_request(\"recv\", #{ path: \"/a/../../x\" });", "must stay under it"),
-        ("throws.rhai", "http_post(\"recv\", \"queued then\");\nthrow \"changed my mind\";", "changed my mind"),
+        (
+            "escape.rhai",
+            "http_request(\"recv\", #{ path: \"//evil.example/x\" });",
+            "must stay under it",
+        ),
+        (
+            "dotdot.rhai",
+            "http_request(\"recv\", #{ path: \"/a/../../x\" });",
+            "must stay under it",
+        ),
+        (
+            "throws.rhai",
+            "http_post(\"recv\", \"queued then\");\nthrow \"changed my mind\";",
+            "changed my mind",
+        ),
     ];
     let scripts: Vec<(String, String)> = cases
         .iter()
-        .map(|(name, body, _)| (name.to_string(), format!("//! on: user.session.start\n{body}\n")))
+        .map(|(name, body, _)| {
+            (
+                name.to_string(),
+                format!("//! on: user.session.start\n{body}\n"),
+            )
+        })
         .collect();
-    let refs: Vec<(&str, &str)> = scripts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let refs: Vec<(&str, &str)> = scripts
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
     let (dir, port) = engine_setup(&r.endpoint(""), &refs);
     let p = ServeProcess::start(dir.path(), port, &env());
-    assert_eq!(post_blocking(&format!("{}/hooks/test", p.url), event("ev-bad")), 200);
+    assert_eq!(
+        post_blocking(&format!("{}/hooks/test", p.url), event("ev-bad")),
+        200
+    );
     let mut runs = Vec::new();
     let ok = wait_until(Duration::from_secs(15), || {
         runs = history_json(dir.path(), "runs");
@@ -342,7 +427,10 @@ fn undeclared_endpoints_smuggled_headers_and_failed_runs_send_nothing() {
         let script = name.trim_end_matches(".rhai");
         let run = runs.iter().find(|r| r["script"] == script).expect(script);
         assert_eq!(run["status"], "failed", "{run}");
-        let error = run["error"]["message"].as_str().unwrap_or_default().to_string();
+        let error = run["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         assert!(error.contains(says), "{name}: {error}");
     }
     std::thread::sleep(Duration::from_millis(800));
@@ -381,7 +469,10 @@ for i in 0..3 { http_post("recv", #{ i: i, uuid: event.uuid }); }
     }
     let _p = ServeProcess::start(dir.path(), port, &env());
     let actions = wait_http_settled(dir.path(), accepted.len() * 3, Duration::from_secs(60));
-    assert!(actions.iter().all(|a| a["status"] == "done"), "{actions:#?}");
+    assert!(
+        actions.iter().all(|a| a["status"] == "done"),
+        "{actions:#?}"
+    );
     std::thread::sleep(Duration::from_millis(500));
     let mut per_key: HashMap<String, usize> = HashMap::new();
     for g in r.got() {
@@ -389,9 +480,16 @@ for i in 0..3 { http_post("recv", #{ i: i, uuid: event.uuid }); }
     }
     for a in &actions {
         let id = a["id"].as_str().unwrap();
-        assert!(per_key.contains_key(id), "action {id} done but never received");
+        assert!(
+            per_key.contains_key(id),
+            "action {id} done but never received"
+        );
     }
-    assert_eq!(per_key.len(), actions.len(), "requests with unknown keys: {per_key:?}");
+    assert_eq!(
+        per_key.len(),
+        actions.len(),
+        "requests with unknown keys: {per_key:?}"
+    );
     let repeats: usize = per_key.values().map(|c| c - 1).sum();
     assert!(
         repeats <= KILLS,
@@ -410,15 +508,28 @@ fn endpoint_config_errors_name_the_key() {
     for (table, says) in [
         ("url = \"http://example.com/x\"\n", "may be on the internet"),
         ("url = \"ftp://10.0.0.1/\"\n", "scheme `ftp`"),
-        ("url = \"https://a.example\"\nurl_env = \"X\"\n", "both `url` and `url_env`"),
+        (
+            "url = \"https://a.example\"\nurl_env = \"X\"\n",
+            "both `url` and `url_env`",
+        ),
         ("timeout_ms = 5\n", "no `url` or `url_env`"),
-        ("url = \"https://a.example\"\nrate_per_s = 0\n", "out of range"),
+        (
+            "url = \"https://a.example\"\nrate_per_s = 0\n",
+            "out of range",
+        ),
         ("url = \"https://a.example\"\nbogus = 1\n", "unknown field"),
-        ("url = \"https://a.example\"\nheaders = { Host = \"x\" }\n", "set by the engine"),
+        (
+            "url = \"https://a.example\"\nheaders = { Host = \"x\" }\n",
+            "set by the engine",
+        ),
         ("url = \"https://u:p@a.example\"\n", "user or password"),
     ] {
         let dir = temp_dir();
-        write_config(dir.path(), free_port(), &format!("\n[endpoint.slack]\n{table}"));
+        write_config(
+            dir.path(),
+            free_port(),
+            &format!("\n[endpoint.slack]\n{table}"),
+        );
         let o = run_engine(dir.path(), &["check"]);
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(2), "{table}: {err}");
@@ -443,7 +554,11 @@ fn check_reports_an_unknown_endpoint_and_run_shows_the_request() {
         .collect();
     assert_eq!(found.len(), 1, "only the undeclared one: {report:#}");
     assert_eq!(found[0]["line"], 2);
-    assert!(found[0].to_string().contains("did you mean `recv`"), "{}", found[0]);
+    assert!(
+        found[0].to_string().contains("did you mean `recv`"),
+        "{}",
+        found[0]
+    );
 
     // `engine run` shows what would be sent and sends nothing.
     let payload = dir.path().join("ev.json");
@@ -458,7 +573,10 @@ fn check_reports_an_unknown_endpoint_and_run_shows_the_request() {
         .unwrap();
     let text = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{text}{}", stderr(&o));
-    assert!(text.contains("POST recv/p") && text.contains("jane@example.com"), "{text}");
+    assert!(
+        text.contains("POST recv/p") && text.contains("jane@example.com"),
+        "{text}"
+    );
     assert!(!text.contains(TOKEN), "{text}");
     std::thread::sleep(Duration::from_millis(300));
     assert!(r.got().is_empty(), "a dry run sent: {:#?}", r.got());

@@ -381,7 +381,9 @@ impl Ctx<'_> {
                 Code::E0401,
                 &display,
                 &display,
-                format!("{function}: no endpoint `{name}` in engine.toml; the call fails at run time"),
+                format!(
+                    "{function}: no endpoint `{name}` in engine.toml; the call fails at run time"
+                ),
             )
             .at(&source, pos.line(), col, name.chars().count());
             let d = match lint::nearest(name, &endpoints) {
