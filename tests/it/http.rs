@@ -44,6 +44,89 @@ impl Got {
 /// A planned answer: status, headers, body.
 type Plan = (u16, Vec<(&'static str, String)>, String);
 
+/// A DER certificate as PEM (rcgen's `pem` feature is not built here).
+fn pem_cert(der: &[u8]) -> String {
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::new();
+    for chunk in der.chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, b| (n << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                b64.push(ABC[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                b64.push('=');
+            }
+        }
+    }
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
+}
+
+/// Serves one connection: records each request, answers from the plan of its path (a plan
+/// header `x-delay-ms` delays the answer), else 200 echoing the `Authorization` it got.
+async fn serve_conn<S>(
+    stream: S,
+    g: Arc<Mutex<Vec<Got>>>,
+    pl: Arc<Mutex<HashMap<String, VecDeque<Plan>>>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+        let (g, pl) = (g.clone(), pl.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let headers = parts
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect::<HashMap<_, _>>();
+            let path = parts.uri.path().to_string();
+            let echo = headers.get("authorization").cloned().unwrap_or_default();
+            g.lock().unwrap().push(Got {
+                at: Instant::now(),
+                method: parts.method.to_string(),
+                target: parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+                headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+            let plan = pl
+                .lock()
+                .unwrap()
+                .get_mut(&path)
+                .and_then(|q| q.pop_front());
+            let (status, hs, text) = plan.unwrap_or((200, vec![], format!("ok; you sent {echo}")));
+            let mut resp = Response::builder().status(status);
+            for (k, v) in hs {
+                if k == "x-delay-ms" {
+                    tokio::time::sleep(Duration::from_millis(v.parse().unwrap())).await;
+                    continue;
+                }
+                resp = resp.header(k, v);
+            }
+            Ok::<_, Infallible>(resp.body(Full::new(Bytes::from(text))).unwrap())
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), svc)
+        .await;
+}
+
 /// The receiver: records every request; answers each path from its plan, then 200.
 struct Receiver {
     port: u16,
@@ -54,8 +137,37 @@ struct Receiver {
 
 impl Receiver {
     fn start() -> Receiver {
+        Receiver::start_with(None)
+    }
+
+    /// A receiver on HTTPS with a fresh self-signed certificate for `localhost`, and that
+    /// certificate as PEM.
+    fn start_tls() -> (Receiver, String) {
+        use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+            .expect("self-signed certificate");
+        let cert = generated.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            generated.signing_key.serialize_der(),
+        ));
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        (
+            Receiver::start_with(Some(acceptor)),
+            pem_cert(generated.cert.der()),
+        )
+    }
+
+    fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
@@ -72,54 +184,17 @@ impl Receiver {
                     continue;
                 };
                 let (g, pl) = (g.clone(), pl.clone());
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let (g, pl) = (g.clone(), pl.clone());
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let body = body
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            let headers = parts
-                                .headers
-                                .iter()
-                                .map(|(k, v)| {
-                                    (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())
-                                })
-                                .collect::<HashMap<_, _>>();
-                            let path = parts.uri.path().to_string();
-                            let echo = headers.get("authorization").cloned().unwrap_or_default();
-                            g.lock().unwrap().push(Got {
-                                at: Instant::now(),
-                                method: parts.method.to_string(),
-                                target: parts
-                                    .uri
-                                    .path_and_query()
-                                    .map(|p| p.to_string())
-                                    .unwrap_or_default(),
-                                headers,
-                                body: String::from_utf8_lossy(&body).into_owned(),
-                            });
-                            let plan = pl
-                                .lock()
-                                .unwrap()
-                                .get_mut(&path)
-                                .and_then(|q| q.pop_front());
-                            // By default: 200, echoing the secret header (as some far sides do).
-                            let (status, hs, text) =
-                                plan.unwrap_or((200, vec![], format!("ok; you sent {echo}")));
-                            let mut resp = Response::builder().status(status);
-                            for (k, v) in hs {
-                                resp = resp.header(k, v);
+                    match tls {
+                        None => serve_conn(stream, g, pl).await,
+                        Some(acceptor) => {
+                            // A client that does not trust the certificate gives up here.
+                            if let Ok(s) = acceptor.accept(stream).await {
+                                serve_conn(s, g, pl).await;
                             }
-                            Ok::<_, Infallible>(resp.body(Full::new(Bytes::from(text))).unwrap())
                         }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    }
                 });
             }
         });
@@ -580,4 +655,142 @@ fn check_reports_an_unknown_endpoint_and_run_shows_the_request() {
     assert!(!text.contains(TOKEN), "{text}");
     std::thread::sleep(Duration::from_millis(300));
     assert!(r.got().is_empty(), "a dry run sent: {:#?}", r.got());
+}
+
+/// A slow endpoint (each answer 2.5 s) holds at most its share of the executor's slots: a
+/// fast one's requests go out meanwhile, spaced by its `rate_per_s`. The slow one's URL comes
+/// from the environment (a secret) and shows nowhere.
+#[test]
+fn a_slow_endpoint_holds_up_no_other_and_rate_per_s_spaces_requests() {
+    let r = Receiver::start();
+    let secret_path = "/services/T000/B000/slowsecretpath42";
+    r.plan(
+        secret_path,
+        (0..6)
+            .map(|_| {
+                (
+                    200,
+                    vec![("x-delay-ms", "2500".to_string())],
+                    "slow ok".to_string(),
+                )
+            })
+            .collect(),
+    );
+    let slow_url = format!("http://127.0.0.1:{}{secret_path}", r.port);
+    let extra = format!(
+        "{}\n[endpoint.slow]\nurl_env = \"ENGINE_TEST_SLOW_URL\"\ntimeout_ms = 5000\n",
+        r.endpoint("rate_per_s = 5\n")
+    );
+    let script = r#"//! on: user.session.start
+for i in 0..6 { http_post("slow", #{ i: i }); }
+for i in 0..5 { http_post("recv", #{ i: i }); }
+"#;
+    let (dir, port) = engine_setup(&extra, &[("s.rhai", script)]);
+    let mut envs = env();
+    envs.push(("ENGINE_TEST_SLOW_URL", slow_url.as_str()));
+    let p = ServeProcess::start(dir.path(), port, &envs);
+    assert_eq!(
+        post_blocking(&format!("{}/hooks/test", p.url), event("ev-slow")),
+        200
+    );
+    let actions = wait_http_settled(dir.path(), 11, Duration::from_secs(30));
+    assert!(
+        actions.iter().all(|a| a["status"] == "done"),
+        "{actions:#?}"
+    );
+    let got = r.got();
+    let fast: Vec<Instant> = got
+        .iter()
+        .filter(|g| g.target == "/base")
+        .map(|g| g.at)
+        .collect();
+    let slow: Vec<Instant> = got
+        .iter()
+        .filter(|g| g.target == secret_path)
+        .map(|g| g.at)
+        .collect();
+    assert_eq!((fast.len(), slow.len()), (5, 6), "{got:#?}");
+    let first = *fast.iter().chain(&slow).min().unwrap();
+    let last_fast = *fast.iter().max().unwrap();
+    // Rate 5/s: five requests span at least 4 × 200 ms.
+    let span = last_fast - *fast.iter().min().unwrap();
+    assert!(
+        span >= Duration::from_millis(750),
+        "rate_per_s not kept: {span:?}"
+    );
+    // And all of them went out before the slow endpoint's first answers came back.
+    assert!(
+        last_fast - first < Duration::from_millis(2400),
+        "the fast endpoint waited for the slow one: {:?}",
+        last_fast - first
+    );
+    // At most half the slots for the slow one: its 5th and 6th requests wait for a free slot.
+    let mut slow_sorted = slow.clone();
+    slow_sorted.sort();
+    assert!(
+        slow_sorted[4] - slow_sorted[0] >= Duration::from_millis(2000),
+        "the slow endpoint held more than its share: {:?}",
+        slow_sorted
+            .iter()
+            .map(|t| *t - slow_sorted[0])
+            .collect::<Vec<_>>()
+    );
+    for (what, text) in [
+        (
+            "engine actions",
+            stdout(&run_engine(dir.path(), &["actions", "--format", "json"])),
+        ),
+        ("server log", p.log()),
+        ("server stdout", p.printed()),
+    ] {
+        assert!(
+            !text.contains("slowsecretpath42"),
+            "{what} shows the URL: {text}"
+        );
+    }
+}
+
+/// `ca_file` adds a private CA for one endpoint; another endpoint on the same server without
+/// it does not trust the certificate (retried, saying why) and never gets a request through.
+#[test]
+fn https_endpoints_trust_their_ca_file_and_only_it() {
+    let (r, pem) = Receiver::start_tls();
+    let extra = format!(
+        "\n[endpoint.tls]\nurl = \"https://localhost:{0}/x\"\nca_file = \"ca.pem\"\n\n[endpoint.untrusted]\nurl = \"https://localhost:{0}/y\"\nretry_base_ms = 50\n",
+        r.port
+    );
+    let script = "//! on: user.session.start\nhttp_post(\"tls\", #{ a: 1 });\nhttp_post(\"untrusted\", #{ a: 2 });\n";
+    let (dir, port) = engine_setup(&extra, &[("s.rhai", script)]);
+    std::fs::write(dir.path().join("ca.pem"), pem).unwrap();
+    let p = ServeProcess::start(dir.path(), port, &env());
+    assert_eq!(
+        post_blocking(&format!("{}/hooks/test", p.url), event("ev-tls")),
+        200
+    );
+    let mut actions = Vec::new();
+    let ok = wait_until(Duration::from_secs(15), || {
+        actions = http_actions(dir.path());
+        actions.len() == 2
+            && actions
+                .iter()
+                .any(|a| a["payload"]["endpoint"] == "tls" && a["status"] == "done")
+            && actions.iter().any(|a| {
+                a["payload"]["endpoint"] == "untrusted" && a["attempts"].as_u64() >= Some(2)
+            })
+    });
+    assert!(ok, "{actions:#?}");
+    let untrusted = actions
+        .iter()
+        .find(|a| a["payload"]["endpoint"] == "untrusted")
+        .unwrap();
+    assert_eq!(untrusted["status"], "retrying", "{untrusted}");
+    let err = untrusted["last_error"]
+        .as_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(err.contains("certificate"), "{err}");
+    let got = r.got();
+    assert!(got.iter().all(|g| g.target == "/x"), "{got:#?}");
+    assert_eq!(got.len(), 1, "{got:#?}");
+    drop(p);
 }
