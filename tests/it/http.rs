@@ -794,3 +794,62 @@ fn https_endpoints_trust_their_ca_file_and_only_it() {
     assert_eq!(got.len(), 1, "{got:#?}");
     drop(p);
 }
+
+/// `http_get` reads during the run: the answer's `status`, `json` and `headers` reach the
+/// script (an echoed secret masked); a 503 fails the run as transient and it is retried.
+#[test]
+fn http_get_reads_during_the_run_and_a_503_retries_the_run() {
+    let r = Receiver::start();
+    r.plan(
+        "/base/users",
+        vec![
+            (503, vec![], "down".into()),
+            (
+                200,
+                vec![
+                    ("content-type", "application/json".to_string()),
+                    ("x-echo", TOKEN.to_string()),
+                ],
+                format!("{{\"name\":\"jane\",\"token\":\"{TOKEN}\"}}"),
+            ),
+        ],
+    );
+    let script = r#"//! on: user.session.start
+let a = http_get("recv", #{ path: "/users", query: #{ id: "00u1" } });
+http_request("recv", #{ path: "/seen", json: #{ status: a.status, name: a.json.name,
+    token: a.json.token, echo: a.headers["x-echo"] } });
+"#;
+    let (dir, port) = engine_setup(&r.endpoint(""), &[("g.rhai", script)]);
+    let p = ServeProcess::start(dir.path(), port, &env());
+    assert_eq!(
+        post_blocking(&format!("{}/hooks/test", p.url), event("ev-get")),
+        200
+    );
+    let actions = wait_http_settled(dir.path(), 1, Duration::from_secs(20));
+    assert_eq!(actions[0]["status"], "done", "{actions:#?}");
+    let got = r.got();
+    let gets: Vec<&Got> = got.iter().filter(|g| g.method == "GET").collect();
+    assert_eq!(gets.len(), 2, "the run was retried once: {got:#?}");
+    assert_eq!(gets[0].target, "/base/users?id=00u1");
+    assert!(
+        !gets[0].headers.contains_key("idempotency-key"),
+        "a read is no action"
+    );
+    assert_eq!(gets[0].headers["authorization"], TOKEN);
+    let seen = got
+        .iter()
+        .find(|g| g.target == "/base/seen")
+        .expect("the POST");
+    let body: serde_json::Value = serde_json::from_str(&seen.body).unwrap();
+    assert_eq!(body["status"], 200);
+    assert_eq!(body["name"], "jane");
+    assert_eq!(
+        body["token"], "***",
+        "the script never sees the secret: {body}"
+    );
+    assert_eq!(body["echo"], "***", "{body}");
+    let runs = history_json(dir.path(), "runs");
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(runs[0]["status"], "succeeded", "{runs:#?}");
+    drop(p);
+}
