@@ -78,13 +78,39 @@ fn fixtures() -> Vec<Sample> {
 
 /// Runs `check` on a case directory both ways; returns (human, json, exit code). A case with a
 /// `hooks.txt` (one hook id a line) is checked as with a config that has those hooks.
+/// The endpoints the shipped examples post to (`scripts/admin-grant-chat.rhai`), declared as
+/// a config with them would: nobody in the directory; `http_get` answers nothing.
+struct ExampleEndpoints;
+
+const EXAMPLE_ENDPOINTS: &[&str] = &["slack", "teams", "pagerduty"];
+
+impl Host for ExampleEndpoints {
+    fn lookup_user(
+        &self,
+        key: &str,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Option<engine::script::User>, engine::script::HostError> {
+        NoDirectory.lookup_user(key, deadline)
+    }
+
+    fn endpoint(&self, name: &str) -> Option<engine::script::EndpointInfo> {
+        EXAMPLE_ENDPOINTS
+            .contains(&name)
+            .then(engine::script::EndpointInfo::default)
+    }
+
+    fn endpoint_names(&self) -> Vec<String> {
+        EXAMPLE_ENDPOINTS.iter().map(|s| s.to_string()).collect()
+    }
+}
+
 fn run_check(dir: &Path, samples: &[Sample], deny_warnings: bool) -> (String, String, u8) {
     let stdlib = repo().join("stdlib");
     let limits = Limits::default();
     let hooks: Option<Vec<String>> = std::fs::read_to_string(dir.join("hooks.txt"))
         .ok()
         .map(|t| t.lines().map(str::to_string).collect());
-    let host: Arc<dyn Host> = Arc::new(NoDirectory);
+    let host: Arc<dyn Host> = Arc::new(ExampleEndpoints);
     let run = |json: bool, out: &mut Vec<u8>| {
         let options = CheckOptions {
             json,

@@ -853,3 +853,88 @@ http_request("recv", #{ path: "/seen", json: #{ status: a.status, name: a.json.n
     assert_eq!(runs[0]["status"], "succeeded", "{runs:#?}");
     drop(p);
 }
+
+/// The shipped `slack`, `teams` and `pagerduty` modules through the receiver: the example
+/// `scripts/admin-grant-chat.rhai` posts Block Kit, an Adaptive Card in the Workflows envelope,
+/// and a PagerDuty trigger with a dedup key from the event.
+#[test]
+fn the_slack_teams_and_pagerduty_modules_post_what_their_services_take() {
+    let r = Receiver::start();
+    let extra = format!(
+        "\n[endpoint.slack]\nurl_env = \"ENGINE_TEST_SLACK_URL\"\n\n[endpoint.teams]\nurl = \"http://127.0.0.1:{0}/teams\"\n\n[endpoint.pagerduty]\nurl = \"http://127.0.0.1:{0}/v2/enqueue\"\n",
+        r.port
+    );
+    let script = example_script("admin-grant-chat.rhai");
+    let (dir, port) = engine_setup(&extra, &[("admin-grant-chat.rhai", &script)]);
+    let slack_url = format!("http://127.0.0.1:{}/services/T1/B2/secretslackpath", r.port);
+    let mut envs = env();
+    envs.push(("ENGINE_TEST_SLACK_URL", slack_url.as_str()));
+    let p = ServeProcess::start(dir.path(), port, &envs);
+    let e = serde_json::json!({
+        "uuid": "grant-1", "eventType": "group.user_membership.add",
+        "published": "2026-12-03T06:00:00.000Z",
+        "actor": {"id": "00uA", "type": "User", "alternateId": "boss@example.com", "displayName": "Boss"},
+        "target": [
+            {"id": "00uJ", "type": "User", "alternateId": "jane@example.com", "displayName": "Jane"},
+            {"id": "00gX", "type": "UserGroup", "alternateId": "unknown", "displayName": "Super Admins"}
+        ]
+    });
+    assert_eq!(
+        post_blocking(&format!("{}/hooks/test", p.url), wrap(&e.to_string())),
+        200
+    );
+    let actions = wait_http_settled(dir.path(), 3, Duration::from_secs(15));
+    assert!(
+        actions.iter().all(|a| a["status"] == "done"),
+        "{actions:#?}"
+    );
+    let got = r.got();
+    let body = |path: &str| -> serde_json::Value {
+        let g = got
+            .iter()
+            .find(|g| g.target == path)
+            .unwrap_or_else(|| panic!("{path}: {got:#?}"));
+        assert_eq!(g.headers["content-type"], "application/json");
+        serde_json::from_str(&g.body).unwrap()
+    };
+    let slack = body("/services/T1/B2/secretslackpath");
+    assert!(
+        slack["text"]
+            .as_str()
+            .unwrap()
+            .contains("Jane <jane@example.com> was added to Super Admins"),
+        "{slack}"
+    );
+    assert_eq!(slack["blocks"][0]["type"], "section");
+    assert_eq!(slack["blocks"][0]["text"]["type"], "mrkdwn");
+    assert_eq!(slack["blocks"][1]["type"], "context");
+    let teams = body("/teams");
+    assert_eq!(teams["type"], "message");
+    let att = &teams["attachments"][0];
+    assert_eq!(
+        att["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    assert_eq!(att["content"]["type"], "AdaptiveCard");
+    assert_eq!(
+        att["content"]["$schema"],
+        "http://adaptivecards.io/schemas/adaptive-card.json"
+    );
+    assert_eq!(att["content"]["body"][2]["type"], "FactSet");
+    let pd = body("/v2/enqueue");
+    assert_eq!(pd["event_action"], "trigger");
+    assert_eq!(pd["dedup_key"], "okta:admin:00uJ");
+    assert_eq!(pd["payload"]["severity"], "warning");
+    assert_eq!(pd["payload"]["source"], "okta");
+    assert!(
+        pd["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("Super Admins")
+    );
+    let listing = stdout(&run_engine(dir.path(), &["actions"]));
+    assert!(
+        !listing.contains("secretslackpath") && !p.log().contains("secretslackpath"),
+        "{listing}"
+    );
+}
