@@ -9,6 +9,9 @@
 //!    (the tests' in-process one, `tests/support/smtp_server.rs`) answers at once, against while it
 //!    takes 2 s per mail: slow mail must not slow the answers to Okta.
 //!
+//! 3. the same with an HTTP endpoint (a loopback receiver started here) that answers at once,
+//!    against one that takes 5 s per request: a slow destination must not slow the answers.
+//!
 //! Run: `cargo bench --bench pipeline` (`-- --events 20000` for a shorter run; `-- --only e2e`
 //! for part 1 alone).
 
@@ -247,11 +250,70 @@ async fn latency_with_smtp(delay_ms: u64) -> (f64, f64, usize) {
     let mut smtp = smtp_server::SmtpServer::start(&["--no-store", "--delay-ms", &delay]);
     let dir = tempfile::tempdir().expect("tmp");
     let config = config(dir.path(), &smtp_config(smtp.port));
-    let r = start(&config).await;
+    let result = latency_of(&config, &format!("lat-{delay_ms}")).await;
+    smtp.stop();
+    result
+}
+
+/// A script that POSTs every event it gets to the endpoint `receiver`.
+const HTTP_SCRIPT: &str =
+    "//! on: *\nhttp_post(\"receiver\", #{ uuid: event.uuid, type: event.eventType });\n";
+
+/// An HTTP receiver on loopback that answers every request `204` after `delay_ms`; its port.
+async fn slow_receiver(delay_ms: u64) -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req| async move {
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                    Ok::<_, std::convert::Infallible>(
+                        hyper::Response::builder()
+                            .status(204)
+                            .body(http_body_util::Empty::<Bytes>::new())
+                            .expect("response"),
+                    )
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (port, task)
+}
+
+/// p50/p99 answer latency (ms) of 1-event deliveries that each queue an HTTP request to an
+/// endpoint answering after `delay_ms`.
+async fn latency_with_endpoint(delay_ms: u64) -> (f64, f64, usize) {
+    let (port, receiver) = slow_receiver(delay_ms).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir(&scripts).expect("dir");
+    std::fs::write(scripts.join("forward.rhai"), HTTP_SCRIPT).expect("script");
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nscripts_dir = \"{}\"\nstdlib_dir = \"{REPO}/stdlib\"\n\n[endpoint.receiver]\nurl = \"http://127.0.0.1:{port}/events\"\ntimeout_ms = 30000\n",
+        scripts.display()
+    );
+    let path = dir.path().join("engine.toml");
+    std::fs::write(&path, &text).expect("config");
+    let config = Config::parse(&text, &path).expect("valid config");
+    let result = latency_of(&config, &format!("http-{delay_ms}")).await;
+    receiver.abort();
+    result
+}
+
+/// p50/p99 answer latency (ms) and count of 1-event deliveries posted for [`LATENCY_RUN`] over
+/// [`CONNS`] connections to an engine started on `config` (uuids start with `prefix`).
+async fn latency_of(config: &Config, prefix: &str) -> (f64, f64, usize) {
+    let r = start(config).await;
     let deadline = Instant::now() + LATENCY_RUN;
     let mut tasks = Vec::new();
     for c in 0..CONNS {
-        let (url, secret) = (r.url.clone(), r.secret.clone());
+        let (url, secret, prefix) = (r.url.clone(), r.secret.clone(), prefix.to_string());
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(&url).await.expect("connect");
             let headers = vec![("Authorization".to_string(), secret)];
@@ -259,8 +321,8 @@ async fn latency_with_smtp(delay_ms: u64) -> (f64, f64, usize) {
             let mut i = 0;
             while Instant::now() < deadline {
                 let body = format!(
-                    r#"{{"eventId":"lat-{delay_ms}-{c}-{i}","data":{{"events":[{}]}}}}"#,
-                    event(DEACTIVATE, &format!("lat-{delay_ms}-{c}-{i}"))
+                    r#"{{"eventId":"{prefix}-{c}-{i}","data":{{"events":[{}]}}}}"#,
+                    event(DEACTIVATE, &format!("{prefix}-{c}-{i}"))
                 );
                 i += 1;
                 let t = Instant::now();
@@ -281,9 +343,8 @@ async fn latency_with_smtp(delay_ms: u64) -> (f64, f64, usize) {
     all.sort_unstable();
     let result = (quantile(&all, 0.5), quantile(&all, 0.99), all.len());
     let _ = r.stop.send(());
-    // Shutdown waits for sends in flight (up to 2 s each at the slow speed).
+    // Shutdown waits for the actions in flight (up to a slow far side's delay each).
     let _ = tokio::time::timeout(Duration::from_secs(30), r.done).await;
-    smtp.stop();
     result
 }
 
@@ -315,6 +376,21 @@ async fn main() {
     );
     println!(
         "  SMTP takes 2 s/mail:  p50 {:.2} ms, p99 {:.2} ms ({} deliveries)",
+        slow.0, slow.1, slow.2
+    );
+    println!("  p99 change: {:+.1}%", (slow.1 - fast.1) / fast.1 * 100.0);
+    let fast = latency_with_endpoint(0).await;
+    let slow = latency_with_endpoint(5000).await;
+    println!(
+        "answer latency while every event queues an HTTP request ({CONNS} connections, {} s each):",
+        LATENCY_RUN.as_secs()
+    );
+    println!(
+        "  endpoint answers at once:  p50 {:.2} ms, p99 {:.2} ms ({} deliveries)",
+        fast.0, fast.1, fast.2
+    );
+    println!(
+        "  endpoint takes 5 s/request: p50 {:.2} ms, p99 {:.2} ms ({} deliveries)",
         slow.0, slow.1, slow.2
     );
     println!("  p99 change: {:+.1}%", (slow.1 - fast.1) / fast.1 * 100.0);

@@ -816,6 +816,32 @@ pub async fn serve(
         "connection limits"
     );
     let mut app = prepare(config, CommitMode::Group, out)?.with_server_limits(limits);
+    // The console first, its address recorded before the hook listener exists: whoever sees
+    // the hook port answer (a supervisor, a test) finds the admin API at once. Before, an
+    // `engine runs` in that moment found the store held and no address to ask.
+    let console = match config.console_listen {
+        Some(console_addr) => {
+            let console =
+                TcpListener::bind(console_addr)
+                    .await
+                    .map_err(|source| AppError::Bind {
+                        addr: console_addr,
+                        source,
+                    })?;
+            let bound = console.local_addr().unwrap_or(console_addr);
+            // The CLI's admin requests find the server here (the port may be 0 in the config);
+            // written whole or not at all (a reader never sees half an address).
+            let at = config.data_dir.join(CONSOLE_ADDRESS_FILE);
+            let tmp = config.data_dir.join(format!("{CONSOLE_ADDRESS_FILE}.tmp"));
+            if let Err(error) = private::write(&tmp, format!("{bound}\n").as_bytes())
+                .and_then(|()| std::fs::rename(&tmp, &at))
+            {
+                tracing::warn!(%error, path = %at.display(), "cannot record the console address");
+            }
+            Some((console, bound))
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| AppError::Bind {
@@ -824,19 +850,7 @@ pub async fn serve(
         })?;
     let addr = listener.local_addr().unwrap_or(config.listen);
     let _ = writeln!(out, "engine: listening on http://{addr}");
-    if let Some(console_addr) = config.console_listen {
-        let console = TcpListener::bind(console_addr)
-            .await
-            .map_err(|source| AppError::Bind {
-                addr: console_addr,
-                source,
-            })?;
-        let bound = console.local_addr().unwrap_or(console_addr);
-        // The CLI's admin requests find the server here (the port may be 0 in the config).
-        let at = config.data_dir.join(CONSOLE_ADDRESS_FILE);
-        if let Err(error) = private::write(&at, format!("{bound}\n").as_bytes()) {
-            tracing::warn!(%error, path = %at.display(), "cannot record the console address");
-        }
+    if let Some((console, bound)) = console {
         let shown = loopback_if_unspecified(bound);
         let _ = writeln!(out, "engine: console on http://{shown}/");
         if let Some(once) = app.console_login_token() {

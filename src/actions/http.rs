@@ -90,16 +90,13 @@ impl HttpExecutor {
     }
 
     async fn attempt(&self, seq: u64) -> crate::process::Done {
-        let a = match self.ledger.begin(seq).await {
-            Ok(a) => a,
+        let (a, request) = match self
+            .ledger
+            .begin_as::<HttpRequest>(seq, "HTTP request")
+            .await
+        {
+            Ok(x) => x,
             Err(done) => return done,
-        };
-        let request: HttpRequest = match serde_json::from_value(a.payload.clone()) {
-            Ok(r) => r,
-            Err(e) => {
-                let error = format!("the queued HTTP request cannot be read: {e}");
-                return self.ledger.finish(a, Attempt::Failed { error }).await;
-            }
         };
         let Some(endpoint) = self.endpoints.get(&request.endpoint) else {
             let error = format!(

@@ -180,6 +180,23 @@ impl Ledger {
         }
     }
 
+    /// [`Ledger::begin`], and the action's payload read as `T` (`what` names it in the error): a
+    /// payload that cannot be read fails the action at once (retrying cannot mend it).
+    pub async fn begin_as<T: serde::de::DeserializeOwned>(
+        &self,
+        seq: u64,
+        what: &str,
+    ) -> Result<(QueuedAction, T), Done> {
+        let a = self.begin(seq).await?;
+        match serde_json::from_value(a.payload.clone()) {
+            Ok(payload) => Ok((a, payload)),
+            Err(e) => {
+                let error = format!("the queued {what} cannot be read: {e}");
+                Err(self.finish(a, Attempt::Failed { error }).await)
+            }
+        }
+    }
+
     /// Applies `attempt` to `a` (one more attempt; the next one's time) and records it.
     pub async fn finish(&self, mut a: QueuedAction, attempt: Attempt) -> Done {
         self.settle(&mut a, attempt);

@@ -106,16 +106,9 @@ impl MailSender {
     }
 
     async fn send_one(&self, seq: u64) -> Done {
-        let m = match self.ledger.begin(seq).await {
-            Ok(m) => m,
+        let (m, email) = match self.ledger.begin_as::<Email>(seq, "mail").await {
+            Ok(begun) => begun,
             Err(done) => return done,
-        };
-        let email: Email = match serde_json::from_value(m.payload.clone()) {
-            Ok(e) => e,
-            Err(e) => {
-                let error = format!("the queued mail cannot be read: {e}");
-                return self.ledger.finish(m, Attempt::Failed { error }).await;
-            }
         };
         let result =
             mail::send_gated(&self.transport, &self.from, &email, Some(&self.accept_gate)).await;

@@ -13,6 +13,7 @@ use super::ledger::{ActionCounts, Attempt, Ledger};
 use crate::lookup::{OktaClient, OpOutcome};
 use crate::process::{Admit, Backoff, Due, DueKey, DuePool, DueWork, Step, Task, Work};
 use crate::script::{ActionKind, OktaAction};
+use crate::store::actions::ActionsView;
 use crate::store::{ReadError, Store};
 
 /// Okta operations carried out at once. Okta's rate limits are per endpoint and per org (the
@@ -57,9 +58,11 @@ impl OktaExecutor {
         }
     }
 
-    /// A scheduler for this executor; its waker is what runs notify when they queued one.
+    /// A scheduler for this executor; its waker is what runs notify when they queued one. The
+    /// actions of one run are carried out one at a time, in the order the script called them
+    /// (`suspend_user` before `clear_sessions`); different runs' actions in parallel.
     pub fn pool(self: &Arc<Self>) -> Arc<DuePool<OktaExecutor>> {
-        DuePool::new(self.clone(), MAX_CONCURRENT_OKTA, OKTA_TICK)
+        DuePool::shared(self.clone(), MAX_CONCURRENT_OKTA, 1, OKTA_TICK)
     }
 
     /// Carries out due `okta` actions until `shutdown`, then waits for those in flight.
@@ -68,16 +71,9 @@ impl OktaExecutor {
     }
 
     async fn carry_out(&self, seq: u64) -> crate::process::Done {
-        let a = match self.ledger.begin(seq).await {
-            Ok(a) => a,
+        let (a, action) = match self.ledger.begin_as::<OktaAction>(seq, "Okta action").await {
+            Ok(begun) => begun,
             Err(done) => return done,
-        };
-        let action: OktaAction = match serde_json::from_value(a.payload.clone()) {
-            Ok(o) => o,
-            Err(e) => {
-                let error = format!("the queued Okta action cannot be read: {e}");
-                return self.ledger.finish(a, Attempt::Failed { error }).await;
-            }
         };
         let Some(client) = &self.client else {
             let reason = NO_OKTA_SKIPPED.to_string();
@@ -105,6 +101,15 @@ impl DueWork for OktaExecutor {
         admit: &mut dyn FnMut(DueKey) -> Admit,
     ) -> Result<Due, ReadError> {
         self.ledger.due(now_ms, after, admit)
+    }
+
+    /// The run that queued the action: one at a time per run (see [`OktaExecutor::pool`]).
+    fn group(&self, id: u64) -> Option<u64> {
+        ActionsView(&**self.ledger.store())
+            .get_by_seq(id)
+            .ok()
+            .flatten()
+            .map(|a| a.run_id)
     }
 
     fn execute(self: Arc<Self>, id: u64) -> Work {

@@ -366,14 +366,7 @@ fn action_summary(a: &QueuedAction) -> String {
                 p["subject"].as_str().unwrap_or("")
             )
         }
-        ActionKind::Okta => match serde_json::from_value::<crate::script::OktaAction>(p.clone()) {
-            Ok(o) => o.op.describe(),
-            Err(_) => p.to_string(),
-        },
-        ActionKind::Http => match serde_json::from_value::<crate::script::HttpRequest>(p.clone()) {
-            Ok(h) => h.describe(),
-            Err(_) => p.to_string(),
-        },
+        ActionKind::Okta | ActionKind::Http => a.describe(),
     }
 }
 

@@ -33,6 +33,7 @@ pub use session::{SESSION_COOKIE, SESSION_IDLE};
 use crate::config::Secret;
 use crate::ingest::{Admin, AdminError, Answer, Pages, ReplayRequest, ReplayTarget};
 use crate::store::Store;
+use crate::store::actions::{self, Intervened, Intervention};
 
 /// The largest form the console accepts (a login token, a CSRF token, a uuid).
 pub const MAX_FORM_BYTES: usize = 4096;
@@ -49,6 +50,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("runs.html", include_str!("templates/runs.html")),
     ("run.html", include_str!("templates/run.html")),
     ("replay.html", include_str!("templates/replay.html")),
+    ("actions.html", include_str!("templates/actions.html")),
     ("message.html", include_str!("templates/message.html")),
 ];
 const CSS: &str = include_str!("static/console.css");
@@ -258,6 +260,10 @@ impl Console {
                 .read(move |s| views::replay_preview(s, &q))
                 .await
                 .map(|v| ("replay.html", v)),
+            "/actions" => self
+                .read(move |s| views::actions(s, &q))
+                .await
+                .map(|v| ("actions.html", v)),
             _ => {
                 if let Some(uuid) = path.strip_prefix("/events/") {
                     let uuid = percent_decode(uuid);
@@ -364,6 +370,51 @@ impl Console {
                         StatusCode::SERVICE_UNAVAILABLE,
                         "The replay was not queued",
                         &e,
+                        Some(csrf),
+                    ),
+                }
+            }
+            "/actions/retry" | "/actions/cancel" => {
+                let (what, done) = if path.ends_with("retry") {
+                    (Intervention::RetryNow, "retry")
+                } else {
+                    (Intervention::Cancel, "cancel")
+                };
+                let Some(id) = form.get("id").filter(|i| !i.is_empty()).cloned() else {
+                    return self.message(
+                        StatusCode::BAD_REQUEST,
+                        "No action given",
+                        "The form names no action id.",
+                        Some(csrf),
+                    );
+                };
+                let now = crate::util::now_ms();
+                let kept = id.clone();
+                let result = self
+                    .store
+                    .write(move |txn| actions::intervene(txn, &kept, what, now))
+                    .await;
+                match result {
+                    Ok(Intervened::Changed(a)) => {
+                        tracing::info!(action_id = %a.id, kind = a.kind.as_str(), status = a.status.as_str(), change = done, "action changed from the console");
+                        redirect(&format!("/actions?done={done}"))
+                    }
+                    Ok(Intervened::NotFound) => self.message(
+                        StatusCode::NOT_FOUND,
+                        "No such action",
+                        "No action has that id (it may have been pruned).",
+                        Some(csrf),
+                    ),
+                    Ok(Intervened::Refused(why)) => self.message(
+                        StatusCode::CONFLICT,
+                        "Not changed",
+                        &format!("The action was not changed: {why}."),
+                        Some(csrf),
+                    ),
+                    Err(e) => self.message(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Not changed",
+                        &format!("The store could not record it: {e}"),
                         Some(csrf),
                     ),
                 }

@@ -10,10 +10,14 @@ use serde_json::{Value, json};
 use super::{ConsoleSettings, percent_encode};
 use crate::authoring::samples::Sample;
 use crate::authoring::tokens::token_groups;
-use crate::script::Action;
+use crate::script::{Action, ActionKind};
+use crate::store::actions::{ActionStatus, ActionsView, Filter};
 use crate::store::outbox::OutboxView;
 use crate::store::runs::{RunFilter, RunRecord, RunsView};
 use crate::store::{EventFilter, Store};
+
+/// Actions on the actions page (newest first).
+pub const ACTIONS_PER_PAGE: usize = 200;
 
 /// Events on one page of the events list.
 pub const EVENTS_PER_PAGE: usize = 50;
@@ -400,12 +404,31 @@ pub fn run(store: &Store, id: u64, settings: &ConsoleSettings) -> Read<Value> {
             })
         })
         .collect();
+    // The other actions (Okta changes, HTTP requests) with their state in the queue.
+    let others: Vec<Value> = r
+        .actions
+        .iter()
+        .filter(|a| !matches!(a, Action::Email(_)))
+        .map(|a| {
+            let stored = ActionsView(&h).get(a.id()).ok().flatten();
+            json!({
+                "id": a.id(),
+                "kind": a.kind().as_str(),
+                "what": a.describe(),
+                "status": stored.as_ref().map(|q| q.status.as_str()).unwrap_or("not queued"),
+                "attempts": stored.as_ref().map(|q| q.attempts).unwrap_or(0),
+                "last_error": stored.as_ref().and_then(|q| q.last_error.clone()),
+                "answer": stored.as_ref().and_then(|q| q.answer.clone()),
+            })
+        })
+        .collect();
     let log: Vec<Value> = r
         .log
         .iter()
         .map(|l| json!({ "level": format!("{:?}", l.level).to_lowercase(), "message": l.message }))
         .collect();
     Ok(Some(json!({
+        "actions": others,
         "run": run_row(&r),
         "duration_ms": r.duration_ms,
         "hash": r.script_hash,
@@ -445,5 +468,58 @@ pub fn replay_preview(store: &Store, q: &HashMap<String, String>) -> Read<Value>
         "uuid": uuid,
         "script": script.unwrap_or_default(),
         "rows": rows,
+    })))
+}
+
+/// The actions page: the newest actions, by `kind` and `status` when given.
+pub fn actions(store: &Store, q: &HashMap<String, String>) -> Read<Value> {
+    let kind = q
+        .get("kind")
+        .filter(|k| !k.is_empty())
+        .and_then(|k| ActionKind::parse(k));
+    let status = q
+        .get("status")
+        .filter(|s| !s.is_empty())
+        .and_then(|s| ActionStatus::ALL.into_iter().find(|x| x.as_str() == s));
+    let h = store.history();
+    let filter = Filter {
+        kind,
+        failed_only: status == Some(ActionStatus::Failed),
+    };
+    // A status other than failed is filtered here, within a bounded look back.
+    let rows: Vec<Value> = ActionsView(&h)
+        .recent(ACTIONS_PER_PAGE * 5, filter)
+        .map_err(err)?
+        .into_iter()
+        .filter(|a| status.is_none_or(|s| a.status == s))
+        .take(ACTIONS_PER_PAGE)
+        .map(|a| {
+            json!({
+                "id": a.id,
+                "kind": a.kind.as_str(),
+                "what": a.describe(),
+                "status": a.status.as_str(),
+                "pending": a.status.is_pending(),
+                "attempts": a.attempts,
+                "next_attempt": a.next_attempt_ms.map(crate::util::format_ms),
+                "last_error": a.last_error,
+                "answer": a.answer,
+                "run_id": a.run_id,
+                "script": a.script,
+            })
+        })
+        .collect();
+    let done_msg = match q.get("done").map(String::as_str) {
+        Some("retry") => Some("Queued to be carried out at the executor's next turn."),
+        Some("cancel") => Some("Cancelled: it will not be carried out."),
+        _ => None,
+    };
+    Ok(Some(json!({
+        "rows": rows,
+        "kind": kind.map(|k| k.as_str()),
+        "status": status.map(|s| s.as_str()),
+        "kinds": ActionKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+        "statuses": ActionStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        "done_msg": done_msg,
     })))
 }

@@ -108,6 +108,26 @@ pub struct QueuedAction {
     pub next_attempt_ms: Option<u64>,
 }
 
+impl QueuedAction {
+    /// The action as the run recorded it, read back from its payload (`None`: a payload this
+    /// engine cannot read).
+    pub fn action(&self) -> Option<Action> {
+        let p = self.payload.clone();
+        match self.kind {
+            ActionKind::Email => serde_json::from_value(p).ok().map(Action::Email),
+            ActionKind::Okta => serde_json::from_value(p).ok().map(Action::Okta),
+            ActionKind::Http => serde_json::from_value(p).ok().map(Action::Http),
+        }
+    }
+
+    /// One line saying what it does (`Action::describe`), else its payload as JSON.
+    pub fn describe(&self) -> String {
+        self.action()
+            .map(|a| a.describe())
+            .unwrap_or_else(|| self.payload.to_string())
+    }
+}
+
 pub(crate) fn init(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(ACTIONS)?;
     txn.open_table(ACTIONS_ORDER)?;
@@ -237,6 +257,79 @@ pub fn save(txn: &WriteTransaction, action: &QueuedAction) -> Result<(), WriteEr
     } else {
         index.unset(txn, action.seq)
     }
+}
+
+/// What a person may do to one action (the console's buttons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intervention {
+    /// Carry it out at the next turn of its executor: a pending action without waiting for
+    /// its backoff, a failed or skipped one once more. Never a done one.
+    RetryNow,
+    /// Do not carry it out: a pending action becomes `skipped`, saying so.
+    Cancel,
+}
+
+/// How an [`Intervention`] went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Intervened {
+    /// The action as it is now.
+    Changed(QueuedAction),
+    NotFound,
+    /// Nothing changed, and why.
+    Refused(String),
+}
+
+/// Applies `what` to the action `id` at `now_ms`. A done action is never changed (it is never
+/// carried out twice); the executor may be carrying out a pending one right now, in which case
+/// its outcome is what is recorded last.
+pub fn intervene(
+    txn: &WriteTransaction,
+    id: &str,
+    what: Intervention,
+    now_ms: u64,
+) -> Result<Intervened, WriteError> {
+    let found: Option<QueuedAction> = {
+        let table = txn.open_table(ACTIONS).map_err(storage)?;
+        let got = table.get(id).map_err(storage)?;
+        match got {
+            Some(g) => Some(serde_json::from_slice(g.value()).map_err(storage)?),
+            None => None,
+        }
+    };
+    let Some(mut a) = found else {
+        return Ok(Intervened::NotFound);
+    };
+    match (what, a.status) {
+        (_, ActionStatus::Done) => {
+            return Ok(Intervened::Refused(
+                "it is done: a done action is never carried out again".into(),
+            ));
+        }
+        (Intervention::Cancel, ActionStatus::Failed | ActionStatus::Skipped) => {
+            return Ok(Intervened::Refused(format!(
+                "it is {} already: nothing is pending to cancel",
+                a.status.as_str()
+            )));
+        }
+        (Intervention::RetryNow, _) => {
+            a.status = if a.attempts == 0 {
+                ActionStatus::Queued
+            } else {
+                ActionStatus::Retrying
+            };
+            a.next_attempt_ms = Some(now_ms);
+        }
+        (Intervention::Cancel, _) => {
+            a.status = ActionStatus::Skipped;
+            a.next_attempt_ms = None;
+            a.last_error = Some(format!(
+                "cancelled from the console at {}",
+                crate::util::format_ms(now_ms)
+            ));
+        }
+    }
+    save(txn, &a)?;
+    Ok(Intervened::Changed(a))
 }
 
 /// Removes up to `limit` finished actions older than `cutoff_ms`, oldest first; stops at the

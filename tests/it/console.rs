@@ -533,3 +533,117 @@ fn console_in_a_real_browser() {
         c.close().await.unwrap();
     });
 }
+
+/// The actions page lists every action with its state; "retry now" and "cancel" are POSTs with
+/// the CSRF token; a done action is never carried out again (refused), a pending one is
+/// cancelled (skipped, saying so), a skipped one can be retried.
+#[test]
+fn the_actions_page_retries_and_cancels_but_never_redoes_a_done_action() {
+    // Okta is down (nothing listens): the okta action keeps retrying; the mail is written.
+    let script = "//! on: user.lifecycle.create\nimport \"okta\" as okta;\nokta::suspend_user(\"jane@example.com\");\nsend_email(#{ to: \"ops@example.com\", subject: \"hi\", body: \"x\" });\n";
+    let (dir, port) = engine_setup(
+        "\n[okta]\norg_url = \"http://127.0.0.1:9\"\ntoken_env = \"ENGINE_TEST_OKTA_TOKEN\"\n",
+        &[("both.rhai", script)],
+    );
+    let p = ServeProcess::start(
+        dir.path(),
+        port,
+        &[
+            ("ENGINE_TEST_SECRET", SECRET),
+            ("ENGINE_TEST_OKTA_TOKEN", "tok-console-actions-1"),
+        ],
+    );
+    assert_eq!(
+        post_blocking(
+            &format!("{}/hooks/test", p.url),
+            wrap(&hostile_event("console-actions-1"))
+        ),
+        200
+    );
+    let by_kind = |kind: &str| -> serde_json::Value {
+        history_json(dir.path(), "actions")
+            .into_iter()
+            .find(|a| a["kind"] == kind)
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            by_kind("okta")["status"] == "retrying" && by_kind("email")["status"] == "done"
+        }),
+        "{:?}\n{}",
+        history_json(dir.path(), "actions"),
+        p.log()
+    );
+    let okta_id = by_kind("okta")["id"].as_str().unwrap().to_string();
+    let mail_id = by_kind("email")["id"].as_str().unwrap().to_string();
+
+    let console = p.console_url();
+    let a = call(Method::GET, &format!("{console}/actions"), &[], "");
+    assert_eq!(a.status, 303, "no session: the login page");
+    let a = call(Method::GET, &p.login_link(), &[], "");
+    let cookie = session_cookie(&a);
+    let html = page(&call(
+        Method::GET,
+        &format!("{console}/actions"),
+        &[("cookie", &cookie)],
+        "",
+    ));
+    assert!(
+        html.contains("okta::suspend_user jane@example.com") && html.contains("retrying"),
+        "{html}"
+    );
+    assert!(html.contains("mail to ops@example.com"), "{html}");
+    let csrf = csrf_of(&html);
+    let form = [
+        ("cookie", cookie.as_str()),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    let post =
+        |path: &str, body: String| call(Method::POST, &format!("{console}{path}"), &form, &body);
+
+    // Without the CSRF token nothing changes.
+    let a = post("/actions/cancel", format!("id={okta_id}"));
+    assert_eq!(a.status, 403);
+    assert_eq!(by_kind("okta")["status"], "retrying");
+    // A done mail is never sent again.
+    let a = post("/actions/retry", format!("id={mail_id}&csrf={csrf}"));
+    assert_eq!(a.status, 409, "{}", a.text());
+    assert!(page(&a).contains("never carried out again"), "{}", a.text());
+    // Cancel the pending Okta action: skipped, saying who.
+    let a = post("/actions/cancel", format!("id={okta_id}&csrf={csrf}"));
+    assert_eq!(a.status, 303, "{}", a.text());
+    let okta = by_kind("okta");
+    assert_eq!(okta["status"], "skipped", "{okta}");
+    assert!(
+        okta["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cancelled from the console"),
+        "{okta}"
+    );
+    let attempts = okta["attempts"].as_u64().unwrap();
+    // Cancelling again is refused; retrying the skipped one makes another attempt.
+    assert_eq!(
+        post("/actions/cancel", format!("id={okta_id}&csrf={csrf}")).status,
+        409
+    );
+    assert_eq!(
+        post("/actions/retry", format!("id={okta_id}&csrf={csrf}")).status,
+        303
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            by_kind("okta")["attempts"].as_u64().unwrap_or(0) > attempts
+        }),
+        "{}",
+        by_kind("okta")
+    );
+    assert_eq!(
+        post("/actions/retry", format!("id=nope&csrf={csrf}")).status,
+        404
+    );
+    let sent = std::fs::read_dir(dir.path().join("data/outbox-mail"))
+        .unwrap()
+        .count();
+    assert_eq!(sent, 1, "the mail was written once");
+}

@@ -805,8 +805,8 @@ fn okta_actions_check_their_arguments_and_record_an_action_with_a_stable_id() {
     assert!(out.result.is_ok(), "{:?}", out.result);
     assert_eq!(out.actions.len(), 2);
     let ids: Vec<&str> = out.actions.iter().map(|a| a.id()).collect();
-    assert_eq!(ids[0], engine::script::action_id("u1", "a.rhai", "okta#0"));
-    assert_eq!(ids[1], engine::script::action_id("u1", "a.rhai", "okta#1"));
+    assert_eq!(ids[0], engine::script::action_id("u1", "a", "okta#0"));
+    assert_eq!(ids[1], engine::script::action_id("u1", "a", "okta#1"));
     assert_eq!(out.log[0].message, ids[0], "the function returns the id");
     assert_eq!(
         out.actions[1].describe(),
@@ -1009,7 +1009,7 @@ fn without_okta_configured_okta_actions_are_skipped_saying_why() {
     assert!(wait_until(Duration::from_secs(10), || {
         crate::support::history_json(dir.path(), "outbox")
             .iter()
-            .any(|m| m["status"] == "done")
+            .any(|m| m["status"] == "sent")
     }));
 }
 
@@ -1052,4 +1052,76 @@ fn a_rate_limited_okta_action_is_retried_at_the_reset() {
         .filter(|l| l.path.ends_with("/lifecycle/suspend") && l.status == 200)
         .count();
     assert_eq!(suspends, 1);
+}
+
+/// SIGKILL while `okta` actions are being carried out, then a restart: every action of every
+/// succeeded run ends done, and none is done twice with success. An operation Okta made just
+/// before the kill (its answer still on the way) is tried again after the restart, finds its
+/// effect already there and is done without a second change.
+#[test]
+fn a_kill_while_okta_actions_run_loses_none_and_repeats_none() {
+    use crate::support::{ServeProcess, engine_setup, post_blocking, wait_until};
+    let org = org();
+    let n = 40;
+    let users: Vec<String> = (0..n).map(|i| format!("00ucrash{i:012}")).collect();
+    for (i, id) in users.iter().enumerate() {
+        org.add_user(id, &format!("user{i}@example.com"), "ACTIVE");
+    }
+    // Each change is made at once and answered 100 ms later: the kill lands in between.
+    org.set_write_delay(100);
+    let script = "//! on: user.account.lock\nimport \"okta\" as okta;\nokta::suspend_user(okta::target(event, \"User\"));\n";
+    let (dir, port) = engine_setup(&okta_toml(&org), &[("s.rhai", script)]);
+    let p = ServeProcess::start(dir.path(), port, &okta_env());
+    let hook = format!("{}/hooks/test", p.url);
+    for (i, id) in users.iter().enumerate() {
+        let body = lock_event(&format!("crash-{i}"), id, &format!("user{i}@example.com"));
+        assert_eq!(post_blocking(&hook, body), 200);
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || org.writes().len() >= 8),
+        "{}",
+        p.log()
+    );
+    p.signal(libc::SIGKILL);
+    drop(p);
+    let before = org.writes().len();
+    assert!(before < n, "the kill came before the end ({before})");
+
+    let p = ServeProcess::start(dir.path(), port, &okta_env());
+    assert!(
+        wait_until(Duration::from_secs(30), || all_done(
+            &okta_actions(dir.path()),
+            n
+        )),
+        "{:?}\n{}",
+        okta_actions(dir.path())
+            .iter()
+            .filter(|a| a["status"] != "done")
+            .collect::<Vec<_>>(),
+        p.log()
+    );
+    for id in &users {
+        assert_eq!(org.status_of(id).as_deref(), Some("SUSPENDED"), "{id}");
+    }
+    let mut ok_by_key: std::collections::HashMap<String, usize> = Default::default();
+    let mut tries = 0;
+    for l in org.log() {
+        if l.path.ends_with("/lifecycle/suspend") {
+            tries += 1;
+            if l.status == 200 {
+                *ok_by_key
+                    .entry(l.idempotency_key.unwrap_or_default())
+                    .or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(ok_by_key.len(), n, "each action made its change");
+    assert!(
+        ok_by_key.values().all(|&c| c == 1),
+        "no change made twice: {ok_by_key:?}"
+    );
+    assert!(
+        tries <= n + engine::actions::okta::MAX_CONCURRENT_OKTA,
+        "only the operations in flight at the kill were tried again ({tries})"
+    );
 }

@@ -102,6 +102,8 @@ struct State {
     /// Paths whose next request gets a 503.
     force_503: HashSet<String>,
     page_size: usize,
+    /// How long a change (any request but a GET) waits between being made and being answered.
+    write_delay_ms: u64,
     /// `http://127.0.0.1:PORT`: the audience of assertions, the origin of `Link`s.
     origin: String,
 }
@@ -292,6 +294,11 @@ impl OktaOrg {
         self.with(|s| s.force_429 = Some((path.into(), reset_ahead_s)));
     }
 
+    /// Each change is made at once and answered `ms` later (a slow org; a crash in between).
+    pub fn set_write_delay(&self, ms: u64) {
+        self.with(|s| s.write_delay_ms = ms);
+    }
+
     pub fn force_503(&self, path: &str) {
         self.with(|s| {
             s.force_503.insert(path.into());
@@ -409,22 +416,34 @@ async fn handle(req: Request<Incoming>, state: &Mutex<State>) -> Response<Full<B
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let mut s = state.lock().expect("lock");
-    let mut r = route(&mut s, &method, &path, &query, auth.as_deref(), &body);
-    // A forced 429 carries its own headers.
-    if !path.starts_with("/oauth2/")
-        && r.status() != StatusCode::UNAUTHORIZED
-        && r.status() != StatusCode::TOO_MANY_REQUESTS
-    {
-        rate_headers(&mut s, &method, &path, &mut r);
+    // The lock is released before any wait (a guard held across an await is not Send).
+    let (r, delay) = {
+        let mut s = state.lock().expect("lock");
+        let mut r = route(&mut s, &method, &path, &query, auth.as_deref(), &body);
+        // A forced 429 carries its own headers.
+        if !path.starts_with("/oauth2/")
+            && r.status() != StatusCode::UNAUTHORIZED
+            && r.status() != StatusCode::TOO_MANY_REQUESTS
+        {
+            rate_headers(&mut s, &method, &path, &mut r);
+        }
+        s.log.push(Logged {
+            method: method.to_string(),
+            path,
+            query,
+            idempotency_key,
+            status: r.status().as_u16(),
+        });
+        let delay = if method == Method::GET {
+            0
+        } else {
+            s.write_delay_ms
+        };
+        (r, delay)
+    };
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
-    s.log.push(Logged {
-        method: method.to_string(),
-        path,
-        query,
-        idempotency_key,
-        status: r.status().as_u16(),
-    });
     r
 }
 
