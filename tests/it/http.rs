@@ -542,6 +542,16 @@ for i in 0..3 { http_post("recv", #{ i: i, uuid: event.uuid }); }
         p.signal(libc::SIGKILL);
         drop(p);
     }
+    // The kills left work behind (runs not yet run, or actions not yet sent): the restart has
+    // to finish it.
+    let done_before = http_actions(dir.path())
+        .iter()
+        .filter(|a| a["status"] == "done")
+        .count();
+    assert!(
+        done_before < accepted.len() * 3,
+        "every action was done before the last kill: the kills hit nothing"
+    );
     let _p = ServeProcess::start(dir.path(), port, &env());
     let actions = wait_http_settled(dir.path(), accepted.len() * 3, Duration::from_secs(60));
     assert!(
@@ -571,7 +581,7 @@ for i in 0..3 { http_post("recv", #{ i: i, uuid: event.uuid }); }
         "{repeats} repeated requests over {KILLS} kills: {per_key:?}"
     );
     eprintln!(
-        "http crash test: {} events, {} actions, {} requests, {repeats} repeats over {KILLS} kills",
+        "http crash test: {} events, {} actions ({done_before} done before the restart), {} requests, {repeats} repeats over {KILLS} kills",
         accepted.len(),
         actions.len(),
         r.got().len()
