@@ -1460,4 +1460,63 @@ mod tests {
             assert!(err.contains(key) && err.contains(says), "{body:?}: {err}");
         }
     }
+
+    #[test]
+    fn endpoint_urls_are_https_or_http_to_hosts_off_the_internet() {
+        for ok in [
+            "https://hooks.slack.com/services/x",
+            "http://127.0.0.1:8080/x",
+            "http://[::1]/x",
+            "http://10.1.2.3/",
+            "http://192.168.0.5/",
+            "http://172.20.0.1/",
+            "http://localhost:9000/",
+            "http://alertmanager:9093/api",
+            "http://pd.corp.internal/",
+            "https://prod-01.westus.logic.azure.com/workflows/x?api-version=1&sig=y",
+        ] {
+            assert!(
+                check_endpoint_url(ok).is_ok(),
+                "{ok}: {:?}",
+                check_endpoint_url(ok)
+            );
+        }
+        for (bad, says) in [
+            ("http://example.com/", "may be on the internet"),
+            ("http://8.8.8.8/", "may be on the internet"),
+            ("http://172.32.0.1/", "may be on the internet"),
+            ("ftp://10.0.0.1/", "scheme `ftp`"),
+            ("https://user:pw@a.example/", "user or password"),
+            ("https://a.example/#x", "fragment"),
+            ("not a url", "not a URL"),
+        ] {
+            let e = check_endpoint_url(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_endpoint_url_from_the_environment_is_checked_and_not_shown() {
+        let path = Path::new("/etc/engine/engine.toml");
+        let var = "ENGINE_UNIT_TEST_ENDPOINT_URL";
+        let cfg = Config::parse(&format!("[endpoint.slack]\nurl_env = \"{var}\"\n"), path)
+            .expect("config");
+        let e = &cfg.endpoints[0];
+        // SAFETY: this test alone uses this variable.
+        unsafe { std::env::set_var(var, "http://public.example/secret-path-771") };
+        let err = cfg
+            .resolve_endpoint(e)
+            .expect_err("plain http to the internet")
+            .to_string();
+        assert!(
+            err.contains("endpoint.slack.url_env") && err.contains("engine.toml:2"),
+            "{err}"
+        );
+        assert!(!err.contains("secret-path-771"), "{err}");
+        unsafe { std::env::set_var(var, "https://hooks.slack.com/services/secret-path-771") };
+        let r = cfg.resolve_endpoint(e).expect("https");
+        assert_eq!(r.url.path(), "/services/secret-path-771");
+        assert!(!format!("{r:?}").contains("secret-path-771"));
+        unsafe { std::env::remove_var(var) };
+    }
 }

@@ -373,18 +373,36 @@ fn a_503_is_retried_and_a_429_waits_for_its_retry_after_and_a_400_fails() {
         "/base/bad",
         vec![(400, vec![], "{\"error\":\"missing field channel\"}".into())],
     );
+    r.plan(
+        "/hang",
+        vec![(200, vec![("x-delay-ms", "1500".to_string())], "late".into())],
+    );
     let script = r#"//! on: user.session.start
+http_post("hang", "are you there?");
 http_request("recv", #{ path: "/flaky", json: #{ n: 1 } });
 http_request("recv", #{ path: "/limited", json: #{ n: 2 } });
 http_request("recv", #{ path: "/bad", json: #{ n: 3 } });
 "#;
-    let (dir, port) = engine_setup(&r.endpoint(""), &[("s.rhai", script)]);
+    let extra = format!(
+        "{}\n[endpoint.hang]\nurl = \"http://127.0.0.1:{}/hang\"\ntimeout_ms = 300\nretry_base_ms = 50\n",
+        r.endpoint(""),
+        r.port
+    );
+    let (dir, port) = engine_setup(&extra, &[("s.rhai", script)]);
     let p = ServeProcess::start(dir.path(), port, &env());
     assert_eq!(
         post_blocking(&format!("{}/hooks/test", p.url), event("ev-r")),
         200
     );
-    let actions = wait_http_settled(dir.path(), 3, Duration::from_secs(20));
+    let actions = wait_http_settled(dir.path(), 4, Duration::from_secs(20));
+    // A request that gets no answer within the endpoint's timeout_ms is retried.
+    let hang = actions
+        .iter()
+        .find(|a| a["payload"]["endpoint"] == "hang")
+        .unwrap();
+    assert_eq!(hang["status"], "done", "{hang}");
+    assert_eq!(hang["attempts"], 2, "{hang}");
+    assert!(p.log().contains("no answer within 300 ms"), "{}", p.log());
     let by_path = |path: &str| {
         actions
             .iter()
