@@ -414,6 +414,10 @@ pub struct EndpointHost {
     pub handle: Option<tokio::runtime::Handle>,
 }
 
+/// Longest an `http_get` waits for its endpoint's `rate_per_s` inside the run (a script thread
+/// is held meanwhile); a longer wait fails the run as transient, retried at the free slot.
+pub const MAX_READ_RATE_WAIT: Duration = Duration::from_secs(2);
+
 /// Longest wait a `Retry-After` of an `http_get` answer can ask for the run's retry.
 pub const MAX_READ_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
 
@@ -461,11 +465,21 @@ impl Host for EndpointHost {
             // A dry run: the endpoint exists, nothing is sent.
             return Ok(HttpAnswer::default());
         };
-        if let Err(after) = endpoint.reserve(Duration::ZERO) {
-            return Err(HostError::Transient {
-                message: format!("endpoint `{}` is at its rate_per_s", endpoint.name),
-                not_before: SystemTime::now().checked_add(after),
-            });
+        // A read waits for its endpoint's rate a little (never past the run's deadline); a
+        // longer wait retries the run then.
+        let left = deadline.map_or(MAX_READ_RATE_WAIT, |d| {
+            d.saturating_duration_since(Instant::now())
+                .min(MAX_READ_RATE_WAIT)
+        });
+        match endpoint.reserve(left) {
+            Ok(wait) if !wait.is_zero() => std::thread::sleep(wait),
+            Ok(_) => {}
+            Err(after) => {
+                return Err(HostError::Transient {
+                    message: format!("endpoint `{}` is at its rate_per_s", endpoint.name),
+                    not_before: SystemTime::now().checked_add(after),
+                });
+            }
         }
         let sent =
             handle.block_on(endpoint.send(request, None, MAX_HTTP_GET_ANSWER_BYTES, deadline));
