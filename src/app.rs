@@ -173,6 +173,25 @@ impl ingest::Admin for Replays {
         })
     }
 
+    fn dry_run(
+        &self,
+        request: ReplayRequest,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<serde_json::Value, AdminError>> + Send + '_>>
+    {
+        Box::pin(async move {
+            let uuid = match &request.target {
+                ReplayTarget::Event(u) => Some(u.as_str()),
+                ReplayTarget::Failed => None,
+            };
+            let outcomes = self
+                .0
+                .dry_run(uuid, request.script.as_deref())
+                .await
+                .map_err(replay_error)?;
+            serde_json::to_value(outcomes).map_err(|e| AdminError::Unavailable(e.to_string()))
+        })
+    }
+
     fn replay(
         &self,
         request: ReplayRequest,
@@ -183,12 +202,17 @@ impl ingest::Admin for Replays {
                 ReplayTarget::Event(uuid) => self.0.replay_event(uuid, script).await,
                 ReplayTarget::Failed => self.0.replay_failed(script).await,
             };
-            result.map_err(|e| match e {
-                ReplayError::NoSuchEvent(uuid) => AdminError::NoSuchEvent(uuid),
-                ReplayError::NoSuchScript(name) => AdminError::NoSuchScript(name),
-                other => AdminError::Unavailable(other.to_string()),
-            })
+            result.map_err(replay_error)
         })
+    }
+}
+
+/// A replay's error as the admin API says it.
+fn replay_error(e: ReplayError) -> AdminError {
+    match e {
+        ReplayError::NoSuchEvent(uuid) => AdminError::NoSuchEvent(uuid),
+        ReplayError::NoSuchScript(name) => AdminError::NoSuchScript(name),
+        other => AdminError::Unavailable(other.to_string()),
     }
 }
 

@@ -26,6 +26,8 @@ pub struct CheckOptions<'a> {
     /// The configured hooks of kind `generic` (an event type Okta cannot deliver is a warning
     /// for scripts bound only to them, an error otherwise).
     pub generic_hooks: &'a [String],
+    /// Whether engine.toml has `[okta]`, when known (`okta::` actions without it are errors).
+    pub okta: Option<bool>,
 }
 
 /// `engine check` with a host that finds nobody (dry runs see `lookup_user` return `()`).
@@ -46,6 +48,7 @@ pub fn check_command(
         deny_warnings,
         hooks: None,
         generic_hooks: &[],
+        okta: None,
     };
     check_command_with_host(
         scripts,
@@ -78,6 +81,7 @@ pub fn check_command_with_host(
         deny_warnings,
         hooks,
         generic_hooks,
+        okta,
     } = options;
     let mut report = match check::check(
         scripts,
@@ -88,6 +92,7 @@ pub fn check_command_with_host(
         host,
         hooks,
         generic_hooks,
+        okta,
     ) {
         Ok(r) => r,
         Err(message) => {
@@ -159,6 +164,7 @@ pub fn check(
         deny_warnings,
         hooks: Some(&hooks),
         generic_hooks: &generic,
+        okta: Some(config.okta.is_some()),
     };
     Ok(check_command_with_host(
         scripts,

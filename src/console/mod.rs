@@ -256,10 +256,30 @@ impl Console {
                 .read(move |s| views::runs(s, &q))
                 .await
                 .map(|v| ("runs.html", v)),
-            "/replay" => self
-                .read(move |s| views::replay_preview(s, &q))
-                .await
-                .map(|v| ("replay.html", v)),
+            "/replay" => {
+                let preview = self
+                    .read(move |s| views::replay_preview(s, &q))
+                    .await
+                    .map(|v| ("replay.html", v));
+                // Always the dry run first: what each run would log and do, before confirming.
+                match preview {
+                    Ok((t, Some(mut view))) => {
+                        let target = match query.get("uuid").filter(|u| !u.is_empty()) {
+                            Some(u) => ReplayTarget::Event(u.clone()),
+                            None => ReplayTarget::Failed,
+                        };
+                        let script = query.get("script").filter(|s| !s.is_empty()).cloned();
+                        let dry = self.admin.dry_run(ReplayRequest { target, script }).await;
+                        match dry {
+                            Ok(runs) => view["dry_runs"] = runs,
+                            Err(e) => view["dry_run_error"] = e.to_string().into(),
+                        }
+                        view["max_dry_runs"] = crate::process::MAX_DRY_RUNS.into();
+                        Ok((t, Some(view)))
+                    }
+                    other => other,
+                }
+            }
             "/actions" => self
                 .read(move |s| views::actions(s, &q))
                 .await

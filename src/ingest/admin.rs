@@ -103,6 +103,20 @@ pub trait Admin: Send + Sync {
         request: ReplayRequest,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<u64>, AdminError>> + Send + '_>>;
 
+    /// What a replay would do, without doing it: each of its runs dry-run with the current
+    /// scripts, as JSON (an array of the processor's dry-run outcomes).
+    fn dry_run(
+        &self,
+        request: ReplayRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, AdminError>> + Send + '_>> {
+        let _ = request;
+        Box::pin(async {
+            Err(AdminError::Unavailable(
+                "this server runs no scripts".to_string(),
+            ))
+        })
+    }
+
     /// Runs one System Log backfill pass; resolves to its report (as JSON) once what it stored
     /// is committed. `Unavailable` when the server has no backfill.
     fn backfill(

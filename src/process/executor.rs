@@ -65,7 +65,86 @@ pub struct Executor {
     failures: crate::util::Throttle,
 }
 
+/// What a run would do, found by running the script without recording or carrying out
+/// anything (the console's replay confirmation).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DryRunOutcome {
+    pub script: String,
+    pub event_uuid: String,
+    pub event_type: String,
+    pub log: Vec<crate::script::LogLine>,
+    /// Each action it would record, in one line (`Action::describe`), with its kind and id.
+    pub actions: Vec<DryAction>,
+    /// The run's error (`file:line:col: message`), when it would fail.
+    pub error: Option<String>,
+}
+
+/// One action of a dry run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DryAction {
+    pub id: String,
+    pub kind: &'static str,
+    pub what: String,
+}
+
 impl Executor {
+    /// Runs `script` on `event` as a run would (the same host, limits and secrets scrubbed),
+    /// on a blocking thread, and returns what it would do; nothing is recorded or carried out.
+    pub async fn dry_run(
+        &self,
+        script: Arc<crate::script::Script>,
+        event: StoredEvent,
+    ) -> DryRunOutcome {
+        let (host, limits) = (self.host.clone(), self.limits.clone());
+        let delivery = DeliveryInfo {
+            id: event.delivery_id.clone(),
+            time: event.event_time.clone(),
+            hook: event.hook.clone(),
+            source: event.source.clone(),
+        };
+        let (uuid, event_type, name) = (
+            event.uuid.clone(),
+            event.event_type.clone(),
+            script.name.clone(),
+        );
+        let ran = tokio::task::spawn_blocking(move || {
+            crate::script::run(&script, &event.json, &event.uuid, &delivery, &host, &limits)
+        })
+        .await;
+        let (log, actions, error) = match ran {
+            Ok(mut outcome) => {
+                scrub_outcome(&mut outcome);
+                let actions = outcome
+                    .actions
+                    .iter()
+                    .map(|a| DryAction {
+                        id: a.id().to_string(),
+                        kind: a.kind().as_str(),
+                        what: a.describe(),
+                    })
+                    .collect();
+                (
+                    outcome.log,
+                    actions,
+                    outcome.result.err().map(|e| e.to_string()),
+                )
+            }
+            Err(e) => (
+                Vec::new(),
+                Vec::new(),
+                Some(format!("the run crashed: {e}")),
+            ),
+        };
+        DryRunOutcome {
+            script: name,
+            event_uuid: uuid,
+            event_type,
+            log,
+            actions,
+            error,
+        }
+    }
+
     pub fn new(
         store: Arc<Store>,
         scripts: LiveScripts,

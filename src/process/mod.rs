@@ -28,13 +28,20 @@ use tokio::sync::{Notify, watch};
 
 pub use dispatcher::{DISPATCH_BATCH, Dispatcher};
 pub use executor::{
-    Executor, MARK_IN_FLIGHT_AFTER, MAX_RUN_ATTEMPTS, RUN_BACKOFF, RUN_DURATION_BUCKETS,
-    scrub_outcome,
+    DryAction, DryRunOutcome, Executor, MARK_IN_FLIGHT_AFTER, MAX_RUN_ATTEMPTS, RUN_BACKOFF,
+    RUN_DURATION_BUCKETS, scrub_outcome,
 };
 pub use scheduler::{
     Admit, Backoff, Done, Due, DueKey, DuePool, DueWork, MAX_DUE_SCAN, MAX_PANICS, PAUSE_FIRST,
     PAUSE_MAX, Step, Task, Work, panic_message,
 };
+
+/// One run a replay makes: the script (or its name), the event, and the run it replays.
+type Planned<S> = (S, StoredEvent, Option<u64>);
+
+/// Dry runs a replay confirmation shows at most: a replay of thousands of failed runs is
+/// previewed by its first ones (each dry run holds a worker thread for up to its time limit).
+pub const MAX_DRY_RUNS: usize = 20;
 
 /// The action executors' wakers, by kind: a run that queued actions wakes the executor of each
 /// kind it queued (a kind without one is picked up at its executor's next tick).
@@ -58,9 +65,9 @@ impl ActionWakers {
     }
 }
 
-use crate::script::{Host, Limits, LiveScripts};
+use crate::script::{Host, Limits, LiveScripts, Script};
 use crate::store::runs::{self, RunRecord, RunsView};
-use crate::store::{ReadError, Store, StoreError, WriteError};
+use crate::store::{ReadError, Store, StoreError, StoredEvent, WriteError};
 use crate::util::prom;
 
 /// How often the scheduler looks at the pending runs without being woken (retries coming due).
@@ -172,27 +179,10 @@ impl Processor {
         uuid: &str,
         script: Option<&str>,
     ) -> Result<Vec<u64>, ReplayError> {
-        let event = self
-            .store
-            .history()
-            .event_by_uuid(uuid)?
-            .ok_or_else(|| ReplayError::NoSuchEvent(uuid.to_string()))?;
-        let set = self.scripts.load_full();
-        let previous = RunsView(&*self.store).of_event(uuid)?;
-        let head = event.head();
-        if let Some(name) = script
-            && set.get(name).is_none()
-        {
-            return Err(ReplayError::NoSuchScript(name.to_string()));
-        }
-        let records: Vec<RunRecord> = set
-            .matching(&event.hook, &event.event_type)
-            .iter()
-            .filter(|s| script.is_none_or(|n| n == s.name))
-            .map(|s| {
-                let replay_of = previous.iter().find(|r| r.script == s.name).map(|r| r.id);
-                RunRecord::new(0, &head, &s.name, replay_of)
-            })
+        let records = self
+            .plan_event(uuid, script)?
+            .into_iter()
+            .map(|(s, event, replay_of)| RunRecord::new(0, &event.head(), &s.name, replay_of))
             .collect();
         self.create_runs(records).await
     }
@@ -200,18 +190,85 @@ impl Processor {
     /// Creates new runs for the latest failed run of each (event, script), of `script` only
     /// when given.
     pub async fn replay_failed(&self, script: Option<&str>) -> Result<Vec<u64>, ReplayError> {
+        let records = self
+            .plan_failed(script)?
+            .into_iter()
+            .map(|(s, event, replay_of)| RunRecord::new(0, &event.head(), &s, replay_of))
+            .collect();
+        self.create_runs(records).await
+    }
+
+    /// What a replay of `target` would do: each of its runs dry-run with the current scripts
+    /// (the same host and limits as a run); nothing is recorded or carried out.
+    pub async fn dry_run(
+        &self,
+        uuid: Option<&str>,
+        script: Option<&str>,
+    ) -> Result<Vec<DryRunOutcome>, ReplayError> {
+        let set = self.scripts.load_full();
+        let planned: Vec<(Arc<Script>, StoredEvent)> = match uuid {
+            Some(u) => self
+                .plan_event(u, script)?
+                .into_iter()
+                .map(|(s, e, _)| (s, e))
+                .collect(),
+            None => self
+                .plan_failed(script)?
+                .into_iter()
+                .filter_map(|(name, e, _)| set.get(&name).cloned().map(|s| (s, e)))
+                .collect(),
+        };
+        let mut out = Vec::new();
+        for (s, e) in planned.into_iter().take(MAX_DRY_RUNS) {
+            out.push(self.executor.dry_run(s, e).await);
+        }
+        Ok(out)
+    }
+
+    /// The runs a replay of event `uuid` makes: each subscribed script (or `script` only),
+    /// the event, and the run it replays.
+    fn plan_event(
+        &self,
+        uuid: &str,
+        script: Option<&str>,
+    ) -> Result<Vec<Planned<Arc<Script>>>, ReplayError> {
+        let event = self
+            .store
+            .history()
+            .event_by_uuid(uuid)?
+            .ok_or_else(|| ReplayError::NoSuchEvent(uuid.to_string()))?;
+        let set = self.scripts.load_full();
+        let previous = RunsView(&*self.store).of_event(uuid)?;
+        if let Some(name) = script
+            && set.get(name).is_none()
+        {
+            return Err(ReplayError::NoSuchScript(name.to_string()));
+        }
+        Ok(set
+            .matching(&event.hook, &event.event_type)
+            .into_iter()
+            .filter(|s| script.is_none_or(|n| n == s.name))
+            .map(|s| {
+                let replay_of = previous.iter().find(|r| r.script == s.name).map(|r| r.id);
+                (s, event.clone(), replay_of)
+            })
+            .collect())
+    }
+
+    /// The runs a replay of the failed runs makes: (script name, event, the failed run).
+    fn plan_failed(&self, script: Option<&str>) -> Result<Vec<Planned<String>>, ReplayError> {
         let failed = RunsView(&*self.store).latest_failed()?;
         let history = self.store.history();
-        let mut records = Vec::new();
+        let mut out = Vec::new();
         for r in failed {
             if script.is_some_and(|n| n != r.script) {
                 continue;
             }
             if let Some(event) = history.event_by_seq(r.event_seq)? {
-                records.push(RunRecord::new(0, &event.head(), &r.script, Some(r.id)));
+                out.push((r.script.clone(), event, Some(r.id)));
             }
         }
-        self.create_runs(records).await
+        Ok(out)
     }
 
     async fn create_runs(&self, records: Vec<RunRecord>) -> Result<Vec<u64>, ReplayError> {

@@ -553,7 +553,7 @@ const GET_GROUP_DOC: &str = "/// The Okta group with this id or exact name (or a
 /// `#{ id, name, description, type }`, or `()` when there is none. Read during the run.";
 
 /// The `okta::` action functions: (name, whether it takes a second argument).
-const OKTA_ACTIONS: &[(&str, bool)] = &[
+pub const OKTA_ACTIONS: &[(&str, bool)] = &[
     ("suspend_user", false),
     ("unsuspend_user", false),
     ("deactivate_user", false),

@@ -132,7 +132,7 @@ pub use email::{
     Action, ActionKind, Email, MAX_ADDRESS_LEN, MAX_RECIPIENTS, MAX_SUBJECT_CHARS, OktaAction,
     action_id, default_key,
 };
-pub use engine::MAX_IMPORT_DEPTH;
+pub use engine::{MAX_IMPORT_DEPTH, OKTA_ACTIONS};
 pub use event::{DeliveryInfo, LOGEVENT_FIELDS, build_event_map, delivery_map};
 pub use header::{Header, HeaderEntry, HeaderError, parse_header, pattern_matches};
 pub use host::{

@@ -76,8 +76,6 @@ fn fixtures() -> Vec<Sample> {
     load_samples_dir(&repo().join("tests/fixtures")).expect("fixtures load as samples")
 }
 
-/// Runs `check` on a case directory both ways; returns (human, json, exit code). A case with a
-/// `hooks.txt` (one hook id a line) is checked as with a config that has those hooks.
 /// The endpoints the shipped examples post to (`scripts/admin-grant-chat.rhai`), declared as
 /// a config with them would: nobody in the directory; `http_get` answers nothing.
 struct ExampleEndpoints;
@@ -104,6 +102,9 @@ impl Host for ExampleEndpoints {
     }
 }
 
+/// Runs `check` on a case directory both ways; returns (human, json, exit code). A case with a
+/// `hooks.txt` (one hook id a line) is checked as with a config that has those hooks; one with
+/// a file `no-okta` as with a config without `[okta]`.
 fn run_check(dir: &Path, samples: &[Sample], deny_warnings: bool) -> (String, String, u8) {
     let stdlib = repo().join("stdlib");
     let limits = Limits::default();
@@ -117,6 +118,7 @@ fn run_check(dir: &Path, samples: &[Sample], deny_warnings: bool) -> (String, St
             deny_warnings,
             hooks: hooks.as_deref(),
             generic_hooks: &[],
+            okta: dir.join("no-okta").exists().then_some(false),
         };
         check_command_with_host(&[], dir, &stdlib, samples, &limits, &host, options, out).code()
     };

@@ -192,6 +192,10 @@ fn console_login_pages_csrf_and_escaping_over_http() {
     );
     assert!(html.contains("greet"), "the script is listed: {html}");
     assert!(
+        html.contains("<meta http-equiv=\"refresh\""),
+        "the overview refreshes itself: {html}"
+    );
+    assert!(
         !html.contains(token.trim()),
         "the admin token is never rendered"
     );
@@ -247,6 +251,11 @@ fn console_login_pages_csrf_and_escaping_over_http() {
     // Replay: the confirmation shows what will run; a POST without the CSRF token is refused.
     let html = page(&get("/replay?failed=1"));
     assert!(html.contains(&format!("/runs/{id}")), "{html}");
+    // The dry run comes first: the broken script would fail again, at its line.
+    assert!(
+        html.contains("Dry run") && html.contains("would fail") && html.contains("greet.rhai:3"),
+        "{html}"
+    );
     let csrf = csrf_of(&html);
     let form = [
         ("cookie", cookie.as_str()),
@@ -272,8 +281,17 @@ fn console_login_pages_csrf_and_escaping_over_http() {
         "nothing was replayed"
     );
 
-    // Fix the script (hot reload), replay from the console, see the run succeed and its mail.
+    // Fix the script (hot reload): the dry run shows the mail it would send; then replay from
+    // the console, see the run succeed and its mail.
     std::fs::write(dir.path().join("scripts/greet.rhai"), FIXED).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let html = page(&get("/replay?failed=1"));
+            html.contains("would succeed") && html.contains("email: mail to ops@example.com")
+        }),
+        "{}",
+        page(&get("/replay?failed=1"))
+    );
     let mut succeeded = None;
     assert!(
         wait_until(Duration::from_secs(30), || {

@@ -653,7 +653,7 @@ fn check_reports_an_unknown_endpoint_and_run_shows_the_request() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|d| d["code"] == "E0401")
+        .filter(|d| d["code"] == "E0402")
         .collect();
     assert_eq!(found.len(), 1, "only the undeclared one: {report:#}");
     assert_eq!(found[0]["line"], 2);

@@ -82,6 +82,9 @@ pub struct Walk {
     pub positional: Vec<PositionalTarget>,
     /// Whether the script imports the `okta` module (at its top level).
     pub imports_okta: bool,
+    /// The `okta::` action functions it calls, as written (`okta::suspend_user`), with where
+    /// the function's name is (rhai's position of a namespaced call).
+    pub okta_actions: Vec<(String, Position)>,
     /// `http_post("name", …)`, `http_request("name", …)`, `http_get("name", …)` calls with a
     /// literal endpoint name: (function, name, where the name is).
     pub endpoint_calls: Vec<(String, String, Position)>,
@@ -115,6 +118,7 @@ struct Walker {
     okta: Vec<String>,
     reads: Vec<PathRead>,
     positional: Vec<PositionalTarget>,
+    okta_actions: Vec<(String, Position)>,
     endpoint_calls: Vec<(String, String, Position)>,
     /// Nesting of the recursion, bounded by [`MAX_WALK_DEPTH`].
     nesting: usize,
@@ -134,6 +138,7 @@ pub fn walk(ast: &AST) -> Walk {
         okta: Vec::new(),
         reads: Vec::new(),
         positional: Vec::new(),
+        okta_actions: Vec::new(),
         endpoint_calls: Vec::new(),
         nesting: 0,
     };
@@ -187,6 +192,7 @@ pub fn walk(ast: &AST) -> Walk {
         reads: w.reads,
         positional: w.positional,
         imports_okta,
+        okta_actions: w.okta_actions,
         endpoint_calls: w.endpoint_calls,
     }
 }
@@ -341,8 +347,8 @@ impl Walker {
                 self.depth -= 1;
                 self.scope.truncate(mark);
             }
-            Stmt::FnCall(fc, _) => {
-                self.call(fc);
+            Stmt::FnCall(fc, pos) => {
+                self.call(fc, *pos);
             }
             Stmt::Block(b) => self.block(b),
             Stmt::TryCatch(x, _) => {
@@ -397,7 +403,7 @@ impl Walker {
                 }
             }
             Expr::Dot(..) | Expr::Index(..) => self.chain(e, true),
-            Expr::FnCall(fc, _) => self.call(fc),
+            Expr::FnCall(fc, pos) => self.call(fc, *pos),
             Expr::MethodCall(fc, _) => {
                 for a in fc.args.iter() {
                     self.expr(a);
@@ -438,7 +444,7 @@ impl Walker {
 
     /// A function call: its arguments are walked; `okta::target(event, …)` and friends return
     /// parts of the event.
-    fn call(&mut self, fc: &FnCallExpr) -> Val {
+    fn call(&mut self, fc: &FnCallExpr, pos: Position) -> Val {
         let args: Vec<Val> = fc.args.iter().map(|a| self.expr(a)).collect();
         if fc.namespace.is_empty()
             && ENDPOINT_FUNCTIONS.contains(&fc.name.as_str())
@@ -449,6 +455,13 @@ impl Walker {
         }
         if fc.namespace.is_empty() || !self.okta.iter().any(|a| a == fc.namespace.root()) {
             return Val::Unknown;
+        }
+        if crate::script::OKTA_ACTIONS
+            .iter()
+            .any(|(n, _)| *n == fc.name.as_str())
+        {
+            let written = format!("{}::{}", fc.namespace.root(), fc.name);
+            self.okta_actions.push((written, pos));
         }
         let is_event = matches!(args.first(), Some(Val::Path { root: Root::Event, segs, .. }) if segs.is_empty());
         if !is_event {

@@ -125,6 +125,7 @@ pub fn check(
     host: &Arc<dyn Host>,
     hooks: Option<&[String]>,
     generic_hooks: &[String],
+    okta: Option<bool>,
 ) -> Result<Report, String> {
     let (files, whole_dir) = script_files(scripts, scripts_dir)?;
     let mut report = Report {
@@ -163,6 +164,7 @@ pub fn check(
         stdlib_dir,
         hooks,
         generic_hooks,
+        okta,
         samples,
         limits,
         host,
@@ -198,6 +200,8 @@ struct Ctx<'a> {
     hooks: Option<&'a [String]>,
     /// The configured hooks of kind `generic` (they deliver any JSON, not Okta's event types).
     generic_hooks: &'a [String],
+    /// Whether engine.toml has `[okta]`, when known (`okta::` actions are checked against it).
+    okta: Option<bool>,
     samples: &'a [Sample],
     limits: &'a Limits,
     host: &'a Arc<dyn Host>,
@@ -369,6 +373,25 @@ impl Ctx<'_> {
 
         let picked: Vec<&Sample> = chosen.iter().map(|&i| &self.samples[i]).collect();
         let walk = lint::walk(script.ast());
+        if self.okta == Some(false) {
+            for (shown, pos) in &walk.okta_actions {
+                // The call as written starts at its namespace, before the function's name.
+                let name_len = shown.rsplit("::").next().map_or(0, |n| n.chars().count());
+                let col = pos
+                    .position()
+                    .map(|c| c.saturating_sub(shown.chars().count() - name_len).max(1));
+                diags.push(
+                    Diagnostic::new(
+                        Code::E0401,
+                        &display,
+                        &display,
+                        format!("`{shown}` changes Okta, but engine.toml has no [okta]: the action would be skipped, not carried out"),
+                    )
+                    .at(&source, pos.line(), col, shown.chars().count())
+                    .help("add [okta] with org_url and token_env (or client_id, private_key_env and scopes for a service app)"),
+                );
+            }
+        }
         let mut path_diags: Vec<Diagnostic> = Vec::new();
         let endpoints = self.host.endpoint_names();
         for (function, name, pos) in &walk.endpoint_calls {
@@ -378,7 +401,7 @@ impl Ctx<'_> {
             // The position is the string literal's opening quote.
             let col = pos.position().map(|c| c + 1);
             let d = Diagnostic::new(
-                Code::E0401,
+                Code::E0402,
                 &display,
                 &display,
                 format!(
