@@ -15,7 +15,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::actions::mail::{self, MailError, Transport};
-use crate::actions::{self, ActionCounts, ActionMetrics, MailSender, MailSettings, OktaExecutor};
+use crate::actions::{
+    self, ActionCounts, ActionMetrics, HttpExecutor, MailSender, MailSettings, OktaExecutor,
+};
 use crate::authoring::samples::SAMPLES_DIR;
 use crate::backfill::{self, Backfill};
 use crate::config::{
@@ -26,7 +28,9 @@ use crate::ingest::{
     self, AdminError, BackfillRequest, Front, ReplayRequest, ReplayTarget, SecretError,
     ServerLimits,
 };
-use crate::lookup::{Directory, Lookup, LookupError, LookupHost, OktaClient};
+use crate::lookup::{
+    Directory, EndpointError, EndpointHost, Endpoints, Lookup, LookupError, LookupHost, OktaClient,
+};
 use crate::process::{self, ActionWakers, DuePool, Processor, ReplayError};
 use crate::reload::{self, Reloader};
 use crate::script::{ActionKind, Host, LiveScripts, ScriptSet};
@@ -66,6 +70,8 @@ pub enum AppError {
     Mail(MailError),
     #[error("lookup_user: {0}")]
     Lookup(LookupError),
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
     #[error(
         "cannot listen on {addr}: {source}\n  hint: is another engine (or program) using that port? Change `listen` in engine.toml"
     )]
@@ -84,6 +90,8 @@ pub struct Runtime {
     pub mail_pool: Arc<DuePool<MailSender>>,
     /// The `okta` actions' executor (it skips them, saying why, without `[okta]`).
     pub okta_pool: Arc<DuePool<OktaExecutor>>,
+    /// The `http` actions' executor (`[endpoint.NAME]`).
+    pub http_pool: Arc<DuePool<HttpExecutor>>,
     /// Every executor's outcomes by kind, and the queue's depth, for `/metrics`.
     pub action_metrics: Arc<ActionMetrics>,
     /// Hot reload of `scripts` from disk, and each script's state.
@@ -248,18 +256,32 @@ pub fn build_okta(config: &Config) -> Result<Option<Arc<OktaClient>>, AppError> 
     )))
 }
 
-/// `lookup_user` for scripts: `[directory]`, then the Okta Users API. Must run inside the
-/// runtime (the Okta client keeps its handle).
+/// `lookup_user` for scripts: `[directory]`, then the Okta Users API; the endpoints and
+/// `http_get`. Must run inside the runtime (the Okta client keeps its handle).
 pub fn build_host(
     config: &Config,
     okta: Option<Arc<OktaClient>>,
+) -> Result<Arc<dyn Host>, AppError> {
+    let endpoints = Arc::new(Endpoints::from_config(config)?);
+    build_host_with(config, okta, endpoints)
+}
+
+/// [`build_host`] with the endpoints the `http` executor uses too.
+pub fn build_host_with(
+    config: &Config,
+    okta: Option<Arc<OktaClient>>,
+    endpoints: Arc<Endpoints>,
 ) -> Result<Arc<dyn Host>, AppError> {
     let directory = match &config.directory {
         Some(path) => Some(Directory::load(path).map_err(AppError::Lookup)?),
         None => None,
     };
     let lookup = Lookup::new(directory, okta).map_err(AppError::Lookup)?;
-    Ok(Arc::new(LookupHost(lookup)))
+    Ok(Arc::new(EndpointHost {
+        inner: Arc::new(LookupHost(lookup)),
+        endpoints,
+        handle: tokio::runtime::Handle::try_current().ok(),
+    }))
 }
 
 /// A host with the `[directory]` only (never Okta): what `engine check` dry runs look users up
@@ -274,10 +296,72 @@ pub fn directory_host(config: &Config) -> Result<Arc<dyn Host>, LookupError> {
         }
         None => Arc::new(crate::script::NoDirectory),
     };
-    Ok(match config.okta {
+    let inner: Arc<dyn Host> = match config.okta {
         Some(_) => Arc::new(OfflineOkta(inner)),
         None => inner,
-    })
+    };
+    Ok(Arc::new(OfflineEndpoints {
+        inner,
+        endpoints: config
+            .endpoints
+            .iter()
+            .map(|e| (e.name.clone(), e.header_names()))
+            .collect(),
+    }))
+}
+
+/// The dry-run host's endpoints: known by name (from engine.toml, no variable read), and
+/// `http_get` answers status 0 without a request.
+struct OfflineEndpoints {
+    inner: Arc<dyn Host>,
+    endpoints: Vec<(String, Vec<String>)>,
+}
+
+impl Host for OfflineEndpoints {
+    fn lookup_user(
+        &self,
+        key: &str,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Option<crate::script::User>, crate::script::HostError> {
+        self.inner.lookup_user(key, deadline)
+    }
+
+    fn okta_user_groups(
+        &self,
+        user: &str,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Vec<crate::script::OktaGroup>, crate::script::HostError> {
+        self.inner.okta_user_groups(user, deadline)
+    }
+
+    fn okta_get_group(
+        &self,
+        group: &crate::script::GroupRef,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Option<crate::script::OktaGroup>, crate::script::HostError> {
+        self.inner.okta_get_group(group, deadline)
+    }
+
+    fn endpoint(&self, name: &str) -> Option<crate::script::EndpointInfo> {
+        self.endpoints
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, h)| crate::script::EndpointInfo {
+                header_names: h.clone(),
+            })
+    }
+
+    fn endpoint_names(&self) -> Vec<String> {
+        self.endpoints.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    fn http_get(
+        &self,
+        _request: &crate::script::HttpRequest,
+        _deadline: Option<std::time::Instant>,
+    ) -> Result<crate::script::HttpAnswer, crate::script::HostError> {
+        Ok(crate::script::HttpAnswer::default())
+    }
 }
 
 /// The dry-run host's Okta: reads answer empty without a request.
@@ -469,6 +553,7 @@ pub struct Parts {
     transport: Transport,
     host: Arc<dyn Host>,
     okta: Option<Arc<OktaClient>>,
+    endpoints: Arc<Endpoints>,
 }
 
 impl Parts {
@@ -481,11 +566,13 @@ impl Parts {
         let transport =
             Transport::new(smtp_url.as_ref(), &config.data_dir).map_err(AppError::Mail)?;
         let okta = build_okta(config)?;
-        let host = build_host(config, okta.clone())?;
+        let endpoints = Arc::new(Endpoints::from_config(config)?);
+        let host = build_host_with(config, okta.clone(), endpoints.clone())?;
         Ok(Parts {
             transport,
             host,
             okta,
+            endpoints,
         })
     }
 }
@@ -501,7 +588,18 @@ fn assemble(
         transport,
         host,
         okta,
+        endpoints,
     } = parts;
+    for e in &config.endpoints {
+        let rate = e
+            .rate_per_s
+            .map_or("no rate limit".to_string(), |r| format!("at most {r}/s"));
+        let _ = writeln!(
+            out,
+            "engine: endpoint `{}` ({rate}, timeout {} ms)",
+            e.name, e.timeout_ms
+        );
+    }
     match &config.smtp {
         Some(s) => {
             let _ = writeln!(out, "engine: mail via SMTP (from {})", s.from);
@@ -556,12 +654,20 @@ fn assemble(
         store.clone(),
         okta.clone(),
         actions::okta::OKTA_RETRY_BASE,
-        counts,
+        counts.clone(),
     ));
     let okta_pool = okta_executor.pool();
+    let http_executor = Arc::new(HttpExecutor::new(
+        store.clone(),
+        endpoints,
+        http_retry_base(config),
+        counts,
+    ));
+    let http_pool = http_executor.pool();
     let wakers = ActionWakers::default()
         .with(ActionKind::Email, mail_pool.waker())
-        .with(ActionKind::Okta, okta_pool.waker());
+        .with(ActionKind::Okta, okta_pool.waker())
+        .with(ActionKind::Http, http_pool.waker());
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -587,11 +693,25 @@ fn assemble(
         mail,
         mail_pool,
         okta_pool,
+        http_pool,
         action_metrics,
         reloader,
         retention_days: config.retention_days,
         backfill,
     })
+}
+
+/// The `http` executor's backoff base: the smallest `retry_base_ms` of the endpoints (each
+/// endpoint's own backoff is applied per attempt on top).
+fn http_retry_base(config: &Config) -> std::time::Duration {
+    std::time::Duration::from_millis(
+        config
+            .endpoints
+            .iter()
+            .map(|e| e.retry_base_ms)
+            .min()
+            .unwrap_or(crate::config::DEFAULT_ENDPOINT_RETRY_BASE_MS),
+    )
 }
 
 fn create_data_dir(config: &Config) -> Result<(), OpenError> {
@@ -789,6 +909,7 @@ impl Runtime {
                 shutdown.clone(),
             )),
             tokio::spawn(OktaExecutor::run(self.okta_pool.clone(), shutdown.clone())),
+            tokio::spawn(HttpExecutor::run(self.http_pool.clone(), shutdown.clone())),
         ]
     }
 }

@@ -4,7 +4,7 @@
 //! variables are errors that name the key or variable and the line it is on. Relative paths are
 //! resolved against the directory of the config file (or the working directory without one).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -258,6 +258,171 @@ pub struct Config {
     pub limits: Limits,
     /// `[store] cache_mb`, in bytes.
     pub store_cache_bytes: usize,
+    /// `[endpoint.NAME]`: the HTTP destinations scripts may call by name, sorted by name.
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+/// Default `[endpoint.NAME] timeout_ms`: a webhook answers in well under a second; ten leaves
+/// room for a slow one without holding a slot for long.
+pub const DEFAULT_ENDPOINT_TIMEOUT_MS: u64 = 10_000;
+/// Default `[endpoint.NAME] retry_base_ms`: the first retry of a failed request, doubled per
+/// attempt (with jitter) up to an hour.
+pub const DEFAULT_ENDPOINT_RETRY_BASE_MS: u64 = 2_000;
+/// Highest `timeout_ms` of an endpoint: an attempt holds an executor slot this long at most.
+pub const MAX_ENDPOINT_TIMEOUT_MS: i64 = 300_000;
+/// Highest `rate_per_s`: above this a limit is no limit (the executor's slots bound it first).
+pub const MAX_ENDPOINT_RATE_PER_S: f64 = 10_000.0;
+/// Headers one endpoint may configure (`headers` and `headers_env` together).
+pub const MAX_ENDPOINT_HEADERS: usize = 32;
+/// Characters of a `json_env` field name: a JSON key a vendor documents (`routing_key`).
+pub const MAX_JSON_ENV_FIELD_CHARS: usize = 100;
+/// Longest endpoint name: it is written in scripts and shown in listings.
+const MAX_ENDPOINT_NAME_LEN: usize = 64;
+
+/// Request headers neither `engine.toml` nor a script may set: the client writes them itself
+/// (`Host`, `Content-Length`, `Idempotency-Key`: the action id), or they are hop-by-hop
+/// (RFC 9110 7.6.1) and would change how the connection or the body is framed.
+pub const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+    "idempotency-key",
+    "expect",
+];
+
+/// Where an endpoint's base URL comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointUrl {
+    /// `url`: written in the file (checked when the config is read).
+    Plain(String),
+    /// `url_env`: a variable holding it (a secret, like Slack's webhook URLs; checked when read).
+    Env { var: String, line: usize },
+}
+
+/// `[endpoint.NAME]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointConfig {
+    pub name: String,
+    pub url: EndpointUrl,
+    /// `headers`: plain (non-secret) values, names as written.
+    pub headers: Vec<(String, String)>,
+    /// `headers_env`: header name → (variable, line).
+    pub headers_env: Vec<(String, String, usize)>,
+    /// `json_env`: top-level field of a JSON body → (variable, line): set by the engine on every
+    /// request (a secret the far side wants in the body, like PagerDuty's `routing_key`).
+    pub json_env: Vec<(String, String, usize)>,
+    /// `rate_per_s`: at most this many requests a second (`None`: no limit).
+    pub rate_per_s: Option<f64>,
+    pub timeout_ms: u64,
+    /// `retry_base_ms`: the first retry delay after a transient failure.
+    pub retry_base_ms: u64,
+    /// `ca_file`: PEM certificates trusted for this endpoint besides the public roots.
+    pub ca_file: Option<PathBuf>,
+    /// The line of its table header.
+    pub line: usize,
+}
+
+impl EndpointConfig {
+    /// The names of every header it configures, lower-case (a script's header may not
+    /// override them).
+    pub fn header_names(&self) -> Vec<String> {
+        self.headers
+            .iter()
+            .map(|(n, _)| n.to_ascii_lowercase())
+            .chain(
+                self.headers_env
+                    .iter()
+                    .map(|(n, _, _)| n.to_ascii_lowercase()),
+            )
+            .collect()
+    }
+}
+
+/// An endpoint with its secrets read: the base URL and every header value.
+#[derive(Clone)]
+pub struct ResolvedEndpoint {
+    pub config: EndpointConfig,
+    pub url: url::Url,
+    /// (name, value, secret): secret values came from `*_env`.
+    pub headers: Vec<(String, Secret, bool)>,
+    /// `json_env` read: (field, value).
+    pub json_fields: Vec<(String, Secret)>,
+}
+
+impl fmt::Debug for ResolvedEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolvedEndpoint")
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a URL cannot be an endpoint's: `http://` only to hosts that cannot be on the internet.
+pub fn check_endpoint_url(text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
+    if url.cannot_be_a_base() || url.host().is_none() {
+        return Err("not an http(s) URL with a host".to_string());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("a URL with a user or password in it; put credentials in headers_env (e.g. Authorization)".to_string());
+    }
+    if url.fragment().is_some() {
+        return Err("a URL with a #fragment".to_string());
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" => match internal_host(&url) {
+            Some(_) => Ok(url),
+            None => Err(format!(
+                "http:// to `{}`, a host that may be on the internet: use https://, or http:// only for loopback (127.0.0.0/8, ::1, localhost), private (10/8, 172.16/12, 192.168/16, fc00::/7) or internal hosts (a name without a dot, or ending in .internal, .local, .lan, .home.arpa)",
+                url.host_str().unwrap_or_default()
+            )),
+        },
+        other => Err(format!(
+            "scheme `{other}`: use https:// (or http:// for loopback, private and internal hosts)"
+        )),
+    }
+}
+
+/// Which kind of host plain HTTP is allowed to (`loopback`, `private`, `internal`), or `None`.
+pub fn internal_host(url: &url::Url) -> Option<&'static str> {
+    use std::net::IpAddr;
+    let ip = |ip: IpAddr| -> Option<&'static str> {
+        match ip {
+            IpAddr::V4(v) if v.is_loopback() => Some("loopback"),
+            IpAddr::V4(v) if v.is_private() || v.is_link_local() => Some("private"),
+            IpAddr::V6(v) if v.is_loopback() => Some("loopback"),
+            IpAddr::V6(v) if (v.segments()[0] & 0xfe00) == 0xfc00 => Some("private"),
+            IpAddr::V6(v) if (v.segments()[0] & 0xffc0) == 0xfe80 => Some("private"),
+            _ => None,
+        }
+    };
+    match url.host()? {
+        url::Host::Ipv4(v) => ip(IpAddr::V4(v)),
+        url::Host::Ipv6(v) => ip(IpAddr::V6(v)),
+        url::Host::Domain(d) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            if d == "localhost" || d.ends_with(".localhost") {
+                Some("loopback")
+            } else if !d.contains('.')
+                || [".internal", ".local", ".lan", ".home.arpa"]
+                    .iter()
+                    .any(|s| d.ends_with(s))
+            {
+                Some("internal")
+            } else {
+                None
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -277,6 +442,33 @@ struct RawConfig {
     directory: Option<RawDirectory>,
     limits: Option<RawLimits>,
     store: Option<RawStore>,
+    #[serde(default)]
+    endpoint: BTreeMap<String, Spanned<RawEndpoint>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    url: Option<Spanned<String>>,
+    url_env: Option<Spanned<String>>,
+    #[serde(default)]
+    headers: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    headers_env: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    json_env: BTreeMap<String, Spanned<String>>,
+    rate_per_s: Option<Spanned<RawNumber>>,
+    timeout_ms: Option<Spanned<i64>>,
+    retry_base_ms: Option<Spanned<i64>>,
+    ca_file: Option<Spanned<String>>,
+}
+
+/// A TOML number, whole or not (`rate_per_s = 1` and `= 0.5`).
+#[derive(Deserialize, Clone, Copy)]
+#[serde(untagged)]
+enum RawNumber {
+    Int(i64),
+    Float(f64),
 }
 
 #[derive(Deserialize)]
@@ -364,6 +556,7 @@ impl Config {
             directory: None,
             limits: Limits::default(),
             store_cache_bytes: DEFAULT_STORE_CACHE_MB * 1024 * 1024,
+            endpoints: Vec::new(),
         }
     }
 
@@ -597,6 +790,9 @@ impl Config {
             cfg.store_cache_bytes =
                 v.range(&n, "store.cache_mb", 1, STORE_CACHE_MB_CEILING)? as usize * 1024 * 1024;
         }
+        for (name, raw) in raw.endpoint {
+            cfg.endpoints.push(v.endpoint(&name, raw, base)?);
+        }
         Ok(cfg)
     }
 
@@ -631,6 +827,76 @@ impl Config {
         if let Some(o) = &self.okta {
             let _ = self.okta_credentials(o);
         }
+        for e in &self.endpoints {
+            let _ = self.resolve_endpoint(e);
+        }
+    }
+
+    /// The endpoint named `name`.
+    pub fn endpoint(&self, name: &str) -> Option<&EndpointConfig> {
+        self.endpoints.iter().find(|e| e.name == name)
+    }
+
+    /// An endpoint with its `url_env` and `headers_env` read (each value registered with
+    /// [`crate::util::redact`]) and its URL checked. An error about a URL from the environment
+    /// never shows the URL.
+    pub fn resolve_endpoint(&self, e: &EndpointConfig) -> Result<ResolvedEndpoint, ConfigError> {
+        let key = |k: &str| format!("endpoint.{}.{k}", e.name);
+        let url = match &e.url {
+            EndpointUrl::Plain(u) => {
+                check_endpoint_url(u).map_err(|message| ConfigError::Invalid {
+                    path: self.source.clone().unwrap_or_default(),
+                    line: e.line,
+                    key: key("url"),
+                    message,
+                    hint: None,
+                })?
+            }
+            EndpointUrl::Env { var, line } => {
+                let value = self.read_env(var, &key("url_env"), *line)?;
+                check_endpoint_url(value.expose().trim()).map_err(|message| {
+                    // The URL is a secret: say what is wrong with it, not what it is.
+                    let message = crate::util::redact::scrub(&message).into_owned();
+                    ConfigError::Invalid {
+                        path: self.source.clone().unwrap_or_default(),
+                        line: *line,
+                        key: key("url_env"),
+                        message: format!("the value of ${var} is {message}"),
+                        hint: Some("set it to the endpoint's base URL, e.g. https://hooks.slack.com/services/…".to_string()),
+                    }
+                })?
+            }
+        };
+        let mut headers: Vec<(String, Secret, bool)> = e
+            .headers
+            .iter()
+            .map(|(n, v)| (n.clone(), Secret::new(v.clone()), false))
+            .collect();
+        for (name, var, line) in &e.headers_env {
+            let value = self.read_env(var, &key("headers_env"), *line)?;
+            if hyper::header::HeaderValue::from_str(value.expose()).is_err() {
+                return Err(ConfigError::Invalid {
+                    path: self.source.clone().unwrap_or_default(),
+                    line: *line,
+                    key: key("headers_env"),
+                    message: format!(
+                        "the value of ${var} cannot be an HTTP header value (a line break or control character)"
+                    ),
+                    hint: None,
+                });
+            }
+            headers.push((name.clone(), value, true));
+        }
+        let mut json_fields = Vec::new();
+        for (field, var, line) in &e.json_env {
+            json_fields.push((field.clone(), self.read_env(var, &key("json_env"), *line)?));
+        }
+        Ok(ResolvedEndpoint {
+            config: e.clone(),
+            url,
+            headers,
+            json_fields,
+        })
     }
 
     /// The `[okta]` credentials, the secret read from its variable (and registered with
@@ -1022,6 +1288,189 @@ impl Validator<'_> {
         Ok(out)
     }
 
+    /// One `[endpoint.NAME]` table.
+    fn endpoint(
+        &self,
+        name: &str,
+        raw: Spanned<RawEndpoint>,
+        base: &Path,
+    ) -> Result<EndpointConfig, ConfigError> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let key = |k: &str| format!("endpoint.{name}.{k}");
+        if name.is_empty()
+            || name.len() > MAX_ENDPOINT_NAME_LEN
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        {
+            return Err(self.invalid(
+                span,
+                &format!("endpoint.{name}"),
+                format!("`{name}` is not a valid endpoint name"),
+                Some(&format!("use up to {MAX_ENDPOINT_NAME_LEN} letters, digits, `-` or `_`: scripts call it as http_post(\"slack\", …)")),
+            ));
+        }
+        let url = match (&raw.url, &raw.url_env) {
+            (Some(u), None) => {
+                check_endpoint_url(u.get_ref()).map_err(|m| {
+                    self.invalid(
+                        u.span(),
+                        &key("url"),
+                        format!("`{}` is {m}", u.get_ref()),
+                        None,
+                    )
+                })?;
+                EndpointUrl::Plain(u.get_ref().clone())
+            }
+            (None, Some(var)) => EndpointUrl::Env {
+                var: self.env_name(var, &key("url_env"))?,
+                line: self.line(var.span()),
+            },
+            (Some(u), Some(_)) => {
+                return Err(self.invalid(
+                    u.span(),
+                    &key("url"),
+                    "both `url` and `url_env` are set".to_string(),
+                    Some("use one: url = \"https://…\", or url_env = \"VAR\" when the URL itself is a secret (Slack and Teams webhooks)"),
+                ));
+            }
+            (None, None) => {
+                return Err(self.invalid(
+                    span,
+                    &key("url"),
+                    format!("[endpoint.{name}] has no `url` or `url_env`"),
+                    Some("add url = \"https://…\", or url_env = \"VAR\" when the URL itself is a secret (Slack and Teams webhooks)"),
+                ));
+            }
+        };
+        let mut seen = HashSet::new();
+        let mut check_name = |n: &str, span: Range<usize>, k: &str| -> Result<(), ConfigError> {
+            let lower = n.to_ascii_lowercase();
+            if hyper::header::HeaderName::from_bytes(n.as_bytes()).is_err() {
+                return Err(self.invalid(
+                    span,
+                    &key(k),
+                    format!("`{n}` is not a valid HTTP header name"),
+                    None,
+                ));
+            }
+            if RESERVED_HEADERS.contains(&lower.as_str()) {
+                return Err(self.invalid(
+                    span,
+                    &key(k),
+                    format!("header `{n}` is set by the engine itself"),
+                    Some(&format!(
+                        "these are not configurable: {}",
+                        RESERVED_HEADERS.join(", ")
+                    )),
+                ));
+            }
+            if !seen.insert(lower) {
+                return Err(self.invalid(
+                    span,
+                    &key(k),
+                    format!("header `{n}` is configured twice (names are case-insensitive)"),
+                    None,
+                ));
+            }
+            Ok(())
+        };
+        let mut headers = Vec::new();
+        for (n, value) in &raw.headers {
+            check_name(n, value.span(), "headers")?;
+            if hyper::header::HeaderValue::from_str(value.get_ref()).is_err() {
+                return Err(self.invalid(
+                    value.span(),
+                    &key("headers"),
+                    format!("the value of header `{n}` has a line break or control character"),
+                    None,
+                ));
+            }
+            headers.push((n.clone(), value.get_ref().clone()));
+        }
+        let mut headers_env = Vec::new();
+        for (n, var) in &raw.headers_env {
+            check_name(n, var.span(), "headers_env")?;
+            headers_env.push((
+                n.clone(),
+                self.env_name(var, &key("headers_env"))?,
+                self.line(var.span()),
+            ));
+        }
+        let mut json_env = Vec::new();
+        for (field, var) in &raw.json_env {
+            if field.is_empty() || field.chars().count() > MAX_JSON_ENV_FIELD_CHARS {
+                return Err(self.invalid(
+                    var.span(),
+                    &key("json_env"),
+                    format!("the field name must have 1 to {MAX_JSON_ENV_FIELD_CHARS} characters"),
+                    None,
+                ));
+            }
+            json_env.push((
+                field.clone(),
+                self.env_name(var, &key("json_env"))?,
+                self.line(var.span()),
+            ));
+        }
+        if json_env.len() > MAX_ENDPOINT_HEADERS {
+            return Err(self.invalid(
+                span,
+                &key("json_env"),
+                format!("more than {MAX_ENDPOINT_HEADERS} fields"),
+                None,
+            ));
+        }
+        if headers.len() + headers_env.len() > MAX_ENDPOINT_HEADERS {
+            return Err(self.invalid(
+                span,
+                &key("headers"),
+                format!("more than {MAX_ENDPOINT_HEADERS} headers"),
+                None,
+            ));
+        }
+        let rate_per_s = match &raw.rate_per_s {
+            None => None,
+            Some(r) => {
+                let value = match *r.get_ref() {
+                    RawNumber::Int(i) => i as f64,
+                    RawNumber::Float(f) => f,
+                };
+                if !(value > 0.0 && value <= MAX_ENDPOINT_RATE_PER_S) {
+                    return Err(self.invalid(
+                        r.span(),
+                        &key("rate_per_s"),
+                        format!("{value} is out of range"),
+                        Some(&format!("requests per second: more than 0, at most {MAX_ENDPOINT_RATE_PER_S} (leave it out for no limit; 0.5 is one every 2 s)")),
+                    ));
+                }
+                Some(value)
+            }
+        };
+        let timeout_ms = match &raw.timeout_ms {
+            Some(n) => self.range(n, &key("timeout_ms"), 1, MAX_ENDPOINT_TIMEOUT_MS)? as u64,
+            None => DEFAULT_ENDPOINT_TIMEOUT_MS,
+        };
+        let retry_base_ms = match &raw.retry_base_ms {
+            Some(n) => self.range(n, &key("retry_base_ms"), 10, 3_600_000)? as u64,
+            None => DEFAULT_ENDPOINT_RETRY_BASE_MS,
+        };
+        let ca_file = raw.ca_file.as_ref().map(|f| base.join(f.get_ref()));
+        Ok(EndpointConfig {
+            name: name.to_string(),
+            url,
+            headers,
+            headers_env,
+            json_env,
+            rate_per_s,
+            timeout_ms,
+            retry_base_ms,
+            ca_file,
+            line: self.line(span),
+        })
+    }
+
     fn env_name(&self, name: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
         let n = name.get_ref();
         if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -1211,5 +1660,64 @@ mod tests {
             let err = okta(body).expect_err(body).to_string();
             assert!(err.contains(key) && err.contains(says), "{body:?}: {err}");
         }
+    }
+
+    #[test]
+    fn endpoint_urls_are_https_or_http_to_hosts_off_the_internet() {
+        for ok in [
+            "https://hooks.slack.com/services/x",
+            "http://127.0.0.1:8080/x",
+            "http://[::1]/x",
+            "http://10.1.2.3/",
+            "http://192.168.0.5/",
+            "http://172.20.0.1/",
+            "http://localhost:9000/",
+            "http://alertmanager:9093/api",
+            "http://pd.corp.internal/",
+            "https://prod-01.westus.logic.azure.com/workflows/x?api-version=1&sig=y",
+        ] {
+            assert!(
+                check_endpoint_url(ok).is_ok(),
+                "{ok}: {:?}",
+                check_endpoint_url(ok)
+            );
+        }
+        for (bad, says) in [
+            ("http://example.com/", "may be on the internet"),
+            ("http://8.8.8.8/", "may be on the internet"),
+            ("http://172.32.0.1/", "may be on the internet"),
+            ("ftp://10.0.0.1/", "scheme `ftp`"),
+            ("https://user:pw@a.example/", "user or password"),
+            ("https://a.example/#x", "fragment"),
+            ("not a url", "not a URL"),
+        ] {
+            let e = check_endpoint_url(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_endpoint_url_from_the_environment_is_checked_and_not_shown() {
+        let path = Path::new("/etc/engine/engine.toml");
+        let var = "ENGINE_UNIT_TEST_ENDPOINT_URL";
+        let cfg = Config::parse(&format!("[endpoint.slack]\nurl_env = \"{var}\"\n"), path)
+            .expect("config");
+        let e = &cfg.endpoints[0];
+        // SAFETY: this test alone uses this variable.
+        unsafe { std::env::set_var(var, "http://public.example/secret-path-771") };
+        let err = cfg
+            .resolve_endpoint(e)
+            .expect_err("plain http to the internet")
+            .to_string();
+        assert!(
+            err.contains("endpoint.slack.url_env") && err.contains("engine.toml:2"),
+            "{err}"
+        );
+        assert!(!err.contains("secret-path-771"), "{err}");
+        unsafe { std::env::set_var(var, "https://hooks.slack.com/services/secret-path-771") };
+        let r = cfg.resolve_endpoint(e).expect("https");
+        assert_eq!(r.url.path(), "/services/secret-path-771");
+        assert!(!format!("{r:?}").contains("secret-path-771"));
+        unsafe { std::env::remove_var(var) };
     }
 }

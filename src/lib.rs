@@ -15,7 +15,8 @@
 //!   `explain.rs` (Rhai's run-time errors in the script's terms), `suggest.rs` (did you mean),
 //!   `outcome.rs`, `event.rs`, `schema.rs` (the documented `event`/`delivery`/user fields),
 //!   `definitions.rs` (editor definition files), `email.rs`, `host.rs`, `naming.rs`,
-//!   `okta_op.rs` (the `okta::` functions' arguments, `OktaOp`, `OktaGroup`), `alloc.rs`
+//!   `okta_op.rs` (the `okta::` functions' arguments, `OktaOp`, `OktaGroup`), `http.rs`
+//!   (`http_post`/`http_request`/`http_get` into an `HttpRequest`; header and path rules), `alloc.rs`
 //!   (the global allocator with the per-thread heap count the memory limit reads).
 //! - [`config`]: `engine.toml` loading and validation; the embedded defaults.
 //! - [`store`]: every table of the one redb file: `writer.rs` (group commit), `inbox.rs`,
@@ -24,7 +25,8 @@
 //! - [`lookup`]: `lookup_user`'s sources: `directory.rs`, `okta.rs` (the one Okta client), the
 //!   cache and the `Host`; `okta_auth.rs` (SSWS token or OAuth service app), `okta_ops.rs` (the
 //!   `okta::` actions' `perform` and reads); `system_log.rs` (the System Log API pages the
-//!   backfill reads).
+//!   backfill reads); `endpoints.rs` (the `[endpoint.NAME]` HTTP client shared by `http_get`
+//!   and the `http` executor; `EndpointHost`).
 //! - [`ingest`]: the HTTP front door: `server.rs`, `limits.rs` (connection caps, slow-client
 //!   timeouts), `admin.rs`, `envelope.rs` (the only envelope parser), `metrics.rs`, `secrets.rs`.
 //! - [`backfill`]: the System Log backfill (the poll loop, a pass, its metrics; `engine
@@ -32,7 +34,8 @@
 //! - [`process`]: `dispatcher.rs`, `executor.rs`, `scheduler.rs` (the one scheduler of due work,
 //!   and `Backoff`), `retention.rs`.
 //! - [`actions`]: the action queue's executors: the mail sender (`mod.rs`) and `mail.rs` (its
-//!   transports), `okta.rs` (the `okta` actions through the one Okta client), `ledger.rs` (what
+//!   transports), `okta.rs` (the `okta` actions through the one Okta client), `http.rs` (the
+//!   `http` actions through their endpoints), `ledger.rs` (what
 //!   every executor shares: attempts, outcomes, retries, panics, metrics by kind).
 //! - [`reload`]: hot reload of scripts and stdlib; `states.rs`, the per-script state.
 //! - [`authoring`]: `tokens.rs`, `samples.rs`, `check/` (`diagnostics.rs`, `lint.rs`,

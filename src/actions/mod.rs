@@ -1,5 +1,6 @@
 //! The action queue's executors: each carries out the actions of one kind that successful runs
-//! queued (mail over SMTP or as `.eml` files, Okta changes through the Management API), through
+//! queued (mail over SMTP or as `.eml` files, Okta changes through the Management API, HTTP
+//! requests to the configured endpoints), through
 //! the shared scheduler, and records every outcome through its [`Ledger`]: transient failures are
 //! retried with backoff for up to [`ledger::MAX_RETRY_WINDOW`], permanent ones fail the action.
 //!
@@ -14,11 +15,14 @@
 //!   the store could not take, panics, [`ActionMetrics`]).
 //! - [`mail`]: building messages (lettre), the pooled SMTP transport and the `.eml` writer.
 //! - [`okta`]: [`OktaExecutor`], the `okta` actions through the one Okta client.
+//! - [`http`]: [`HttpExecutor`], the `http` actions through their `[endpoint.NAME]`.
 
+pub mod http;
 pub mod ledger;
 pub mod mail;
 pub mod okta;
 
+pub use http::HttpExecutor;
 pub use ledger::{ActionCounts, ActionMetrics, Attempt, Ledger};
 pub use okta::OktaExecutor;
 

@@ -343,7 +343,12 @@ pub fn actions(
             ]
         },
     );
-    Ok(Exit::Ok)
+    // SPEC: `--failed` exits 1 when it lists any (as `engine runs --failed` does).
+    Ok(if failed && !rows.is_empty() {
+        Exit::Failure
+    } else {
+        Exit::Ok
+    })
 }
 
 /// One line saying what an action does: a mail's recipients and subject; else its payload.

@@ -13,6 +13,10 @@ use crate::config::Config;
 use crate::ingest::envelope::parse_payload;
 use crate::script::{self, Action, DeliveryInfo, Host, Limits, Script, ScriptSet, Senders};
 
+/// Characters of an HTTP action's body `engine run` shows (the request itself is bounded by
+/// `script::MAX_HTTP_BODY_BYTES`).
+const DRY_RUN_BODY_CHARS: usize = 4_000;
+
 /// One dry run: one script on one event.
 #[derive(Serialize)]
 pub(super) struct DryRun {
@@ -174,6 +178,22 @@ pub(super) fn print_dry_runs(results: &[DryRun], json: bool) -> Exit {
                     let kind = other.kind().as_str();
                     let _ = writeln!(out, "  {verb} {kind} action {}:", other.id());
                     let _ = writeln!(out, "    {}", other.describe());
+                    if let Action::Http(h) = other {
+                        for (k, v) in &h.headers {
+                            let _ = writeln!(out, "    {k}: {v}");
+                        }
+                        if let Some(b) = &h.body {
+                            for line in b
+                                .text
+                                .chars()
+                                .take(DRY_RUN_BODY_CHARS)
+                                .collect::<String>()
+                                .lines()
+                            {
+                                let _ = writeln!(out, "    | {line}");
+                            }
+                        }
+                    }
                     continue;
                 }
             };

@@ -30,12 +30,16 @@
 //!   `private_key_jwt` client assertion for an access token, cached until shortly before expiry).
 //! - `okta_ops`: the `okta::` actions ([`OktaClient::perform`] of an `OktaOp` → [`OpOutcome`])
 //!   and reads (`user_groups`, `get_group`).
+//! - `endpoints`: the `[endpoint.NAME]` destinations (one HTTPS client each, the request on the
+//!   endpoint's origin with its configured headers, `rate_per_s`, `timeout_ms`, bounded
+//!   answers), shared by `http_get` ([`EndpointHost`]) and the `http` executor.
 //! - `system_log`: the System Log API (`/api/v1/logs` polling pages, `Link` next, the rate-limit
 //!   budget), on the same client, for the backfill.
 //! - this module: [`Lookup`] (directory first, then Okta, with a TTL cache) and [`LookupHost`],
 //!   the script layer's `Host` on top of it.
 
 mod directory;
+pub mod endpoints;
 mod okta;
 mod okta_auth;
 mod okta_ops;
@@ -56,6 +60,7 @@ pub use directory::{
     DIRECTORY_CHECK_INTERVAL, Directory, MAX_DIRECTORY_BYTES, parse_csv_directory,
     parse_json_directory,
 };
+pub use endpoints::{EndpointError, EndpointHost, Endpoints};
 pub use okta::{
     MAX_OKTA_BODY_BYTES, MAX_RATE_LIMIT_PAUSE, OKTA_CONNECT_TIMEOUT, OKTA_REQUEST_TIMEOUT,
     OktaClient,

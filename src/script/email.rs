@@ -1,5 +1,6 @@
 //! `send_email`: validating the script's map, the recorded `Email` action and its stable id.
 
+use super::http::HttpRequest;
 use super::okta_op::OktaOp;
 use rhai::{Dynamic, ImmutableString, Map};
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,7 @@ impl ActionKind {
 pub enum Action {
     Email(Email),
     Okta(OktaAction),
+    Http(HttpRequest),
 }
 
 impl Action {
@@ -71,6 +73,7 @@ impl Action {
         match self {
             Action::Email(e) => &e.id,
             Action::Okta(o) => &o.id,
+            Action::Http(h) => &h.id,
         }
     }
 
@@ -78,6 +81,7 @@ impl Action {
         match self {
             Action::Email(_) => ActionKind::Email,
             Action::Okta(_) => ActionKind::Okta,
+            Action::Http(_) => ActionKind::Http,
         }
     }
 
@@ -87,6 +91,7 @@ impl Action {
         match self {
             Action::Email(e) => e.describe(),
             Action::Okta(o) => o.op.describe(),
+            Action::Http(h) => format!("http {}", h.describe()),
         }
     }
 
@@ -95,6 +100,7 @@ impl Action {
         match self {
             Action::Email(e) => serde_json::to_value(e),
             Action::Okta(o) => serde_json::to_value(o),
+            Action::Http(h) => serde_json::to_value(h),
         }
     }
 }

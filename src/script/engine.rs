@@ -20,6 +20,7 @@ use rhai::{
 use super::Limits;
 use super::email::{Action, ActionKind, OktaAction, Senders, action_id, default_key, parse_email};
 use super::host::{Host, HostError, user_to_dynamic};
+use super::http::{EndpointInfo, HttpRequest, parse_get, parse_post, parse_request};
 use super::okta_op::{OktaGroup, OktaOp, group_ref, user_ref};
 use super::outcome::{LogLevel, LogLine, RunErrorKind};
 
@@ -465,6 +466,115 @@ fn host_read<T>(
         Err(HostError::Permanent(msg)) => Err(error_at_call(ctx, format!("{what}: {msg}"))),
     }
 }
+
+/// The endpoint `name` as the host knows it, or the error at the call: not declared, with a
+/// did-you-mean among the declared ones.
+fn endpoint_of(
+    ctx: &NativeCallContext,
+    function: &str,
+    name: &str,
+) -> Result<EndpointInfo, Box<EvalAltResult>> {
+    let host = with_ctx(|c| c.host.clone()).ok_or_else(|| not_in_run(function))?;
+    if let Some(info) = host.endpoint(name) {
+        return Ok(info);
+    }
+    let names = host.endpoint_names();
+    let hint = match super::suggest::nearest(name, &names) {
+        Some(n) => format!(": did you mean \"{n}\"?"),
+        None if names.is_empty() => {
+            ": engine.toml declares no endpoints (add [endpoint.NAME] with url or url_env)"
+                .to_string()
+        }
+        None => format!(" (declared: {})", names.join(", ")),
+    };
+    Err(error_at_call(
+        ctx,
+        format!("{function}: no endpoint `{name}` in engine.toml{hint}"),
+    ))
+}
+
+/// Records an `http` action (carried out by the `http` executor after the run succeeds) and
+/// returns its id: key the script's `key`, else `http#<position>`.
+fn record_http(
+    ctx: &NativeCallContext,
+    function: &str,
+    mut request: HttpRequest,
+) -> Result<ImmutableString, Box<EvalAltResult>> {
+    count_action(ctx, ActionKind::Http)?;
+    let recorded = with_ctx(|c| {
+        let position = c
+            .actions
+            .iter()
+            .filter(|a| a.kind() == ActionKind::Http)
+            .count();
+        let key = request
+            .key
+            .clone()
+            .unwrap_or_else(|| default_key(ActionKind::Http, position));
+        request.position = position;
+        request.id = action_id(&c.event_id, &c.script, &key);
+        if c.actions.iter().any(|a| a.id() == request.id) {
+            return Err(key);
+        }
+        let id = request.id.clone();
+        c.actions.push(Action::Http(request));
+        Ok(id)
+    })
+    .ok_or_else(|| not_in_run(function))?;
+    match recorded {
+        Ok(id) => Ok(id.into()),
+        Err(key) => Err(error_at_call(
+            ctx,
+            format!(
+                "{function}: key `{key}` is used twice in this run (each action needs its own key)"
+            ),
+        )),
+    }
+}
+
+fn http_post(
+    ctx: NativeCallContext,
+    endpoint: ImmutableString,
+    body: Dynamic,
+) -> Result<ImmutableString, Box<EvalAltResult>> {
+    endpoint_of(&ctx, "http_post", &endpoint)?;
+    let request = parse_post(&endpoint, &body).map_err(|e| error_at_call(&ctx, e))?;
+    record_http(&ctx, "http_post", request)
+}
+
+fn http_request(
+    ctx: NativeCallContext,
+    endpoint: ImmutableString,
+    map: Map,
+) -> Result<ImmutableString, Box<EvalAltResult>> {
+    let info = endpoint_of(&ctx, "http_request", &endpoint)?;
+    let request = parse_request(&endpoint, &info, &map).map_err(|e| error_at_call(&ctx, e))?;
+    record_http(&ctx, "http_request", request)
+}
+
+fn http_get(
+    ctx: NativeCallContext,
+    endpoint: ImmutableString,
+    map: Map,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    let info = endpoint_of(&ctx, "http_get", &endpoint)?;
+    let request = parse_get(&endpoint, &info, &map).map_err(|e| error_at_call(&ctx, e))?;
+    let what = format!("http_get({:?}, {:?})", endpoint.as_str(), request.path);
+    host_read(&ctx, "http_get", &what, |host, deadline| {
+        host.http_get(&request, deadline)
+    })
+    .map(|a| a.to_dynamic())
+}
+
+const HTTP_POST_DOC: &str = "/// Queues a POST to the endpoint `[endpoint.NAME]` declares, sent after the run succeeds\n\
+/// (a failed run sends nothing); returns the action id (sent as `Idempotency-Key`).\n\
+/// `body`: a map or array is sent as JSON, a string as text.";
+const HTTP_REQUEST_DOC: &str = "/// Queues a request to an endpoint: `#{ method?, path?, query?, headers?, json?, body?, key? }`\n\
+/// (`method` POST by default; `path` appended to the endpoint's URL; `headers` cannot override\n\
+/// the endpoint's configured ones). Returns the action id.";
+const HTTP_GET_DOC: &str = "/// Reads from an endpoint during the run: `#{ path?, query?, headers? }` →\n\
+/// `#{ status, headers, json, body, truncated }`. A transient failure (timeout, 5xx, 429)\n\
+/// retries the whole run later.";
 
 /// `okta::user_groups(user)`: `[#{ id, name, description, type }]`.
 fn okta_user_groups(ctx: NativeCallContext, user: Dynamic) -> Result<Dynamic, Box<EvalAltResult>> {
@@ -914,6 +1024,28 @@ pub(crate) fn new_engine(stdlib_dir: &Path, limits: &Limits) -> (Engine, Arc<Std
         });
     host_fn("send_email", &["mail: Map", "String"], SEND_EMAIL_DOC)
         .register_into_engine(&mut engine, send_email);
+    host_fn(
+        "http_post",
+        &["endpoint: String", "body: ?", "String"],
+        HTTP_POST_DOC,
+    )
+    .register_into_engine(&mut engine, http_post);
+    host_fn(
+        "http_request",
+        &["endpoint: String", "request: Map", "String"],
+        HTTP_REQUEST_DOC,
+    )
+    .register_into_engine(&mut engine, http_request);
+    host_fn(
+        "http_get",
+        &["endpoint: String", "request: Map", "Map"],
+        HTTP_GET_DOC,
+    )
+    .register_into_engine(&mut engine, http_get);
+    host_fn("http_get", &["endpoint: String", "Map"], HTTP_GET_DOC).register_into_engine(
+        &mut engine,
+        |ctx: NativeCallContext, endpoint: ImmutableString| http_get(ctx, endpoint, Map::new()),
+    );
     host_fn("lookup_user", &["key: String", "?"], LOOKUP_USER_DOC)
         .register_into_engine(&mut engine, lookup_user);
     host_fn("lookup_user", &["key: ()", "()"], LOOKUP_USER_DOC)

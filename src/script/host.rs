@@ -7,10 +7,14 @@ use rhai::{Dynamic, Map};
 use serde::{Deserialize, Serialize};
 
 use super::event::json_to_dynamic;
+use super::http::{EndpointInfo, HttpAnswer, HttpRequest};
 use super::okta_op::{GroupRef, OktaGroup};
 
 /// What the `okta::` reads answer when the engine has no `[okta]` section.
 pub const NO_OKTA: &str = "this needs the Okta API: add [okta] with org_url and token_env (or client_id and private_key_env) to engine.toml";
+
+/// What `http_get` answers when the host makes no HTTP reads.
+pub const NO_HTTP: &str = "this host makes no HTTP requests";
 
 /// A user as `lookup_user` returns it. Field names follow Okta's user profile (camelCase), so a
 /// `[directory]` JSON file or an Okta profile deserializes into it directly.
@@ -107,6 +111,25 @@ pub trait Host: Send + Sync {
         _deadline: Option<Instant>,
     ) -> Result<Option<OktaGroup>, HostError> {
         Err(HostError::Permanent(NO_OKTA.to_string()))
+    }
+
+    /// The `[endpoint.NAME]` called `name`, or `None` when engine.toml declares none.
+    fn endpoint(&self, _name: &str) -> Option<EndpointInfo> {
+        None
+    }
+
+    /// Every declared endpoint's name (for did-you-mean).
+    fn endpoint_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// `http_get`: the request (relative to its endpoint) made now, answered by `deadline`.
+    fn http_get(
+        &self,
+        _request: &HttpRequest,
+        _deadline: Option<Instant>,
+    ) -> Result<HttpAnswer, HostError> {
+        Err(HostError::Permanent(NO_HTTP.to_string()))
     }
 }
 

@@ -35,6 +35,10 @@
 //!     // serde; recipients and `from` are mailbox strings (`a@x`, `Name <a@x>`); `from: None`:
 //!     // the configured From (and what mails queued before `from` existed hold)
 //! Action::Okta(OktaAction { id, position, op: OktaOp })
+//! Action::Http(HttpRequest { id, position, key, endpoint, method, path, query, headers, body })
+//!     // http_post(endpoint, body) / http_request(endpoint, map): key http#<position>;
+//!     // http_get(endpoint, map?) reads through Host::http_get; Host::endpoint(name) says
+//!     // which endpoints exist and which headers they configure
 //!
 //! // Host side
 //! trait Host: Send + Sync {
@@ -101,7 +105,10 @@
 //!   types, examples and a line of documentation each.
 //! - `definitions`: the `.d.rhai` editor definition files (rhai's generator, plus the scope).
 //! - `email`: `send_email`'s map into an `Email` action and its stable id.
-//! - `host`: the `Host` trait (`lookup_user`) and the `User` record.
+//! - `host`: the `Host` trait (`lookup_user`, the `okta::` reads, endpoints and `http_get`) and
+//!   the `User` record.
+//! - `http`: `http_post`/`http_request`/`http_get` arguments into an `HttpRequest` (what an
+//!   `http` action stores), the header and path rules, `HttpAnswer`.
 //! - `naming`: native kernels of the `okta` module's naming helpers.
 //! - `okta_op`: the `okta::` functions' user and group arguments, `OktaOp` (what an `okta`
 //!   action stores) and `OktaGroup` (what the `okta::` reads return).
@@ -115,6 +122,7 @@ mod event;
 mod explain;
 mod header;
 mod host;
+mod http;
 mod load;
 mod naming;
 mod okta_op;
@@ -134,7 +142,13 @@ pub use email::{
 pub use engine::{MAX_IMPORT_DEPTH, OKTA_ACTIONS};
 pub use event::{DeliveryInfo, LOGEVENT_FIELDS, build_event_map, delivery_map};
 pub use header::{Header, HeaderEntry, HeaderError, parse_header, pattern_matches};
-pub use host::{Host, HostError, NO_OKTA, NoDirectory, StaticDirectory, User, user_to_dynamic};
+pub use host::{
+    Host, HostError, NO_HTTP, NO_OKTA, NoDirectory, StaticDirectory, User, user_to_dynamic,
+};
+pub use http::{
+    EndpointInfo, HttpAnswer, HttpBody, HttpRequest, MAX_HTTP_BODY_BYTES,
+    MAX_HTTP_GET_ANSWER_BYTES, MAX_HTTP_HEADERS, SCRIPT_RESERVED_HEADERS, check_path,
+};
 pub use load::{Broken, LoadError, LoadErrorKind, Script, ScriptSet, read_source, visible_files};
 pub use okta_op::{
     GroupRef, MAX_OKTA_REF_LEN, MAX_PROFILE_FIELDS, OktaGroup, OktaOp, group_ref,

@@ -116,7 +116,7 @@ impl QueuedAction {
         match self.kind {
             ActionKind::Email => serde_json::from_value(p).ok().map(Action::Email),
             ActionKind::Okta => serde_json::from_value(p).ok().map(Action::Okta),
-            ActionKind::Http => None,
+            ActionKind::Http => serde_json::from_value(p).ok().map(Action::Http),
         }
     }
 

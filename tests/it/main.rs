@@ -10,6 +10,7 @@ mod console;
 mod crash;
 mod dedup;
 mod disk;
+mod http;
 mod ingest;
 mod lookup;
 mod mail;

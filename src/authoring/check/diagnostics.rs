@@ -64,6 +64,8 @@ pub enum Code {
     E0302,
     /// An `okta::` action function in a script while engine.toml has no `[okta]`.
     E0401,
+    /// `http_post`/`http_request`/`http_get` names an endpoint engine.toml does not declare.
+    E0402,
     /// No scripts to check.
     I0001,
 }
@@ -89,6 +91,7 @@ pub const ALL_CODES: &[Code] = &[
     Code::E0301,
     Code::E0302,
     Code::E0401,
+    Code::E0402,
 ];
 
 impl Code {
@@ -113,6 +116,7 @@ impl Code {
             Code::E0301 => "E0301",
             Code::E0302 => "E0302",
             Code::E0401 => "E0401",
+            Code::E0402 => "E0402",
         }
     }
 

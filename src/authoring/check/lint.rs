@@ -85,7 +85,13 @@ pub struct Walk {
     /// The `okta::` action functions it calls, as written (`okta::suspend_user`), with where
     /// the function's name is (rhai's position of a namespaced call).
     pub okta_actions: Vec<(String, Position)>,
+    /// `http_post("name", …)`, `http_request("name", …)`, `http_get("name", …)` calls with a
+    /// literal endpoint name: (function, name, where the name is).
+    pub endpoint_calls: Vec<(String, String, Position)>,
 }
+
+/// The host functions whose first argument names an `[endpoint.NAME]`.
+pub const ENDPOINT_FUNCTIONS: &[&str] = &["http_post", "http_request", "http_get"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Val {
@@ -113,6 +119,7 @@ struct Walker {
     reads: Vec<PathRead>,
     positional: Vec<PositionalTarget>,
     okta_actions: Vec<(String, Position)>,
+    endpoint_calls: Vec<(String, String, Position)>,
     /// Nesting of the recursion, bounded by [`MAX_WALK_DEPTH`].
     nesting: usize,
 }
@@ -132,6 +139,7 @@ pub fn walk(ast: &AST) -> Walk {
         reads: Vec::new(),
         positional: Vec::new(),
         okta_actions: Vec::new(),
+        endpoint_calls: Vec::new(),
         nesting: 0,
     };
     w.bind_roots(&["event", "delivery"]);
@@ -185,6 +193,7 @@ pub fn walk(ast: &AST) -> Walk {
         positional: w.positional,
         imports_okta,
         okta_actions: w.okta_actions,
+        endpoint_calls: w.endpoint_calls,
     }
 }
 
@@ -437,6 +446,13 @@ impl Walker {
     /// parts of the event.
     fn call(&mut self, fc: &FnCallExpr, pos: Position) -> Val {
         let args: Vec<Val> = fc.args.iter().map(|a| self.expr(a)).collect();
+        if fc.namespace.is_empty()
+            && ENDPOINT_FUNCTIONS.contains(&fc.name.as_str())
+            && let Some(Expr::StringConstant(name, pos)) = fc.args.first()
+        {
+            self.endpoint_calls
+                .push((fc.name.to_string(), name.to_string(), *pos));
+        }
         if fc.namespace.is_empty() || !self.okta.iter().any(|a| a == fc.namespace.root()) {
             return Val::Unknown;
         }

@@ -396,6 +396,40 @@ impl Ctx<'_> {
             }
         }
         let mut path_diags: Vec<Diagnostic> = Vec::new();
+        let endpoints = self.host.endpoint_names();
+        for (function, name, pos) in &walk.endpoint_calls {
+            if endpoints.contains(name) {
+                continue;
+            }
+            // The position is the string literal's opening quote.
+            let col = pos.position().map(|c| c + 1);
+            let d = Diagnostic::new(
+                Code::E0402,
+                &display,
+                &display,
+                format!(
+                    "{function}: no endpoint `{name}` in engine.toml; the call fails at run time"
+                ),
+            )
+            .at(&source, pos.line(), col, name.chars().count());
+            let d = match lint::nearest(name, &endpoints) {
+                Some(s) => d.help(format!("did you mean `{s}`?")),
+                None if endpoints.is_empty() => d.help(
+                    "declare it: [endpoint.NAME] with url (or url_env) in engine.toml".to_string(),
+                ),
+                None => d.help(format!(
+                    "the configured endpoints are: {}",
+                    endpoints
+                        .iter()
+                        .map(|e| format!("`{e}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            };
+            if !path_diags.contains(&d) {
+                path_diags.push(d);
+            }
+        }
         for p in &walk.positional {
             let d = positional_diagnostic(p, &picked, walk.imports_okta, &display, &source);
             if !path_diags.contains(&d) {
