@@ -626,6 +626,10 @@ fn endpoint_config_errors_name_the_key() {
             "set by the engine",
         ),
         ("url = \"https://u:p@a.example\"\n", "user or password"),
+        (
+            "url = \"https://a.example\"\njson_env = { \"\" = \"PD_KEY\" }\n",
+            "json_env",
+        ),
     ] {
         let dir = temp_dir();
         write_config(
@@ -1024,4 +1028,41 @@ fn the_slack_teams_and_pagerduty_examples_post_what_their_services_take() {
         );
     }
     assert!(!p.log().contains("secretslackpath") && !p.log().contains(ROUTING_KEY));
+}
+
+/// `json_env` sets its fields in every JSON body, over a script's own (a script cannot replace
+/// or read the secret); a body that is not a JSON object fails its action saying why.
+#[test]
+fn json_env_fields_are_set_by_the_engine_and_cannot_be_forged() {
+    let r = Receiver::start();
+    let extra = format!(
+        "\n[endpoint.pd]\nurl = \"http://127.0.0.1:{}/v2/enqueue\"\njson_env = {{ routing_key = \"ENGINE_TEST_PD_KEY\" }}\n",
+        r.port
+    );
+    let script = "//! on: user.session.start\nhttp_post(\"pd\", #{ routing_key: \"forged\", event_action: \"trigger\" });\nhttp_post(\"pd\", [1, 2]);\n";
+    let (dir, port) = engine_setup(&extra, &[("s.rhai", script)]);
+    let mut envs = env();
+    envs.push(("ENGINE_TEST_PD_KEY", "the-real-routing-key-0123456789"));
+    let p = ServeProcess::start(dir.path(), port, &envs);
+    assert_eq!(
+        post_blocking(&format!("{}/hooks/test", p.url), event("json-env-1")),
+        200
+    );
+    let actions = wait_http_settled(dir.path(), 2, Duration::from_secs(15));
+    let got = r.got();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let body: serde_json::Value = serde_json::from_str(&got[0].body).unwrap();
+    assert_eq!(body["routing_key"], "the-real-routing-key-0123456789");
+    assert_eq!(body["event_action"], "trigger");
+    let failed: Vec<_> = actions.iter().filter(|a| a["status"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{actions:#?}");
+    assert!(
+        failed[0]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("must be a JSON object"),
+        "{actions:#?}"
+    );
+    let out = stdout(&run_engine(dir.path(), &["actions", "--format", "json"]));
+    assert!(!out.contains("the-real-routing-key"), "{out}");
 }
