@@ -279,25 +279,6 @@ pub const MAX_JSON_ENV_FIELD_CHARS: usize = 100;
 /// Longest endpoint name: it is written in scripts and shown in listings.
 const MAX_ENDPOINT_NAME_LEN: usize = 64;
 
-/// Request headers neither `engine.toml` nor a script may set: the client writes them itself
-/// (`Host`, `Content-Length`, `Idempotency-Key`: the action id), or they are hop-by-hop
-/// (RFC 9110 7.6.1) and would change how the connection or the body is framed.
-pub const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
-    "idempotency-key",
-    "expect",
-];
-
 /// Where an endpoint's base URL comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndpointUrl {
@@ -1355,14 +1336,14 @@ impl Validator<'_> {
                     None,
                 ));
             }
-            if RESERVED_HEADERS.contains(&lower.as_str()) {
+            if crate::script::SCRIPT_RESERVED_HEADERS.contains(&lower.as_str()) {
                 return Err(self.invalid(
                     span,
                     &key(k),
                     format!("header `{n}` is set by the engine itself"),
                     Some(&format!(
                         "these are not configurable: {}",
-                        RESERVED_HEADERS.join(", ")
+                        crate::script::SCRIPT_RESERVED_HEADERS.join(", ")
                     )),
                 ));
             }

@@ -220,12 +220,7 @@ impl DueWork for HttpExecutor {
         }
         let a = ActionsView(&**self.ledger.store()).get_by_seq(id).ok()??;
         let endpoint = a.payload.get("endpoint")?.as_str()?.to_string();
-        let group = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            endpoint.hash(&mut h);
-            h.finish()
-        };
+        let group = crate::process::group_of(&endpoint);
         self.groups
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -17,6 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::okta::chain;
 use crate::config::{Config, ConfigError, ResolvedEndpoint, Secret};
 use crate::script::{
     EndpointInfo, GroupRef, Host, HostError, HttpAnswer, HttpRequest, MAX_HTTP_GET_ANSWER_BYTES,
@@ -396,18 +397,6 @@ impl Endpoint {
             Err(_) => Err(timeout),
         }
     }
-}
-
-/// An error and its sources on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// `Retry-After` (seconds or an HTTP date) as a wait from `now`, at most `cap`.

@@ -364,7 +364,7 @@ impl OktaClient {
 }
 
 /// An error and its sources on one line (hyper's top-level message alone says little).
-fn chain(e: &dyn std::error::Error) -> String {
+pub(super) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -517,12 +517,7 @@ impl DueWork for Executor {
         }
         // Unreadable now: no group (the run is not held back; running it reports the error).
         let script = RunsView(&*self.store).get(id).ok()??.script;
-        let group = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            script.hash(&mut h);
-            h.finish()
-        };
+        let group = super::scheduler::group_of(&script);
         self.scripts_of
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -33,7 +33,7 @@ pub use executor::{
 };
 pub use scheduler::{
     Admit, Backoff, Done, Due, DueKey, DuePool, DueWork, MAX_DUE_SCAN, MAX_PANICS, PAUSE_FIRST,
-    PAUSE_MAX, Step, Task, Work, panic_message,
+    PAUSE_MAX, Step, Task, Work, group_of, panic_message,
 };
 
 /// One run a replay makes: the script (or its name), the event, and the run it replays.

@@ -85,6 +85,14 @@ pub type Work = Pin<Box<dyn Future<Output = Step> + Send + 'static>>;
 pub type Due = (Vec<u64>, Option<u64>);
 
 /// A queue the pool drains.
+/// The group (see [`DueWork::group`]) of items keyed by a name (a script, an endpoint).
+pub fn group_of(name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish()
+}
+
 pub trait DueWork: Send + Sync + 'static {
     /// What one item is called in log lines (`run`, `mail`).
     const KIND: &'static str;

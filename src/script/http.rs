@@ -22,8 +22,7 @@ pub const MAX_HTTP_GET_ANSWER_BYTES: usize = 256 * 1024;
 
 /// Request headers a script may not set: the engine writes them (`Host`, `Content-Length`,
 /// `Idempotency-Key`), or they are hop-by-hop (RFC 9110 7.6.1) and change how the connection or
-/// the body is framed. `engine.toml` may not set them either (config keeps its own copy: the
-/// script layer imports nothing from the crate).
+/// the body is framed. `engine.toml` may not set them either (`config` checks against this list).
 pub const SCRIPT_RESERVED_HEADERS: &[&str] = &[
     "host",
     "content-length",
