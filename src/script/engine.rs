@@ -122,6 +122,8 @@ pub(crate) struct RunCtx {
     pub host: Arc<dyn Host>,
     pub script: String,
     pub event_id: String,
+    /// The run's "now" ([`Host::now_ms`], read once as it starts), ms since the Unix epoch.
+    pub now_ms: u64,
     pub max_emails: usize,
     /// Actions of every kind the run may record (`limits.max_actions`; see [`count_action`]).
     pub max_actions: usize,

@@ -113,6 +113,16 @@ pub trait Host: Send + Sync {
         Err(HostError::Permanent(NO_OKTA.to_string()))
     }
 
+    /// The run's "now" (ms since the Unix epoch), read once as a run starts: `now()`,
+    /// `time::since`, `schedule(#{ in })` and TTLs count from it. Dry runs (`engine run`,
+    /// `engine check`) give a fixed one, so their output is stable.
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+
     /// The `[endpoint.NAME]` called `name`, or `None` when engine.toml declares none.
     fn endpoint(&self, _name: &str) -> Option<EndpointInfo> {
         None

@@ -116,6 +116,7 @@
 
 pub mod alloc;
 mod definitions;
+mod duration;
 mod email;
 mod engine;
 mod event;
@@ -134,6 +135,7 @@ mod suggest;
 pub use definitions::{
     DEFAULT_DEFINITIONS_DIR, DefinitionFile, HOST_FILE, SCOPE_FILE, definitions,
 };
+pub use duration::{DURATION_HINT, MAX_DURATION, duration_value, parse_duration};
 pub use email::{
     Action, ActionKind, DEFAULT_FROM, Email, MAX_ADDRESS_LEN, MAX_DISPLAY_NAME_CHARS,
     MAX_RECIPIENTS, MAX_SUBJECT_CHARS, Mailbox, OktaAction, Senders, action_id, default_key,

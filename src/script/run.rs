@@ -68,6 +68,7 @@ pub fn run_map(
         host: host.clone(),
         script: script.name.clone(),
         event_id: event_id.to_string(),
+        now_ms: host.now_ms(),
         max_emails: limits.max_emails,
         max_actions: limits.max_actions,
         senders: senders.clone(),
