@@ -16,6 +16,7 @@
 //! - `definitions`: `definitions` (editor definition files).
 //! - `send`: `send`.
 //! - `backfill`: `backfill` (one System Log pass by hand).
+//! - `state`: `state [SCRIPT]`, `state delete SCRIPT KEY`, `timers`.
 
 mod backfill;
 pub mod check;
@@ -27,6 +28,7 @@ mod replay;
 mod run;
 mod samples;
 mod send;
+mod state;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -184,6 +186,23 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// The scripts' stored state (`state::set`/`incr`): every live key, or one script's
+    State {
+        #[command(subcommand)]
+        action: Option<StateAction>,
+        /// Only this script's keys
+        script: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
+        format: Format,
+    },
+    /// The pending timers (`schedule`), earliest due first
+    Timers {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Show at most this many
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
     /// Captured and added sample events (for `tokens` and `check`)
     Samples {
         #[command(subcommand)]
@@ -241,6 +260,17 @@ pub enum SamplesAction {
     Rm {
         /// The event's uuid (see `engine samples`)
         uuid: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StateAction {
+    /// Remove one key of a script's state
+    Delete {
+        /// The script (file stem, e.g. lockout-alert)
+        script: String,
+        /// The key
+        key: String,
     },
 }
 
@@ -386,6 +416,16 @@ async fn dispatch(command: Command, config: Config) -> CliResult {
         ),
         Command::Definitions { dir } => definitions::write(&config, dir.as_deref()),
         Command::Scripts { format } => history::scripts(&config, format == Format::Json),
+        Command::State {
+            action: Some(StateAction::Delete { script, key }),
+            ..
+        } => state::delete(&config, &script, &key).await,
+        Command::State {
+            action: None,
+            script,
+            format,
+        } => state::list(&config, script.as_deref(), format == Format::Json),
+        Command::Timers { format, limit } => state::timers(&config, limit, format == Format::Json),
         Command::Samples { action, format } => match action.unwrap_or(SamplesAction::List) {
             SamplesAction::List => samples::list(&config, format == Format::Json),
             SamplesAction::Show { event_type } => samples::show(&config, &event_type),

@@ -22,7 +22,49 @@ pub const ADMIN_TOKEN_HEADER: &str = "x-engine-admin-token";
 pub const MAX_ADMIN_BODY_BYTES: usize = 4096;
 
 /// The admin actions (`POST /admin/<action>`).
-const ACTIONS: &[&str] = &["read", "replay", "remove-sample", "backfill"];
+const ACTIONS: &[&str] = &[
+    "read",
+    "replay",
+    "remove-sample",
+    "delete-state",
+    "backfill",
+];
+
+/// `/admin/delete-state`: `engine state delete` while the server holds the store.
+async fn delete_state(app: &Front, body: &[u8]) -> Answer {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Delete {
+        script: String,
+        key: String,
+    }
+    let d: Delete = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error_owned(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("bad delete-state request: {e}"),
+            );
+        }
+    };
+    let now = crate::util::now_ms();
+    let deleted = app
+        .store
+        .write(move |txn| crate::store::kv::delete(txn, &d.script, &d.key, now))
+        .await;
+    match deleted {
+        Ok(b) => json(
+            StatusCode::OK,
+            serde_json::json!({ "deleted": b }).to_string(),
+        ),
+        Err(e) => error_owned(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            e.to_string(),
+        ),
+    }
+}
 
 /// `/admin/remove-sample`: `engine samples rm` while the server holds the store.
 async fn remove_sample(app: &Front, body: &[u8]) -> Answer {
@@ -227,7 +269,7 @@ pub(crate) async fn handle(
         return error(
             StatusCode::NOT_FOUND,
             "not_found",
-            "the admin endpoints are POST /admin/replay, /admin/read, /admin/remove-sample and /admin/backfill",
+            "the admin endpoints are POST /admin/replay, /admin/read, /admin/remove-sample, /admin/delete-state and /admin/backfill",
         );
     }
     let timeout = app.limits.body_read_timeout;
@@ -250,6 +292,9 @@ pub(crate) async fn handle(
     }
     if action == "remove-sample" {
         return remove_sample(app, &body).await;
+    }
+    if action == "delete-state" {
+        return delete_state(app, &body).await;
     }
     if action == "backfill" {
         return backfill(backend.as_ref(), &body).await;

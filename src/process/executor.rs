@@ -19,6 +19,7 @@ use crate::script::{
 use crate::store::actions::{self, Origin};
 use crate::store::runs::{self, RunRecord, RunStatus, RunsView};
 use crate::store::{ReadError, Store, StoredEvent};
+use crate::store::{kv, timers};
 use crate::util::{format_ms, now_ms, prom, redact};
 
 /// Attempts of a run that keeps failing on transient host errors before it is marked failed.
@@ -36,6 +37,11 @@ pub const RUN_BACKOFF: Backoff = Backoff {
 /// would be run again after a restart without the mark counting; the run limits (memory,
 /// operations, time) keep a script from crashing it at all.
 pub const MARK_IN_FLIGHT_AFTER: Duration = Duration::from_millis(20);
+/// Times in a row a run may be run again at once because what it read of its script's state
+/// changed before its commit (another run of the script wrote it first). Each conflict means
+/// another run committed, so this is only reached under a storm on one key; past it the run
+/// is retried with [`RUN_BACKOFF`] like a transient failure, which spreads the storm out.
+pub const MAX_STATE_CONFLICTS: u32 = 100;
 /// Upper bounds (seconds) of the run-duration histogram buckets.
 pub const RUN_DURATION_BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
 
@@ -65,7 +71,76 @@ pub struct Executor {
     /// The group (script) of each pending run the scheduler asked about, so that a look at the
     /// queue reads each record once; a run leaves it when it is finished.
     scripts_of: Mutex<HashMap<u64, u64>>,
+    /// Runs refused at their commit because their state reads changed, with how many times in
+    /// a row ([`MAX_STATE_CONFLICTS`]).
+    conflicts: Mutex<HashMap<u64, u32>>,
     failures: crate::util::Throttle,
+}
+
+/// The runs' host: the configured one (`lookup_user`, the Okta reads, endpoints), plus the
+/// script's stored state and timers read from the store.
+struct StoreHost {
+    inner: Arc<dyn Host>,
+    store: Arc<Store>,
+}
+
+impl Host for StoreHost {
+    fn lookup_user(
+        &self,
+        key: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Option<script::User>, script::HostError> {
+        self.inner.lookup_user(key, deadline)
+    }
+    fn okta_user_groups(
+        &self,
+        user: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<script::OktaGroup>, script::HostError> {
+        self.inner.okta_user_groups(user, deadline)
+    }
+    fn okta_get_group(
+        &self,
+        group: &script::GroupRef,
+        deadline: Option<Instant>,
+    ) -> Result<Option<script::OktaGroup>, script::HostError> {
+        self.inner.okta_get_group(group, deadline)
+    }
+    fn now_ms(&self) -> u64 {
+        self.inner.now_ms()
+    }
+    fn state_get(
+        &self,
+        script: &str,
+        key: &str,
+    ) -> Result<Option<script::StateValue>, script::HostError> {
+        kv::get(&*self.store, script, key)
+            .map_err(|e| script::HostError::transient(format!("cannot read the state: {e}")))
+    }
+    fn timer_pending(&self, script: &str, key: &str) -> Result<bool, script::HostError> {
+        timers::pending_with_key(&*self.store, script, key)
+            .map_err(|e| script::HostError::transient(format!("cannot read the timers: {e}")))
+    }
+    fn endpoint(&self, name: &str) -> Option<script::EndpointInfo> {
+        self.inner.endpoint(name)
+    }
+    fn endpoint_names(&self) -> Vec<String> {
+        self.inner.endpoint_names()
+    }
+    fn http_get(
+        &self,
+        request: &script::HttpRequest,
+        deadline: Option<Instant>,
+    ) -> Result<script::HttpAnswer, script::HostError> {
+        self.inner.http_get(request, deadline)
+    }
+}
+
+/// How saving a run ended in the transaction.
+enum Saved {
+    Recorded,
+    /// What it read of its state changed since: nothing was written.
+    Conflict,
 }
 
 /// What a run would do, found by running the script without recording or carrying out
@@ -165,6 +240,10 @@ impl Executor {
         senders: Senders,
         wakers: super::ActionWakers,
     ) -> Executor {
+        let host: Arc<dyn Host> = Arc::new(StoreHost {
+            inner: host,
+            store: store.clone(),
+        });
         Executor {
             store,
             scripts,
@@ -175,6 +254,7 @@ impl Executor {
             stats: Mutex::new(RunStats::default()),
             unrecorded: Mutex::new(HashMap::new()),
             scripts_of: Mutex::new(HashMap::new()),
+            conflicts: Mutex::new(HashMap::new()),
             failures: crate::util::Throttle::new(crate::store::FAILURE_LOG_INTERVAL),
         }
     }
@@ -233,10 +313,19 @@ impl Executor {
                 };
                 let StoredEvent { json, uuid, .. } = event;
                 let span = tracing::Span::current();
+                let timer = record.timer.clone();
                 let mut running = tokio::task::spawn_blocking(move || {
                     let _in_run = span.enter();
                     crate::util::priority::lower_for_scripts();
-                    script::run(&script, &json, &uuid, &delivery, &host, &limits, &senders)
+                    match timer {
+                        None => {
+                            script::run(&script, &json, &uuid, &delivery, &host, &limits, &senders)
+                        }
+                        Some(t) => script::run_timer(
+                            &script, &json, &t.id, &delivery, &host, &limits, &senders, &t.call,
+                            &t.args,
+                        ),
+                    }
                 });
                 // A run still going after a moment is marked in flight, without waiting (queued
                 // before its result, so never after it): a crash during it counts against it.
@@ -252,6 +341,7 @@ impl Executor {
                 .unwrap_or_else(|e| script::RunOutcome {
                     log: Vec::new(),
                     actions: Vec::new(),
+                    effects: Default::default(),
                     result: Err(plain_error(&record.script, format!("the run crashed: {e}"))),
                 })
             }
@@ -281,6 +371,7 @@ impl Executor {
                 script::RunOutcome {
                     log: Vec::new(),
                     actions: Vec::new(),
+                    effects: Default::default(),
                     result: Err(RunError {
                         kind: RunErrorKind::Load,
                         message,
@@ -301,6 +392,7 @@ impl Executor {
             None => script::RunOutcome {
                 log: Vec::new(),
                 actions: Vec::new(),
+                effects: Default::default(),
                 result: Err(plain_error(
                     &record.script,
                     format!(
@@ -324,6 +416,7 @@ impl Executor {
             Ok(()) => {
                 record.status = RunStatus::Succeeded;
                 record.actions = outcome.actions;
+                record.effects = outcome.effects;
                 record.error = None;
                 record.next_attempt = None;
             }
@@ -353,7 +446,6 @@ impl Executor {
                 record.error = Some(error);
             }
         }
-        self.count(&record);
         Step::Committing(self.save(record, not_before))
     }
 
@@ -384,8 +476,19 @@ impl Executor {
                 .remove(&record.id);
         }
         let (id, status) = (record.id, record.status);
+        // What it read is checked at the commit, not kept in the record.
+        let reads = std::mem::take(&mut record.effects.reads);
         let kept = record.clone();
         let committed = self.store.queue_write(move |txn| {
+            if record.status == RunStatus::Succeeded {
+                // Checked first, before anything of the run is written: a conflicting run
+                // leaves no trace and runs again on what the other run committed.
+                if !kv::unchanged(txn, &record.script, &reads)? {
+                    return Ok(Saved::Conflict);
+                }
+                kv::apply(txn, &record.script, &record.effects.writes)?;
+                timers::apply(txn, &record, &record.effects.timers)?;
+            }
             runs::save(txn, &record, not_before)?;
             if record.status == RunStatus::Succeeded && !record.actions.is_empty() {
                 let origin = Origin {
@@ -395,15 +498,63 @@ impl Executor {
                 };
                 actions::enqueue(txn, origin, &record.actions)?;
             }
-            Ok(())
+            Ok(Saved::Recorded)
         });
         let me = self.clone();
         Box::pin(async move {
             match committed.await {
-                Ok(()) => {
+                Ok(Saved::Conflict) => {
+                    let n = {
+                        let mut c = me.conflicts.lock().unwrap_or_else(|e| e.into_inner());
+                        let n = c.entry(id).or_insert(0);
+                        *n += 1;
+                        *n
+                    };
+                    tracing::debug!(
+                        run_id = id,
+                        conflicts = n,
+                        "run's state changed before its commit; running it again"
+                    );
+                    if n < MAX_STATE_CONFLICTS {
+                        return Done::Again;
+                    }
+                    // A storm on one key: back off like a transient failure.
+                    me.conflicts
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
+                    let mut record = kept;
+                    record.status = RunStatus::Retrying;
+                    record.actions = Vec::new();
+                    record.effects = Default::default();
+                    let at = now_ms()
+                        + RUN_BACKOFF
+                            .delay(record.attempts.saturating_sub(1))
+                            .as_millis() as u64;
+                    record.next_attempt = Some(format_ms(at));
+                    record.error = Some(RunError {
+                        kind: RunErrorKind::Transient,
+                        ..plain_error(
+                            &record.script,
+                            format!(
+                                "its state changed {n} times in a row before the run could commit (other runs of the script write the same keys); retried later"
+                            ),
+                        )
+                    });
+                    me.save(record, at).await
+                }
+                Ok(Saved::Recorded) => {
                     tracing::debug!(run_id = id, status = status.as_str(), "run recorded");
+                    me.conflicts
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
+                    me.count(&kept);
                     if status == RunStatus::Succeeded {
                         me.wakers.wake(&kept.actions);
+                        if !kept.effects.timers.is_empty() {
+                            me.wakers.wake_timers();
+                        }
                     }
                     Done::Recorded
                 }
@@ -487,7 +638,6 @@ impl Executor {
                 ..plain_error(&record.script, format!("the run crashed: {message}"))
             });
         }
-        self.count(&record);
         self.save(record, not_before).await
     }
 }

@@ -14,11 +14,14 @@
 //! - `dispatcher`: events → pending runs and captured samples.
 //! - `executor`: one run: load, run the script, record the result and queue its actions.
 //! - `retention`: hourly pruning of what is older than `retention_days`.
+//! - `timers`: [`TimerClock`], which turns due timers into runs (kind `timer`) and prunes
+//!   expired state.
 
 mod dispatcher;
 mod executor;
 pub mod retention;
 mod scheduler;
+mod timers;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -28,13 +31,14 @@ use tokio::sync::{Notify, watch};
 
 pub use dispatcher::{DISPATCH_BATCH, Dispatcher};
 pub use executor::{
-    DryAction, DryRunOutcome, Executor, MARK_IN_FLIGHT_AFTER, MAX_RUN_ATTEMPTS, RUN_BACKOFF,
-    RUN_DURATION_BUCKETS, scrub_outcome,
+    DryAction, DryRunOutcome, Executor, MARK_IN_FLIGHT_AFTER, MAX_RUN_ATTEMPTS,
+    MAX_STATE_CONFLICTS, RUN_BACKOFF, RUN_DURATION_BUCKETS, scrub_outcome,
 };
 pub use scheduler::{
     Admit, Backoff, Done, Due, DueKey, DuePool, DueWork, MAX_DUE_SCAN, MAX_PANICS, PAUSE_FIRST,
     PAUSE_MAX, Step, Task, Work, group_of, panic_message,
 };
+pub use timers::{FIRE_BATCH, STATE_PRUNE_INTERVAL, TIMER_TICK, TimerClock};
 
 /// One run a replay makes: the script (or its name), the event, and the run it replays.
 type Planned<S> = (S, StoredEvent, Option<u64>);
@@ -46,21 +50,33 @@ pub const MAX_DRY_RUNS: usize = 20;
 /// The action executors' wakers, by kind: a run that queued actions wakes the executor of each
 /// kind it queued (a kind without one is picked up at its executor's next tick).
 #[derive(Debug, Clone, Default)]
-pub struct ActionWakers(Vec<(crate::script::ActionKind, Arc<Notify>)>);
+pub struct ActionWakers {
+    kinds: Vec<(crate::script::ActionKind, Arc<Notify>)>,
+    /// The timer clock's, woken when a run scheduled a timer (it may be due before the
+    /// clock's next look).
+    timers: Option<Arc<Notify>>,
+}
 
 impl ActionWakers {
     /// These wakers and `waker` for `kind`.
     pub fn with(mut self, kind: crate::script::ActionKind, waker: Arc<Notify>) -> ActionWakers {
-        self.0.push((kind, waker));
+        self.kinds.push((kind, waker));
         self
     }
 
     /// Wakes the executor of each kind among `actions`.
     pub fn wake(&self, actions: &[crate::script::Action]) {
-        for (kind, waker) in &self.0 {
+        for (kind, waker) in &self.kinds {
             if actions.iter().any(|a| a.kind() == *kind) {
                 waker.notify_one();
             }
+        }
+    }
+
+    /// Wakes the timer clock.
+    pub fn wake_timers(&self) {
+        if let Some(w) = &self.timers {
+            w.notify_one();
         }
     }
 }
@@ -116,6 +132,8 @@ pub struct Processor {
     dispatcher: Arc<Dispatcher>,
     executor: Arc<Executor>,
     pool: Arc<DuePool<Executor>>,
+    /// Fires due timers into runs; prunes expired state.
+    clock: Arc<TimerClock>,
 }
 
 impl Processor {
@@ -125,8 +143,10 @@ impl Processor {
         scripts: LiveScripts,
         host: Arc<dyn Host>,
         settings: Settings,
-        wakers: ActionWakers,
+        mut wakers: ActionWakers,
     ) -> Arc<Processor> {
+        let timer_wake = Arc::new(Notify::new());
+        wakers.timers = Some(timer_wake.clone());
         let executor = Arc::new(Executor::new(
             store.clone(),
             scripts.clone(),
@@ -147,12 +167,14 @@ impl Processor {
             settings.capture_hooks,
             pool.waker(),
         ));
+        let clock = Arc::new(TimerClock::new(store.clone(), pool.waker(), timer_wake));
         Arc::new(Processor {
             store,
             scripts,
             dispatcher,
             executor,
             pool,
+            clock,
         })
     }
 
@@ -161,8 +183,10 @@ impl Processor {
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         self.executor.recover_in_flight().await;
         let dispatcher = tokio::spawn(self.dispatcher.clone().run(shutdown.clone()));
+        let clock = tokio::spawn(self.clock.clone().run(shutdown.clone()));
         self.pool.clone().run(shutdown).await;
         let _ = dispatcher.await;
+        let _ = clock.await;
     }
 
     /// Creates the runs of the next batch of undispatched events. `Ok(false)`: none waiting.
@@ -292,6 +316,7 @@ impl Processor {
 impl prom::MetricsSource for Processor {
     fn render_metrics(&self, out: &mut String) {
         self.executor.render_metrics(out);
+        self.clock.render_metrics(out);
     }
 }
 

@@ -57,6 +57,9 @@ pub enum Done {
     Recorded,
     /// Its outcome could not be recorded (storage failed); it stays due, and the pool pauses.
     NotRecorded,
+    /// Its outcome was refused as out of date (a run whose state reads changed before its
+    /// commit): nothing of it was recorded; it stays due and the pool looks again at once.
+    Again,
 }
 
 /// A boxed future ending in how an item ended: the commit of an outcome, a panic's record.
@@ -256,7 +259,7 @@ impl<W: DueWork> DuePool<W> {
     fn note(&self, done: Done) {
         let mut paused = lock(&self.paused);
         match done {
-            Done::Recorded => *paused = None,
+            Done::Recorded | Done::Again => *paused = None,
             Done::NotRecorded => {
                 let pause = paused.map_or(PAUSE_FIRST, |(_, p)| (p * 2).min(PAUSE_MAX));
                 *paused = Some((std::time::Instant::now() + pause, pause));
@@ -343,6 +346,7 @@ impl<W: DueWork> DuePool<W> {
                     }
                     Err(e) => Err(e),
                 };
+                let again = matches!(outcome, Ok(Done::Again));
                 match outcome {
                     Ok(done) => me.note(done),
                     Err(e) if e.is_panic() => {
@@ -370,7 +374,7 @@ impl<W: DueWork> DuePool<W> {
                 lock(&me.in_flight).remove(&id);
                 // A slot freed now is a reason to look at the queue again; the end of a commit
                 // is not (its slot was freed, and looked after, when the commit began).
-                if permit.take().is_some() {
+                if permit.take().is_some() || again {
                     me.wake.notify_one();
                 }
                 drop(committing);

@@ -11,7 +11,13 @@ use rhai::{Dynamic, INT};
 pub const MAX_DURATION: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
 
 /// The units a literal may end in, with their length in seconds.
-const UNITS: [(&str, u64); 5] = [("s", 1), ("m", 60), ("h", 3600), ("d", 86_400), ("w", 604_800)];
+const UNITS: [(&str, u64); 5] = [
+    ("s", 1),
+    ("m", 60),
+    ("h", 3600),
+    ("d", 86_400),
+    ("w", 604_800),
+];
 
 /// The hint every duration error ends with.
 pub const DURATION_HINT: &str =
@@ -37,10 +43,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .parse()
             .map_err(|_| format!("bad duration {text:?}: {DURATION_HINT}"))?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .bytes()
-            .take_while(|b| b.is_ascii_alphabetic())
-            .count();
+        let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
         let unit = &rest[..unit_len];
         let Some((_, secs)) = UNITS.iter().find(|(u, _)| *u == unit) else {
             return Err(if unit.is_empty() {

@@ -136,6 +136,10 @@ pub(crate) struct RunCtx {
     /// Actions counted by [`count_action`], per kind (in `ActionKind::ALL`'s order).
     pub counted: [usize; ActionKind::ALL.len()],
     pub fatal: Option<Fatal>,
+    /// What the run read of and would change in its script's state and timers.
+    pub state: super::state::RunState,
+    /// The script's own functions (a shared handle on its AST's): the names `schedule` may call.
+    pub functions: rhai::Shared<Module>,
 }
 
 thread_local! {
@@ -223,7 +227,7 @@ impl Drop for Entered {
     }
 }
 
-fn with_ctx<R>(f: impl FnOnce(&mut RunCtx) -> R) -> Option<R> {
+pub(crate) fn with_ctx<R>(f: impl FnOnce(&mut RunCtx) -> R) -> Option<R> {
     CTX.with(|c| c.borrow_mut().as_mut().map(f))
 }
 
@@ -299,7 +303,7 @@ fn error_at_call(ctx: &NativeCallContext, message: String) -> Box<EvalAltResult>
     ))
 }
 
-fn not_in_run(name: &str) -> Box<EvalAltResult> {
+pub(crate) fn not_in_run(name: &str) -> Box<EvalAltResult> {
     runtime_error(format!("{name} cannot be called while a module is loading"))
 }
 
@@ -440,7 +444,7 @@ fn lookup_user(
 /// A read through the host during a run (`lookup_user`, the `okta::` reads), within the run's
 /// deadline: a transient failure fails the run as transient (retried later, sticky), running
 /// out of time fails it with its time limit, a permanent one is an error at the call.
-fn host_read<T>(
+pub(crate) fn host_read<T>(
     ctx: &NativeCallContext,
     name: &str,
     what: &str,
@@ -1048,6 +1052,7 @@ pub(crate) fn new_engine(stdlib_dir: &Path, limits: &Limits) -> (Engine, Arc<Std
         &mut engine,
         |ctx: NativeCallContext, endpoint: ImmutableString| http_get(ctx, endpoint, Map::new()),
     );
+    super::state::register(&mut engine);
     host_fn("lookup_user", &["key: String", "?"], LOOKUP_USER_DOC)
         .register_into_engine(&mut engine, lookup_user);
     host_fn("lookup_user", &["key: ()", "()"], LOOKUP_USER_DOC)

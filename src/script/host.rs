@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::event::json_to_dynamic;
 use super::http::{EndpointInfo, HttpAnswer, HttpRequest};
 use super::okta_op::{GroupRef, OktaGroup};
+use super::state::StateValue;
 
 /// What the `okta::` reads answer when the engine has no `[okta]` section.
 pub const NO_OKTA: &str = "this needs the Okta API: add [okta] with org_url and token_env (or client_id and private_key_env) to engine.toml";
@@ -121,6 +122,18 @@ pub trait Host: Send + Sync {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0)
+    }
+
+    /// `state::get` and the first `state::incr` of a key in a run: the value `script` stored
+    /// under `key` (expired or not: the run decides), with its version. Default: nothing stored
+    /// (dry runs start from empty state).
+    fn state_get(&self, _script: &str, _key: &str) -> Result<Option<StateValue>, HostError> {
+        Ok(None)
+    }
+
+    /// `cancel_schedule`: whether `script` has a pending timer with this key.
+    fn timer_pending(&self, _script: &str, _key: &str) -> Result<bool, HostError> {
+        Ok(false)
     }
 
     /// The `[endpoint.NAME]` called `name`, or `None` when engine.toml declares none.

@@ -130,6 +130,7 @@ mod okta_op;
 mod outcome;
 mod run;
 pub mod schema;
+mod state;
 mod suggest;
 
 pub use definitions::{
@@ -157,7 +158,11 @@ pub use okta_op::{
     looks_like_okta_id, user_ref,
 };
 pub use outcome::{LogLevel, LogLine, RunError, RunErrorKind, RunOutcome};
-pub use run::{run, run_map};
+pub use run::{run, run_map, run_timer};
+pub use state::{
+    Effects, MAX_STATE_KEY_CHARS, MAX_STATE_VALUE_BYTES, MAX_STATE_WRITES, MAX_TIMER_OPS,
+    StateRead, StateValue, StateWrite, TimerOp, TimerSpec, parse_rfc3339_ms, rfc3339_ms,
+};
 pub use suggest::{edit_distance, nearest};
 
 /// The live script set, swapped atomically by hot reload; runs hold the `Arc<Script>` they

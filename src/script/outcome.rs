@@ -6,6 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::email::Action;
+use super::state::Effects;
 
 /// Which function wrote a log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,5 +105,9 @@ pub struct RunOutcome {
     /// What the script asked for, in order. Also filled when `result` is `Err` (for display);
     /// only a successful run's actions may be carried out.
     pub actions: Vec<Action>,
+    /// What it read of and would change in its script's state and timers; like `actions`, only
+    /// a successful run's are applied (with the run's record, in one transaction).
+    #[serde(default)]
+    pub effects: Effects,
     pub result: Result<(), RunError>,
 }

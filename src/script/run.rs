@@ -33,6 +33,7 @@ pub fn run(
         Err(message) => RunOutcome {
             log: Vec::new(),
             actions: Vec::new(),
+            effects: Default::default(),
             result: Err(RunError {
                 kind: RunErrorKind::Script,
                 message,
@@ -59,6 +60,111 @@ pub fn run_map(
     limits: &Limits,
     senders: &Senders,
 ) -> RunOutcome {
+    run_entry(
+        script, event, event_id, delivery, host, limits, senders, None,
+    )
+}
+
+/// Runs a timer: `script`'s function `call` with `args` (or with none, for a function without
+/// parameters), with the scheduling run's `event` and `delivery` in scope. `timer_id` stands
+/// for the event id (action ids derive from it, so a retried timer run repeats nothing). A
+/// function the script no longer defines fails the run.
+#[allow(clippy::too_many_arguments)]
+pub fn run_timer(
+    script: &Script,
+    event_json: &[u8],
+    timer_id: &str,
+    delivery: &DeliveryInfo,
+    host: &Arc<dyn Host>,
+    limits: &Limits,
+    senders: &Senders,
+    call: &str,
+    args: &serde_json::Value,
+) -> RunOutcome {
+    let fail = |message: String, hint: Option<String>| RunOutcome {
+        log: Vec::new(),
+        actions: Vec::new(),
+        effects: Default::default(),
+        result: Err(RunError {
+            kind: RunErrorKind::Script,
+            message,
+            script: script.name.clone(),
+            file: script.file_name.clone(),
+            line: None,
+            col: None,
+            trace: Vec::new(),
+            hint,
+            not_before_ms: None,
+        }),
+    };
+    let arities: Vec<usize> = script
+        .ast()
+        .iter_functions()
+        .filter(|f| f.name == call)
+        .map(|f| f.params.len())
+        .collect();
+    let with_args = if arities.contains(&1) {
+        true
+    } else if arities.contains(&0) {
+        false
+    } else {
+        let names: Vec<String> = script
+            .ast()
+            .iter_functions()
+            .map(|f| f.name.to_string())
+            .collect();
+        let hint = super::suggest::nearest(call, &names)
+            .map(|n| format!("did you mean `{n}`? (timers already pending keep the name they were scheduled with)"));
+        return fail(
+            format!(
+                "timer function `{call}` is not defined in the script (any more): a timer calls `fn {call}(args)`"
+            ),
+            hint.or_else(|| {
+                Some(format!(
+                    "define `fn {call}(args)` in {} again, then `engine replay` this run",
+                    script.file_name
+                ))
+            }),
+        );
+    };
+    match build_event_map(event_json) {
+        Ok(event) => run_entry(
+            script,
+            event,
+            timer_id,
+            delivery,
+            host,
+            limits,
+            senders,
+            Some((call, with_args.then_some(args))),
+        ),
+        Err(message) => fail(message, None),
+    }
+}
+
+/// The script's top-level imports and its functions, without the rest of its top-level code:
+/// what a timer's function call runs in (its imports as the script's body would see them).
+fn imports_only(ast: &rhai::AST) -> rhai::AST {
+    let imports: Vec<rhai::Stmt> = ast
+        .statements()
+        .iter()
+        .filter(|s| matches!(s, rhai::Stmt::Import(..)))
+        .cloned()
+        .collect();
+    rhai::AST::new(imports, rhai::Module::new()).merge(&ast.clone_functions_only())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_entry(
+    script: &Script,
+    event: Map,
+    event_id: &str,
+    delivery: &DeliveryInfo,
+    host: &Arc<dyn Host>,
+    limits: &Limits,
+    senders: &Senders,
+    call: Option<(&str, Option<&serde_json::Value>)>,
+) -> RunOutcome {
     let mut scope = Scope::new();
     // `Dynamic::from_map`, not `push_constant(name, map)`: rhai's `Dynamic::from` rebuilds a map.
     scope.push_constant_dynamic("event", Dynamic::from_map(event));
@@ -78,6 +184,8 @@ pub fn run_map(
         emails: 0,
         counted: Default::default(),
         fatal: None,
+        state: Default::default(),
+        functions: script.ast().shared_lib().clone(),
     };
     let budget = Budget {
         max_ops: limits.max_operations,
@@ -86,14 +194,41 @@ pub fn run_map(
         tripped: None,
     };
     let entered = enter(ctx, budget);
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        script.engine().run_ast_with_scope(&mut scope, script.ast())
+    let result = catch_unwind(AssertUnwindSafe(|| match call {
+        None => script.engine().run_ast_with_scope(&mut scope, script.ast()),
+        Some((name, args)) => {
+            let prelude = imports_only(script.ast());
+            let options = rhai::CallFnOptions::new().eval_ast(true).rewind_scope(true);
+            match args {
+                Some(a) => script.engine().call_fn_with_options::<Dynamic>(
+                    options,
+                    &mut scope,
+                    &prelude,
+                    name,
+                    (super::event::json_to_dynamic(a),),
+                ),
+                None => script.engine().call_fn_with_options::<Dynamic>(
+                    options,
+                    &mut scope,
+                    &prelude,
+                    name,
+                    (),
+                ),
+            }
+            .map(|_| ())
+        }
     }));
     let (ctx, budget) = entered.finish();
 
-    let (mut log, actions, fatal, dropped) = match ctx {
-        Some(c) => (c.log, c.actions, c.fatal, c.log_dropped),
-        None => (Vec::new(), Vec::new(), None, 0),
+    let (mut log, actions, fatal, dropped, effects) = match ctx {
+        Some(c) => (
+            c.log,
+            c.actions,
+            c.fatal,
+            c.log_dropped,
+            c.state.into_effects(),
+        ),
+        None => (Vec::new(), Vec::new(), None, 0, Default::default()),
     };
     if dropped > 0 {
         log.push(LogLine {
@@ -134,6 +269,7 @@ pub fn run_map(
     RunOutcome {
         log,
         actions,
+        effects,
         result,
     }
 }

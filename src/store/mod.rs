@@ -26,6 +26,9 @@
 //! - `outbox`: the mail actions as `engine outbox` shows them; the move of an older outbox.
 //! - `samples`: captured sample events.
 //! - `script_state`: the per-script state the server records at each reload.
+//! - `kv`: the scripts' own state (`state::*`): values with expiry and version, the commit-time
+//!   check that what a run read is unchanged, pruning of expired keys.
+//! - `timers`: the scripts' durable timers (`schedule`), keyed replacement, firing into runs.
 //! - `backfill`: the System Log backfill's cursor.
 //! - `query`: the reads of the history commands, one `Query` answered the same way from the
 //!   file or through the running server.
@@ -35,11 +38,13 @@ pub mod backfill;
 mod dedup;
 mod due;
 mod inbox;
+pub mod kv;
 pub mod outbox;
 pub mod query;
 pub mod runs;
 pub mod samples;
 pub mod script_state;
+pub mod timers;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -520,6 +525,8 @@ fn init_tables(db: &Database) -> Result<inbox::NextSeq, redb::Error> {
     runs::init(&txn)?;
     actions::init(&txn)?;
     samples::init(&txn)?;
+    kv::init(&txn)?;
+    timers::init(&txn)?;
     txn.commit()?;
     Ok(next)
 }

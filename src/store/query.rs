@@ -42,6 +42,10 @@ pub enum Query {
     Scripts,
     /// Runs by id, each with the state of its mails (for `engine replay`).
     Replayed { ids: Vec<u64> },
+    /// The scripts' live state keys (of `script` only, when given).
+    State { script: Option<String> },
+    /// The pending timers, earliest due first.
+    Timers { limit: usize },
 }
 
 /// A captured sample with its event JSON (as text: events are JSON, so UTF-8).
@@ -101,6 +105,12 @@ pub fn answer(h: &History<'_>, query: &Query) -> Result<serde_json::Value, ReadE
             let txn = h.read()?;
             json(serde_json::to_value(super::script_state::recorded(&txn)?))
         }
+        Query::State { script } => json(serde_json::to_value(super::kv::list(
+            h,
+            script.as_deref(),
+            crate::util::now_ms(),
+        )?)),
+        Query::Timers { limit } => json(serde_json::to_value(super::timers::list(h, *limit)?)),
         Query::Replayed { ids } => {
             let records: Vec<RunRecord> = ids
                 .iter()

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::due::{Admit, Due, DueIndex, DueKey};
 use super::{EventHead, ReadError, ReadTxnSource, WriteError, read_err, storage};
-use crate::script::{Action, LogLine, RunError};
+use crate::script::{Action, Effects, LogLine, RunError};
 
 /// run id → the run's record as JSON (records evolve; JSON keeps old ones readable).
 const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
@@ -82,6 +82,29 @@ pub struct RunRecord {
     /// Crashes of the engine this run was in flight at.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub crashes: u32,
+    /// A timer's run (kind `timer`): the timer it runs and what scheduled it; `None`: an
+    /// event's run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timer: Option<TimerOrigin>,
+    /// What a successful run changed in its script's state and timers (applied with it).
+    #[serde(default, skip_serializing_if = "Effects::is_empty")]
+    pub effects: Effects,
+}
+
+/// The timer a timer's run runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerOrigin {
+    /// The timer's id (its actions' ids derive from it).
+    pub id: String,
+    pub call: String,
+    #[serde(default)]
+    pub args: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// When it was due (RFC 3339).
+    pub due: String,
+    /// The run that scheduled it.
+    pub scheduled_by: u64,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -110,6 +133,17 @@ impl RunRecord {
             actions: Vec::new(),
             replay_of,
             crashes: 0,
+            timer: None,
+            effects: Effects::default(),
+        }
+    }
+
+    /// `timer` for a timer's run, else `event`.
+    pub fn kind(&self) -> &'static str {
+        if self.timer.is_some() {
+            "timer"
+        } else {
+            "event"
         }
     }
 

@@ -19,4 +19,5 @@ mod processing;
 mod reload;
 mod retention;
 mod scripts;
+mod state;
 mod tidy;

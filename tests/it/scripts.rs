@@ -242,6 +242,7 @@ fn run_case(case: &Path) -> Result<(), String> {
     let mut all = RunOutcome {
         log: Vec::new(),
         actions: Vec::new(),
+        effects: Default::default(),
         result: Ok(()),
     };
     let mut senders = Senders::default();

@@ -1,0 +1,205 @@
+//! The scripts' state (`state::*`): one row per (script, key) with its value, expiry and
+//! version. Runs read it through the store; a run's commit first checks that every row it read
+//! is unchanged (else the run is run again: no lost update), then applies its writes with fresh
+//! versions. Expired rows read as absent at once and are pruned later.
+
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::{ReadError, ReadTxnSource, WriteError, read_err, storage};
+use crate::script::{StateRead, StateValue, StateWrite};
+
+/// `script \0 key` → [`StateValue`] as JSON.
+const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+/// `"next"` → the next version a write gets (versions are never reused, so a row deleted and
+/// written again is a change a reader sees).
+const STATE_VERSION: TableDefinition<&str, u64> = TableDefinition::new("state_version");
+/// Expired rows deleted per pruning transaction: bounds the time a pass holds the writer.
+pub const PRUNE_BATCH: usize = 10_000;
+
+/// One key as `engine state` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateRow {
+    pub script: String,
+    pub key: String,
+    pub value: serde_json::Value,
+    /// RFC 3339, when it expires.
+    pub expires: Option<String>,
+}
+
+fn row_key(script: &str, key: &str) -> String {
+    format!("{script}\0{key}")
+}
+
+pub(crate) fn init(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(STATE)?;
+    txn.open_table(STATE_VERSION)?;
+    Ok(())
+}
+
+/// The row `script` stored under `key` (expired or not), with its version.
+pub fn get(
+    src: &dyn ReadTxnSource,
+    script: &str,
+    key: &str,
+) -> Result<Option<StateValue>, ReadError> {
+    let txn = src.begin()?;
+    let table = match txn.open_table(STATE) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(read_err(e)),
+    };
+    let Some(v) = table.get(row_key(script, key).as_str()).map_err(read_err)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(v.value())
+        .map(Some)
+        .map_err(read_err)
+}
+
+/// Whether every row in `reads` still has the version the run saw (inside the commit's
+/// transaction: later jobs of the same batch see earlier jobs' writes).
+pub fn unchanged(
+    txn: &WriteTransaction,
+    script: &str,
+    reads: &[StateRead],
+) -> Result<bool, WriteError> {
+    if reads.is_empty() {
+        return Ok(true);
+    }
+    let table = txn.open_table(STATE).map_err(storage)?;
+    for r in reads {
+        let now = match table
+            .get(row_key(script, &r.key).as_str())
+            .map_err(storage)?
+        {
+            None => None,
+            Some(v) => Some(
+                serde_json::from_slice::<StateValue>(v.value())
+                    .map_err(storage)?
+                    .version,
+            ),
+        };
+        if now != r.version {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Applies a run's writes, each set with a fresh version.
+pub fn apply(
+    txn: &WriteTransaction,
+    script: &str,
+    writes: &[StateWrite],
+) -> Result<(), WriteError> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let mut versions = txn.open_table(STATE_VERSION).map_err(storage)?;
+    let mut next = versions
+        .get("next")
+        .map_err(storage)?
+        .map(|v| v.value())
+        .unwrap_or(1);
+    let mut table = txn.open_table(STATE).map_err(storage)?;
+    for w in writes {
+        let k = row_key(script, w.key());
+        match w {
+            StateWrite::Set {
+                value, expires_ms, ..
+            } => {
+                let row = StateValue {
+                    value: value.clone(),
+                    expires_ms: *expires_ms,
+                    version: next,
+                };
+                next += 1;
+                let json = serde_json::to_vec(&row).map_err(storage)?;
+                table.insert(k.as_str(), json.as_slice()).map_err(storage)?;
+            }
+            StateWrite::Delete { .. } => {
+                table.remove(k.as_str()).map_err(storage)?;
+            }
+        }
+    }
+    versions.insert("next", next).map_err(storage)?;
+    Ok(())
+}
+
+/// Deletes `script`'s `key` (`engine state delete`); whether it was there (and not expired).
+pub fn delete(
+    txn: &WriteTransaction,
+    script: &str,
+    key: &str,
+    now_ms: u64,
+) -> Result<bool, WriteError> {
+    let mut table = txn.open_table(STATE).map_err(storage)?;
+    let old = table
+        .remove(row_key(script, key).as_str())
+        .map_err(storage)?
+        .map(|v| serde_json::from_slice::<StateValue>(v.value()));
+    Ok(matches!(old, Some(Ok(v)) if !v.expired(now_ms)))
+}
+
+/// Every live key (of `script`, or of every script), by script then key.
+pub fn list(
+    src: &dyn ReadTxnSource,
+    script: Option<&str>,
+    now_ms: u64,
+) -> Result<Vec<StateRow>, ReadError> {
+    let txn = src.begin()?;
+    let table = match txn.open_table(STATE) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(read_err(e)),
+    };
+    let prefix = script.map(|s| format!("{s}\0"));
+    let iter = match &prefix {
+        Some(p) => table.range(p.as_str()..).map_err(read_err)?,
+        None => table.iter().map_err(read_err)?,
+    };
+    let mut out = Vec::new();
+    for entry in iter {
+        let (k, v) = entry.map_err(read_err)?;
+        let k = k.value();
+        if let Some(p) = &prefix
+            && !k.starts_with(p.as_str())
+        {
+            break;
+        }
+        let row: StateValue = serde_json::from_slice(v.value()).map_err(read_err)?;
+        if row.expired(now_ms) {
+            continue;
+        }
+        let (s, key) = k.split_once('\0').unwrap_or(("", k));
+        out.push(StateRow {
+            script: s.to_string(),
+            key: key.to_string(),
+            value: row.value,
+            expires: row.expires_ms.map(crate::util::format_ms),
+        });
+    }
+    Ok(out)
+}
+
+/// Deletes up to [`PRUNE_BATCH`] rows expired at `now_ms`; how many.
+pub fn prune_expired(txn: &WriteTransaction, now_ms: u64) -> Result<usize, WriteError> {
+    let mut table = txn.open_table(STATE).map_err(storage)?;
+    let mut gone = Vec::new();
+    for entry in table.iter().map_err(storage)? {
+        let (k, v) = entry.map_err(storage)?;
+        if let Ok(row) = serde_json::from_slice::<StateValue>(v.value())
+            && row.expired(now_ms)
+        {
+            gone.push(k.value().to_string());
+            if gone.len() >= PRUNE_BATCH {
+                break;
+            }
+        }
+    }
+    for k in &gone {
+        table.remove(k.as_str()).map_err(storage)?;
+    }
+    Ok(gone.len())
+}

@@ -1,0 +1,290 @@
+//! The scripts' durable timers (`schedule`): one record per pending timer, its id and its
+//! per-script key, and a time index. A run's commit applies its schedules and cancels; a due
+//! timer leaves the table in the same transaction that creates its run, so it fires once.
+
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::due::{Admit, DueIndex};
+use super::runs::{RunRecord, TimerOrigin};
+use super::{ReadError, ReadTxnSource, WriteError, read_err, storage};
+use crate::script::{TimerOp, TimerSpec};
+
+/// timer seq → [`Timer`] as JSON.
+const TIMERS: TableDefinition<u64, &[u8]> = TableDefinition::new("timers");
+/// timer id → seq.
+const TIMER_IDS: TableDefinition<&str, u64> = TableDefinition::new("timer_ids");
+/// `script \0 key` → seq, for keyed timers.
+const TIMER_KEYS: TableDefinition<&str, u64> = TableDefinition::new("timer_keys");
+/// seq → due (ms), with its time index.
+const DUE: DueIndex = DueIndex::new("timers_pending", "timers_by_time");
+
+/// A pending timer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timer {
+    pub seq: u64,
+    pub script: String,
+    #[serde(flatten)]
+    pub spec: TimerSpec,
+    /// RFC 3339 of `spec.due_ms`.
+    pub due: String,
+    /// The run that scheduled it, and the event that run ran on (the timer's run gets it).
+    pub scheduled_by: u64,
+    pub event_seq: u64,
+    pub event_uuid: String,
+    pub event_type: String,
+    pub hook: String,
+    pub created: String,
+}
+
+pub(crate) fn init(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(TIMERS)?;
+    txn.open_table(TIMER_IDS)?;
+    txn.open_table(TIMER_KEYS)?;
+    DUE.init(txn)
+}
+
+fn key_of(script: &str, key: &str) -> String {
+    format!("{script}\0{key}")
+}
+
+/// Removes timer `seq` from every table; the timer, if it was there.
+fn remove(txn: &WriteTransaction, seq: u64) -> Result<Option<Timer>, WriteError> {
+    let mut timers = txn.open_table(TIMERS).map_err(storage)?;
+    let Some(old) = timers.remove(seq).map_err(storage)? else {
+        return Ok(None);
+    };
+    let t: Timer = serde_json::from_slice(old.value()).map_err(storage)?;
+    drop(old);
+    txn.open_table(TIMER_IDS)
+        .map_err(storage)?
+        .remove(t.spec.id.as_str())
+        .map_err(storage)?;
+    if let Some(k) = &t.spec.key {
+        let mut keys = txn.open_table(TIMER_KEYS).map_err(storage)?;
+        let kk = key_of(&t.script, k);
+        let same = keys.get(kk.as_str()).map_err(storage)?.map(|v| v.value()) == Some(seq);
+        if same {
+            keys.remove(kk.as_str()).map_err(storage)?;
+        }
+    }
+    DUE.unset(txn, seq)?;
+    Ok(Some(t))
+}
+
+fn seq_of_key(txn: &WriteTransaction, script: &str, key: &str) -> Result<Option<u64>, WriteError> {
+    let keys = txn.open_table(TIMER_KEYS).map_err(storage)?;
+    Ok(keys
+        .get(key_of(script, key).as_str())
+        .map_err(storage)?
+        .map(|v| v.value()))
+}
+
+/// Applies a successful run's timer operations, in order: a schedule replaces the pending
+/// timer with the same key (or id); a cancel removes the one with that key. Returns the
+/// earliest due time scheduled.
+pub fn apply(
+    txn: &WriteTransaction,
+    run: &RunRecord,
+    ops: &[TimerOp],
+) -> Result<Option<u64>, WriteError> {
+    let mut earliest: Option<u64> = None;
+    for op in ops {
+        match op {
+            TimerOp::Cancel { key } => {
+                if let Some(seq) = seq_of_key(txn, &run.script, key)? {
+                    remove(txn, seq)?;
+                }
+            }
+            TimerOp::Schedule(spec) => {
+                if let Some(k) = &spec.key
+                    && let Some(seq) = seq_of_key(txn, &run.script, k)?
+                {
+                    remove(txn, seq)?;
+                }
+                let same_id = txn
+                    .open_table(TIMER_IDS)
+                    .map_err(storage)?
+                    .get(spec.id.as_str())
+                    .map_err(storage)?
+                    .map(|v| v.value());
+                if let Some(seq) = same_id {
+                    remove(txn, seq)?;
+                }
+                let mut timers = txn.open_table(TIMERS).map_err(storage)?;
+                let seq = timers
+                    .last()
+                    .map_err(storage)?
+                    .map(|(k, _)| k.value() + 1)
+                    .unwrap_or(1)
+                    .max(next_seq_floor(txn)?);
+                let t = Timer {
+                    seq,
+                    script: run.script.clone(),
+                    spec: spec.clone(),
+                    due: crate::util::format_ms(spec.due_ms),
+                    scheduled_by: run.id,
+                    event_seq: run.event_seq,
+                    event_uuid: run.event_uuid.clone(),
+                    event_type: run.event_type.clone(),
+                    hook: run.hook.clone(),
+                    created: crate::util::format_ms(crate::util::now_ms()),
+                };
+                let json = serde_json::to_vec(&t).map_err(storage)?;
+                timers.insert(seq, json.as_slice()).map_err(storage)?;
+                drop(timers);
+                txn.open_table(TIMER_IDS)
+                    .map_err(storage)?
+                    .insert(spec.id.as_str(), seq)
+                    .map_err(storage)?;
+                if let Some(k) = &spec.key {
+                    txn.open_table(TIMER_KEYS)
+                        .map_err(storage)?
+                        .insert(key_of(&run.script, k).as_str(), seq)
+                        .map_err(storage)?;
+                }
+                DUE.set(txn, seq, spec.due_ms)?;
+                bump_seq_floor(txn, seq + 1)?;
+                earliest = Some(earliest.map_or(spec.due_ms, |e| e.min(spec.due_ms)));
+            }
+        }
+    }
+    Ok(earliest)
+}
+
+/// Timer seqs are never reused (a fired timer's seq is not given to the next one), kept as a
+/// floor beside the table.
+const TIMER_SEQ: TableDefinition<&str, u64> = TableDefinition::new("timer_seq");
+
+fn next_seq_floor(txn: &WriteTransaction) -> Result<u64, WriteError> {
+    let t = txn.open_table(TIMER_SEQ).map_err(storage)?;
+    Ok(t.get("next")
+        .map_err(storage)?
+        .map(|v| v.value())
+        .unwrap_or(1))
+}
+
+fn bump_seq_floor(txn: &WriteTransaction, next: u64) -> Result<(), WriteError> {
+    txn.open_table(TIMER_SEQ)
+        .map_err(storage)?
+        .insert("next", next)
+        .map_err(storage)?;
+    Ok(())
+}
+
+/// The seqs of up to `limit` timers due at `now_ms`, and when the next one comes due.
+pub fn due(
+    src: &dyn ReadTxnSource,
+    now_ms: u64,
+    limit: usize,
+) -> Result<(Vec<u64>, Option<u64>), ReadError> {
+    let txn = src.begin()?;
+    let mut taken = 0;
+    DUE.due(&txn, now_ms, None, &mut |_| {
+        if taken >= limit {
+            Admit::Stop
+        } else {
+            taken += 1;
+            Admit::Take
+        }
+    })
+}
+
+/// Fires the timers `seqs` that are still pending and due at `now_ms`: each leaves the table
+/// and becomes a pending run (kind timer), in this one transaction. Returns the new run ids.
+pub fn fire(txn: &WriteTransaction, seqs: &[u64], now_ms: u64) -> Result<Vec<u64>, WriteError> {
+    let mut records = Vec::new();
+    for seq in seqs {
+        let due_now = {
+            let timers = txn.open_table(TIMERS).map_err(storage)?;
+            match timers.get(*seq).map_err(storage)? {
+                Some(v) => {
+                    serde_json::from_slice::<Timer>(v.value())
+                        .map_err(storage)?
+                        .spec
+                        .due_ms
+                        <= now_ms
+                }
+                None => false,
+            }
+        };
+        if !due_now {
+            continue;
+        }
+        let Some(t) = remove(txn, *seq)? else {
+            continue;
+        };
+        let head = super::EventHead {
+            seq: t.event_seq,
+            uuid: t.event_uuid.clone(),
+            event_type: t.event_type.clone(),
+            hook: t.hook.clone(),
+        };
+        let mut r = RunRecord::new(0, &head, &t.script, None);
+        r.timer = Some(TimerOrigin {
+            id: t.spec.id.clone(),
+            call: t.spec.call.clone(),
+            args: t.spec.args.clone(),
+            key: t.spec.key.clone(),
+            due: t.due.clone(),
+            scheduled_by: t.scheduled_by,
+        });
+        records.push(r);
+    }
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    super::runs::create(txn, records)
+}
+
+/// Whether `script` has a pending timer with `key`.
+pub fn pending_with_key(
+    src: &dyn ReadTxnSource,
+    script: &str,
+    key: &str,
+) -> Result<bool, ReadError> {
+    let txn = src.begin()?;
+    match txn.open_table(TIMER_KEYS) {
+        Ok(t) => Ok(t
+            .get(key_of(script, key).as_str())
+            .map_err(read_err)?
+            .is_some()),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
+        Err(e) => Err(read_err(e)),
+    }
+}
+
+/// Every pending timer, earliest due first (at most `limit`).
+pub fn list(src: &dyn ReadTxnSource, limit: usize) -> Result<Vec<Timer>, ReadError> {
+    let txn = src.begin()?;
+    let timers = match txn.open_table(TIMERS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(read_err(e)),
+    };
+    let mut out = Vec::new();
+    for (_, seq) in DUE
+        .all(&txn)?
+        .into_iter()
+        .map(|(seq, due)| (due, seq))
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        if out.len() >= limit {
+            break;
+        }
+        if let Some(v) = timers.get(seq).map_err(read_err)? {
+            out.push(serde_json::from_slice(v.value()).map_err(read_err)?);
+        }
+    }
+    Ok(out)
+}
+
+/// How many timers are pending.
+pub fn count(src: &dyn ReadTxnSource) -> Result<u64, ReadError> {
+    let txn = src.begin()?;
+    match txn.open_table(TIMERS) {
+        Ok(t) => t.len().map_err(read_err),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+        Err(e) => Err(read_err(e)),
+    }
+}
