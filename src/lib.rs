@@ -12,7 +12,8 @@
 //!   limit), `util/redact.rs` (secret values scrubbed from everything recorded, logged or printed),
 //!   `util/priority.rs` (script threads at a lower CPU priority than the receiver).
 //! - [`script`]: the Rhai layer, self-contained: `load.rs`, `header.rs`, `engine.rs`, `run.rs`,
-//!   `explain.rs` (Rhai's run-time errors in the script's terms), `suggest.rs` (did you mean),
+//!   `explain.rs` (Rhai's run-time errors in the script's terms), `suggest.rs` (did you mean), `duration.rs` (duration literals), `state.rs` (`state::*`,
+//!   `schedule`, `cancel_schedule`: a run's reads and `Effects`),
 //!   `outcome.rs`, `event.rs`, `schema.rs` (the documented `event`/`delivery`/user fields),
 //!   `definitions.rs` (editor definition files), `email.rs`, `host.rs`, `naming.rs`,
 //!   `okta_op.rs` (the `okta::` functions' arguments, `OktaOp`, `OktaGroup`), `http.rs`
@@ -20,7 +21,7 @@
 //!   (the global allocator with the per-thread heap count the memory limit reads).
 //! - [`config`]: `engine.toml` loading and validation; the embedded defaults.
 //! - [`store`]: every table of the one redb file: `writer.rs` (group commit), `inbox.rs`,
-//!   `dedup.rs`, `due.rs`, `runs.rs`, `actions.rs` (the durable action queue), `outbox.rs`, `samples.rs`, `script_state.rs`, `query.rs`,
+//!   `dedup.rs`, `due.rs`, `runs.rs`, `actions.rs` (the durable action queue), `outbox.rs`, `samples.rs`, `script_state.rs`, `kv.rs` (the scripts' state: versions, the commit-time check), `timers.rs` (durable timers), `query.rs`,
 //!   `backfill.rs` (the System Log cursor).
 //! - [`lookup`]: `lookup_user`'s sources: `directory.rs`, `okta.rs` (the one Okta client), the
 //!   cache and the `Host`; `okta_auth.rs` (SSWS token or OAuth service app), `okta_ops.rs` (the
@@ -32,7 +33,7 @@
 //! - [`backfill`]: the System Log backfill (the poll loop, a pass, its metrics; `engine
 //!   backfill`), `filter.rs` (the scripts' subscriptions as Okta's `filter`).
 //! - [`process`]: `dispatcher.rs`, `executor.rs`, `scheduler.rs` (the one scheduler of due work,
-//!   and `Backoff`), `retention.rs`.
+//!   and `Backoff`), `retention.rs`, `timers.rs` (the timer clock: due timers into runs; pruning of expired state).
 //! - [`actions`]: the action queue's executors: the mail sender (`mod.rs`) and `mail.rs` (its
 //!   transports), `okta.rs` (the `okta` actions through the one Okta client), `http.rs` (the
 //!   `http` actions through their endpoints), `ledger.rs` (what
@@ -44,7 +45,7 @@
 //!   `views.rs` (each page's reads), `templates/` and `static/` (compiled in).
 //! - [`app`]: builds every part from the config, runs them, stops them.
 //! - [`cli`]: clap and dispatch: `output.rs`, `remote.rs`, `history.rs`, `replay.rs`, `run.rs`,
-//!   `samples.rs`, `check.rs`, `definitions.rs`, `send.rs`, `backfill.rs`.
+//!   `samples.rs`, `check.rs`, `definitions.rs`, `send.rs`, `backfill.rs`, `state.rs` (`state`, `timers`).
 //!
 //! See ARCHITECTURE.md for the invariants.
 

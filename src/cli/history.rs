@@ -106,7 +106,11 @@ pub fn runs(config: &Config, filter: &RunFilter, limit: usize, json: bool) -> Cl
                     .clone()
                     .or(r.started.clone())
                     .unwrap_or(r.created.clone()),
-                r.script.clone(),
+                match &r.timer {
+                    // A timer's run: what it calls and the run that scheduled it.
+                    Some(t) => format!("{} timer {}() of run {}", r.script, t.call, t.scheduled_by),
+                    None => r.script.clone(),
+                },
                 r.event_type.clone(),
                 r.event_uuid.clone(),
                 r.status.as_str().to_string(),
@@ -177,6 +181,24 @@ pub fn run(config: &Config, id: u64, json: bool) -> CliResult {
     }
     if let Some(p) = r.replay_of {
         let _ = writeln!(out, "  replays run {p}");
+    }
+    if let Some(t) = &r.timer {
+        let _ = writeln!(
+            out,
+            "  kind: timer {} calling {}({}), due {}, scheduled by run {}",
+            t.id,
+            t.call,
+            if t.args.is_null() {
+                String::new()
+            } else {
+                t.args.to_string()
+            },
+            t.due,
+            t.scheduled_by
+        );
+    }
+    for c in r.effects.describe() {
+        let _ = writeln!(out, "  changed: {c}");
     }
     if r.crashes > 0 {
         let _ = writeln!(out, "  in flight at {} crash(es) of the engine", r.crashes);

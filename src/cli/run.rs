@@ -26,6 +26,10 @@ pub(super) struct DryRun {
     pub subscribed: bool,
     pub log: Vec<script::LogLine>,
     pub actions: Vec<Action>,
+    /// What it would change in its state and timers, one line each (dry runs start from
+    /// empty state).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
     pub error: Option<script::RunError>,
     /// Said above the run's output (e.g. that the script does not subscribe to the event).
     #[serde(skip)]
@@ -83,6 +87,7 @@ pub(super) async fn dry_run_one(
         event_type,
         log: outcome.log,
         actions: outcome.actions,
+        changes: outcome.effects.describe(),
         error: outcome.result.err(),
         note,
     })
@@ -165,6 +170,14 @@ pub(super) fn print_dry_runs(results: &[DryRun], json: bool) -> Exit {
         }
         for line in &r.log {
             let _ = writeln!(out, "  {}: {}", line.level, line.message);
+        }
+        for c in &r.changes {
+            let verb = if r.error.is_some() {
+                "would have done (but the run failed, so nothing changes)"
+            } else {
+                "would"
+            };
+            let _ = writeln!(out, "  {verb}: {c}");
         }
         for a in &r.actions {
             let e = match a {

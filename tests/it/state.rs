@@ -359,3 +359,66 @@ fn engine_state_delete_removes_a_key() {
     p.signal(libc::SIGTERM);
     p.wait_output();
 }
+
+#[test]
+fn the_repeated_lockout_example_alerts_once_for_three_and_not_for_the_fourth() {
+    let script = example_script("repeated-lockout.rhai.example");
+    let (dir, port) = engine_setup("", &[("repeated-lockout.rhai", &script)]);
+    let mut p = ServeProcess::start(dir.path(), port, &ENV);
+    let url = format!("{}/hooks/test", p.url);
+    let lockout = |_: usize| {
+        wrap(&event_variant(
+            "event.user.lifecycle.deactivate.json",
+            &engine::util::new_uuid(),
+            Some("user.account.lock"),
+        ))
+    };
+    // Two, then (once they are counted) two more at once: the third alerts, the fourth not.
+    for i in 0..2 {
+        assert_eq!(post_blocking(&url, lockout(i)), 200);
+    }
+    assert!(wait_until(Duration::from_secs(10), || {
+        let runs = history_json(dir.path(), "runs");
+        runs.len() == 2 && finished(&runs)
+    }));
+    assert!(
+        history_json(dir.path(), "outbox").is_empty(),
+        "no alert for two lockouts"
+    );
+    let both: Vec<_> = (2..4)
+        .map(|i| {
+            let (url, body) = (url.clone(), lockout(i));
+            std::thread::spawn(move || post_blocking(&url, body))
+        })
+        .collect();
+    for b in both {
+        assert_eq!(b.join().unwrap(), 200);
+    }
+    let mut runs = Vec::new();
+    assert!(wait_until(Duration::from_secs(10), || {
+        runs = history_json(dir.path(), "runs");
+        runs.len() == 4 && finished(&runs)
+    }));
+    assert!(runs.iter().all(|r| r["status"] == "succeeded"), "{runs:?}");
+    let outbox = history_json(dir.path(), "outbox");
+    assert_eq!(outbox.len(), 1, "one alert: {outbox:?}");
+    let mail = outbox[0].to_string();
+    assert!(
+        mail.contains("Okta: John Doe locked out 3 times within an hour"),
+        "{mail}"
+    );
+    let state = state_of(dir.path());
+    let count = state
+        .iter()
+        .find(|r| r["key"].as_str().unwrap().starts_with("lockouts:"))
+        .unwrap();
+    assert_eq!(count["value"], 4);
+    assert!(count["expires"].is_string(), "the window has an end");
+    assert!(
+        state
+            .iter()
+            .any(|r| r["key"].as_str().unwrap().starts_with("alerted:"))
+    );
+    p.signal(libc::SIGTERM);
+    p.wait_output();
+}
