@@ -42,7 +42,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let n: u64 = rest[..digits]
             .parse()
             .map_err(|_| format!("bad duration {text:?}: {DURATION_HINT}"))?;
-        rest = &rest[digits..];
+        rest = rest[digits..].trim_start();
         let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
         let unit = &rest[..unit_len];
         let Some((_, secs)) = UNITS.iter().find(|(u, _)| *u == unit) else {
@@ -52,7 +52,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                 format!("bad duration {text:?}: unknown unit {unit:?}; {DURATION_HINT}")
             });
         };
-        rest = &rest[unit_len..];
+        rest = rest[unit_len..].trim_start();
         total = n
             .checked_mul(*secs)
             .and_then(|s| total.checked_add(s))

@@ -1053,6 +1053,7 @@ pub(crate) fn new_engine(stdlib_dir: &Path, limits: &Limits) -> (Engine, Arc<Std
         |ctx: NativeCallContext, endpoint: ImmutableString| http_get(ctx, endpoint, Map::new()),
     );
     super::state::register(&mut engine);
+    super::time::register(&mut engine);
     host_fn("lookup_user", &["key: String", "?"], LOOKUP_USER_DOC)
         .register_into_engine(&mut engine, lookup_user);
     host_fn("lookup_user", &["key: ()", "()"], LOOKUP_USER_DOC)

@@ -132,6 +132,7 @@ mod run;
 pub mod schema;
 mod state;
 mod suggest;
+mod time;
 
 pub use definitions::{
     DEFAULT_DEFINITIONS_DIR, DefinitionFile, HOST_FILE, SCOPE_FILE, definitions,

@@ -422,3 +422,76 @@ fn the_repeated_lockout_example_alerts_once_for_three_and_not_for_the_fourth() {
     p.signal(libc::SIGTERM);
     p.wait_output();
 }
+
+/// `engine run` of a script on the deactivate fixture: its stdout and exit code.
+fn dry_run(script: &str) -> (String, Option<i32>) {
+    let (dir, port) = engine_setup("", &[("t.rhai", script)]);
+    let _ = port;
+    let payload = dir.path().join("event.json");
+    std::fs::write(&payload, fixture("event.user.lifecycle.deactivate.json")).unwrap();
+    let o = run_engine(
+        dir.path(),
+        &["run", "scripts/t.rhai", payload.to_str().unwrap()],
+    );
+    (format!("{}{}", stdout(&o), stderr(&o)), o.status.code())
+}
+
+#[test]
+fn time_format_follows_a_zone_across_dst_changes() {
+    let script = r#"//! on: *
+for t in ["2026-03-29T00:30:00Z", "2026-03-29T01:30:00Z"] { log(time::format(t, "%Y-%m-%d %H:%M %Z", "Europe/Berlin")); }
+for t in ["2026-11-01T05:30:00Z", "2026-11-01T06:30:00Z"] { log(time::format(t, "%H:%M %Z", "America/New_York")); }
+log(time::format("2026-12-05T09:00:00+01:00", "%d.%m.%Y %H:%M"));
+log(time::parse("2026-12-05T09:00:00+01:00"));
+log(time::add("2026-12-05T09:00:00Z", "3d"));
+log(time::add("2026-12-05T09:00:00Z", "-90m"));
+log(`${time::since(now())}`);
+log(html_escape("<b>Tom & 'Jerry'</b>"));
+"#;
+    let (out, code) = dry_run(script);
+    assert_eq!(code, Some(0), "{out}");
+    for want in [
+        "log: 2026-03-29 01:30 CET",
+        "log: 2026-03-29 03:30 CEST",
+        "log: 01:30 EDT",
+        "log: 01:30 EST",
+        "log: 05.12.2026 08:00",
+        "log: 2026-12-05T08:00:00.000Z",
+        "log: 2026-12-08T09:00:00.000Z",
+        "log: 2026-12-05T07:30:00.000Z",
+        "log: 0\n",
+        "log: &lt;b&gt;Tom &amp; &#39;Jerry&#39;&lt;/b&gt;",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn bad_times_zones_and_durations_say_what_is_wrong() {
+    for (script, says) in [
+        (
+            "time::format(\"2026-01-01T00:00:00Z\", \"%H\", \"Europe/Berln\");",
+            "did you mean \"Europe/Berlin\"",
+        ),
+        ("time::parse(\"yesterday\");", "is not an RFC 3339 time"),
+        (
+            "time::add(\"2026-01-01T00:00:00Z\", \"3 days\");",
+            "unknown unit",
+        ),
+        ("state::set(\"k\", 1, \"soon\");", "ttl: bad duration"),
+        (
+            "fn later(a) {}\nschedule(#{ after: \"1h\", run: \"latr\" });",
+            "did you mean `later`",
+        ),
+        ("schedule(#{ run: \"x\" });", "no function `x`"),
+        ("fn x() {}\nschedule(#{ run: \"x\" });", "when? give `after"),
+        (
+            "let a = []; a.pad(9000, \"abcdefgh\"); state::set(\"big\", a);",
+            "more than 65536",
+        ),
+    ] {
+        let (out, code) = dry_run(&format!("//! on: *\n{script}\n"));
+        assert_eq!(code, Some(1), "{script}: {out}");
+        assert!(out.contains(says), "{script}: wanted {says:?} in:\n{out}");
+    }
+}
