@@ -12,7 +12,7 @@
 //!   limit), `util/redact.rs` (secret values scrubbed from everything recorded, logged or printed),
 //!   `util/priority.rs` (script threads at a lower CPU priority than the receiver).
 //! - [`script`]: the Rhai layer, self-contained: `load.rs`, `header.rs`, `engine.rs`, `run.rs`,
-//!   `explain.rs` (Rhai's run-time errors in the script's terms), `suggest.rs` (did you mean), `duration.rs` (duration literals), `state.rs` (`state::*`,
+//!   `explain.rs` (Rhai's run-time errors in the script's terms), `suggest.rs` (did you mean), `duration.rs` (duration literals), `time.rs` (`now`, `time::*`, `html_escape`), `state.rs` (`state::*`,
 //!   `schedule`, `cancel_schedule`: a run's reads and `Effects`),
 //!   `outcome.rs`, `event.rs`, `schema.rs` (the documented `event`/`delivery`/user fields),
 //!   `definitions.rs` (editor definition files), `email.rs`, `host.rs`, `naming.rs`,
