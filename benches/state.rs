@@ -114,10 +114,7 @@ fn main() {
     rt.block_on(async {
         let mut pending = Vec::new();
         for _ in 0..runs {
-            let store2 = store.clone();
             pending.push(store.queue_write(move |txn| {
-                let read = kv::get(&*store2, "counter", "count").ok().flatten();
-                let _ = read;
                 kv::apply(
                     txn,
                     "counter",

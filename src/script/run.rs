@@ -30,22 +30,27 @@ pub fn run(
 ) -> RunOutcome {
     match build_event_map(event_json) {
         Ok(event) => run_map(script, event, event_id, delivery, host, limits, senders),
-        Err(message) => RunOutcome {
-            log: Vec::new(),
-            actions: Vec::new(),
-            effects: Default::default(),
-            result: Err(RunError {
-                kind: RunErrorKind::Script,
-                message,
-                script: script.name.clone(),
-                file: script.file_name.clone(),
-                line: None,
-                col: None,
-                trace: Vec::new(),
-                hint: None,
-                not_before_ms: None,
-            }),
-        },
+        Err(message) => failed(script, message, None),
+    }
+}
+
+/// A run that failed before the script ran (its event unreadable, its timer's function gone).
+fn failed(script: &Script, message: String, hint: Option<String>) -> RunOutcome {
+    RunOutcome {
+        log: Vec::new(),
+        actions: Vec::new(),
+        effects: Default::default(),
+        result: Err(RunError {
+            kind: RunErrorKind::Script,
+            message,
+            script: script.name.clone(),
+            file: script.file_name.clone(),
+            line: None,
+            col: None,
+            trace: Vec::new(),
+            hint,
+            not_before_ms: None,
+        }),
     }
 }
 
@@ -81,22 +86,7 @@ pub fn run_timer(
     call: &str,
     args: &serde_json::Value,
 ) -> RunOutcome {
-    let fail = |message: String, hint: Option<String>| RunOutcome {
-        log: Vec::new(),
-        actions: Vec::new(),
-        effects: Default::default(),
-        result: Err(RunError {
-            kind: RunErrorKind::Script,
-            message,
-            script: script.name.clone(),
-            file: script.file_name.clone(),
-            line: None,
-            col: None,
-            trace: Vec::new(),
-            hint,
-            not_before_ms: None,
-        }),
-    };
+    let fail = |message: String, hint: Option<String>| failed(script, message, hint);
     let arities: Vec<usize> = script
         .ast()
         .iter_functions()
