@@ -10,7 +10,8 @@
 //!   `util/prom.rs` (Prometheus text, label escaping), `util/exit.rs` (the exit codes),
 //!   `util/private.rs` (data files 0600, directories 0700), `util/fd_limit.rs` (the open-file
 //!   limit), `util/redact.rs` (secret values scrubbed from everything recorded, logged or printed),
-//!   `util/priority.rs` (script threads at a lower CPU priority than the receiver).
+//!   `util/priority.rs` (the script threads: their own pool at `SCHED_IDLE`, and the thread CPU
+//!   clock run budgets count).
 //! - [`script`]: the Rhai layer, self-contained: `load.rs`, `header.rs`, `engine.rs`, `run.rs`,
 //!   `explain.rs` (Rhai's run-time errors in the script's terms), `suggest.rs` (did you mean), `duration.rs` (duration literals), `time.rs` (`now`, `time::*`, `html_escape`), `state.rs` (`state::*`,
 //!   `schedule`, `cancel_schedule`: a run's reads and `Effects`),
@@ -39,8 +40,8 @@
 //!   `http` actions through their endpoints), `ledger.rs` (what
 //!   every executor shares: attempts, outcomes, retries, panics, metrics by kind).
 //! - [`reload`]: hot reload of scripts and stdlib; `states.rs`, the per-script state.
-//! - [`authoring`]: `tokens.rs`, `samples.rs`, `check/` (`diagnostics.rs`, `lint.rs`,
-//!   `dryrun.rs`, `eligible.rs`).
+//! - [`authoring`]: `tokens.rs`, `samples.rs`, `now.rs` (the fixed, shown "now" of dry runs),
+//!   `check/` (`diagnostics.rs`, `lint.rs`, `dryrun.rs`, `eligible.rs`).
 //! - [`console`]: the web console on `console_listen`: `session.rs` (login link, cookie, CSRF),
 //!   `views.rs` (each page's reads), `templates/` and `static/` (compiled in).
 //! - [`app`]: builds every part from the config, runs them, stops them.

@@ -10,7 +10,10 @@
 //!   `lookup_user`'s map), with its type and an example, or Okta's documented fields without
 //!   samples; the [`Shape`](tokens::Shape) `check` checks paths against.
 //! - `check/`: `engine check` (see its own layout).
+//! - `now`: the fixed, shown "now" of dry runs ([`DryNow`](now::DryNow): `--now`, else each
+//!   event's published time) and the host wrapper that gives it.
 
 pub mod check;
+pub mod now;
 pub mod samples;
 pub mod tokens;

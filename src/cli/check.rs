@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::output::{CliError, CliResult, Exit};
 use super::samples::gather;
 use crate::authoring::check::{self, render_report};
+use crate::authoring::now::DryNow;
 use crate::authoring::samples::{ANY_HOOK, Sample};
 use crate::authoring::tokens::{render_json, render_table, tokens_for};
 use crate::config::Config;
@@ -31,6 +32,8 @@ pub struct CheckOptions<'a> {
     /// The From addresses dry runs' mails may name (`Config::senders`; `None`: the default
     /// From only, as without `[smtp]`).
     pub senders: Option<&'a Senders>,
+    /// The dry runs' "now" (`--now`, else each sample's published time).
+    pub now: DryNow,
 }
 
 /// `engine check` with a host that finds nobody (dry runs see `lookup_user` return `()`).
@@ -53,6 +56,7 @@ pub fn check_command(
         generic_hooks: &[],
         okta: None,
         senders: None,
+        now: DryNow::EventTime,
     };
     check_command_with_host(
         scripts,
@@ -87,6 +91,7 @@ pub fn check_command_with_host(
         generic_hooks,
         okta,
         senders,
+        now,
     } = options;
     let default_senders = Senders::default();
     let senders = senders.unwrap_or(&default_senders);
@@ -101,6 +106,7 @@ pub fn check_command_with_host(
         hooks,
         generic_hooks,
         okta,
+        now,
     ) {
         Ok(r) => r,
         Err(message) => {
@@ -157,7 +163,9 @@ pub fn check(
     samples: Option<&Path>,
     json: bool,
     deny_warnings: bool,
+    now: Option<&str>,
 ) -> CliResult {
+    let now = DryNow::from_arg(now).map_err(CliError::usage)?;
     let samples = gather(config, samples)?;
     let host = crate::app::directory_host(config).map_err(CliError::usage)?;
     let hooks: Vec<String> = config.hooks.iter().map(|h| h.id.clone()).collect();
@@ -175,6 +183,7 @@ pub fn check(
         generic_hooks: &generic,
         okta: Some(config.okta.is_some()),
         senders: Some(&senders),
+        now,
     };
     Ok(check_command_with_host(
         scripts,

@@ -124,6 +124,10 @@ pub enum Command {
         /// The hook id the payload is taken to come from (for `delivery.hook` and `hook:`)
         #[arg(long, default_value = crate::config::DEFAULT_HOOK_ID)]
         hook: String,
+        /// The run's "now" (RFC 3339, e.g. 2026-12-05T09:00:00Z); default: each event's
+        /// published time, so the output is the same every time
+        #[arg(long, value_name = "TIME")]
+        now: Option<String>,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -164,6 +168,10 @@ pub enum Command {
         /// Fail on warnings too
         #[arg(long)]
         deny_warnings: bool,
+        /// The dry runs' "now" (RFC 3339, e.g. 2026-12-05T09:00:00Z); default: each sample's
+        /// published time, so the output is the same every time
+        #[arg(long, value_name = "TIME")]
+        now: Option<String>,
     },
     /// Every path a script can read, with its type and an example value
     Tokens {
@@ -397,12 +405,14 @@ async fn dispatch(command: Command, config: Config) -> CliResult {
             samples,
             format,
             deny_warnings,
+            now,
         } => check::check(
             &config,
             &scripts,
             samples.as_deref(),
             format == Format::Json,
             deny_warnings,
+            now.as_deref(),
         ),
         Command::Tokens {
             payload,
@@ -494,8 +504,19 @@ async fn dispatch(command: Command, config: Config) -> CliResult {
             script,
             payload,
             hook,
+            now,
             format,
-        } => run::dry_run(&config, &script, &payload, &hook, format == Format::Json).await,
+        } => {
+            run::dry_run(
+                &config,
+                &script,
+                &payload,
+                &hook,
+                now.as_deref(),
+                format == Format::Json,
+            )
+            .await
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use hyper::Method;
 
 use super::output::{CliError, CliResult, Exit};
 use super::remote;
-use super::run::{DryEvent, dry_run_one, print_dry_runs};
+use super::run::{DryEvent, RunNow, dry_run_one, print_dry_runs};
 use crate::config::Config;
 use crate::ingest::ADMIN_TOKEN_HEADER;
 use crate::script::{DeliveryInfo, Script, ScriptSet};
@@ -116,7 +116,17 @@ pub async fn dry_run(
             event_type: e.event_type.clone(),
             json: serde_json::to_vec(&e.payload).unwrap_or_default(),
         };
-        results.push(dry_run_one(&s, event, &host, &config.limits, &config.senders()).await?);
+        results.push(
+            dry_run_one(
+                &s,
+                event,
+                RunNow::Clock,
+                &host,
+                &config.limits,
+                &config.senders(),
+            )
+            .await?,
+        );
     }
     Ok(print_dry_runs(&results, json))
 }

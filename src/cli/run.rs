@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::output::{CliError, CliResult, Exit, print_json};
+use crate::authoring::now::{DryNow, FixedNow};
 use crate::config::Config;
 use crate::ingest::envelope::parse_payload;
 use crate::script::{self, Action, DeliveryInfo, Host, Limits, Script, ScriptSet, Senders};
@@ -23,6 +24,11 @@ pub(super) struct DryRun {
     pub script: String,
     pub event_uuid: String,
     pub event_type: String,
+    /// The run's "now" (RFC 3339).
+    pub now: String,
+    /// Where it came from (`--now`, the event's time, the clock).
+    #[serde(skip)]
+    pub now_source: &'static str,
     pub subscribed: bool,
     pub log: Vec<script::LogLine>,
     pub actions: Vec<Action>,
@@ -45,10 +51,19 @@ pub(super) struct DryEvent {
     pub json: Vec<u8>,
 }
 
+/// What a dry run takes "now" to be: fixed (`--now`, or the event's time, for `engine run`) or
+/// the clock (a replay's preview shows what replaying now would do).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum RunNow {
+    Dry(DryNow),
+    Clock,
+}
+
 /// Runs `script` on `event` on a blocking thread; nothing is carried out.
 pub(super) async fn dry_run_one(
     script: &Arc<Script>,
     event: DryEvent,
+    now: RunNow,
     host: &Arc<dyn Host>,
     limits: &Limits,
     senders: &Senders,
@@ -61,9 +76,16 @@ pub(super) async fn dry_run_one(
             script.on.join(", ")
         )
     });
+    let (now_ms, now_source) = match now {
+        RunNow::Dry(d) => (d.for_event(&event.json), d.source()),
+        RunNow::Clock => (
+            crate::util::now_ms(),
+            "the clock: what replaying now would do",
+        ),
+    };
     let (s, h, l, from) = (
         script.clone(),
-        host.clone(),
+        FixedNow::wrap(host, now_ms),
         limits.clone(),
         senders.clone(),
     );
@@ -85,6 +107,8 @@ pub(super) async fn dry_run_one(
         subscribed,
         event_uuid,
         event_type,
+        now: crate::util::format_ms(now_ms),
+        now_source,
         log: outcome.log,
         actions: outcome.actions,
         changes: outcome.effects.describe(),
@@ -112,8 +136,10 @@ pub async fn dry_run(
     script_path: &Path,
     payload: &Path,
     hook: &str,
+    now: Option<&str>,
     json: bool,
 ) -> CliResult {
+    let now = RunNow::Dry(DryNow::from_arg(now).map_err(CliError::usage)?);
     let script = match load_script(config, script_path) {
         Ok(s) => s,
         Err(exit) => return Ok(exit),
@@ -139,7 +165,17 @@ pub async fn dry_run(
             event_type: event.event_type.clone(),
             json: json_bytes.to_vec(),
         };
-        results.push(dry_run_one(&script, event, &host, &config.limits, &config.senders()).await?);
+        results.push(
+            dry_run_one(
+                &script,
+                event,
+                now,
+                &host,
+                &config.limits,
+                &config.senders(),
+            )
+            .await?,
+        );
     }
     Ok(print_dry_runs(&results, json))
 }
@@ -168,6 +204,7 @@ pub(super) fn print_dry_runs(results: &[DryRun], json: bool) -> Exit {
         if let Some(note) = &r.note {
             let _ = writeln!(out, "  note: {note}");
         }
+        let _ = writeln!(out, "  now: {} ({})", r.now, r.now_source);
         for line in &r.log {
             let _ = writeln!(out, "  {}: {}", line.level, line.message);
         }

@@ -1,5 +1,6 @@
 //! Retention: events, deliveries, finished runs and sent mail older than `retention_days` are
-//! pruned in small transactions, never anything a pending run or the dispatcher still needs.
+//! pruned in small transactions, never anything a pending run, a pending timer or the
+//! dispatcher still needs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +30,9 @@ pub async fn prune_once(store: &Store, cutoff_ms: u64) -> Result<PruneReport, Wr
     loop {
         let pass = store
             .write(move |txn| {
-                let (runs, oldest_needed) = store::runs::prune(txn, cutoff_ms, PRUNE_BATCH)?;
+                let (runs, oldest_run) = store::runs::prune(txn, cutoff_ms, PRUNE_BATCH)?;
+                // A pending timer runs on its scheduling run's event, maybe days later.
+                let oldest_needed = oldest_run.min(store::timers::oldest_event_needed(txn)?);
                 let mails = store::actions::prune(txn, cutoff_ms, PRUNE_BATCH)?;
                 let s = store::prune(txn, cutoff_ms, oldest_needed, PRUNE_BATCH)?;
                 Ok(PruneReport {

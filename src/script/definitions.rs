@@ -27,6 +27,9 @@ pub const HOST_FILE: &str = "engine.d.rhai";
 pub const SCOPE_FILE: &str = "scope.d.rhai";
 /// The file of Rhai's standard library functions.
 const STD_FILE: &str = "rhai-std.d.rhai";
+/// The host's own modules (`state::`, registered in `state.rs`; `time::`, in `time.rs`): each
+/// gets a `NAME.d.rhai` like a stdlib module.
+const HOST_MODULES: [&str; 2] = ["state", "time"];
 
 /// One definition file: its name and text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +92,9 @@ pub fn definitions(stdlib_dir: &Path, limits: &Limits) -> Result<Vec<DefinitionF
         let name = match name.as_str() {
             "__static__.d.rhai" => HOST_FILE.to_string(),
             other => match other.strip_suffix(".d.rhai") {
-                Some(m) if names.iter().any(|n| n == m) => other.to_string(),
+                Some(m) if names.iter().any(|n| n == m) || HOST_MODULES.contains(&m) => {
+                    other.to_string()
+                }
                 _ => continue,
             },
         };
@@ -230,6 +235,17 @@ mod tests {
         );
         assert!(!okta.contains("-> ;"), "{okta}");
         assert!(okta.contains("fn describe(entity: ?) -> String;"), "{okta}");
+        let state = get("state.d.rhai");
+        assert!(state.contains("module state;"), "{state}");
+        assert!(
+            state.contains("fn incr(key: String, by: int, ttl: ?) -> int;"),
+            "{state}"
+        );
+        let time = get("time.d.rhai");
+        assert!(
+            time.contains("module time;") && time.contains("fn format("),
+            "{time}"
+        );
         let scope = get(SCOPE_FILE);
         assert!(
             scope.contains("- `event.authenticationContext.authenticationStep`: int, e.g. `0`"),

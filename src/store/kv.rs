@@ -14,6 +14,12 @@ const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 /// `"next"` → the next version a write gets (versions are never reused, so a row deleted and
 /// written again is a change a reader sees).
 const STATE_VERSION: TableDefinition<&str, u64> = TableDefinition::new("state_version");
+/// (expires ms, `script \0 key`): the rows with a TTL by expiry, so pruning reads only what
+/// has expired.
+const STATE_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("state_expiry");
+/// The [`STATE_VERSION`] entry saying [`STATE_EXPIRY`] covers every row (stores written before
+/// the index get it built once, at open).
+const EXPIRY_INDEXED: &str = "expiry_indexed";
 /// Expired rows deleted per pruning transaction: bounds the time a pass holds the writer.
 pub const PRUNE_BATCH: usize = 10_000;
 
@@ -32,9 +38,38 @@ fn row_key(script: &str, key: &str) -> String {
 }
 
 pub(crate) fn init(txn: &WriteTransaction) -> Result<(), redb::Error> {
-    txn.open_table(STATE)?;
-    txn.open_table(STATE_VERSION)?;
+    let table = txn.open_table(STATE)?;
+    let mut versions = txn.open_table(STATE_VERSION)?;
+    let mut expiry = txn.open_table(STATE_EXPIRY)?;
+    if versions.get(EXPIRY_INDEXED)?.is_none() {
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            if let Ok(StateValue {
+                expires_ms: Some(at),
+                ..
+            }) = serde_json::from_slice::<StateValue>(v.value())
+            {
+                expiry.insert((at, k.value()), ())?;
+            }
+        }
+        versions.insert(EXPIRY_INDEXED, 1)?;
+    }
     Ok(())
+}
+
+/// Drops the expiry entry of a row just replaced or removed (its old JSON).
+fn unindex(
+    expiry: &mut redb::Table<(u64, &str), ()>,
+    key: &str,
+    old: &[u8],
+) -> Result<Option<StateValue>, WriteError> {
+    let Ok(row) = serde_json::from_slice::<StateValue>(old) else {
+        return Ok(None);
+    };
+    if let Some(at) = row.expires_ms {
+        expiry.remove((at, key)).map_err(storage)?;
+    }
+    Ok(Some(row))
 }
 
 /// The row `script` stored under `key` (expired or not), with its version.
@@ -103,9 +138,10 @@ pub fn apply(
         .map(|v| v.value())
         .unwrap_or(1);
     let mut table = txn.open_table(STATE).map_err(storage)?;
+    let mut expiry = txn.open_table(STATE_EXPIRY).map_err(storage)?;
     for w in writes {
         let k = row_key(script, w.key());
-        match w {
+        let old = match w {
             StateWrite::Set {
                 value, expires_ms, ..
             } => {
@@ -116,11 +152,22 @@ pub fn apply(
                 };
                 next += 1;
                 let json = serde_json::to_vec(&row).map_err(storage)?;
-                table.insert(k.as_str(), json.as_slice()).map_err(storage)?;
+                let old = table
+                    .insert(k.as_str(), json.as_slice())
+                    .map_err(storage)?
+                    .map(|v| v.value().to_vec());
+                if let Some(old) = &old {
+                    unindex(&mut expiry, &k, old)?;
+                }
+                if let Some(at) = expires_ms {
+                    expiry.insert((*at, k.as_str()), ()).map_err(storage)?;
+                }
+                continue;
             }
-            StateWrite::Delete { .. } => {
-                table.remove(k.as_str()).map_err(storage)?;
-            }
+            StateWrite::Delete { .. } => table.remove(k.as_str()).map_err(storage)?,
+        };
+        if let Some(old) = old {
+            unindex(&mut expiry, &k, old.value())?;
         }
     }
     versions.insert("next", next).map_err(storage)?;
@@ -135,11 +182,13 @@ pub fn delete(
     now_ms: u64,
 ) -> Result<bool, WriteError> {
     let mut table = txn.open_table(STATE).map_err(storage)?;
-    let old = table
-        .remove(row_key(script, key).as_str())
-        .map_err(storage)?
-        .map(|v| serde_json::from_slice::<StateValue>(v.value()));
-    Ok(matches!(old, Some(Ok(v)) if !v.expired(now_ms)))
+    let mut expiry = txn.open_table(STATE_EXPIRY).map_err(storage)?;
+    let k = row_key(script, key);
+    let Some(old) = table.remove(k.as_str()).map_err(storage)? else {
+        return Ok(false);
+    };
+    let row = unindex(&mut expiry, &k, old.value())?;
+    Ok(row.is_some_and(|v| !v.expired(now_ms)))
 }
 
 /// Every live key (of `script`, or of every script), by script then key.
@@ -183,22 +232,24 @@ pub fn list(
     Ok(out)
 }
 
-/// Deletes up to [`PRUNE_BATCH`] rows expired at `now_ms`; how many.
+/// Deletes up to [`PRUNE_BATCH`] rows expired at `now_ms`, found through the expiry index;
+/// how many.
 pub fn prune_expired(txn: &WriteTransaction, now_ms: u64) -> Result<usize, WriteError> {
     let mut table = txn.open_table(STATE).map_err(storage)?;
-    let mut gone = Vec::new();
-    for entry in table.iter().map_err(storage)? {
-        let (k, v) = entry.map_err(storage)?;
-        if let Ok(row) = serde_json::from_slice::<StateValue>(v.value())
-            && row.expired(now_ms)
-        {
-            gone.push(k.value().to_string());
-            if gone.len() >= PRUNE_BATCH {
-                break;
-            }
-        }
+    let mut expiry = txn.open_table(STATE_EXPIRY).map_err(storage)?;
+    let mut gone: Vec<(u64, String)> = Vec::new();
+    // `expired` is `expires_ms <= now`.
+    for entry in expiry
+        .range((0, "")..(now_ms.saturating_add(1), ""))
+        .map_err(storage)?
+        .take(PRUNE_BATCH)
+    {
+        let (k, _) = entry.map_err(storage)?;
+        let (at, key) = k.value();
+        gone.push((at, key.to_string()));
     }
-    for k in &gone {
+    for (at, k) in &gone {
+        expiry.remove((*at, k.as_str())).map_err(storage)?;
         table.remove(k.as_str()).map_err(storage)?;
     }
     Ok(gone.len())

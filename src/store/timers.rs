@@ -1,6 +1,7 @@
 //! The scripts' durable timers (`schedule`): one record per pending timer, its id and its
 //! per-script key, and a time index. A run's commit applies its schedules and cancels; a due
-//! timer leaves the table in the same transaction that creates its run, so it fires once.
+//! timer leaves the table in the same transaction that creates its run, so it fires once. The
+//! events pending timers will run on are indexed, so retention keeps them.
 
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,8 @@ const TIMER_IDS: TableDefinition<&str, u64> = TableDefinition::new("timer_ids");
 const TIMER_KEYS: TableDefinition<&str, u64> = TableDefinition::new("timer_keys");
 /// seq → due (ms), with its time index.
 const DUE: DueIndex = DueIndex::new("timers_pending", "timers_by_time");
+/// (event seq, timer seq): the events pending timers will run on, which retention keeps.
+const TIMER_EVENTS: TableDefinition<(u64, u64), ()> = TableDefinition::new("timer_events");
 
 /// A pending timer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,10 +41,29 @@ pub struct Timer {
 }
 
 pub(crate) fn init(txn: &WriteTransaction) -> Result<(), redb::Error> {
-    txn.open_table(TIMERS)?;
+    let timers = txn.open_table(TIMERS)?;
     txn.open_table(TIMER_IDS)?;
     txn.open_table(TIMER_KEYS)?;
+    let mut events = txn.open_table(TIMER_EVENTS)?;
+    // A store written before the index: index its pending timers once.
+    if events.is_empty()? && !timers.is_empty()? {
+        for entry in timers.iter()? {
+            let (k, v) = entry?;
+            if let Ok(t) = serde_json::from_slice::<Timer>(v.value()) {
+                events.insert((t.event_seq, k.value()), ())?;
+            }
+        }
+    }
     DUE.init(txn)
+}
+
+/// The oldest event a pending timer will run on (`u64::MAX`: none): retention keeps it.
+pub fn oldest_event_needed(txn: &WriteTransaction) -> Result<u64, WriteError> {
+    let events = txn.open_table(TIMER_EVENTS).map_err(storage)?;
+    Ok(events
+        .first()
+        .map_err(storage)?
+        .map_or(u64::MAX, |(k, _)| k.value().0))
 }
 
 fn key_of(script: &str, key: &str) -> String {
@@ -56,6 +78,10 @@ fn remove(txn: &WriteTransaction, seq: u64) -> Result<Option<Timer>, WriteError>
     };
     let t: Timer = serde_json::from_slice(old.value()).map_err(storage)?;
     drop(old);
+    txn.open_table(TIMER_EVENTS)
+        .map_err(storage)?
+        .remove((t.event_seq, seq))
+        .map_err(storage)?;
     txn.open_table(TIMER_IDS)
         .map_err(storage)?
         .remove(t.spec.id.as_str())
@@ -143,6 +169,10 @@ pub fn apply(
                         .insert(key_of(&run.script, k).as_str(), seq)
                         .map_err(storage)?;
                 }
+                txn.open_table(TIMER_EVENTS)
+                    .map_err(storage)?
+                    .insert((run.event_seq, seq), ())
+                    .map_err(storage)?;
                 DUE.set(txn, seq, spec.due_ms)?;
                 bump_seq_floor(txn, seq + 1)?;
                 earliest = Some(earliest.map_or(spec.due_ms, |e| e.min(spec.due_ms)));

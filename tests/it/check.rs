@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
+use engine::authoring::now::DryNow;
 use engine::authoring::samples::{Sample, load_samples_dir};
 use engine::cli::check::{CheckOptions, check_command, check_command_with_host, tokens_command};
 use engine::script::{Host, Limits, NoDirectory};
@@ -86,6 +87,10 @@ fn run_check(dir: &Path, samples: &[Sample], deny_warnings: bool) -> (String, St
         .ok()
         .map(|t| t.lines().map(str::to_string).collect());
     let host: Arc<dyn Host> = Arc::new(NoDirectory);
+    // `now.txt`: the dry runs' `--now` (else each sample's published time).
+    let now = std::fs::read_to_string(dir.join("now.txt"))
+        .map(|t| DryNow::parse(&t).expect("now.txt holds an RFC 3339 time"))
+        .unwrap_or_default();
     let run = |json: bool, out: &mut Vec<u8>| {
         let options = CheckOptions {
             json,
@@ -94,6 +99,7 @@ fn run_check(dir: &Path, samples: &[Sample], deny_warnings: bool) -> (String, St
             generic_hooks: &[],
             okta: dir.join("no-okta").exists().then_some(false),
             senders: None,
+            now,
         };
         check_command_with_host(&[], dir, &stdlib, samples, &limits, &host, options, out).code()
     };

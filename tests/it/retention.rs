@@ -117,3 +117,64 @@ fn event_seqs(store: &Store) -> Vec<u64> {
     v.sort();
     v
 }
+
+/// Regression: a timer scheduled days ago runs on its scheduling run's event, so that event
+/// outlives the retention window while the timer is pending (it used to be pruned, and the timer
+/// dropped when it came due).
+#[tokio::test]
+async fn a_pending_timer_keeps_its_event() {
+    use engine::script::{TimerOp, TimerSpec};
+    let dir = temp_dir();
+    let store = Store::open(dir.path(), CommitMode::Group).unwrap();
+    let old = now_ms() - 40 * DAY_MS;
+    deliver(&store, envelope_with("d1", &["t-1".to_string()]), old).await; // event 1
+    deliver(&store, envelope_with("d2", &["t-2".to_string()]), old + 1).await; // event 2
+    store
+        .write(|txn| store::set_dispatch_cursor(txn, 2))
+        .await
+        .unwrap();
+    let e2 = store.history().event_by_seq(2).unwrap().unwrap();
+    let mut by = RunRecord::new(0, &e2.head(), "s", None);
+    by.status = RunStatus::Succeeded;
+    by.finished = Some(format_ms(old));
+    let spec = TimerSpec {
+        id: "timer-1".into(),
+        key: Some("k".into()),
+        call: "later".into(),
+        args: serde_json::Value::Null,
+        due_ms: now_ms() + DAY_MS,
+    };
+    store
+        .write(move |txn| {
+            let ids = runs::create(txn, vec![by.clone()])?;
+            by.id = ids[0];
+            store::timers::apply(txn, &by, &[TimerOp::Schedule(spec)])
+        })
+        .await
+        .unwrap();
+    let report = prune(&store).await;
+    assert_eq!(
+        report.store.events, 1,
+        "event 1 only: event 2 waits for its timer"
+    );
+    assert_eq!(event_seqs(&store), [2]);
+    // Once the timer is cancelled, its event goes with the rest.
+    let by = RunRecord::new(0, &e2.head(), "s", None);
+    store
+        .write(move |txn| {
+            store::timers::apply(
+                txn,
+                &by,
+                &[TimerOp::Cancel {
+                    key: "k".to_string(),
+                }],
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(prune(&store).await.store.events, 1);
+    assert!(event_seqs(&store).is_empty());
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .unwrap();
+}

@@ -495,3 +495,66 @@ fn bad_times_zones_and_durations_say_what_is_wrong() {
         assert!(out.contains(says), "{script}: wanted {says:?} in:\n{out}");
     }
 }
+
+/// Expired keys are pruned through the expiry index: exactly the expired rows go; a key whose
+/// TTL was replaced (longer, or none) or that was deleted leaves no stale entry behind that
+/// would delete it later.
+#[tokio::test]
+async fn pruning_removes_exactly_the_expired_keys() {
+    use engine::script::StateWrite;
+    use engine::store::{CommitMode, Store, kv};
+    let dir = temp_dir();
+    let store = Store::open(dir.path(), CommitMode::Group).unwrap();
+    let set = |key: &str, expires_ms: Option<u64>| StateWrite::Set {
+        key: key.to_string(),
+        value: serde_json::json!(key),
+        expires_ms,
+    };
+    let writes = vec![
+        set("gone", Some(1_000)),
+        set("later", Some(5_000)),
+        set("forever", None),
+        set("extended", Some(1_000)),
+        set("cleared", Some(1_000)),
+        set("deleted", Some(1_000)),
+    ];
+    store
+        .write(move |txn| kv::apply(txn, "s", &writes))
+        .await
+        .unwrap();
+    let again = vec![
+        set("extended", Some(9_000)),
+        set("cleared", None),
+        StateWrite::Delete {
+            key: "deleted".to_string(),
+        },
+    ];
+    store
+        .write(move |txn| kv::apply(txn, "s", &again))
+        .await
+        .unwrap();
+    let pruned = store
+        .write(|txn| kv::prune_expired(txn, 2_000))
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1, "only `gone` had expired at 2 s");
+    let keys = |now: u64| -> Vec<String> {
+        let mut k: Vec<String> = kv::list(&store, Some("s"), now)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(0), ["cleared", "extended", "forever", "later"]);
+    let pruned = store
+        .write(|txn| kv::prune_expired(txn, 10_000))
+        .await
+        .unwrap();
+    assert_eq!(pruned, 2, "`later` and `extended`, nothing else");
+    assert_eq!(keys(0), ["cleared", "forever"]);
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .unwrap();
+}

@@ -66,6 +66,14 @@ pub enum Code {
     E0401,
     /// `http_post`/`http_request`/`http_get` names an endpoint engine.toml does not declare.
     E0402,
+    /// `schedule(#{ run: "name" })` names no function of the script that takes one argument
+    /// (or none).
+    E0403,
+    /// A literal duration that does not parse (schedule's `after`, a TTL, `time::add`'s).
+    E0501,
+    /// `\n` (or `\t`, `\r`) inside a back-tick string: rhai keeps it as a backslash and a
+    /// letter.
+    W0501,
     /// No scripts to check.
     I0001,
 }
@@ -92,6 +100,9 @@ pub const ALL_CODES: &[Code] = &[
     Code::E0302,
     Code::E0401,
     Code::E0402,
+    Code::E0403,
+    Code::E0501,
+    Code::W0501,
 ];
 
 impl Code {
@@ -117,6 +128,9 @@ impl Code {
             Code::E0302 => "E0302",
             Code::E0401 => "E0401",
             Code::E0402 => "E0402",
+            Code::E0403 => "E0403",
+            Code::E0501 => "E0501",
+            Code::W0501 => "W0501",
         }
     }
 

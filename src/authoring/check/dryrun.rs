@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::diagnostics::{Code, Diagnostic};
+use crate::authoring::now::{DryNow, FixedNow};
 use crate::authoring::samples::{ANY_HOOK, Sample};
 use crate::script::{
     Action, DeliveryInfo, Email, Host, Limits, LogLine, RunError, RunErrorKind, Script, Senders,
@@ -30,6 +31,8 @@ pub struct DryRun {
     pub sample_id: String,
     pub sample: String,
     pub event_type: String,
+    /// The run's "now" (RFC 3339): the sample's published time, or `--now`.
+    pub now: String,
     pub ok: bool,
     /// The run-time error (`file:line:col: message`), when it failed.
     pub error: Option<String>,
@@ -39,6 +42,10 @@ pub struct DryRun {
     /// The other actions it would carry out (Okta changes), in the order recorded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<Action>,
+    /// What it would change in its state and timers, one line each (dry runs start from
+    /// empty state).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
     pub log: Vec<LogLine>,
 }
 
@@ -61,7 +68,9 @@ struct Failure {
     samples: Vec<String>,
 }
 
-/// Runs `script` on each of `samples`; returns the runs and one diagnostic per distinct error.
+/// Runs `script` on each of `samples` at `now`; returns the runs and one diagnostic per
+/// distinct error.
+#[allow(clippy::too_many_arguments)]
 pub fn dry_run(
     script: &Script,
     display: &str,
@@ -70,6 +79,7 @@ pub fn dry_run(
     host: &Arc<dyn Host>,
     limits: &Limits,
     senders: &Senders,
+    now: DryNow,
 ) -> (Vec<DryRun>, Vec<Diagnostic>) {
     let mut runs = Vec::new();
     let mut failures: Vec<Failure> = Vec::new();
@@ -93,17 +103,19 @@ pub fn dry_run(
             hook,
             source: DRY_RUN_SOURCE.to_string(),
         };
+        let now_ms = now.for_event(&sample.json);
         let mut outcome = run(
             script,
             &sample.json,
             &sample.id,
             &delivery,
-            host,
+            &FixedNow::wrap(host, now_ms),
             limits,
             senders,
         );
         // What `engine check` prints of it, scrubbed of secrets like every recorded run.
         crate::process::scrub_outcome(&mut outcome);
+        let changes = outcome.effects.describe();
         let (mut mails, mut actions) = (Vec::new(), Vec::new());
         for a in outcome.actions {
             match a {
@@ -116,10 +128,12 @@ pub fn dry_run(
             sample_id: sample.id.clone(),
             sample: sample.source.clone(),
             event_type: sample.event_type.clone(),
+            now: crate::util::format_ms(now_ms),
             ok: outcome.result.is_ok(),
             error: None,
             mails,
             actions,
+            changes,
             log: outcome.log,
         };
         if let Err(e) = outcome.result {

@@ -88,6 +88,12 @@ pub struct Walk {
     /// `http_post("name", …)`, `http_request("name", …)`, `http_get("name", …)` calls with a
     /// literal endpoint name: (function, name, where the name is).
     pub endpoint_calls: Vec<(String, String, Position)>,
+    /// `schedule(#{ run: "name", … })` with a literal function name: (name, where). The place
+    /// is the literal's, or the map's when the optimizer folded a constant map.
+    pub schedule_calls: Vec<(String, Position)>,
+    /// Literal durations: schedule's `after`/`"in"`, the TTL of `state::set`/`state::incr`,
+    /// `time::add`'s: (what, text, where), placed like [`Walk::schedule_calls`].
+    pub durations: Vec<(String, String, Position)>,
 }
 
 /// The host functions whose first argument names an `[endpoint.NAME]`.
@@ -120,6 +126,8 @@ struct Walker {
     positional: Vec<PositionalTarget>,
     okta_actions: Vec<(String, Position)>,
     endpoint_calls: Vec<(String, String, Position)>,
+    schedule_calls: Vec<(String, Position)>,
+    durations: Vec<(String, String, Position)>,
     /// Nesting of the recursion, bounded by [`MAX_WALK_DEPTH`].
     nesting: usize,
 }
@@ -140,6 +148,8 @@ pub fn walk(ast: &AST) -> Walk {
         positional: Vec::new(),
         okta_actions: Vec::new(),
         endpoint_calls: Vec::new(),
+        schedule_calls: Vec::new(),
+        durations: Vec::new(),
         nesting: 0,
     };
     w.bind_roots(&["event", "delivery"]);
@@ -194,6 +204,8 @@ pub fn walk(ast: &AST) -> Walk {
         imports_okta,
         okta_actions: w.okta_actions,
         endpoint_calls: w.endpoint_calls,
+        schedule_calls: w.schedule_calls,
+        durations: w.durations,
     }
 }
 
@@ -453,6 +465,7 @@ impl Walker {
             self.endpoint_calls
                 .push((fc.name.to_string(), name.to_string(), *pos));
         }
+        self.timing_literals(fc, pos);
         if fc.namespace.is_empty() || !self.okta.iter().any(|a| a == fc.namespace.root()) {
             return Val::Unknown;
         }
@@ -484,6 +497,67 @@ impl Walker {
             root: Root::Event,
             segs,
             alias: None,
+        }
+    }
+
+    /// The literals of `schedule(#{ … })` (its function, its delay) and the duration argument
+    /// of `state::set`/`state::incr` (third) and `time::add` (second).
+    fn timing_literals(&mut self, fc: &FnCallExpr, pos: Position) {
+        let namespace = if fc.namespace.is_empty() {
+            ""
+        } else {
+            fc.namespace.root()
+        };
+        match (namespace, fc.name.as_str(), fc.args.len()) {
+            ("", "schedule", 1) => {
+                // A map of constants is folded into one value by the optimizer.
+                let fields: Vec<(String, String, Position)> = match &fc.args[0] {
+                    Expr::Map(m, _) => {
+                        m.0.iter()
+                            .filter_map(|(k, x)| match x {
+                                Expr::StringConstant(s, p) => {
+                                    Some((k.name.to_string(), s.to_string(), *p))
+                                }
+                                _ => None,
+                            })
+                            .collect()
+                    }
+                    Expr::DynamicConstant(v, p) => v
+                        .read_lock::<rhai::Map>()
+                        .map(|m| {
+                            m.iter()
+                                .filter_map(|(k, v)| {
+                                    let s = v.read_lock::<rhai::ImmutableString>()?;
+                                    Some((k.to_string(), s.to_string(), *p))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                for (key, text, p) in fields {
+                    match key.as_str() {
+                        "run" | "call" => self.schedule_calls.push((text, p)),
+                        "after" | "in" => {
+                            let what = format!("schedule's `{key}`");
+                            self.durations.push((what, text, p));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            ("state", "set" | "incr", 3) | ("time", "add", 2) => {
+                if let Some(Expr::StringConstant(text, p)) = fc.args.last() {
+                    let what = if namespace == "time" {
+                        "time::add's duration".to_string()
+                    } else {
+                        format!("state::{}'s ttl", fc.name)
+                    };
+                    let p = if p.is_none() { pos } else { *p };
+                    self.durations.push((what, text.to_string(), p));
+                }
+            }
+            _ => {}
         }
     }
 
@@ -744,4 +818,175 @@ pub fn delivery_shape() -> Shape {
         );
     }
     s
+}
+
+/// Where in `source` the string literal with this text is, at or after `from`: (line, column
+/// of its first character inside the quotes). A literal's own position is its opening quote;
+/// a folded constant map's is the map's, and the literal is found after it.
+pub fn literal_place(source: &str, from: Position, text: &str) -> (Option<usize>, Option<usize>) {
+    let (Some(line), Some(col)) = (from.line(), from.position()) else {
+        return (None, None);
+    };
+    let start: usize = source
+        .split_inclusive('\n')
+        .take(line - 1)
+        .map(str::len)
+        .sum::<usize>()
+        + source
+            .lines()
+            .nth(line - 1)
+            .unwrap_or("")
+            .char_indices()
+            .nth(col - 1)
+            .map_or(0, |(i, _)| i);
+    let rest = source.get(start..).unwrap_or("");
+    let found = ['"', '`']
+        .iter()
+        .filter_map(|q| rest.find(&format!("{q}{text}{q}")))
+        .min();
+    match found {
+        Some(off) => {
+            let at = start + off;
+            let before = &source[..at];
+            let line = before.matches('\n').count() + 1;
+            let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 2;
+            (Some(line), Some(col))
+        }
+        None => (Some(line), Some(col)),
+    }
+}
+
+/// The escapes rhai keeps as written inside a back-tick string (`\n`, `\t`: a backslash and a
+/// letter, not a line break or tab): (line, column of the backslash, the escape). Comments,
+/// `"…"` strings and characters are skipped; `${…}` inside a back-tick string is code again.
+pub fn backtick_escapes(source: &str) -> Vec<(usize, usize, char)> {
+    #[derive(PartialEq)]
+    enum Mode {
+        /// Code, with the `{` opened since it began (a `${` ends at its matching `}`).
+        Code(usize),
+        Backtick,
+    }
+    let chars: Vec<char> = source.chars().collect();
+    let mut found = Vec::new();
+    let mut stack = vec![Mode::Code(0)];
+    let (mut i, mut line, mut col) = (0usize, 1usize, 1usize);
+    // Moves past `n` characters, counting lines.
+    let step = |i: &mut usize, line: &mut usize, col: &mut usize, n: usize| {
+        for _ in 0..n {
+            if chars.get(*i) == Some(&'\n') {
+                *line += 1;
+                *col = 1;
+            } else {
+                *col += 1;
+            }
+            *i += 1;
+        }
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        match stack.last_mut() {
+            Some(Mode::Backtick) => match (c, next) {
+                ('`', Some('`')) => step(&mut i, &mut line, &mut col, 2),
+                ('`', _) => {
+                    stack.pop();
+                    step(&mut i, &mut line, &mut col, 1);
+                }
+                ('$', Some('{')) => {
+                    stack.push(Mode::Code(0));
+                    step(&mut i, &mut line, &mut col, 2);
+                }
+                ('\\', Some(e @ ('n' | 't' | 'r'))) => {
+                    found.push((line, col, e));
+                    step(&mut i, &mut line, &mut col, 2);
+                }
+                _ => step(&mut i, &mut line, &mut col, 1),
+            },
+            Some(Mode::Code(depth)) => match (c, next) {
+                ('/', Some('/')) => {
+                    while i < chars.len() && chars[i] != '\n' {
+                        step(&mut i, &mut line, &mut col, 1);
+                    }
+                }
+                ('/', Some('*')) => {
+                    // Block comments nest in rhai.
+                    let mut nest = 0usize;
+                    while i < chars.len() {
+                        match (chars[i], chars.get(i + 1)) {
+                            ('/', Some('*')) => {
+                                nest += 1;
+                                step(&mut i, &mut line, &mut col, 2);
+                            }
+                            ('*', Some('/')) => {
+                                nest -= 1;
+                                step(&mut i, &mut line, &mut col, 2);
+                                if nest == 0 {
+                                    break;
+                                }
+                            }
+                            _ => step(&mut i, &mut line, &mut col, 1),
+                        }
+                    }
+                }
+                ('"' | '\'', _) => {
+                    step(&mut i, &mut line, &mut col, 1);
+                    while i < chars.len() && chars[i] != c {
+                        let n = if chars[i] == '\\' { 2 } else { 1 };
+                        step(&mut i, &mut line, &mut col, n);
+                    }
+                    step(&mut i, &mut line, &mut col, 1);
+                }
+                ('`', _) => {
+                    stack.push(Mode::Backtick);
+                    step(&mut i, &mut line, &mut col, 1);
+                }
+                ('{', _) => {
+                    *depth += 1;
+                    step(&mut i, &mut line, &mut col, 1);
+                }
+                ('}', _) => {
+                    if *depth == 0 && stack.len() > 1 {
+                        stack.pop(); // the end of a `${…}`
+                    } else if let Some(Mode::Code(d)) = stack.last_mut() {
+                        *d = d.saturating_sub(1);
+                    }
+                    step(&mut i, &mut line, &mut col, 1);
+                }
+                _ => step(&mut i, &mut line, &mut col, 1),
+            },
+            None => break,
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backtick_escapes_are_found_only_inside_back_tick_strings() {
+        let src = concat!(
+            "let a = \"x\\n\"; // `not\\n code`\n",
+            "let b = `one\\ntwo ${ if a == \"}\" { `in\\t` } else { \"\\n\" } } end`;\n",
+            "/* `c\\n` /* nested */ `d\\n` */ let c = 'x';\n",
+            "let d = `a``\\r`;",
+        );
+        assert_eq!(
+            backtick_escapes(src),
+            [(2, 13, 'n'), (2, 39, 't'), (4, 13, 'r')]
+        );
+    }
+
+    #[test]
+    fn literal_place_finds_the_literal_after_a_folded_map() {
+        let src = "let x = 1;\nschedule(#{ after: \"3d\", run: \"remnd\" });\n";
+        // The map starts at line 2, column 10.
+        let (line, col) = literal_place(src, Position::new(2, 10), "remnd");
+        assert_eq!((line, col), (Some(2), Some(32)));
+        assert_eq!(
+            literal_place(src, Position::new(2, 10), "absent"),
+            (Some(2), Some(10))
+        );
+    }
 }

@@ -8,8 +8,8 @@
 //! (documented in `docs/diagnostics.md`), rendered like rustc or as one JSON object.
 //!
 //! ```text
-//! check(scripts, scripts_dir, stdlib_dir, samples, limits, host, hooks) -> Result<Report, String>
-//!     // dry runs look users up in `host`; `hook:` ids are checked against `hooks` when given
+//! check(scripts, scripts_dir, stdlib_dir, samples, limits, host, hooks, …, now) -> Result<Report, String>
+//!     // dry runs look users up in `host` at `now`; `hook:` ids are checked against `hooks` when given
 //! Report::finish(deny_warnings)   // counts and the exit code
 //! render_report(&report, deny_warnings, out)   // the human text; `--format json` is the Report
 //! ```
@@ -34,6 +34,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::authoring::now::DryNow;
 pub use diagnostics::{ALL_CODES, Code, Diagnostic, Severity, render_human};
 pub use dryrun::DryRun;
 pub use eligible::{eligible_types, is_eligible};
@@ -56,6 +57,9 @@ pub struct Report {
     pub diagnostics: Vec<Diagnostic>,
     pub dry_runs: Vec<DryRun>,
     pub summary: Summary,
+    /// The dry runs' "now" (each one's is in its [`DryRun::now`]).
+    #[serde(skip)]
+    pub now: DryNow,
 }
 
 /// Counts, and the exit code they give.
@@ -127,6 +131,7 @@ pub fn check(
     hooks: Option<&[String]>,
     generic_hooks: &[String],
     okta: Option<bool>,
+    now: DryNow,
 ) -> Result<Report, String> {
     let (files, whole_dir) = script_files(scripts, scripts_dir)?;
     let mut report = Report {
@@ -141,6 +146,7 @@ pub fn check(
             infos: 0,
             exit_code: Exit::Ok.code(),
         },
+        now,
     };
     if files.is_empty() {
         report.diagnostics.push(
@@ -170,6 +176,7 @@ pub fn check(
         limits,
         senders,
         host,
+        now,
         documented: Shape::documented(),
         delivery: lint::delivery_shape(),
         shapes: HashMap::new(),
@@ -208,10 +215,98 @@ struct Ctx<'a> {
     limits: &'a Limits,
     senders: &'a Senders,
     host: &'a Arc<dyn Host>,
+    now: DryNow,
     documented: Shape,
     delivery: Shape,
     /// Merged shapes by the indices of the samples they cover.
     shapes: HashMap<Vec<usize>, Shape>,
+}
+
+/// E0403 for a `schedule` whose function the script lacks, E0501 for a literal duration that
+/// does not parse, W0501 for `\n` inside a back-tick string.
+fn timing_diagnostics(
+    script: &Script,
+    walk: &lint::Walk,
+    display: &str,
+    source: &str,
+) -> Vec<Diagnostic> {
+    let mut diags: Vec<Diagnostic> = Vec::new();
+    let functions: Vec<(String, usize)> = script
+        .ast()
+        .iter_functions()
+        .map(|f| (f.name.to_string(), f.params.len()))
+        .collect();
+    for (name, pos) in &walk.schedule_calls {
+        let arities: Vec<usize> = functions
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .collect();
+        if arities.iter().any(|a| *a <= 1) {
+            continue;
+        }
+        let (line, col) = lint::literal_place(source, *pos, name);
+        let what = if arities.is_empty() {
+            format!(
+                "schedule: the script has no function `{name}`; the run that schedules it fails"
+            )
+        } else {
+            format!(
+                "schedule: `{name}` takes {} parameters, but a timer calls `{name}(args)`",
+                arities[0]
+            )
+        };
+        let names: Vec<String> = functions.iter().map(|(n, _)| n.clone()).collect();
+        let d = Diagnostic::new(Code::E0403, display, display, what).at(
+            source,
+            line,
+            col,
+            name.chars().count(),
+        );
+        let d = match lint::nearest(name, &names) {
+            Some(s) if arities.is_empty() => d.help(format!("did you mean `{s}`?")),
+            _ => d.help(format!("define `fn {name}(args) {{ … }}` in this script: the timer calls it when it is due, with `event` in scope")),
+        };
+        if !diags.contains(&d) {
+            diags.push(d);
+        }
+    }
+    for (what, text, pos) in &walk.durations {
+        let Err(message) = crate::script::parse_duration(text) else {
+            continue;
+        };
+        let (line, col) = lint::literal_place(source, *pos, text);
+        let d = Diagnostic::new(Code::E0501, display, display, format!("{what}: {message}")).at(
+            source,
+            line,
+            col,
+            text.chars().count().max(1),
+        );
+        if !diags.contains(&d) {
+            diags.push(d);
+        }
+    }
+    for (line, col, e) in lint::backtick_escapes(source) {
+        diags.push(
+            Diagnostic::new(
+                Code::W0501,
+                display,
+                display,
+                format!("`\\{e}` inside a back-tick string is a backslash and `{e}`, not {}", match e {
+                    'n' => "a line break",
+                    't' => "a tab",
+                    _ => "a carriage return",
+                }),
+            )
+            .at(source, Some(line), Some(col), 2)
+            .help(if e == 'n' {
+                "a back-tick string keeps its line breaks: break the line inside the string instead (or use a \"…\" string, where `\\n` is a line break)"
+            } else {
+                "write the character itself inside the back-tick string, or use a \"…\" string, where escapes work"
+            }),
+        );
+    }
+    diags
 }
 
 /// W0102 for each `hook:` id that is not configured.
@@ -430,6 +525,7 @@ impl Ctx<'_> {
                 path_diags.push(d);
             }
         }
+        path_diags.extend(timing_diagnostics(&script, &walk, &display, &source));
         for p in &walk.positional {
             let d = positional_diagnostic(p, &picked, walk.imports_okta, &display, &source);
             if !path_diags.contains(&d) {
@@ -457,6 +553,7 @@ impl Ctx<'_> {
             self.host,
             self.limits,
             self.senders,
+            self.now,
         );
         for d in run_diags {
             // A dry run failing on a path already reported: one finding, with the run as a note.
@@ -761,7 +858,7 @@ pub fn render_report(r: &Report, deny_warnings: bool, out: &mut dyn Write) -> st
         render_human(d, out)?;
     }
     if !r.dry_runs.is_empty() {
-        writeln!(out, "dry runs (nothing is sent):")?;
+        writeln!(out, "dry runs (nothing is sent; {}):", r.now.describe())?;
         for run in &r.dry_runs {
             let mails = run.mails.len();
             let status = if run.ok {
@@ -788,6 +885,9 @@ pub fn render_report(r: &Report, deny_warnings: bool, out: &mut dyn Write) -> st
                 }
                 for a in &run.actions {
                     writeln!(out, "    {}", a.describe())?;
+                }
+                for c in &run.changes {
+                    writeln!(out, "    would: {c}")?;
                 }
                 for l in &run.log {
                     writeln!(out, "    {}: {}", l.level, l.message)?;
