@@ -186,7 +186,7 @@ impl Executor {
             event.event_type.clone(),
             script.name.clone(),
         );
-        let ran = tokio::task::spawn_blocking(move || {
+        let ran = crate::util::priority::spawn_script(move || {
             crate::script::run(
                 &script,
                 &event.json,
@@ -314,9 +314,8 @@ impl Executor {
                 let StoredEvent { json, uuid, .. } = event;
                 let span = tracing::Span::current();
                 let timer = record.timer.clone();
-                let mut running = tokio::task::spawn_blocking(move || {
+                let mut running = crate::util::priority::spawn_script(move || {
                     let _in_run = span.enter();
-                    crate::util::priority::lower_for_scripts();
                     match timer {
                         None => {
                             script::run(&script, &json, &uuid, &delivery, &host, &limits, &senders)

@@ -87,23 +87,127 @@ pub(crate) enum Trip {
     Fatal,
 }
 
+/// How much longer than its time limit a run may last by the wall clock. The limit counts the
+/// run's own CPU time and its waits in host calls, not the time its thread waited for a core
+/// (script threads run at the lowest priority, so a busy receiver can keep them waiting): a run
+/// starved that way is delayed, up to this many times its limit, not failed.
+pub const WALL_CLOCK_FACTOR: u32 = 10;
+
 /// Per-run budget, read on every operation (kept apart from `RunCtx` so the hot path is a `Cell`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Budget {
     pub max_ops: u64,
     /// Heap bytes the run may hold (see `super::alloc`).
     pub max_bytes: usize,
-    pub deadline: Option<Instant>,
+    /// The time limit (`timeout_ms`): the run's CPU time plus its waits in host calls.
+    pub time: Option<TimeBudget>,
     pub tripped: Option<Trip>,
+}
+
+/// A run's time limit and what it has used of it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TimeBudget {
+    pub limit: Duration,
+    /// When the run started, by the wall clock.
+    pub started: Instant,
+    /// The thread's CPU clock when the run started.
+    pub cpu_start: Duration,
+    /// Wall time spent waiting in host reads and `sleep`.
+    pub waited: Duration,
+}
+
+impl TimeBudget {
+    /// A budget of `limit`, starting now on this thread.
+    pub fn starting_now(limit: Duration) -> TimeBudget {
+        TimeBudget {
+            limit,
+            started: Instant::now(),
+            cpu_start: thread_cpu_time(),
+            waited: Duration::ZERO,
+        }
+    }
+
+    /// What the run has used: CPU time and waits. The CPU clock (a system call) is read only
+    /// once the wall clock says the limit may be reached: the two together never exceed the
+    /// wall time since the start by more than the CPU time spent inside waits.
+    fn used(&self) -> Duration {
+        let wall = self.started.elapsed();
+        if wall < self.limit {
+            return wall;
+        }
+        thread_cpu_time().saturating_sub(self.cpu_start) + self.waited
+    }
+
+    fn remaining(&self) -> Duration {
+        self.limit.saturating_sub(self.used())
+    }
+
+    /// The hard cap by the wall clock ([`WALL_CLOCK_FACTOR`] times the limit).
+    fn wall_deadline(&self) -> Option<Instant> {
+        self.started
+            .checked_add(self.limit.saturating_mul(WALL_CLOCK_FACTOR))
+    }
+
+    fn exhausted(&self) -> bool {
+        self.used() >= self.limit || self.wall_deadline().is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// The deadline a host read gets: the time left of the budget from now, within the cap.
+    fn read_deadline(&self) -> Option<Instant> {
+        let by_budget = Instant::now().checked_add(self.remaining());
+        match (by_budget, self.wall_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The calling thread's CPU time (Linux: `CLOCK_THREAD_CPUTIME_ID`; elsewhere the wall time
+/// since the thread first asked, an upper bound). A run's time limit counts it, so a script
+/// thread kept waiting for a core by the receiver is not failed for it.
+#[cfg(target_os = "linux")]
+pub(crate) fn thread_cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant Linux supports.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn thread_cpu_time() -> std::time::Duration {
+    thread_local! {
+        static FIRST: std::time::Instant = std::time::Instant::now();
+    }
+    FIRST.with(|f| f.elapsed())
 }
 
 impl Budget {
     const LOADING: Budget = Budget {
         max_ops: LOAD_MAX_OPERATIONS,
         max_bytes: usize::MAX,
-        deadline: None,
+        time: None,
         tripped: None,
     };
+}
+
+/// Counts `d` (a host read, a sleep) as used time of the run on this thread.
+fn add_waited(d: Duration) {
+    BUDGET.with(|cell| {
+        let mut b = cell.get();
+        if let Some(t) = &mut b.time {
+            t.waited += d;
+        }
+        cell.set(b);
+    });
 }
 
 /// An error a host function made sticky: the run fails with it even if the script catches it.
@@ -251,8 +355,7 @@ fn check_budget(ops: u64) -> Option<Dynamic> {
             trip(Trip::Operations);
         } else if super::alloc::thread_net_bytes() > MEM_LIMIT.get() {
             trip(Trip::Memory);
-        } else if ops.is_multiple_of(CLOCK_CHECK_INTERVAL)
-            && b.deadline.is_some_and(|d| Instant::now() >= d)
+        } else if ops.is_multiple_of(CLOCK_CHECK_INTERVAL) && b.time.is_some_and(|t| t.exhausted())
         {
             trip(Trip::Timeout);
         } else {
@@ -451,13 +554,18 @@ pub(crate) fn host_read<T>(
     read: impl FnOnce(&dyn Host, Option<Instant>) -> Result<T, HostError>,
 ) -> Result<T, Box<EvalAltResult>> {
     let host = with_ctx(|c| c.host.clone()).ok_or_else(|| not_in_run(name))?;
-    // The read gets the run's deadline: it must not hold the thread past the time limit.
-    let deadline = BUDGET.with(|b| b.get().deadline);
-    if deadline.is_some_and(|d| Instant::now() >= d) {
+    // The read gets what is left of the run's time: it must not hold the thread past the
+    // limit. Its wait counts as the run's time.
+    let time = BUDGET.with(|b| b.get().time);
+    if time.is_some_and(|t| t.exhausted()) {
         return Err(out_of_time(ctx));
     }
+    let deadline = time.and_then(|t| t.read_deadline());
     // The host is called outside any borrow of the run state.
-    match read(host.as_ref(), deadline) {
+    let asked = Instant::now();
+    let answer = read(host.as_ref(), deadline);
+    add_waited(asked.elapsed());
+    match answer {
         Ok(v) => Ok(v),
         Err(HostError::Transient {
             message,
@@ -724,14 +832,11 @@ fn sleep_for(seconds: f64) -> Result<(), Box<EvalAltResult>> {
     if !seconds.is_finite() || seconds <= 0.0 {
         return Ok(());
     }
-    let Some(deadline) = BUDGET.with(|b| b.get().deadline) else {
+    let Some(time) = BUDGET.with(|b| b.get().time) else {
         return Err(not_in_run("sleep"));
     };
     let want = Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX);
-    if Instant::now()
-        .checked_add(want)
-        .is_none_or(|end| end >= deadline)
-    {
+    if want >= time.remaining() {
         // Sleeping would outlive the run: fail now instead of holding the thread.
         trip(Trip::Timeout);
         return Err(Box::new(EvalAltResult::ErrorTerminated(
@@ -740,6 +845,7 @@ fn sleep_for(seconds: f64) -> Result<(), Box<EvalAltResult>> {
         )));
     }
     std::thread::sleep(want);
+    add_waited(want);
     Ok(())
 }
 
@@ -1064,4 +1170,39 @@ pub(crate) fn new_engine(stdlib_dir: &Path, limits: &Limits) -> (Engine, Arc<Std
     host_fn("sleep", &["seconds: float", "()"], SLEEP_DOC)
         .register_into_engine(&mut engine, sleep_for);
     (engine, resolver)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_thread_cpu_clock_counts_work_not_sleep() {
+        let t0 = thread_cpu_time();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let slept = thread_cpu_time() - t0;
+        let t1 = thread_cpu_time();
+        let mut x = 0u64;
+        while thread_cpu_time() - t1 < std::time::Duration::from_millis(20) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(slept < std::time::Duration::from_millis(20), "{slept:?}");
+        assert!(thread_cpu_time() - t1 >= std::time::Duration::from_millis(20));
+    }
+
+    /// A run's time is what it did and waited for in host calls; time its thread spent
+    /// waiting for a core (here: asleep, outside any host call) does not count, up to the cap.
+    #[test]
+    fn a_run_is_not_charged_for_time_it_was_not_running() {
+        let mut t = TimeBudget::starting_now(Duration::from_millis(40));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!t.exhausted(), "60 ms off the CPU is not 40 ms of run time");
+        t.waited = Duration::from_millis(45);
+        assert!(t.exhausted(), "45 ms waiting in a host call is");
+        let capped = TimeBudget {
+            started: Instant::now() - Duration::from_millis(40 * u64::from(WALL_CLOCK_FACTOR)),
+            ..TimeBudget::starting_now(Duration::from_millis(40))
+        };
+        assert!(capped.exhausted(), "past the wall-clock cap");
+    }
 }

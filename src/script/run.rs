@@ -2,13 +2,13 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rhai::{Dynamic, EvalAltResult, Map, Position, Scope};
 
 use super::Limits;
 use super::email::Senders;
-use super::engine::{Budget, Fatal, MAX_LOG_LINES, RunCtx, Trip, enter};
+use super::engine::{Budget, Fatal, MAX_LOG_LINES, RunCtx, TimeBudget, Trip, enter};
 use super::event::{DeliveryInfo, build_event_map, delivery_map};
 use super::explain::{Context, explain};
 use super::host::Host;
@@ -180,7 +180,9 @@ fn run_entry(
     let budget = Budget {
         max_ops: limits.max_operations,
         max_bytes: limits.max_memory_bytes,
-        deadline: Instant::now().checked_add(Duration::from_millis(limits.timeout_ms)),
+        time: Some(TimeBudget::starting_now(Duration::from_millis(
+            limits.timeout_ms,
+        ))),
         tripped: None,
     };
     let entered = enter(ctx, budget);
