@@ -279,6 +279,44 @@ pub fn list(src: &dyn ReadTxnSource, limit: usize) -> Result<Vec<Timer>, ReadErr
     Ok(out)
 }
 
+/// Where a page of [`page`] continues: the last timer's (due ms, seq).
+pub type TimerCursor = (u64, u64);
+
+/// One page of pending timers, earliest due first, starting just after `after`: at most `limit`,
+/// and the cursor of the next page when more follow. Reads the time index from `after` on, never
+/// every timer.
+pub fn page(
+    src: &dyn ReadTxnSource,
+    after: Option<TimerCursor>,
+    limit: usize,
+) -> Result<(Vec<Timer>, Option<TimerCursor>), ReadError> {
+    let txn = src.begin()?;
+    let timers = match txn.open_table(TIMERS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), None)),
+        Err(e) => return Err(read_err(e)),
+    };
+    let mut keys = Vec::new();
+    // Every timer is "due" at the end of time: the index's order, one past the page.
+    DUE.due(&txn, u64::MAX, after, &mut |key| {
+        if keys.len() > limit {
+            return Admit::Stop;
+        }
+        keys.push(key);
+        Admit::Take
+    })?;
+    let more = keys.len() > limit;
+    keys.truncate(limit);
+    let mut out = Vec::new();
+    for &(_, seq) in &keys {
+        if let Some(v) = timers.get(seq).map_err(read_err)? {
+            out.push(serde_json::from_slice(v.value()).map_err(read_err)?);
+        }
+    }
+    let next = more.then(|| keys.last().copied()).flatten();
+    Ok((out, next))
+}
+
 /// How many timers are pending.
 pub fn count(src: &dyn ReadTxnSource) -> Result<u64, ReadError> {
     let txn = src.begin()?;
