@@ -896,3 +896,80 @@ fn the_actions_page_retries_and_cancels_but_never_redoes_a_done_action() {
         .count();
     assert_eq!(sent, 1, "the mail was written once");
 }
+
+/// The state and timers pages in Chromium: the hostile key and values are text in the DOM, the
+/// state's second page is one link away.
+#[test]
+fn state_and_timers_in_a_real_browser() {
+    use fantoccini::Locator;
+    let driver = start_driver();
+    let (dir, port) = engine_setup("", &[("remembers.rhai", REMEMBERS)]);
+    let p = ServeProcess::start(dir.path(), port, &[("ENGINE_TEST_SECRET", SECRET)]);
+    assert_eq!(
+        post_blocking(
+            &format!("{}/hooks/test", p.url),
+            wrap(&hostile_event("console-state-1"))
+        ),
+        200
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            history_json(dir.path(), "runs")
+                .iter()
+                .any(|r| r["status"] == "succeeded")
+        }),
+        "{}",
+        p.log()
+    );
+    let console = p.console_url();
+    let link = p.login_link();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = browser(&driver).await;
+        c.goto(&link).await.unwrap();
+        let no_img = async |c: &fantoccini::Client| {
+            let imgs = c
+                .execute(
+                    "return document.querySelectorAll('img[src=\"x\"]').length",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                imgs,
+                serde_json::json!(0),
+                "no <img> came from a script's state"
+            );
+        };
+
+        c.goto(&format!("{console}/state")).await.unwrap();
+        assert!(text_of(&c, "table.state").await.contains("k0"));
+        c.find(Locator::LinkText("Next page →"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let table = text_of(&c, "table.state").await;
+        assert!(
+            table.contains(&format!("name:{HOSTILE_NAME}"))
+                && table.contains(&format!("\"name\": \"{HOSTILE_NAME}\"")),
+            "{table}"
+        );
+        no_img(&c).await;
+        screenshot(&c, "state").await;
+
+        c.goto(&format!("{console}/timers")).await.unwrap();
+        let table = text_of(&c, "table.timers").await;
+        assert!(
+            table.contains("remind") && table.contains(&format!("remind:{HOSTILE_NAME}")),
+            "{table}"
+        );
+        no_img(&c).await;
+        screenshot(&c, "timers").await;
+        c.close().await.unwrap();
+    });
+}
