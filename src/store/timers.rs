@@ -326,3 +326,53 @@ pub fn count(src: &dyn ReadTxnSource) -> Result<u64, ReadError> {
         Err(e) => Err(read_err(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EventHead;
+
+    /// Pages follow the due order (then seq) from their cursor and say when nothing follows.
+    #[test]
+    fn pages_follow_the_due_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        init(&txn).unwrap();
+        let head = EventHead {
+            seq: 1,
+            uuid: "u1".into(),
+            event_type: "user.lifecycle.create".into(),
+            hook: "h".into(),
+        };
+        let run = RunRecord::new(7, &head, "s", None);
+        // Due 50, 10, 30, 10, 20: seqs 1..=5.
+        let ops: Vec<TimerOp> = [50u64, 10, 30, 10, 20]
+            .iter()
+            .enumerate()
+            .map(|(i, due)| {
+                TimerOp::Schedule(TimerSpec {
+                    id: format!("t{i}"),
+                    key: None,
+                    call: "f".into(),
+                    args: serde_json::Value::Null,
+                    due_ms: *due,
+                })
+            })
+            .collect();
+        apply(&txn, &run, &ops).unwrap();
+        txn.commit().unwrap();
+        let ids = |ts: &[Timer]| ts.iter().map(|t| t.spec.id.clone()).collect::<Vec<_>>();
+
+        let (first, next) = page(&db, None, 2).unwrap();
+        assert_eq!(ids(&first), ["t1", "t3"]);
+        assert_eq!(next, Some((10, 4)));
+        let (second, next) = page(&db, next, 2).unwrap();
+        assert_eq!(ids(&second), ["t4", "t2"]);
+        let (third, next) = page(&db, next, 2).unwrap();
+        assert_eq!(ids(&third), ["t0"]);
+        assert_eq!(next, None);
+        assert_eq!(page(&db, None, 5).unwrap().1, None, "exactly a page");
+        assert_eq!(ids(&list(&db, 10).unwrap()), ["t1", "t3", "t4", "t2", "t0"]);
+    }
+}
