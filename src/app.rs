@@ -23,7 +23,7 @@ use crate::backfill::{self, Backfill};
 use crate::config::{
     Config, ConfigError, GENERATED_SECRET_PREFIX, HookConfig, Secret, SecretSource,
 };
-use crate::console::{Console, ConsoleSettings};
+use crate::console::{Authoring, Console, ConsoleSettings};
 use crate::ingest::{
     self, AdminError, BackfillRequest, Front, ReplayRequest, ReplayTarget, SecretError,
     ServerLimits,
@@ -516,6 +516,7 @@ pub fn prepare(config: &Config, mode: CommitMode, out: &mut dyn Write) -> Result
                     .is_some_and(|b| b.settings().enabled),
             },
         );
+        let console = console.with_authoring(console_authoring(config, &runtime));
         (Arc::new(console), once)
     });
     let mut front = Front::new(hooks, store, config.max_body_bytes)
@@ -533,6 +534,30 @@ pub fn prepare(config: &Config, mode: CommitMode, out: &mut dyn Write) -> Result
         console,
         console_listener: None,
     })
+}
+
+/// What the console's dry runs (`engine check SCRIPT`) and tokens read from the config: the
+/// same as the commands, with the live script set.
+fn console_authoring(config: &Config, runtime: &Runtime) -> Authoring {
+    let host = directory_host(config).unwrap_or_else(|error| {
+        tracing::warn!(%error, "the console's dry runs find nobody in the directory");
+        Arc::new(crate::script::NoDirectory)
+    });
+    Authoring {
+        data_dir: Some(config.data_dir.clone()),
+        limits: config.limits.clone(),
+        senders: config.senders(),
+        host,
+        hooks: Some(config.hooks.iter().map(|h| h.id.clone()).collect()),
+        generic_hooks: config
+            .hooks
+            .iter()
+            .filter(|h| h.kind == crate::config::HookKind::Generic)
+            .map(|h| h.id.clone())
+            .collect(),
+        okta: Some(config.okta.is_some()),
+        live: Some(runtime.reloader.live().clone()),
+    }
 }
 
 /// Scripts, `lookup_user`, the processor and the mail executor on a store: what `serve` runs

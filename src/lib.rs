@@ -43,7 +43,8 @@
 //! - [`authoring`]: `tokens.rs`, `samples.rs`, `now.rs` (the fixed, shown "now" of dry runs),
 //!   `check/` (`diagnostics.rs`, `lint.rs`, `dryrun.rs`, `eligible.rs`).
 //! - [`console`]: the web console on `console_listen`: `session.rs` (login link, cookie, CSRF),
-//!   `views.rs` (each page's reads), `templates/` and `static/` (compiled in).
+//!   `views.rs` (each page's reads), `authoring.rs` (the scripts page and its dry run on the
+//!   samples, the tokens tree), `templates/` and `static/` (compiled in).
 //! - [`app`]: builds every part from the config, runs them, stops them.
 //! - [`cli`]: clap and dispatch: `output.rs`, `remote.rs`, `history.rs`, `replay.rs`, `run.rs`,
 //!   `samples.rs`, `check.rs`, `definitions.rs`, `send.rs`, `backfill.rs`, `state.rs` (`state`, `timers`).

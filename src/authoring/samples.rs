@@ -83,6 +83,23 @@ pub fn dedupe(samples: Vec<Sample>) -> Vec<Sample> {
     out
 }
 
+/// The stored samples (captured ones and those added by hand) as `check` and `tokens` read them:
+/// a captured sample for its hook, named `captured on hook …`; an added one for every hook,
+/// named by its file.
+pub fn of_stored(stored: Vec<StoredSample>) -> Vec<Sample> {
+    stored
+        .into_iter()
+        .map(|s| {
+            let (hook, source) = if s.hook == ADDED_HOOK {
+                (ANY_HOOK.to_string(), s.source.clone())
+            } else {
+                (s.hook.clone(), captured_source(&s.hook))
+            };
+            Sample::new(&hook, s.json, &source)
+        })
+        .collect()
+}
+
 /// A samples directory or file that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SampleError {

@@ -345,6 +345,14 @@ pub struct Token {
     depth: usize,
 }
 
+impl Token {
+    /// Fields below its section's root: a token follows its parent (one less deep) in the list
+    /// [`tokens`] gives, so the list is a tree in pre-order.
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+}
+
 /// The expression of the first target of type `ty`.
 pub fn target_expr(ty: &str) -> String {
     let quoted = serde_json::to_string(ty).unwrap_or_else(|_| format!("\"{ty}\""));

@@ -6,9 +6,7 @@ use std::path::Path;
 
 use super::output::{CliError, CliResult, Exit, print_json, rows_or_json};
 use super::remote;
-use crate::authoring::samples::{
-    self, ADDED_HOOK, ANY_HOOK, Sample, captured_source, dedupe, load_samples_dir,
-};
+use crate::authoring::samples::{self, Sample, dedupe, load_samples_dir};
 use crate::config::Config;
 use crate::store::query::{Query, SampleWithJson};
 use crate::store::samples::StoredSample;
@@ -37,14 +35,9 @@ pub fn gather(config: &Config, dir: Option<&Path>) -> Result<Vec<Sample>, CliErr
     if let Some(d) = dir {
         out.extend(load_samples_dir(d).map_err(CliError::usage)?);
     }
-    for s in all_samples(config).map_err(|e| CliError::usage(e.message))? {
-        let (hook, source) = if s.hook == ADDED_HOOK {
-            (ANY_HOOK, s.source.clone())
-        } else {
-            (s.hook.as_str(), captured_source(&s.hook))
-        };
-        out.push(Sample::new(hook, s.json, &source));
-    }
+    out.extend(samples::of_stored(
+        all_samples(config).map_err(|e| CliError::usage(e.message))?,
+    ));
     Ok(dedupe(out))
 }
 

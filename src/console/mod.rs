@@ -1,10 +1,13 @@
 //! The web console: server-rendered pages over the store's query layer (overview, events, one
-//! event, runs, one run with its mails, replay), served on `console_listen` beside the admin API.
+//! event, runs, one run with its mails, replay, actions, scripts with a dry run on the samples,
+//! state, timers, tokens), served on `console_listen` beside the admin API.
 //!
 //! # Layout
 //!
 //! - `session`: the one-time login link, sessions (HttpOnly, SameSite=Strict cookie), CSRF.
 //! - `views`: what each page shows, read from the store (blocking reads, off the async threads).
+//! - `authoring`: the scripts page and a script's dry run (what `engine check SCRIPT` shows), the
+//!   tokens page (a tree per event type and target type).
 //! - `templates/`: minijinja templates compiled into the binary, HTML auto-escaping always on;
 //!   `static/`: the stylesheet and the one small script (copying a token's expression).
 //!
@@ -12,6 +15,7 @@
 //! script), `X-Frame-Options: DENY` and `nosniff`. A mail's HTML part is shown in an iframe with
 //! an empty `sandbox` (no scripts, no same origin). No secret is given to a template.
 
+mod authoring;
 mod session;
 mod views;
 
@@ -28,6 +32,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use minijinja::{AutoEscape, Environment};
 
+pub use authoring::Authoring;
 pub use session::{SESSION_COOKIE, SESSION_IDLE};
 
 use crate::config::Secret;
@@ -52,6 +57,11 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("replay.html", include_str!("templates/replay.html")),
     ("actions.html", include_str!("templates/actions.html")),
     ("message.html", include_str!("templates/message.html")),
+    ("scripts.html", include_str!("templates/scripts.html")),
+    ("check.html", include_str!("templates/check.html")),
+    ("state.html", include_str!("templates/state.html")),
+    ("timers.html", include_str!("templates/timers.html")),
+    ("tokens.html", include_str!("templates/tokens.html")),
 ];
 const CSS: &str = include_str!("static/console.css");
 const JS: &str = include_str!("static/console.js");
@@ -76,6 +86,7 @@ pub struct Console {
     admin: Arc<dyn Admin>,
     templates: Environment<'static>,
     settings: ConsoleSettings,
+    authoring: Authoring,
 }
 
 impl Console {
@@ -103,9 +114,17 @@ impl Console {
                 admin,
                 templates,
                 settings,
+                authoring: Authoring::offline(),
             },
             once,
         )
+    }
+
+    /// What the scripts page's dry runs and the tokens page know of the config (without it:
+    /// [`Authoring::offline`], as `engine check` without a config).
+    pub fn with_authoring(mut self, authoring: Authoring) -> Console {
+        self.authoring = authoring;
+        self
     }
 
     /// The page at `path_and_query` as a logged-in user gets it (the benches render pages so).
@@ -284,6 +303,26 @@ impl Console {
                 .read(move |s| views::actions(s, &q))
                 .await
                 .map(|v| ("actions.html", v)),
+            "/scripts" => {
+                let authoring = self.authoring.clone();
+                self.read(move |s| authoring::scripts(s, &settings, &authoring))
+                    .await
+                    .map(|v| ("scripts.html", v))
+            }
+            "/state" => self
+                .read(move |s| views::state(s, &q))
+                .await
+                .map(|v| ("state.html", v)),
+            "/timers" => self
+                .read(move |s| views::timers(s, &q))
+                .await
+                .map(|v| ("timers.html", v)),
+            "/tokens" => {
+                let authoring = self.authoring.clone();
+                self.read(move |s| authoring::tokens(s, &authoring, &q))
+                    .await
+                    .map(|v| ("tokens.html", v))
+            }
             _ => {
                 if let Some(uuid) = path.strip_prefix("/events/") {
                     let uuid = percent_decode(uuid);
@@ -312,6 +351,15 @@ impl Console {
                 }
             }
         };
+        self.answer(result, csrf)
+    }
+
+    /// A page's answer: its template with its data, or why there is none.
+    fn answer(
+        &self,
+        result: Result<(&str, Option<serde_json::Value>), String>,
+        csrf: &str,
+    ) -> Answer {
         match result {
             Ok((template, Some(view))) => self.render(
                 template,
@@ -393,6 +441,32 @@ impl Console {
                         Some(csrf),
                     ),
                 }
+            }
+            "/scripts/check" => {
+                let Some(script) = form.get("script").filter(|s| !s.is_empty()).cloned() else {
+                    return self.message(
+                        StatusCode::BAD_REQUEST,
+                        "No script given",
+                        "The form names no script.",
+                        Some(csrf),
+                    );
+                };
+                let settings = self.settings.clone();
+                let authoring = self.authoring.clone();
+                // Compiling and dry-running take a while: on a blocking thread, like a read.
+                let result = self
+                    .read(move |s| authoring::check(s, &settings, &authoring, &script))
+                    .await
+                    .map(|v| ("check.html", v));
+                if let Ok((_, None)) = result {
+                    return self.message(
+                        StatusCode::NOT_FOUND,
+                        "No such script",
+                        "No file in the scripts directory is that script.",
+                        Some(csrf),
+                    );
+                }
+                self.answer(result, csrf)
             }
             "/actions/retry" | "/actions/cancel" => {
                 let (what, done) = if path.ends_with("retry") {

@@ -19,6 +19,11 @@ use crate::store::{EventFilter, Store};
 /// Actions on the actions page (newest first).
 pub const ACTIONS_PER_PAGE: usize = 200;
 
+/// Keys on one page of the state page.
+pub const STATE_PER_PAGE: usize = 100;
+/// Timers on one page of the timers page.
+pub const TIMERS_PER_PAGE: usize = 100;
+
 /// Events on one page of the events list.
 pub const EVENTS_PER_PAGE: usize = 50;
 /// Runs on one page of the runs list.
@@ -37,9 +42,9 @@ pub const SOURCE_CONTEXT_LINES: usize = 2;
 
 const HOUR_MS: u64 = 3_600_000;
 
-type Read<T> = Result<Option<T>, String>;
+pub(super) type Read<T> = Result<Option<T>, String>;
 
-fn err(e: impl std::fmt::Display) -> String {
+pub(super) fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
@@ -177,7 +182,7 @@ pub fn overview(store: &Store, settings: &ConsoleSettings) -> Read<Value> {
     })))
 }
 
-fn nonempty(q: &HashMap<String, String>, key: &str) -> Option<String> {
+pub(super) fn nonempty(q: &HashMap<String, String>, key: &str) -> Option<String> {
     q.get(key)
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
@@ -352,6 +357,11 @@ fn source_excerpt(
         Some(rest) => settings.stdlib_dir.join(rest),
         None => settings.scripts_dir.join(file),
     };
+    excerpt(&path, line, col)
+}
+
+/// The lines of `path` around `line`, with the caret under `col`; empty when it cannot be read.
+pub(super) fn excerpt(path: &std::path::Path, line: usize, col: Option<usize>) -> Vec<Value> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Vec::new();
     };
@@ -522,5 +532,90 @@ pub fn actions(store: &Store, q: &HashMap<String, String>) -> Read<Value> {
         "kinds": ActionKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
         "statuses": ActionStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         "done_msg": done_msg,
+    })))
+}
+
+/// The scripts' stored state (`engine state [SCRIPT]`): one page of live keys, by script then
+/// key, each value as pretty JSON; `script` narrows it, `after_script`/`after_key` continue.
+pub fn state(store: &Store, q: &HashMap<String, String>) -> Read<Value> {
+    let h = store.history();
+    let script = nonempty(q, "script");
+    let after = match (q.get("after_script"), q.get("after_key")) {
+        (Some(s), Some(k)) => Some((s.as_str(), k.as_str())),
+        _ => None,
+    };
+    let (rows, next) = crate::store::kv::page(
+        &h,
+        script.as_deref(),
+        after,
+        STATE_PER_PAGE,
+        crate::util::now_ms(),
+    )
+    .map_err(err)?;
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "script": r.script,
+                "key": r.key,
+                "value": serde_json::to_string_pretty(&r.value).unwrap_or_default(),
+                "expires": r.expires,
+            })
+        })
+        .collect();
+    let next = next.map(|(s, k)| {
+        let mut href = format!(
+            "/state?after_script={}&after_key={}",
+            percent_encode(&s),
+            percent_encode(&k)
+        );
+        if let Some(only) = &script {
+            href.push_str(&format!("&script={}", percent_encode(only)));
+        }
+        href
+    });
+    Ok(Some(json!({
+        "rows": rows,
+        "script": script.unwrap_or_default(),
+        "next": next,
+        "first_page": after.is_none(),
+    })))
+}
+
+/// The pending timers (`engine timers`): one page, earliest due first; `after` (`DUE-SEQ`)
+/// continues.
+pub fn timers(store: &Store, q: &HashMap<String, String>) -> Read<Value> {
+    let h = store.history();
+    let after = nonempty(q, "after").and_then(|a| {
+        let (due, seq) = a.split_once('-')?;
+        Some((due.parse().ok()?, seq.parse().ok()?))
+    });
+    let (rows, next) = crate::store::timers::page(&h, after, TIMERS_PER_PAGE).map_err(err)?;
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|t| {
+            json!({
+                "due": t.due,
+                "script": t.script,
+                "call": t.spec.call,
+                "args": if t.spec.args.is_null() {
+                    String::new()
+                } else {
+                    serde_json::to_string_pretty(&t.spec.args).unwrap_or_default()
+                },
+                "key": t.spec.key,
+                "id": t.spec.id,
+                "scheduled_by": t.scheduled_by,
+                "event_uuid": t.event_uuid,
+                "event_type": t.event_type,
+                "event_href": format!("/events/{}", percent_encode(&t.event_uuid)),
+                "created": t.created,
+            })
+        })
+        .collect();
+    Ok(Some(json!({
+        "rows": rows,
+        "next": next.map(|(due, seq)| format!("/timers?after={due}-{seq}")),
+        "first_page": after.is_none(),
     })))
 }

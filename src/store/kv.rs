@@ -232,6 +232,70 @@ pub fn list(
     Ok(out)
 }
 
+/// Where a page of [`page`] continues: the last (script, key) it showed.
+pub type StateCursor = (String, String);
+
+/// One page of live keys (of `script`, or of every script), by script then key, starting just
+/// after `after`: at most `limit` rows, and the cursor of the next page when more follow. Reads
+/// the keys from `after` on through the table's order, never the whole table (expired rows it
+/// meets are skipped; the timer clock prunes them).
+pub fn page(
+    src: &dyn ReadTxnSource,
+    script: Option<&str>,
+    after: Option<(&str, &str)>,
+    limit: usize,
+    now_ms: u64,
+) -> Result<(Vec<StateRow>, Option<StateCursor>), ReadError> {
+    use std::ops::Bound;
+    let txn = src.begin()?;
+    let table = match txn.open_table(STATE) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), None)),
+        Err(e) => return Err(read_err(e)),
+    };
+    let prefix = script.map(|s| format!("{s}\0"));
+    let from = after.map(|(s, k)| row_key(s, k));
+    let lower = match (&from, &prefix) {
+        (Some(f), Some(p)) if f.as_str() < p.as_str() => Bound::Included(p.as_str()),
+        (Some(f), _) => Bound::Excluded(f.as_str()),
+        (None, Some(p)) => Bound::Included(p.as_str()),
+        (None, None) => Bound::Unbounded,
+    };
+    let mut out = Vec::new();
+    let mut more = false;
+    for entry in table
+        .range::<&str>((lower, Bound::Unbounded))
+        .map_err(read_err)?
+    {
+        let (k, v) = entry.map_err(read_err)?;
+        let k = k.value();
+        if let Some(p) = &prefix
+            && !k.starts_with(p.as_str())
+        {
+            break;
+        }
+        let row: StateValue = serde_json::from_slice(v.value()).map_err(read_err)?;
+        if row.expired(now_ms) {
+            continue;
+        }
+        if out.len() >= limit {
+            more = true;
+            break;
+        }
+        let (s, key) = k.split_once('\0').unwrap_or(("", k));
+        out.push(StateRow {
+            script: s.to_string(),
+            key: key.to_string(),
+            value: row.value,
+            expires: row.expires_ms.map(crate::util::format_ms),
+        });
+    }
+    let next = more
+        .then(|| out.last().map(|r| (r.script.clone(), r.key.clone())))
+        .flatten();
+    Ok((out, next))
+}
+
 /// Deletes up to [`PRUNE_BATCH`] rows expired at `now_ms`, found through the expiry index;
 /// how many.
 pub fn prune_expired(txn: &WriteTransaction, now_ms: u64) -> Result<usize, WriteError> {
@@ -253,4 +317,70 @@ pub fn prune_expired(txn: &WriteTransaction, now_ms: u64) -> Result<usize, Write
         table.remove(k.as_str()).map_err(storage)?;
     }
     Ok(gone.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(key: &str, value: i64, expires_ms: Option<u64>) -> StateWrite {
+        StateWrite::Set {
+            key: key.into(),
+            value: value.into(),
+            expires_ms,
+        }
+    }
+
+    /// Pages follow the table's order from their cursor, skip expired rows, stay inside one
+    /// script when asked, and say when nothing follows.
+    #[test]
+    fn pages_continue_after_their_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        init(&txn).unwrap();
+        apply(
+            &txn,
+            "a",
+            &[
+                set("k1", 1, None),
+                set("k2", 2, Some(10)),
+                set("k3", 3, None),
+            ],
+        )
+        .unwrap();
+        apply(&txn, "b", &[set("k1", 4, None), set("k2", 5, None)]).unwrap();
+        txn.commit().unwrap();
+        let keys = |rows: &[StateRow]| -> Vec<String> {
+            rows.iter()
+                .map(|r| format!("{}/{}", r.script, r.key))
+                .collect()
+        };
+
+        let (rows, next) = page(&db, None, None, 2, 100).unwrap();
+        assert_eq!(keys(&rows), ["a/k1", "a/k3"], "a/k2 expired");
+        let next = next.expect("more follow");
+        let (rows, next) = page(&db, None, Some((&next.0, &next.1)), 2, 100).unwrap();
+        assert_eq!(keys(&rows), ["b/k1", "b/k2"]);
+        assert_eq!(next, None);
+
+        let (rows, next) = page(&db, Some("b"), None, 1, 100).unwrap();
+        assert_eq!(keys(&rows), ["b/k1"]);
+        let next = next.unwrap();
+        let (rows, next) = page(&db, Some("b"), Some((&next.0, &next.1)), 1, 100).unwrap();
+        assert_eq!(keys(&rows), ["b/k2"]);
+        assert_eq!(next, None);
+        // A cursor before the script's keys starts at its first.
+        let (rows, _) = page(&db, Some("b"), Some(("a", "k9")), 5, 100).unwrap();
+        assert_eq!(keys(&rows), ["b/k1", "b/k2"]);
+        assert_eq!(
+            page(&db, Some("c"), None, 5, 100).unwrap(),
+            (Vec::new(), None)
+        );
+        assert_eq!(
+            page(&db, None, None, 5, 0).unwrap().0.len(),
+            5,
+            "none expired at 0"
+        );
+    }
 }

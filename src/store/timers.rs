@@ -309,6 +309,44 @@ pub fn list(src: &dyn ReadTxnSource, limit: usize) -> Result<Vec<Timer>, ReadErr
     Ok(out)
 }
 
+/// Where a page of [`page`] continues: the last timer's (due ms, seq).
+pub type TimerCursor = (u64, u64);
+
+/// One page of pending timers, earliest due first, starting just after `after`: at most `limit`,
+/// and the cursor of the next page when more follow. Reads the time index from `after` on, never
+/// every timer.
+pub fn page(
+    src: &dyn ReadTxnSource,
+    after: Option<TimerCursor>,
+    limit: usize,
+) -> Result<(Vec<Timer>, Option<TimerCursor>), ReadError> {
+    let txn = src.begin()?;
+    let timers = match txn.open_table(TIMERS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), None)),
+        Err(e) => return Err(read_err(e)),
+    };
+    let mut keys = Vec::new();
+    // Every timer is "due" at the end of time: the index's order, one past the page.
+    DUE.due(&txn, u64::MAX, after, &mut |key| {
+        if keys.len() > limit {
+            return Admit::Stop;
+        }
+        keys.push(key);
+        Admit::Take
+    })?;
+    let more = keys.len() > limit;
+    keys.truncate(limit);
+    let mut out = Vec::new();
+    for &(_, seq) in &keys {
+        if let Some(v) = timers.get(seq).map_err(read_err)? {
+            out.push(serde_json::from_slice(v.value()).map_err(read_err)?);
+        }
+    }
+    let next = more.then(|| keys.last().copied()).flatten();
+    Ok((out, next))
+}
+
 /// How many timers are pending.
 pub fn count(src: &dyn ReadTxnSource) -> Result<u64, ReadError> {
     let txn = src.begin()?;
@@ -316,5 +354,55 @@ pub fn count(src: &dyn ReadTxnSource) -> Result<u64, ReadError> {
         Ok(t) => t.len().map_err(read_err),
         Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
         Err(e) => Err(read_err(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EventHead;
+
+    /// Pages follow the due order (then seq) from their cursor and say when nothing follows.
+    #[test]
+    fn pages_follow_the_due_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        init(&txn).unwrap();
+        let head = EventHead {
+            seq: 1,
+            uuid: "u1".into(),
+            event_type: "user.lifecycle.create".into(),
+            hook: "h".into(),
+        };
+        let run = RunRecord::new(7, &head, "s", None);
+        // Due 50, 10, 30, 10, 20: seqs 1..=5.
+        let ops: Vec<TimerOp> = [50u64, 10, 30, 10, 20]
+            .iter()
+            .enumerate()
+            .map(|(i, due)| {
+                TimerOp::Schedule(TimerSpec {
+                    id: format!("t{i}"),
+                    key: None,
+                    call: "f".into(),
+                    args: serde_json::Value::Null,
+                    due_ms: *due,
+                })
+            })
+            .collect();
+        apply(&txn, &run, &ops).unwrap();
+        txn.commit().unwrap();
+        let ids = |ts: &[Timer]| ts.iter().map(|t| t.spec.id.clone()).collect::<Vec<_>>();
+
+        let (first, next) = page(&db, None, 2).unwrap();
+        assert_eq!(ids(&first), ["t1", "t3"]);
+        assert_eq!(next, Some((10, 4)));
+        let (second, next) = page(&db, next, 2).unwrap();
+        assert_eq!(ids(&second), ["t4", "t2"]);
+        let (third, next) = page(&db, next, 2).unwrap();
+        assert_eq!(ids(&third), ["t0"]);
+        assert_eq!(next, None);
+        assert_eq!(page(&db, None, 5).unwrap().1, None, "exactly a page");
+        assert_eq!(ids(&list(&db, 10).unwrap()), ["t1", "t3", "t4", "t2", "t0"]);
     }
 }

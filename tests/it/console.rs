@@ -2,7 +2,8 @@
 //! one-time link, the token form), the session cookie, redirects without it, CSRF on every POST,
 //! the security headers, escaping of attacker-controlled payload fields, and the pages a user
 //! follows: a delivered event, the failed run of a broken script with its error line, a replay
-//! after the fix, the rendered mail.
+//! after the fix, the rendered mail; the scripts page and its dry run on the samples, the state
+//! and timers pages, the tokens tree.
 
 use std::time::Duration;
 
@@ -338,6 +339,196 @@ fn console_login_pages_csrf_and_escaping_over_http() {
     assert_eq!(get("/").status, 303);
 }
 
+/// A script that stores more keys than one state page holds, one of them named after the
+/// hostile display name with it in the value, and schedules a timer with it in its arguments.
+pub const REMEMBERS: &str = "//! on: user.lifecycle.create\n//! hook: test\nlet who = event.actor.displayName;\nfor i in 0..105 { state::set(`k${i}`, i); }\nstate::set(`name:${who}`, #{ name: who, n: 1 });\nschedule(#{ after: \"3d\", run: \"remind\", args: #{ who: who }, key: `remind:${who}` });\nlog(`remembered ${who}`);\nfn remind(args) { log(args.who); }\n";
+/// A script that does not compile (line 3).
+pub const NO_COMPILE: &str = "//! on: user.account.lock\nlet x = 1;\nlet y = ;\n";
+
+/// The scripts page (state, subscriptions, a load error's line, the dry run on the samples as a
+/// CSRF-checked POST), the state and timers pages (paginated), and the tokens page: closed
+/// without a session, every hostile value text.
+#[test]
+fn console_scripts_state_timers_and_tokens_over_http() {
+    let uuid = "console-scripts-1";
+    let (dir, port) = engine_setup(
+        "",
+        &[
+            ("remembers.rhai", REMEMBERS),
+            ("nocompile.rhai", NO_COMPILE),
+        ],
+    );
+    let p = ServeProcess::start(dir.path(), port, &[("ENGINE_TEST_SECRET", SECRET)]);
+    assert_eq!(
+        post_blocking(&format!("{}/hooks/test", p.url), wrap(&hostile_event(uuid))),
+        200
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            history_json(dir.path(), "runs")
+                .iter()
+                .any(|r| r["status"] == "succeeded")
+        }),
+        "the run succeeded: {:?}\n{}",
+        history_json(dir.path(), "runs"),
+        p.log()
+    );
+    let console = p.console_url();
+
+    // Without a session: the login page; the dry run's POST is refused.
+    for path in [
+        "/scripts",
+        "/state",
+        "/timers",
+        "/tokens",
+        "/state?script=remembers",
+    ] {
+        let a = call(Method::GET, &format!("{console}{path}"), &[], "");
+        assert_eq!(a.status, 303, "{path}");
+        assert_eq!(header(&a, "location"), "/login", "{path}");
+    }
+    let urlencoded = ("content-type", "application/x-www-form-urlencoded");
+    let a = call(
+        Method::POST,
+        &format!("{console}/scripts/check"),
+        &[urlencoded],
+        "script=remembers",
+    );
+    assert_eq!(a.status, 403);
+
+    let cookie = session_cookie(&call(Method::GET, &p.login_link(), &[], ""));
+    let get = |path: &str| {
+        call(
+            Method::GET,
+            &format!("{console}{path}"),
+            &[("cookie", &cookie)],
+            "",
+        )
+    };
+    let form = [("cookie", cookie.as_str()), urlencoded];
+    let post = |body: String| {
+        call(
+            Method::POST,
+            &format!("{console}/scripts/check"),
+            &form,
+            &body,
+        )
+    };
+
+    // The scripts page: each script's state and subscriptions; the broken one's error line.
+    let a = get("/scripts");
+    assert_eq!(a.status, 200, "{}", a.text());
+    let html = page(&a);
+    assert!(
+        html.contains("href=\"/scripts\""),
+        "the nav links it: {html}"
+    );
+    for want in [
+        "remembers",
+        "nocompile",
+        "<code>user.lifecycle.create</code>",
+        "<code>user.account.lock</code>",
+        "<code>test</code>",
+        "every hook",
+        "error (not loaded)",
+        "nocompile.rhai:3",
+        "let y = ;",
+        "class=\"caret\"",
+        "Dry run on the samples",
+        "/runs?script=remembers",
+    ] {
+        assert!(html.contains(want), "{want}: {html}");
+    }
+    let csrf = csrf_of(&html);
+
+    // The dry run: a POST with the CSRF token, answering what `engine check` shows.
+    assert_eq!(post("script=remembers".into()).status, 403, "no CSRF token");
+    assert_eq!(
+        post("script=remembers&csrf=forged".into()).status,
+        403,
+        "a wrong CSRF token"
+    );
+    let a = post(format!("script=remembers&csrf={csrf}"));
+    assert_eq!(a.status, 200, "{}", a.text());
+    let html = page(&a);
+    assert!(html.contains("dry runs (nothing is sent; now = "), "{html}");
+    assert!(html.contains(uuid), "the captured sample: {html}");
+    assert!(html.contains("checked 1 script against 1 sample"), "{html}");
+    assert!(
+        html.contains("remembered &lt;img"),
+        "the log, escaped: {html}"
+    );
+    assert!(!html.contains(HOSTILE_NAME), "raw markup: {html}");
+    let a = post(format!("script=nocompile&csrf={csrf}"));
+    assert_eq!(a.status, 200, "{}", a.text());
+    let html = page(&a);
+    assert!(
+        html.contains("has findings that fail") && html.contains("nocompile.rhai:3"),
+        "{html}"
+    );
+    for bad in ["nope", "../remembers", "remembers.rhai", ""] {
+        let a = post(format!("script={bad}&csrf={csrf}"));
+        assert!(matches!(a.status, 400 | 404), "{bad}: {}", a.status);
+    }
+    // Nothing was sent or stored by the dry runs.
+    let runs = history_json(dir.path(), "runs");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+
+    // The state, two pages of it: values as pretty JSON, every one escaped.
+    let a = get("/state");
+    assert_eq!(a.status, 200, "{}", a.text());
+    let html = page(&a);
+    assert!(html.contains("<code>k0</code>"), "{html}");
+    assert!(!html.contains(HOSTILE_NAME), "raw markup: {html}");
+    let next = html
+        .split("href=\"")
+        .filter_map(|s| s.split('"').next())
+        .find(|h| h.starts_with("/state?after_script="))
+        .expect("a next page")
+        .replace("&amp;", "&");
+    let html = page(&get(&next));
+    assert!(
+        html.contains("name:&lt;img src=x onerror=alert(1)&gt;"),
+        "the hostile key, escaped: {html}"
+    );
+    assert!(
+        html.contains("&quot;name&quot;: &quot;&lt;img src=x onerror=alert(1)&gt;&quot;"),
+        "the value as pretty JSON, escaped: {html}"
+    );
+    assert!(!html.contains(HOSTILE_NAME), "raw markup: {html}");
+    assert!(!html.contains("<code>k0</code>"), "the second page: {html}");
+    let html = page(&get("/state?script=nobody"));
+    assert!(html.contains("No state stored"), "{html}");
+
+    // The timers: the pending one, its arguments escaped, the run and event that scheduled it.
+    let html = page(&get("/timers"));
+    assert!(html.contains("<code>remind</code>"), "{html}");
+    assert!(html.contains(&format!("/events/{uuid}")), "{html}");
+    assert!(html.contains(&format!("/runs/{}", runs[0]["id"])), "{html}");
+    assert!(html.contains("remind:&lt;img"), "the key, escaped: {html}");
+    assert!(!html.contains(HOSTILE_NAME), "raw markup: {html}");
+
+    // The tokens: a tree per event type and target type, each expression a copy button.
+    let html = page(&get("/tokens"));
+    for want in [
+        "user.lifecycle.create",
+        "data-copy=\"event.actor.displayName\"",
+        "target User",
+        "data-copy=\"okta::target(event, &quot;User&quot;).alternateId\"",
+        "data-copy=\"delivery.hook\"",
+        "<details",
+    ] {
+        assert!(html.contains(want), "{want}: {html}");
+    }
+    assert!(!html.contains(HOSTILE_NAME), "raw markup: {html}");
+    assert!(
+        html.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "{html}"
+    );
+    let html = page(&get("/tokens?type=user.session.start"));
+    assert!(html.contains("no samples of event type"), "{html}");
+}
+
 #[test]
 fn console_listen_empty_turns_console_and_admin_api_off() {
     let (dir, port) = engine_setup("", &[]);
@@ -472,6 +663,25 @@ fn console_in_a_real_browser() {
         assert!(text_of(&c, "main").await.contains("/hooks/test"));
         screenshot(&c, "overview").await;
 
+        // The scripts page, and the dry run of the broken script on the samples.
+        c.goto(&format!("{console}/scripts")).await.unwrap();
+        assert_eq!(text_of(&c, "h1").await, "Scripts");
+        let on = text_of(&c, "#script-greet .on").await;
+        assert!(on.contains("user.lifecycle.create"), "{on}");
+        screenshot(&c, "scripts").await;
+        c.find(Locator::Css("#script-greet button.dry-run-button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let report = text_of(&c, "#check-report").await;
+        assert!(
+            report.contains("dry runs (nothing is sent; now = ") && report.contains("greet.rhai:3"),
+            "{report}"
+        );
+        screenshot(&c, "script-dry-run").await;
+
         // The delivered event and its payload; the hostile name is text, not an element.
         c.goto(&format!("{console}/events")).await.unwrap();
         c.find(Locator::LinkText(uuid))
@@ -496,6 +706,27 @@ fn console_in_a_real_browser() {
             .unwrap();
         assert_eq!(imgs, serde_json::json!(0), "no <img> came from the payload");
         screenshot(&c, "event").await;
+
+        // The tokens: a tree whose expressions are copy buttons; the hostile example is text.
+        c.goto(&format!("{console}/tokens")).await.unwrap();
+        let b = c
+            .find(Locator::Css(
+                "button.token[data-copy='event.actor.displayName']",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(b.text().await.unwrap(), "event.actor.displayName");
+        let tree = text_of(&c, ".token-group").await;
+        assert!(tree.contains(HOSTILE_NAME), "{tree}");
+        let imgs = c
+            .execute(
+                "return document.querySelectorAll('img[src=\"x\"]').length",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(imgs, serde_json::json!(0), "no <img> came from a sample");
+        screenshot(&c, "tokens").await;
 
         // The failed run of the broken script: its error line.
         c.goto(&format!("{console}/runs?failed=1")).await.unwrap();
@@ -664,4 +895,81 @@ fn the_actions_page_retries_and_cancels_but_never_redoes_a_done_action() {
         .unwrap()
         .count();
     assert_eq!(sent, 1, "the mail was written once");
+}
+
+/// The state and timers pages in Chromium: the hostile key and values are text in the DOM, the
+/// state's second page is one link away.
+#[test]
+fn state_and_timers_in_a_real_browser() {
+    use fantoccini::Locator;
+    let driver = start_driver();
+    let (dir, port) = engine_setup("", &[("remembers.rhai", REMEMBERS)]);
+    let p = ServeProcess::start(dir.path(), port, &[("ENGINE_TEST_SECRET", SECRET)]);
+    assert_eq!(
+        post_blocking(
+            &format!("{}/hooks/test", p.url),
+            wrap(&hostile_event("console-state-1"))
+        ),
+        200
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            history_json(dir.path(), "runs")
+                .iter()
+                .any(|r| r["status"] == "succeeded")
+        }),
+        "{}",
+        p.log()
+    );
+    let console = p.console_url();
+    let link = p.login_link();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = browser(&driver).await;
+        c.goto(&link).await.unwrap();
+        let no_img = async |c: &fantoccini::Client| {
+            let imgs = c
+                .execute(
+                    "return document.querySelectorAll('img[src=\"x\"]').length",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                imgs,
+                serde_json::json!(0),
+                "no <img> came from a script's state"
+            );
+        };
+
+        c.goto(&format!("{console}/state")).await.unwrap();
+        assert!(text_of(&c, "table.state").await.contains("k0"));
+        c.find(Locator::LinkText("Next page →"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let table = text_of(&c, "table.state").await;
+        assert!(
+            table.contains(&format!("name:{HOSTILE_NAME}"))
+                && table.contains(&format!("\"name\": \"{HOSTILE_NAME}\"")),
+            "{table}"
+        );
+        no_img(&c).await;
+        screenshot(&c, "state").await;
+
+        c.goto(&format!("{console}/timers")).await.unwrap();
+        let table = text_of(&c, "table.timers").await;
+        assert!(
+            table.contains("remind") && table.contains(&format!("remind:{HOSTILE_NAME}")),
+            "{table}"
+        );
+        no_img(&c).await;
+        screenshot(&c, "timers").await;
+        c.close().await.unwrap();
+    });
 }
