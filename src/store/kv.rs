@@ -197,39 +197,7 @@ pub fn list(
     script: Option<&str>,
     now_ms: u64,
 ) -> Result<Vec<StateRow>, ReadError> {
-    let txn = src.begin()?;
-    let table = match txn.open_table(STATE) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(read_err(e)),
-    };
-    let prefix = script.map(|s| format!("{s}\0"));
-    let iter = match &prefix {
-        Some(p) => table.range(p.as_str()..).map_err(read_err)?,
-        None => table.iter().map_err(read_err)?,
-    };
-    let mut out = Vec::new();
-    for entry in iter {
-        let (k, v) = entry.map_err(read_err)?;
-        let k = k.value();
-        if let Some(p) = &prefix
-            && !k.starts_with(p.as_str())
-        {
-            break;
-        }
-        let row: StateValue = serde_json::from_slice(v.value()).map_err(read_err)?;
-        if row.expired(now_ms) {
-            continue;
-        }
-        let (s, key) = k.split_once('\0').unwrap_or(("", k));
-        out.push(StateRow {
-            script: s.to_string(),
-            key: key.to_string(),
-            value: row.value,
-            expires: row.expires_ms.map(crate::util::format_ms),
-        });
-    }
-    Ok(out)
+    page(src, script, None, usize::MAX, now_ms).map(|(rows, _)| rows)
 }
 
 /// Where a page of [`page`] continues: the last (script, key) it showed.

@@ -81,9 +81,13 @@ fn csrf_of(page: &str) -> String {
     rest[..rest.find('"').unwrap()].to_string()
 }
 
-/// A server with the broken script and one hostile event delivered; its failed run is recorded.
-pub fn served_with_a_failed_run(uuid: &str) -> (tempfile::TempDir, ServeProcess) {
-    let (dir, port) = engine_setup("", &[("greet.rhai", BROKEN)]);
+/// A server with `scripts` and one hostile event delivered, once a run of it has `status`.
+fn served_one_event(
+    scripts: &[(&str, &str)],
+    uuid: &str,
+    status: &str,
+) -> (tempfile::TempDir, ServeProcess) {
+    let (dir, port) = engine_setup("", scripts);
     let p = ServeProcess::start(dir.path(), port, &[("ENGINE_TEST_SECRET", SECRET)]);
     assert_eq!(
         post_blocking(&format!("{}/hooks/test", p.url), wrap(&hostile_event(uuid))),
@@ -93,11 +97,62 @@ pub fn served_with_a_failed_run(uuid: &str) -> (tempfile::TempDir, ServeProcess)
         wait_until(Duration::from_secs(30), || {
             history_json(dir.path(), "runs")
                 .iter()
-                .any(|r| r["status"] == "failed")
+                .any(|r| r["status"] == status)
         }),
-        "the broken script's run failed"
+        "no run {status}: {:?}\n{}",
+        history_json(dir.path(), "runs"),
+        p.log()
     );
     (dir, p)
+}
+
+/// A server with the broken script and one hostile event delivered; its failed run is recorded.
+pub fn served_with_a_failed_run(uuid: &str) -> (tempfile::TempDir, ServeProcess) {
+    served_one_event(&[("greet.rhai", BROKEN)], uuid, "failed")
+}
+
+/// Without a session each of `paths` answers with a redirect to the login page.
+fn assert_login_required(console: &str, paths: &[&str]) {
+    for path in paths {
+        let a = call(Method::GET, &format!("{console}{path}"), &[], "");
+        assert_eq!(a.status, 303, "{path}");
+        assert_eq!(header(&a, "location"), "/login", "{path}");
+    }
+}
+
+/// A logged-in console session: GETs with its cookie, form POSTs with it.
+struct Session {
+    console: String,
+    cookie: String,
+}
+
+impl Session {
+    /// Logs in through the server's printed one-time link.
+    fn login(p: &ServeProcess) -> Session {
+        let a = call(Method::GET, &p.login_link(), &[], "");
+        Session::with_cookie(p, session_cookie(&a))
+    }
+
+    fn with_cookie(p: &ServeProcess, cookie: String) -> Session {
+        Session {
+            console: p.console_url(),
+            cookie,
+        }
+    }
+
+    fn get(&self, path: &str) -> Answer {
+        let url = format!("{}{path}", self.console);
+        call(Method::GET, &url, &[("cookie", &self.cookie)], "")
+    }
+
+    fn post(&self, path: &str, body: &str) -> Answer {
+        let url = format!("{}{path}", self.console);
+        let form = [
+            ("cookie", self.cookie.as_str()),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ];
+        call(Method::POST, &url, &form, body)
+    }
 }
 
 #[test]
@@ -108,19 +163,18 @@ fn console_login_pages_csrf_and_escaping_over_http() {
     assert_ne!(console, p.url, "the console has its own listener");
 
     // Without a session every page redirects to the login page; POSTs are refused.
-    for path in [
-        "/",
-        "/events",
-        &format!("/events/{uuid}"),
-        "/runs",
-        "/runs/1",
-        "/replay?failed=1",
-        "/nope",
-    ] {
-        let a = call(Method::GET, &format!("{console}{path}"), &[], "");
-        assert_eq!(a.status, 303, "{path}");
-        assert_eq!(header(&a, "location"), "/login", "{path}");
-    }
+    assert_login_required(
+        &console,
+        &[
+            "/",
+            "/events",
+            &format!("/events/{uuid}"),
+            "/runs",
+            "/runs/1",
+            "/replay?failed=1",
+            "/nope",
+        ],
+    );
     let a = call(Method::POST, &format!("{console}/replay"), &[], "failed=1");
     assert_eq!(a.status, 403);
     // The hook listener does not serve the console or the admin API.
@@ -174,14 +228,8 @@ fn console_login_pages_csrf_and_escaping_over_http() {
     );
     assert_eq!(a.status, 303);
     session_cookie(&a);
-    let get = |path: &str| {
-        call(
-            Method::GET,
-            &format!("{console}{path}"),
-            &[("cookie", &cookie)],
-            "",
-        )
-    };
+    let session = Session::with_cookie(&p, cookie);
+    let get = |path: &str| session.get(path);
 
     // The overview: the hook, the chart, the failure.
     let a = get("/");
@@ -258,23 +306,9 @@ fn console_login_pages_csrf_and_escaping_over_http() {
         "{html}"
     );
     let csrf = csrf_of(&html);
-    let form = [
-        ("cookie", cookie.as_str()),
-        ("content-type", "application/x-www-form-urlencoded"),
-    ];
-    let a = call(
-        Method::POST,
-        &format!("{console}/replay"),
-        &form,
-        "failed=1",
-    );
+    let a = session.post("/replay", "failed=1");
     assert_eq!(a.status, 403, "no CSRF token");
-    let a = call(
-        Method::POST,
-        &format!("{console}/replay"),
-        &form,
-        "failed=1&csrf=forged",
-    );
+    let a = session.post("/replay", "failed=1&csrf=forged");
     assert_eq!(a.status, 403, "a wrong CSRF token");
     assert_eq!(
         history_json(dir.path(), "runs").len(),
@@ -296,12 +330,7 @@ fn console_login_pages_csrf_and_escaping_over_http() {
     let mut succeeded = None;
     assert!(
         wait_until(Duration::from_secs(30), || {
-            let a = call(
-                Method::POST,
-                &format!("{console}/replay"),
-                &form,
-                &format!("failed=1&csrf={csrf}"),
-            );
+            let a = session.post("/replay", &format!("failed=1&csrf={csrf}"));
             assert_eq!(a.status, 303, "{}", a.text());
             std::thread::sleep(Duration::from_millis(500));
             succeeded = history_json(dir.path(), "runs")
@@ -329,12 +358,7 @@ fn console_login_pages_csrf_and_escaping_over_http() {
     assert!(html.contains("No runs."), "{html}");
 
     // Logging out ends the session.
-    let a = call(
-        Method::POST,
-        &format!("{console}/logout"),
-        &form,
-        &format!("csrf={csrf}"),
-    );
+    let a = session.post("/logout", &format!("csrf={csrf}"));
     assert_eq!(a.status, 303);
     assert_eq!(get("/").status, 303);
 }
@@ -351,42 +375,24 @@ pub const NO_COMPILE: &str = "//! on: user.account.lock\nlet x = 1;\nlet y = ;\n
 #[test]
 fn console_scripts_state_timers_and_tokens_over_http() {
     let uuid = "console-scripts-1";
-    let (dir, port) = engine_setup(
-        "",
-        &[
-            ("remembers.rhai", REMEMBERS),
-            ("nocompile.rhai", NO_COMPILE),
-        ],
-    );
-    let p = ServeProcess::start(dir.path(), port, &[("ENGINE_TEST_SECRET", SECRET)]);
-    assert_eq!(
-        post_blocking(&format!("{}/hooks/test", p.url), wrap(&hostile_event(uuid))),
-        200
-    );
-    assert!(
-        wait_until(Duration::from_secs(30), || {
-            history_json(dir.path(), "runs")
-                .iter()
-                .any(|r| r["status"] == "succeeded")
-        }),
-        "the run succeeded: {:?}\n{}",
-        history_json(dir.path(), "runs"),
-        p.log()
-    );
+    let scripts = [
+        ("remembers.rhai", REMEMBERS),
+        ("nocompile.rhai", NO_COMPILE),
+    ];
+    let (dir, p) = served_one_event(&scripts, uuid, "succeeded");
     let console = p.console_url();
 
     // Without a session: the login page; the dry run's POST is refused.
-    for path in [
-        "/scripts",
-        "/state",
-        "/timers",
-        "/tokens",
-        "/state?script=remembers",
-    ] {
-        let a = call(Method::GET, &format!("{console}{path}"), &[], "");
-        assert_eq!(a.status, 303, "{path}");
-        assert_eq!(header(&a, "location"), "/login", "{path}");
-    }
+    assert_login_required(
+        &console,
+        &[
+            "/scripts",
+            "/state",
+            "/timers",
+            "/tokens",
+            "/state?script=remembers",
+        ],
+    );
     let urlencoded = ("content-type", "application/x-www-form-urlencoded");
     let a = call(
         Method::POST,
@@ -396,24 +402,9 @@ fn console_scripts_state_timers_and_tokens_over_http() {
     );
     assert_eq!(a.status, 403);
 
-    let cookie = session_cookie(&call(Method::GET, &p.login_link(), &[], ""));
-    let get = |path: &str| {
-        call(
-            Method::GET,
-            &format!("{console}{path}"),
-            &[("cookie", &cookie)],
-            "",
-        )
-    };
-    let form = [("cookie", cookie.as_str()), urlencoded];
-    let post = |body: String| {
-        call(
-            Method::POST,
-            &format!("{console}/scripts/check"),
-            &form,
-            &body,
-        )
-    };
+    let session = Session::login(&p);
+    let get = |path: &str| session.get(path);
+    let post = |body: String| session.post("/scripts/check", &body);
 
     // The scripts page: each script's state and subscriptions; the broken one's error line.
     let a = get("/scripts");
@@ -628,6 +619,26 @@ async fn screenshot(c: &fantoccini::Client, name: &str) {
     std::fs::write(format!("{SCREENSHOTS}/{name}.png"), png).unwrap();
 }
 
+/// Clicks the element `at`.
+async fn click(c: &fantoccini::Client, at: fantoccini::Locator<'_>) {
+    c.find(at)
+        .await
+        .unwrap_or_else(|e| panic!("nothing to click: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+/// How many `<img src=x>` the page's DOM holds (the hostile name's, if it was not escaped).
+async fn hostile_images(c: &fantoccini::Client) -> serde_json::Value {
+    c.execute(
+        "return document.querySelectorAll('img[src=\"x\"]').length",
+        vec![],
+    )
+    .await
+    .unwrap()
+}
+
 async fn text_of(c: &fantoccini::Client, css: &str) -> String {
     c.find(fantoccini::Locator::Css(css))
         .await
@@ -669,12 +680,7 @@ fn console_in_a_real_browser() {
         let on = text_of(&c, "#script-greet .on").await;
         assert!(on.contains("user.lifecycle.create"), "{on}");
         screenshot(&c, "scripts").await;
-        c.find(Locator::Css("#script-greet button.dry-run-button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, Locator::Css("#script-greet button.dry-run-button")).await;
         let report = text_of(&c, "#check-report").await;
         assert!(
             report.contains("dry runs (nothing is sent; now = ") && report.contains("greet.rhai:3"),
@@ -684,12 +690,7 @@ fn console_in_a_real_browser() {
 
         // The delivered event and its payload; the hostile name is text, not an element.
         c.goto(&format!("{console}/events")).await.unwrap();
-        c.find(Locator::LinkText(uuid))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, Locator::LinkText(uuid)).await;
         assert!(c.current_url().await.unwrap().path().ends_with(uuid));
         let tree = text_of(&c, "#payload-tree").await;
         assert!(tree.contains("admin@example.com"), "{tree}");
@@ -697,13 +698,7 @@ fn console_in_a_real_browser() {
             tree.contains(HOSTILE_NAME),
             "the literal string is shown: {tree}"
         );
-        let imgs = c
-            .execute(
-                "return document.querySelectorAll('img[src=\"x\"]').length",
-                vec![],
-            )
-            .await
-            .unwrap();
+        let imgs = hostile_images(&c).await;
         assert_eq!(imgs, serde_json::json!(0), "no <img> came from the payload");
         screenshot(&c, "event").await;
 
@@ -718,24 +713,13 @@ fn console_in_a_real_browser() {
         assert_eq!(b.text().await.unwrap(), "event.actor.displayName");
         let tree = text_of(&c, ".token-group").await;
         assert!(tree.contains(HOSTILE_NAME), "{tree}");
-        let imgs = c
-            .execute(
-                "return document.querySelectorAll('img[src=\"x\"]').length",
-                vec![],
-            )
-            .await
-            .unwrap();
+        let imgs = hostile_images(&c).await;
         assert_eq!(imgs, serde_json::json!(0), "no <img> came from a sample");
         screenshot(&c, "tokens").await;
 
         // The failed run of the broken script: its error line.
         c.goto(&format!("{console}/runs?failed=1")).await.unwrap();
-        c.find(Locator::Css("td a[href^='/runs/']"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, Locator::Css("td a[href^='/runs/']")).await;
         let source = text_of(&c, "#error-source").await;
         assert!(source.contains("let n = 1 / 0;"), "{source}");
         assert!(text_of(&c, ".error .where").await.contains("greet.rhai:3"));
@@ -771,12 +755,7 @@ fn console_in_a_real_browser() {
         screenshot(&c, "run-mail").await;
 
         // Logged out, the pages are closed again.
-        c.find(Locator::Css(".logout button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, Locator::Css(".logout button")).await;
         c.goto(&format!("{console}/runs")).await.unwrap();
         assert_eq!(c.current_url().await.unwrap().path(), "/login");
         c.close().await.unwrap();
@@ -829,26 +808,15 @@ fn the_actions_page_retries_and_cancels_but_never_redoes_a_done_action() {
     let console = p.console_url();
     let a = call(Method::GET, &format!("{console}/actions"), &[], "");
     assert_eq!(a.status, 303, "no session: the login page");
-    let a = call(Method::GET, &p.login_link(), &[], "");
-    let cookie = session_cookie(&a);
-    let html = page(&call(
-        Method::GET,
-        &format!("{console}/actions"),
-        &[("cookie", &cookie)],
-        "",
-    ));
+    let session = Session::login(&p);
+    let html = page(&session.get("/actions"));
     assert!(
         html.contains("okta::suspend_user jane@example.com") && html.contains("retrying"),
         "{html}"
     );
     assert!(html.contains("mail to ops@example.com"), "{html}");
     let csrf = csrf_of(&html);
-    let form = [
-        ("cookie", cookie.as_str()),
-        ("content-type", "application/x-www-form-urlencoded"),
-    ];
-    let post =
-        |path: &str, body: String| call(Method::POST, &format!("{console}{path}"), &form, &body);
+    let post = |path: &str, body: String| session.post(path, &body);
 
     // Without the CSRF token nothing changes.
     let a = post("/actions/cancel", format!("id={okta_id}"));
@@ -903,23 +871,10 @@ fn the_actions_page_retries_and_cancels_but_never_redoes_a_done_action() {
 fn state_and_timers_in_a_real_browser() {
     use fantoccini::Locator;
     let driver = start_driver();
-    let (dir, port) = engine_setup("", &[("remembers.rhai", REMEMBERS)]);
-    let p = ServeProcess::start(dir.path(), port, &[("ENGINE_TEST_SECRET", SECRET)]);
-    assert_eq!(
-        post_blocking(
-            &format!("{}/hooks/test", p.url),
-            wrap(&hostile_event("console-state-1"))
-        ),
-        200
-    );
-    assert!(
-        wait_until(Duration::from_secs(30), || {
-            history_json(dir.path(), "runs")
-                .iter()
-                .any(|r| r["status"] == "succeeded")
-        }),
-        "{}",
-        p.log()
+    let (_dir, p) = served_one_event(
+        &[("remembers.rhai", REMEMBERS)],
+        "console-state-1",
+        "succeeded",
     );
     let console = p.console_url();
     let link = p.login_link();
@@ -931,13 +886,7 @@ fn state_and_timers_in_a_real_browser() {
         let c = browser(&driver).await;
         c.goto(&link).await.unwrap();
         let no_img = async |c: &fantoccini::Client| {
-            let imgs = c
-                .execute(
-                    "return document.querySelectorAll('img[src=\"x\"]').length",
-                    vec![],
-                )
-                .await
-                .unwrap();
+            let imgs = hostile_images(&c).await;
             assert_eq!(
                 imgs,
                 serde_json::json!(0),
@@ -947,12 +896,7 @@ fn state_and_timers_in_a_real_browser() {
 
         c.goto(&format!("{console}/state")).await.unwrap();
         assert!(text_of(&c, "table.state").await.contains("k0"));
-        c.find(Locator::LinkText("Next page →"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, Locator::LinkText("Next page →")).await;
         let table = text_of(&c, "table.state").await;
         assert!(
             table.contains(&format!("name:{HOSTILE_NAME}"))
