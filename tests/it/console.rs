@@ -886,7 +886,7 @@ fn state_and_timers_in_a_real_browser() {
         let c = browser(&driver).await;
         c.goto(&link).await.unwrap();
         let no_img = async |c: &fantoccini::Client| {
-            let imgs = hostile_images(&c).await;
+            let imgs = hostile_images(c).await;
             assert_eq!(
                 imgs,
                 serde_json::json!(0),
