@@ -29,12 +29,15 @@
 //! - `kv`: the scripts' own state (`state::*`): values with expiry and version, the commit-time
 //!   check that what a run read is unchanged, pruning of expired keys.
 //! - `timers`: the scripts' durable timers (`schedule`), keyed replacement, firing into runs.
+//! - `counts`: hourly counters (events, runs, failures) and each hook's last delivery, written
+//!   in the transactions that store them, for the console's overview.
 //! - `backfill`: the System Log backfill's cursor.
 //! - `query`: the reads of the history commands, one `Query` answered the same way from the
 //!   file or through the running server.
 
 pub mod actions;
 pub mod backfill;
+pub mod counts;
 mod dedup;
 mod due;
 mod inbox;
@@ -527,6 +530,7 @@ fn init_tables(db: &Database) -> Result<inbox::NextSeq, redb::Error> {
     samples::init(&txn)?;
     kv::init(&txn)?;
     timers::init(&txn)?;
+    counts::init(&txn)?;
     txn.commit()?;
     Ok(next)
 }

@@ -250,10 +250,28 @@ pub fn save(
         .remove(record.id)
         .map_err(storage)?;
     if record.status.is_finished() {
+        count_result(txn, record)?;
         PENDING.unset(txn, record.id)
     } else {
         PENDING.set(txn, record.id, not_before_ms)
     }
+}
+
+/// Adds a finished run to the overview's hourly counters (the hour it finished: `finished`,
+/// else now), in the transaction that records its result.
+fn count_result(txn: &WriteTransaction, record: &RunRecord) -> Result<(), WriteError> {
+    use super::counts::{Counter, add, hour_of};
+    let ms = record
+        .finished
+        .as_deref()
+        .and_then(crate::util::parse_rfc3339_nanos)
+        .map_or_else(crate::util::now_ms, |n| (n / 1_000_000).max(0) as u64);
+    let one = std::collections::BTreeMap::from([(hour_of(ms), 1)]);
+    add(txn, Counter::Runs, &one)?;
+    if record.status == RunStatus::Failed {
+        add(txn, Counter::Failures, &one)?;
+    }
+    Ok(())
 }
 
 /// Removes up to `limit` finished runs that finished before `cutoff_ms`, oldest first; stops at
