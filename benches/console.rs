@@ -211,6 +211,7 @@ async fn main() {
         ),
         ("one event (newest)", format!("/events/c-{}", events - 1)),
         ("one event (middle)", format!("/events/{middle}")),
+        ("one event (oldest)", "/events/c-0".to_string()),
         ("overview", "/".to_string()),
         ("scripts", "/scripts".to_string()),
         ("state", "/state".to_string()),

@@ -222,7 +222,7 @@ pub fn event(store: &Store, uuid: &str) -> Read<Value> {
     };
     let pretty = serde_json::to_string_pretty(&detail.payload).unwrap_or_default();
     let runs: Vec<Value> = RunsView(&h)
-        .of_event(uuid)
+        .of_event_at(detail.seq, uuid)
         .map_err(err)?
         .iter()
         .map(run_row)
@@ -426,10 +426,10 @@ pub fn replay_preview(store: &Store, q: &HashMap<String, String>) -> Read<Value>
     let uuid = nonempty(q, "uuid");
     let rows = match &uuid {
         Some(u) => {
-            if h.event_detail(u).map_err(err)?.is_none() {
+            let Some(detail) = h.event_detail(u).map_err(err)? else {
                 return Ok(None);
-            }
-            RunsView(&h).of_event(u).map_err(err)?
+            };
+            RunsView(&h).of_event_at(detail.seq, u).map_err(err)?
         }
         None => RunsView(&h).latest_failed().map_err(err)?,
     };
