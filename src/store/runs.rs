@@ -416,17 +416,22 @@ impl RunsView<'_> {
     pub fn list(&self, limit: usize, filter: &RunFilter) -> Result<Vec<RunRecord>, ReadError> {
         let mut latest = HashSet::new();
         let mut out = Vec::new();
-        for r in self.scan(usize::MAX, |r| filter.matches(r))? {
+        // Newest first, decoding only until the page is full (not every run first).
+        self.walk(|r| {
             if out.len() >= limit {
-                break;
+                return false;
+            }
+            if !filter.matches(&r) {
+                return true;
             }
             // The newest run of each (event, script) says whether it is failed now.
             let newest = latest.insert((r.event_uuid.clone(), r.script.clone()));
             if filter.failed_now && !(newest && r.status == RunStatus::Failed) {
-                continue;
+                return true;
             }
             out.push(r);
-        }
+            out.len() < limit
+        })?;
         Ok(out)
     }
 
@@ -461,6 +466,24 @@ impl RunsView<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// Calls `f` on each run, newest first, while it returns true.
+    fn walk(&self, mut f: impl FnMut(RunRecord) -> bool) -> Result<(), ReadError> {
+        let txn = self.0.begin()?;
+        let runs = match txn.open_table(RUNS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(read_err(e)),
+        };
+        for entry in runs.iter().map_err(read_err)?.rev() {
+            let (_, v) = entry.map_err(read_err)?;
+            let r: RunRecord = serde_json::from_slice(v.value()).map_err(read_err)?;
+            if !f(r) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn scan(
