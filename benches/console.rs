@@ -1,7 +1,9 @@
-//! Console page render time on a store of 100,000 events (issue "A web console"): the events
-//! list (first page, a filtered page, an older page), one event, one run and the overview, each
-//! rendered many times through `Console::page` (the reads and the template, no HTTP);
-//! median and p99.
+//! Console page render time on a store of 100,000 events (issue "A web console", issue 15): the
+//! events list (first page, a filtered page, an older page), one event (the newest, one from the
+//! middle), the overview, the scripts, state, timers and tokens pages, each rendered many times
+//! through `Console::page` (the reads and the template, no HTTP); median and p99. Besides the
+//! events, the store holds `RUNS` finished runs (every tenth failed), `STATE_KEYS` state keys
+//! and `TIMERS` pending timers; one event by uuid is also timed through the scan it replaced.
 //!
 //! Run: `cargo bench --bench console` (`-- --events N` for another size).
 
@@ -14,6 +16,8 @@ use bytes::Bytes;
 use engine::config::{HookKind, Secret};
 use engine::console::{Console, ConsoleSettings};
 use engine::ingest::{Admin, AdminError, ReplayRequest};
+use engine::script::{StateWrite, TimerOp, TimerSpec};
+use engine::store::runs::{self, RunRecord, RunStatus};
 use engine::store::{CommitMode, NewDelivery, Store, set_dispatch_cursor};
 
 /// Events stored unless `--events N`.
@@ -22,6 +26,14 @@ const EVENTS: u64 = 100_000;
 const PER_DELIVERY: u64 = 10;
 /// Renders of each page.
 const RENDERS: usize = 200;
+/// Finished runs stored (on the first events), every tenth failed.
+const RUNS: u64 = 20_000;
+/// State keys of one script.
+const STATE_KEYS: u64 = 10_000;
+/// Pending timers.
+const TIMERS: u64 = 1_000;
+
+const SCRIPT: &str = "//! on: user.lifecycle.create\n//! hook: bench\nlet who = event.actor.displayName;\nstate::set(`seen:${who}`, #{ n: 1 });\nlog(`hello ${who}`);\n";
 
 struct NoReplays;
 
@@ -99,6 +111,81 @@ async fn main() {
         .await
         .expect("dispatched");
     println!("built {events} events in {:.1?}", started.elapsed());
+    let started = Instant::now();
+    let history = store.history();
+    let heads: Vec<_> = (1..=RUNS.min(events))
+        .map(|seq| {
+            history
+                .event_by_seq(seq)
+                .expect("read")
+                .expect("event")
+                .head()
+        })
+        .collect();
+    drop(history);
+    for chunk in heads.chunks(1000) {
+        let records: Vec<RunRecord> = chunk
+            .iter()
+            .map(|h| RunRecord::new(0, h, "bench.rhai", None))
+            .collect();
+        store
+            .write(move |txn| {
+                let ids = runs::create(txn, records.clone())?;
+                for (mut r, id) in records.into_iter().zip(ids) {
+                    r.id = id;
+                    r.status = if id.is_multiple_of(10) {
+                        RunStatus::Failed
+                    } else {
+                        RunStatus::Succeeded
+                    };
+                    r.finished = Some(engine::util::format_ms(engine::util::now_ms()));
+                    runs::save(txn, &r, 0)?;
+                }
+                Ok(())
+            })
+            .await
+            .expect("runs");
+    }
+    let writes: Vec<StateWrite> = (0..STATE_KEYS)
+        .map(|i| StateWrite::Set {
+            key: format!("seen:user{i}@example.com"),
+            value: serde_json::json!({ "n": i, "who": format!("User {i}") }),
+            expires_ms: None,
+        })
+        .collect();
+    store
+        .write(move |txn| engine::store::kv::apply(txn, "bench.rhai", &writes))
+        .await
+        .expect("state");
+    if let Some(run) = heads
+        .first()
+        .map(|h| RunRecord::new(1, h, "bench.rhai", None))
+    {
+        let due = engine::util::now_ms() + 86_400_000;
+        let ops: Vec<TimerOp> = (0..TIMERS)
+            .map(|i| {
+                TimerOp::Schedule(TimerSpec {
+                    id: format!("bench-timer-{i}"),
+                    key: Some(format!("remind:{i}")),
+                    call: "remind".into(),
+                    args: serde_json::json!({ "i": i }),
+                    due_ms: due + i * 1000,
+                })
+            })
+            .collect();
+        store
+            .write(move |txn| engine::store::timers::apply(txn, &run, &ops).map(|_| ()))
+            .await
+            .expect("timers");
+    }
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir_all(&scripts).expect("scripts dir");
+    std::fs::write(scripts.join("bench.rhai"), SCRIPT).expect("script");
+    println!(
+        "stored {} runs, {STATE_KEYS} state keys, {TIMERS} timers in {:.1?}",
+        heads.len(),
+        started.elapsed()
+    );
 
     let (console, _) = Console::new(
         store.clone(),
@@ -124,7 +211,16 @@ async fn main() {
         ),
         ("one event (newest)", format!("/events/c-{}", events - 1)),
         ("one event (middle)", format!("/events/{middle}")),
+        ("one event (oldest)", "/events/c-0".to_string()),
         ("overview", "/".to_string()),
+        ("scripts", "/scripts".to_string()),
+        ("state", "/state".to_string()),
+        (
+            "state, a later page",
+            "/state?after_script=bench.rhai&after_key=seen%3Auser5000%40example.com".to_string(),
+        ),
+        ("timers", "/timers".to_string()),
+        ("tokens", "/tokens".to_string()),
     ];
     println!(
         "{:<22} {:>10} {:>10} {:>8}",
@@ -150,4 +246,20 @@ async fn main() {
             percentile(&times, 0.99)
         );
     }
+    // The lookup the event page replaced, alone: the scan of the events from the newest.
+    let history = store.history();
+    let mut times = Vec::with_capacity(RENDERS);
+    for _ in 0..RENDERS {
+        let t = Instant::now();
+        let seq = history.scanned_event_seq(&middle).expect("scan");
+        times.push(t.elapsed());
+        assert!(seq.is_some());
+    }
+    times.sort();
+    println!(
+        "{:<22} {:>10.2?} {:>10.2?}",
+        "scan for (middle)",
+        percentile(&times, 0.5),
+        percentile(&times, 0.99)
+    );
 }

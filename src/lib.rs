@@ -22,7 +22,7 @@
 //!   (the global allocator with the per-thread heap count the memory limit reads).
 //! - [`config`]: `engine.toml` loading and validation; the embedded defaults.
 //! - [`store`]: every table of the one redb file: `writer.rs` (group commit), `inbox.rs`,
-//!   `dedup.rs`, `due.rs`, `runs.rs`, `actions.rs` (the durable action queue), `outbox.rs`, `samples.rs`, `script_state.rs`, `kv.rs` (the scripts' state: versions, the commit-time check), `timers.rs` (durable timers), `query.rs`,
+//!   `dedup.rs`, `due.rs`, `runs.rs`, `actions.rs` (the durable action queue), `outbox.rs`, `samples.rs`, `script_state.rs`, `kv.rs` (the scripts' state: versions, the commit-time check), `timers.rs` (durable timers), `counts.rs` (hourly counters and each hook's last delivery, for the console's overview), `query.rs`,
 //!   `backfill.rs` (the System Log cursor).
 //! - [`lookup`]: `lookup_user`'s sources: `directory.rs`, `okta.rs` (the one Okta client), the
 //!   cache and the `Host`; `okta_auth.rs` (SSWS token or OAuth service app), `okta_ops.rs` (the
@@ -43,7 +43,7 @@
 //! - [`authoring`]: `tokens.rs`, `samples.rs`, `now.rs` (the fixed, shown "now" of dry runs),
 //!   `check/` (`diagnostics.rs`, `lint.rs`, `dryrun.rs`, `eligible.rs`).
 //! - [`console`]: the web console on `console_listen`: `session.rs` (login link, cookie, CSRF),
-//!   `views.rs` (each page's reads), `authoring.rs` (the scripts page and its dry run on the
+//!   `views.rs` (each page's reads, through the store's indexes and counters, never a scan of the history), `authoring.rs` (the scripts page and its dry run on the
 //!   samples, the tokens tree), `templates/` and `static/` (compiled in).
 //! - [`app`]: builds every part from the config, runs them, stops them.
 //! - [`cli`]: clap and dispatch: `output.rs`, `remote.rs`, `history.rs`, `replay.rs`, `run.rs`,

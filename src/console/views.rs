@@ -12,6 +12,7 @@ use crate::authoring::samples::Sample;
 use crate::authoring::tokens::token_groups;
 use crate::script::{Action, ActionKind};
 use crate::store::actions::{ActionStatus, ActionsView, Filter};
+use crate::store::counts::{self, Counter, HOUR_MS};
 use crate::store::outbox::OutboxView;
 use crate::store::runs::{RunFilter, RunRecord, RunsView};
 use crate::store::{EventFilter, Store};
@@ -31,16 +32,10 @@ pub const RUNS_PER_PAGE: usize = 100;
 /// A filtered events page looks at no more than this many events: a filter that matches
 /// little answers in bounded time, and the page offers to look further back.
 pub const MAX_EVENTS_SCANNED: usize = 20_000;
-/// The overview's chart counts the events of the last day, looking at no more than this many.
-pub const MAX_CHART_EVENTS: usize = 50_000;
-/// The overview's chart counts at most this many of the newest runs.
-pub const MAX_CHART_RUNS: usize = 20_000;
 /// Hours in the overview's chart.
 pub const CHART_HOURS: u64 = 24;
 /// Lines of source shown around a run's error line (before and after).
 pub const SOURCE_CONTEXT_LINES: usize = 2;
-
-const HOUR_MS: u64 = 3_600_000;
 
 pub(super) type Read<T> = Result<Option<T>, String>;
 
@@ -64,55 +59,25 @@ struct Bar {
 /// The chart's drawing height, in SVG units.
 const CHART_HEIGHT: u64 = 100;
 
-fn ms_of(rfc3339: &str) -> Option<u64> {
-    crate::util::parse_rfc3339_nanos(rfc3339).map(|n| (n / 1_000_000).max(0) as u64)
-}
-
 pub fn overview(store: &Store, settings: &ConsoleSettings) -> Read<Value> {
     let h = store.history();
     let now = crate::util::now_ms();
-    let start = (now / HOUR_MS + 1).saturating_sub(CHART_HOURS) * HOUR_MS;
-    let mut buckets = vec![(0u64, 0u64, 0u64); CHART_HOURS as usize];
-    let page = h
-        .events_page(
-            None,
-            MAX_CHART_EVENTS,
-            &EventFilter::default(),
-            MAX_CHART_EVENTS,
+    let first_hour = (now / HOUR_MS + 1).saturating_sub(CHART_HOURS);
+    let start = first_hour * HOUR_MS;
+    // The chart reads the store's hourly counters (24 rows each), never the history itself.
+    let (events, runs, failures, last_by_hook) = {
+        let txn = h.read().map_err(err)?;
+        let hourly = |c| counts::hourly(&txn, c, first_hour, CHART_HOURS).map_err(err);
+        (
+            hourly(Counter::Events)?,
+            hourly(Counter::Runs)?,
+            hourly(Counter::Failures)?,
+            counts::last_deliveries(&txn).map_err(err)?,
         )
-        .map_err(err)?;
-    let mut last_by_hook: HashMap<String, String> = HashMap::new();
-    for e in &page.rows {
-        last_by_hook
-            .entry(e.hook.clone())
-            .or_insert_with(|| e.received.clone());
-        let Some(ms) = ms_of(&e.received) else {
-            continue;
-        };
-        if ms < start {
-            break;
-        }
-        if let Some(b) = buckets.get_mut(((ms - start) / HOUR_MS) as usize) {
-            b.0 += 1;
-        }
-    }
-    let runs = RunsView(&h)
-        .list(MAX_CHART_RUNS, &RunFilter::default())
-        .map_err(err)?;
-    for r in &runs {
-        let Some(ms) = ms_of(&r.created) else {
-            continue;
-        };
-        if ms < start {
-            continue;
-        }
-        if let Some(b) = buckets.get_mut(((ms - start) / HOUR_MS) as usize) {
-            b.1 += 1;
-            if r.status.as_str() == "failed" {
-                b.2 += 1;
-            }
-        }
-    }
+    };
+    let buckets: Vec<(u64, u64, u64)> = (0..CHART_HOURS as usize)
+        .map(|i| (events[i], runs[i], failures[i]))
+        .collect();
     let peak = buckets
         .iter()
         .map(|b| b.0.max(b.1))
@@ -161,7 +126,10 @@ pub fn overview(store: &Store, settings: &ConsoleSettings) -> Read<Value> {
             json!({
                 "id": id,
                 "url": url,
-                "last_delivery": last_by_hook.get(id).cloned().unwrap_or_default(),
+                "last_delivery": last_by_hook
+                    .get(id)
+                    .map(|ms| crate::util::format_ms(*ms))
+                    .unwrap_or_default(),
             })
         })
         .collect();
@@ -254,7 +222,7 @@ pub fn event(store: &Store, uuid: &str) -> Read<Value> {
     };
     let pretty = serde_json::to_string_pretty(&detail.payload).unwrap_or_default();
     let runs: Vec<Value> = RunsView(&h)
-        .of_event(uuid)
+        .of_event_at(detail.seq, uuid)
         .map_err(err)?
         .iter()
         .map(run_row)
@@ -458,10 +426,10 @@ pub fn replay_preview(store: &Store, q: &HashMap<String, String>) -> Read<Value>
     let uuid = nonempty(q, "uuid");
     let rows = match &uuid {
         Some(u) => {
-            if h.event_detail(u).map_err(err)?.is_none() {
+            let Some(detail) = h.event_detail(u).map_err(err)? else {
                 return Ok(None);
-            }
-            RunsView(&h).of_event(u).map_err(err)?
+            };
+            RunsView(&h).of_event_at(detail.seq, u).map_err(err)?
         }
         None => RunsView(&h).latest_failed().map_err(err)?,
     };

@@ -35,6 +35,7 @@ pub async fn prune_once(store: &Store, cutoff_ms: u64) -> Result<PruneReport, Wr
                 let oldest_needed = oldest_run.min(store::timers::oldest_event_needed(txn)?);
                 let mails = store::actions::prune(txn, cutoff_ms, PRUNE_BATCH)?;
                 let s = store::prune(txn, cutoff_ms, oldest_needed, PRUNE_BATCH)?;
+                store::counts::prune(txn, cutoff_ms)?;
                 Ok(PruneReport {
                     store: s,
                     runs,

@@ -169,6 +169,17 @@ pub enum Probe {
     InRuns(Vec<u64>),
 }
 
+/// Where a key may be stored, as memory says ([`Seen::locate`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Located {
+    /// A live key, stored under this seq.
+    Live(u64),
+    /// Not in memory, and the filter rules out every run.
+    New,
+    /// The filter does not rule it out: in one of these runs, (first seq, end seq), newest first.
+    InRuns(Vec<(u64, u64)>),
+}
+
 /// Seen delivery ids and event uuids (as [`key_hash`]es).
 #[derive(Debug)]
 pub struct Seen {
@@ -232,6 +243,19 @@ impl Seen {
             Probe::InRuns(ix.runs.iter().rev().map(|r| r.first).collect())
         } else {
             Probe::New
+        }
+    }
+
+    /// Where `key` may be stored, from memory only: a live key's seq, or the seq ranges of the
+    /// runs that may hold it (the console's event by uuid; no I/O, no write).
+    pub fn locate(&self, kind: Kind, key: KeyHash) -> Located {
+        let ix = self.index(kind);
+        if let Some(seq) = ix.live.get(&key) {
+            Located::Live(*seq)
+        } else if ix.may_be_sealed(key) {
+            Located::InRuns(ix.runs.iter().rev().map(|r| (r.first, r.end)).collect())
+        } else {
+            Located::New
         }
     }
 

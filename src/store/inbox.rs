@@ -264,6 +264,23 @@ pub(crate) fn init(txn: &WriteTransaction) -> Result<NextSeq, redb::Error> {
     Ok(next)
 }
 
+/// The newest seq in `range` whose stored event has `uuid` (the check of a candidate the dedup
+/// index gave: it holds digests).
+pub(crate) fn seq_if_uuid(
+    txn: &ReadTransaction,
+    range: std::ops::Range<u64>,
+    uuid: &str,
+) -> Result<Option<u64>, ReadError> {
+    let events = txn.open_table(EVENTS).map_err(read_err)?;
+    for entry in events.range(range).map_err(read_err)?.rev() {
+        let (k, v) = entry.map_err(read_err)?;
+        if v.value().1 == uuid {
+            return Ok(Some(k.value()));
+        }
+    }
+    Ok(None)
+}
+
 /// The last delivery body [`stored_event`] unpacked: a delivery's events are consecutive.
 type BodyCache = Option<(u64, Vec<u8>)>;
 
@@ -759,7 +776,10 @@ impl History<'_> {
             .find(|e| e.seq == seq))
     }
 
-    /// One event by its uuid (newest first: a scan of the events, for commands).
+    /// One event by its uuid. In the server (the console, the admin API's reads) through the
+    /// dedup index ([`History::indexed_event_seq`]: a live key's seq, or the seqs of the one
+    /// sealed run that holds its digest); only where no index is loaded (a command that opened
+    /// the file itself) by a scan of the events from the newest.
     pub fn event_by_uuid(&self, uuid: &str) -> Result<Option<StoredEvent>, ReadError> {
         match self.event_seq(uuid)? {
             Some(seq) => self.event_by_seq(seq),
@@ -772,9 +792,17 @@ impl History<'_> {
         Ok(self.event_by_uuid(uuid)?.map(|e| e.json))
     }
 
-    /// The seq of the event with `uuid`. The dedup index lives in the server's memory, so this
-    /// scans the events table from the newest.
+    /// The seq of the event with `uuid`: through the dedup index where it is loaded, else (a
+    /// command that opened the file) by a scan of the events table from the newest.
     fn event_seq(&self, uuid: &str) -> Result<Option<u64>, ReadError> {
+        if let Some(found) = self.indexed_event_seq(uuid)? {
+            return Ok(found);
+        }
+        self.scanned_event_seq(uuid)
+    }
+
+    /// [`History::event_seq`] without the index: the fallback, and the benchmark's baseline.
+    pub fn scanned_event_seq(&self, uuid: &str) -> Result<Option<u64>, ReadError> {
         let txn = self.read()?;
         let events = txn.open_table(EVENTS).map_err(read_err)?;
         for entry in events.iter().map_err(read_err)?.rev() {

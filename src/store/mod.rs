@@ -29,12 +29,15 @@
 //! - `kv`: the scripts' own state (`state::*`): values with expiry and version, the commit-time
 //!   check that what a run read is unchanged, pruning of expired keys.
 //! - `timers`: the scripts' durable timers (`schedule`), keyed replacement, firing into runs.
+//! - `counts`: hourly counters (events, runs, failures) and each hook's last delivery, written
+//!   in the transactions that store them, for the console's overview.
 //! - `backfill`: the System Log backfill's cursor.
 //! - `query`: the reads of the history commands, one `Query` answered the same way from the
 //!   file or through the running server.
 
 pub mod actions;
 pub mod backfill;
+pub mod counts;
 mod dedup;
 mod due;
 mod inbox;
@@ -488,7 +491,7 @@ impl Store {
     }
 
     pub fn history(&self) -> History<'_> {
-        History(HistoryDb::Shared(&self.shared.db))
+        History(HistoryDb::Shared(&self.shared))
     }
 
     /// Stops the writer after it has committed and answered every job already submitted.
@@ -527,12 +530,14 @@ fn init_tables(db: &Database) -> Result<inbox::NextSeq, redb::Error> {
     samples::init(&txn)?;
     kv::init(&txn)?;
     timers::init(&txn)?;
+    counts::init(&txn)?;
     txn.commit()?;
     Ok(next)
 }
 
 enum HistoryDb<'a> {
-    Shared(&'a ArcSwapOption<Database>),
+    /// The server's open store: its database and its dedup index.
+    Shared(&'a Shared),
     Owned(Box<Database>),
 }
 
@@ -565,10 +570,47 @@ impl History<'static> {
 }
 
 impl History<'_> {
+    /// The seq of the event with `uuid` as the server's dedup index knows it, verified against
+    /// the stored event's uuid (the index holds digests). `Ok(None)`: no index is loaded (a
+    /// command opened the file); `Ok(Some(None))`: no event has this uuid.
+    ///
+    /// A live key carries its seq; a sealed run holds digests only, so a key the filter and the
+    /// run's chunk place in a run is looked for among that run's seqs (at most
+    /// [`DEDUP_SEAL_AT`] events, not the whole history).
+    pub(crate) fn indexed_event_seq(&self, uuid: &str) -> Result<Option<Option<u64>>, ReadError> {
+        let HistoryDb::Shared(shared) = &self.0 else {
+            return Ok(None);
+        };
+        let key = key_hash(uuid);
+        let candidate = {
+            let seen = writer::lock(&shared.seen);
+            seen.locate(Kind::Event, key)
+        };
+        let txn = self.read()?;
+        let found = match candidate {
+            dedup::Located::New => None,
+            dedup::Located::Live(seq) => inbox::seq_if_uuid(&txn, seq..seq + 1, uuid)?,
+            dedup::Located::InRuns(runs) => {
+                let table = txn.open_table(dedup::DEDUP_RUNS).map_err(read_err)?;
+                let mut found = None;
+                for (first, end) in runs {
+                    if dedup::in_runs(&table, Kind::Event, &[first], key).map_err(read_err)? {
+                        found = inbox::seq_if_uuid(&txn, first..end, uuid)?;
+                        if found.is_some() {
+                            break;
+                        }
+                    }
+                }
+                found
+            }
+        };
+        Ok(Some(found))
+    }
+
     /// A read transaction on the store.
     pub(crate) fn read(&self) -> Result<ReadTransaction, ReadError> {
         match &self.0 {
-            HistoryDb::Shared(db) => match &*db.load() {
+            HistoryDb::Shared(shared) => match &*shared.db.load() {
                 Some(db) => db.begin_read(),
                 None => {
                     return Err(ReadError(

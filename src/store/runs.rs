@@ -19,6 +19,10 @@ const PENDING: DueIndex = DueIndex::new("pending_runs", "pending_by_time");
 /// run id → when it started (ms since the epoch), for every run whose script is running: a
 /// mark left at startup means the engine stopped (crashed) during that run.
 const IN_FLIGHT: TableDefinition<u64, u64> = TableDefinition::new("runs_in_flight");
+/// (event seq, run id) → (): the runs of one event, for its console page without a scan of
+/// every run. Written where runs are created (the processing path, never ingest) and pruned with
+/// them; built once from `runs` when a store written before it is opened.
+const RUNS_BY_EVENT: TableDefinition<(u64, u64), ()> = TableDefinition::new("runs_by_event");
 /// Crashes of the engine a run may be in flight at: at the second, the run is failed ("it
 /// crashed the engine") instead of crashing it again and again.
 pub const MAX_CRASHES_IN_FLIGHT: u32 = 2;
@@ -158,6 +162,19 @@ impl RunRecord {
 
 /// Creates the runs tables (so that readers in other processes find them).
 pub(crate) fn init(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    use redb::TableHandle;
+    let indexed = txn.list_tables()?.any(|t| t.name() == RUNS_BY_EVENT.name());
+    if !indexed {
+        // A store written before the index: every run is indexed once, now.
+        let runs = txn.open_table(RUNS)?;
+        let mut by_event = txn.open_table(RUNS_BY_EVENT)?;
+        for entry in runs.iter()? {
+            let (k, v) = entry?;
+            if let Ok(r) = serde_json::from_slice::<RunRecord>(v.value()) {
+                by_event.insert((r.event_seq, k.value()), ())?;
+            }
+        }
+    }
     txn.open_table(RUNS)?;
     txn.open_table(IN_FLIGHT)?;
     PENDING.init(txn)
@@ -224,11 +241,13 @@ pub fn create(txn: &WriteTransaction, mut records: Vec<RunRecord>) -> Result<Vec
         .map_err(storage)?
         .map(|(k, _)| k.value() + 1)
         .unwrap_or(1);
+    let mut by_event = txn.open_table(RUNS_BY_EVENT).map_err(storage)?;
     let mut ids = Vec::with_capacity(records.len());
     for (r, id) in records.iter_mut().zip(first..) {
         r.id = id;
         let json = serde_json::to_vec(r).map_err(storage)?;
         runs.insert(r.id, json.as_slice()).map_err(storage)?;
+        by_event.insert((r.event_seq, r.id), ()).map_err(storage)?;
         PENDING.set(txn, r.id, 0)?;
         ids.push(r.id);
     }
@@ -250,10 +269,28 @@ pub fn save(
         .remove(record.id)
         .map_err(storage)?;
     if record.status.is_finished() {
+        count_result(txn, record)?;
         PENDING.unset(txn, record.id)
     } else {
         PENDING.set(txn, record.id, not_before_ms)
     }
+}
+
+/// Adds a finished run to the overview's hourly counters (the hour it finished: `finished`,
+/// else now), in the transaction that records its result.
+fn count_result(txn: &WriteTransaction, record: &RunRecord) -> Result<(), WriteError> {
+    use super::counts::{Counter, add, hour_of};
+    let ms = record
+        .finished
+        .as_deref()
+        .and_then(crate::util::parse_rfc3339_nanos)
+        .map_or_else(crate::util::now_ms, |n| (n / 1_000_000).max(0) as u64);
+    let one = std::collections::BTreeMap::from([(hour_of(ms), 1)]);
+    add(txn, Counter::Runs, &one)?;
+    if record.status == RunStatus::Failed {
+        add(txn, Counter::Failures, &one)?;
+    }
+    Ok(())
 }
 
 /// Removes up to `limit` finished runs that finished before `cutoff_ms`, oldest first; stops at
@@ -277,6 +314,7 @@ pub fn prune(
     for entry in runs.iter().map_err(storage)?.take(limit) {
         let (k, v) = entry.map_err(storage)?;
         let r: RunRecord = serde_json::from_slice(v.value()).map_err(storage)?;
+        let event_seq = r.event_seq;
         let finished_ms = r
             .finished
             .as_deref()
@@ -284,12 +322,14 @@ pub fn prune(
             .map(|n| (n / 1_000_000) as u64);
         let done = r.status.is_finished();
         match finished_ms {
-            Some(ms) if done && ms < cutoff_ms => doomed.push(k.value()),
+            Some(ms) if done && ms < cutoff_ms => doomed.push((k.value(), event_seq)),
             _ => break,
         }
     }
-    for id in &doomed {
+    let mut by_event = txn.open_table(RUNS_BY_EVENT).map_err(storage)?;
+    for (id, event_seq) in &doomed {
         runs.remove(*id).map_err(storage)?;
+        by_event.remove((*event_seq, *id)).map_err(storage)?;
     }
     Ok((doomed.len() as u64, oldest_needed))
 }
@@ -376,23 +416,74 @@ impl RunsView<'_> {
     pub fn list(&self, limit: usize, filter: &RunFilter) -> Result<Vec<RunRecord>, ReadError> {
         let mut latest = HashSet::new();
         let mut out = Vec::new();
-        for r in self.scan(usize::MAX, |r| filter.matches(r))? {
+        // Newest first, decoding only until the page is full (not every run first).
+        self.walk(|r| {
             if out.len() >= limit {
-                break;
+                return false;
+            }
+            if !filter.matches(&r) {
+                return true;
             }
             // The newest run of each (event, script) says whether it is failed now.
             let newest = latest.insert((r.event_uuid.clone(), r.script.clone()));
             if filter.failed_now && !(newest && r.status == RunStatus::Failed) {
-                continue;
+                return true;
             }
             out.push(r);
-        }
+            out.len() < limit
+        })?;
         Ok(out)
     }
 
     /// The newest runs of one event, newest first.
     pub fn of_event(&self, event_uuid: &str) -> Result<Vec<RunRecord>, ReadError> {
         self.scan(usize::MAX, |r| r.event_uuid == event_uuid)
+    }
+
+    /// The runs of the event stored under `event_seq` (with `event_uuid`), newest first: through
+    /// the (event, run) index, not a scan of every run (the console's event page).
+    pub fn of_event_at(
+        &self,
+        event_seq: u64,
+        event_uuid: &str,
+    ) -> Result<Vec<RunRecord>, ReadError> {
+        let txn = self.0.begin()?;
+        let (runs, by_event) = match (txn.open_table(RUNS), txn.open_table(RUNS_BY_EVENT)) {
+            (Ok(r), Ok(b)) => (r, b),
+            (Err(redb::TableError::TableDoesNotExist(_)), _)
+            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(Vec::new()),
+            (Err(e), _) | (_, Err(e)) => return Err(read_err(e)),
+        };
+        let mut out = Vec::new();
+        let range = (event_seq, 0u64)..=(event_seq, u64::MAX);
+        for entry in by_event.range(range).map_err(read_err)?.rev() {
+            let (k, _) = entry.map_err(read_err)?;
+            if let Some(v) = runs.get(k.value().1).map_err(read_err)? {
+                let r: RunRecord = serde_json::from_slice(v.value()).map_err(read_err)?;
+                if r.event_uuid == event_uuid {
+                    out.push(r);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Calls `f` on each run, newest first, while it returns true.
+    fn walk(&self, mut f: impl FnMut(RunRecord) -> bool) -> Result<(), ReadError> {
+        let txn = self.0.begin()?;
+        let runs = match txn.open_table(RUNS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(read_err(e)),
+        };
+        for entry in runs.iter().map_err(read_err)?.rev() {
+            let (_, v) = entry.map_err(read_err)?;
+            let r: RunRecord = serde_json::from_slice(v.value()).map_err(read_err)?;
+            if !f(r) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn scan(
@@ -455,6 +546,49 @@ mod tests {
         let out = f(&txn);
         txn.commit().unwrap();
         out
+    }
+
+    /// An event's runs come from the (event, run) index, newest first; pruned runs leave it; a
+    /// store from before the index gets it built when opened.
+    #[test]
+    fn an_events_runs_come_from_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        write(&db, |t| init(t).unwrap());
+        let records = [7, 8, 7, 9, 7]
+            .iter()
+            .map(|s| RunRecord::new(0, &event(*s), "s", None))
+            .collect();
+        write(&db, |t| create(t, records).unwrap());
+        let ids = |seq: u64| -> Vec<u64> {
+            RunsView(&db)
+                .of_event_at(seq, &format!("u{seq}"))
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect()
+        };
+        assert_eq!(ids(7), [5, 3, 1]);
+        assert_eq!(ids(8), [2]);
+        assert!(ids(10).is_empty());
+        assert!(RunsView(&db).of_event_at(7, "other").unwrap().is_empty());
+        let by_scan: Vec<u64> = RunsView(&db)
+            .of_event("u7")
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(by_scan, ids(7));
+        let mut done = RunsView(&db).get(1).unwrap().unwrap();
+        done.status = RunStatus::Succeeded;
+        done.finished = Some("2020-01-01T00:00:00Z".into());
+        write(&db, |t| save(t, &done, 0).unwrap());
+        write(&db, |t| prune(t, u64::MAX, 10).unwrap());
+        assert_eq!(ids(7), [5, 3]);
+        write(&db, |t| t.delete_table(RUNS_BY_EVENT).unwrap());
+        write(&db, |t| init(t).unwrap());
+        assert_eq!(ids(7), [5, 3]);
+        assert_eq!(ids(9), [4]);
     }
 
     /// `due` reads the time index: due runs earliest first, in-flight ones skipped, retrying

@@ -401,6 +401,29 @@ struct Added {
     seals: Vec<Seal>,
 }
 
+/// What a batch stored, for the overview's counters ([`super::counts`]).
+#[derive(Default)]
+struct Tally {
+    /// Events stored, by the hour their delivery was received.
+    events: std::collections::BTreeMap<u64, u64>,
+    /// Each hook's newest stored delivery.
+    last_by_hook: std::collections::BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn add(&mut self, d: &NewDelivery, stored: &Stored) {
+        if stored.duplicate_delivery || stored.events == 0 {
+            return;
+        }
+        *self
+            .events
+            .entry(super::counts::hour_of(d.received_ms))
+            .or_default() += stored.events as u64;
+        let last = self.last_by_hook.entry(d.hook.clone()).or_default();
+        *last = (*last).max(d.received_ms);
+    }
+}
+
 /// The inbox tables a delivery is written to.
 struct InboxTables<'a, 't> {
     deliveries: &'a mut redb::Table<'t, u64, DeliveryValue>,
@@ -505,6 +528,7 @@ fn apply_jobs(
         let mut events = txn.open_table(EVENTS).map_err(storage)?;
         // Released before the `Txn` jobs run: retention's may take it.
         let mut seen = lock(seen);
+        let mut tally = Tally::default();
         for job in batch.iter() {
             let mut stored = Stored::default();
             match job {
@@ -522,6 +546,7 @@ fn apply_jobs(
                         runs: &runs,
                     };
                     put_delivery(d, body, &mut tables, &mut seen, next, added, &mut stored)?;
+                    tally.add(d, &stored);
                 }
                 Job::Backfill {
                     delivery,
@@ -560,6 +585,7 @@ fn apply_jobs(
                                 added,
                                 &mut stored,
                             )?;
+                            tally.add(d, &stored);
                         } else {
                             stored.duplicate_events = d.parsed.events.len();
                         }
@@ -594,6 +620,10 @@ fn apply_jobs(
             }
             results.push(stored);
         }
+        drop(seen);
+        // The overview's counters: one row update per hour (and hook) per batch, not per event.
+        super::counts::add(&txn, super::counts::Counter::Events, &tally.events)?;
+        super::counts::note_deliveries(&txn, &tally.last_by_hook)?;
     }
     let mut failed = None;
     for job in batch.iter_mut() {

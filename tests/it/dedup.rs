@@ -180,3 +180,46 @@ async fn a_store_without_dedup_runs_is_sealed_when_opened() {
     assert_eq!(again.duplicate_events, 1);
     store.close();
 }
+
+/// Issue 15: one event by uuid goes through the dedup index in the server: events sealed into a
+/// run on disk (the oldest, one from the middle of the run, the run's last) and live ones are
+/// found, with the seq the scan of the events finds; an unknown uuid is `None`.
+#[tokio::test]
+async fn event_by_uuid_finds_sealed_and_live_events_through_the_index() {
+    let dir = temp_dir();
+    let n = DEDUP_SEAL_AT + 1000;
+    {
+        let store = Store::open(dir.path(), CommitMode::Group).unwrap();
+        store_many(&store, "ix", n).await;
+        store.close();
+    }
+    let store = Store::open(dir.path(), CommitMode::Group).unwrap();
+    let (live, runs, _) = store.dedup_shape();
+    assert_eq!(runs, 1, "one run sealed");
+    assert!(live > 0, "a live tail");
+    let history = store.history();
+    for i in [
+        0,
+        1,
+        DEDUP_SEAL_AT / 2,
+        DEDUP_SEAL_AT - 1,
+        DEDUP_SEAL_AT + 7,
+        n - 1,
+    ] {
+        let uuid = format!("ix-{i}");
+        let e = history.event_by_uuid(&uuid).unwrap().expect(&uuid);
+        assert_eq!(e.uuid, uuid);
+        assert_eq!(
+            Some(e.seq),
+            history.scanned_event_seq(&uuid).unwrap(),
+            "{uuid}"
+        );
+    }
+    for unknown in ["never-stored", "ix-", &format!("ix-{n}")] {
+        assert!(
+            history.event_by_uuid(unknown).unwrap().is_none(),
+            "{unknown}"
+        );
+    }
+    store.close();
+}

@@ -178,3 +178,62 @@ async fn a_pending_timer_keeps_its_event() {
         .await
         .unwrap();
 }
+
+/// Issue 15: the overview's hourly counters, on a real store: events by the hour their delivery
+/// was received (a duplicate delivery and duplicate events not counted), finished runs and
+/// failures by the hour they finished (a retrying run not counted), across an hour boundary; each
+/// hook's last delivery; and after a pruning pass, the hours before the cutoff are gone.
+#[tokio::test]
+async fn console_counters_count_per_hour_across_a_boundary_and_are_pruned() {
+    use engine::store::ReadTxnSource;
+    use engine::store::counts::{Counter, HOUR_MS, hourly, last_deliveries};
+    let dir = temp_dir();
+    let store = Store::open(dir.path(), CommitMode::Group).unwrap();
+    let h0 = now_ms() / HOUR_MS - 3;
+    let late = h0 * HOUR_MS + HOUR_MS - 1; // the last ms of hour h0
+    let next = (h0 + 1) * HOUR_MS; // the first of h0 + 1
+    let ids = |p: &str, n: usize| (0..n).map(|i| format!("{p}-{i}")).collect::<Vec<_>>();
+    deliver(&store, envelope_with("c1", &ids("a", 3)), late).await;
+    deliver(&store, envelope_with("c2", &ids("b", 2)), next).await;
+    // A re-sent delivery, and one whose events are all known: nothing new to count.
+    deliver(&store, envelope_with("c2", &ids("b", 2)), next + 5).await;
+    deliver(&store, envelope_with("c3", &ids("a", 3)), next + 6).await;
+    // One new event beside a known one.
+    let s = deliver(
+        &store,
+        envelope_with("c4", &["a-0".to_string(), "c-0".to_string()]),
+        next + 7,
+    )
+    .await;
+    assert_eq!((s.events, s.duplicate_events), (1, 1));
+    let heads: Vec<_> = (1..=3)
+        .map(|seq| store.history().event_by_seq(seq).unwrap().unwrap().head())
+        .collect();
+    let records = heads
+        .iter()
+        .map(|h| RunRecord::new(0, h, "s", None))
+        .collect();
+    let created = store
+        .write(move |txn| runs::create(txn, records))
+        .await
+        .unwrap();
+    finish(&store, created[0], RunStatus::Succeeded, late).await;
+    finish(&store, created[1], RunStatus::Failed, next + 10).await;
+    finish(&store, created[2], RunStatus::Retrying, next + 11).await;
+    let window = |c| hourly(&store.begin().unwrap(), c, h0 - 1, 3).unwrap();
+    assert_eq!(window(Counter::Events), vec![0, 3, 3]);
+    assert_eq!(window(Counter::Runs), vec![0, 1, 1]);
+    assert_eq!(window(Counter::Failures), vec![0, 0, 1]);
+    let last = last_deliveries(&store.begin().unwrap()).unwrap();
+    assert_eq!(last.get("test"), Some(&(next + 7)));
+    // Retention at the start of hour h0 + 1: hour h0 is wholly older, and goes.
+    engine::process::retention::prune_once(&store, next)
+        .await
+        .unwrap();
+    assert_eq!(window(Counter::Events), vec![0, 0, 3]);
+    assert_eq!(window(Counter::Runs), vec![0, 0, 1]);
+    assert_eq!(window(Counter::Failures), vec![0, 0, 1]);
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .unwrap();
+}
