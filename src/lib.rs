@@ -22,7 +22,7 @@
 //!   (the global allocator with the per-thread heap count the memory limit reads).
 //! - [`config`]: `engine.toml` loading and validation; the embedded defaults.
 //! - [`store`]: every table of the one redb file: `writer.rs` (group commit), `inbox.rs`,
-//!   `dedup.rs`, `due.rs`, `runs.rs`, `actions.rs` (the durable action queue), `outbox.rs`, `samples.rs`, `script_state.rs`, `kv.rs` (the scripts' state: versions, the commit-time check), `timers.rs` (durable timers), `counts.rs` (hourly counters and each hook's last delivery, for the console's overview), `query.rs`,
+//!   `dedup.rs`, `due.rs`, `runs.rs`, `actions.rs` (the durable action queue), `outbox.rs`, `samples.rs`, `script_state.rs`, `kv.rs` (the scripts' state: versions, the commit-time check), `timers.rs` (durable timers), `counts.rs` (hourly counters, each hook's last delivery and verification, for the console's overview), `query.rs`,
 //!   `backfill.rs` (the System Log cursor).
 //! - [`lookup`]: `lookup_user`'s sources: `directory.rs`, `okta.rs` (the one Okta client), the
 //!   cache and the `Host`; `okta_auth.rs` (SSWS token or OAuth service app), `okta_ops.rs` (the

@@ -65,7 +65,7 @@ pub fn overview(store: &Store, settings: &ConsoleSettings) -> Read<Value> {
     let first_hour = (now / HOUR_MS + 1).saturating_sub(CHART_HOURS);
     let start = first_hour * HOUR_MS;
     // The chart reads the store's hourly counters (24 rows each), never the history itself.
-    let (events, runs, failures, last_by_hook) = {
+    let (events, runs, failures, last_by_hook, verified) = {
         let txn = h.read().map_err(err)?;
         let hourly = |c| counts::hourly(&txn, c, first_hour, CHART_HOURS).map_err(err);
         (
@@ -73,6 +73,7 @@ pub fn overview(store: &Store, settings: &ConsoleSettings) -> Read<Value> {
             hourly(Counter::Runs)?,
             hourly(Counter::Failures)?,
             counts::last_deliveries(&txn).map_err(err)?,
+            counts::verifications(&txn).map_err(err)?,
         )
     };
     let buckets: Vec<(u64, u64, u64)> = (0..CHART_HOURS as usize)
@@ -130,6 +131,13 @@ pub fn overview(store: &Store, settings: &ConsoleSettings) -> Read<Value> {
                     .get(id)
                     .map(|ms| crate::util::format_ms(*ms))
                     .unwrap_or_default(),
+                // As far as the engine can tell: Okta verifies a hook once, then delivers.
+                "verified": match (verified.get(id), last_by_hook.get(id)) {
+                    (Some(ms), _) => format!("verified {}", crate::util::format_ms(*ms)),
+                    (None, Some(_)) => "delivering (verified before this store kept it)".to_string(),
+                    (None, None) => "not verified yet: click Verify on the event hook in Okta".to_string(),
+                },
+                "verified_ok": verified.contains_key(id) || last_by_hook.contains_key(id),
             })
         })
         .collect();

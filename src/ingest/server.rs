@@ -249,7 +249,7 @@ async fn hook_request(app: &Front, id: &str, req: Request<Incoming>) -> Answer {
         );
     };
     match *req.method() {
-        Method::GET => verify(hook, &req),
+        Method::GET => verify(app, id, hook, &req),
         Method::POST => deliver(app, hook, req).await,
         _ => {
             let mut r = error(
@@ -290,8 +290,9 @@ fn authenticate(hook: &Hook, req: &Request<Incoming>) -> Auth {
     }
 }
 
-/// Okta's one-time verification: echo the challenge.
-fn verify(hook: &Hook, req: &Request<Incoming>) -> Answer {
+/// Okta's one-time verification: echo the challenge. When it was answered is recorded (without
+/// waiting for the commit: the answer does not depend on it), for the console's overview.
+fn verify(app: &Front, id: &str, hook: &Hook, req: &Request<Incoming>) -> Answer {
     // Okta does not document sending the auth header here; a wrong one is still refused.
     if let Auth::Wrong = authenticate(hook, req) {
         return error(
@@ -308,6 +309,9 @@ fn verify(hook: &Hook, req: &Request<Incoming>) -> Answer {
         );
     };
     hook.metrics.verification();
+    let (id, at) = (id.to_string(), crate::util::now_ms());
+    app.store
+        .write_detached(move |txn| crate::store::counts::note_verified(txn, &id, at));
     let challenge = String::from_utf8_lossy(challenge.as_bytes());
     let body = serde_json::json!({ "verification": challenge }).to_string();
     json(StatusCode::OK, body)

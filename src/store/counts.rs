@@ -6,7 +6,8 @@
 //! (one row update per hour the batch's deliveries were received in: normally one), and a run's
 //! result adds to `runs` (and `failures`) in the transaction that records it. Rows older than
 //! the retention window go with the history they counted ([`prune`]). `hook_last_delivery`
-//! holds hook → the received time of its newest stored delivery, set once per hook per batch.
+//! holds hook → the received time of its newest stored delivery, set once per hook per batch;
+//! `hook_verified` hook → when Okta's one-time verification request was last answered.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +19,8 @@ use super::{ReadError, WriteError, read_err, storage};
 const COUNTS: TableDefinition<(u8, u64), u64> = TableDefinition::new("hourly_counts");
 /// hook id → received ms of its newest stored delivery.
 const HOOK_LAST: TableDefinition<&str, u64> = TableDefinition::new("hook_last_delivery");
+/// hook id → when the engine last answered Okta's verification request for it (ms).
+const HOOK_VERIFIED: TableDefinition<&str, u64> = TableDefinition::new("hook_verified");
 
 /// One hour, in ms.
 pub const HOUR_MS: u64 = 3_600_000;
@@ -41,7 +44,22 @@ pub fn hour_of(ms: u64) -> u64 {
 pub(crate) fn init(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(COUNTS)?;
     txn.open_table(HOOK_LAST)?;
+    txn.open_table(HOOK_VERIFIED)?;
     Ok(())
+}
+
+/// Records that Okta's verification request for `hook` was answered at `ms`.
+pub fn note_verified(txn: &WriteTransaction, hook: &str, ms: u64) -> Result<(), WriteError> {
+    txn.open_table(HOOK_VERIFIED)
+        .map_err(storage)?
+        .insert(hook, ms)
+        .map_err(storage)?;
+    Ok(())
+}
+
+/// Each hook's last answered verification (ms).
+pub fn verifications(txn: &ReadTransaction) -> Result<BTreeMap<String, u64>, ReadError> {
+    read_map(txn, HOOK_VERIFIED)
 }
 
 /// Adds `by_hour` (hour → n) to `counter`: one row update per hour.
@@ -106,7 +124,14 @@ pub fn hourly(
 
 /// Each hook's newest stored delivery (received ms).
 pub fn last_deliveries(txn: &ReadTransaction) -> Result<BTreeMap<String, u64>, ReadError> {
-    let t = match txn.open_table(HOOK_LAST) {
+    read_map(txn, HOOK_LAST)
+}
+
+fn read_map(
+    txn: &ReadTransaction,
+    table: TableDefinition<&str, u64>,
+) -> Result<BTreeMap<String, u64>, ReadError> {
+    let t = match txn.open_table(table) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
         Err(e) => return Err(read_err(e)),

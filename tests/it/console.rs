@@ -240,6 +240,22 @@ fn console_login_pages_csrf_and_escaping_over_http() {
         "{html}"
     );
     assert!(html.contains("greet"), "the script is listed: {html}");
+    // Verified as far as the engine can tell: it delivers; once Okta's verification request is
+    // answered, when.
+    assert!(html.contains("delivering (verified before"), "{html}");
+    let verification = call(
+        Method::GET,
+        &format!("{}/hooks/test", p.url),
+        &[("x-okta-verification-challenge", "abc")],
+        "",
+    );
+    assert_eq!(verification.status, 200);
+    assert!(
+        wait_until(Duration::from_secs(10), || page(&get("/"))
+            .contains(">verified 20")),
+        "{}",
+        page(&get("/"))
+    );
     assert!(
         html.contains("<meta http-equiv=\"refresh\""),
         "the overview refreshes itself: {html}"
