@@ -101,6 +101,11 @@ pub fn overview(store: &Store, settings: &ConsoleSettings) -> Read<Value> {
         })
         .collect();
     let depths = h.depths().map_err(err)?;
+    // The action queue's depth: each kind's due index knows its length.
+    let mut actions_queued = 0;
+    for kind in ActionKind::ALL {
+        actions_queued += ActionsView(&h).due_count(kind).map_err(err)?;
+    }
     let failed_now = RunsView(&h)
         .list(
             RUNS_PER_PAGE,
@@ -148,6 +153,7 @@ pub fn overview(store: &Store, settings: &ConsoleSettings) -> Read<Value> {
         "chart_height": CHART_HEIGHT,
         "chart_width": CHART_HOURS * 30,
         "queued": depths.queued,
+        "actions_queued": actions_queued,
         "events": depths.events,
         "quarantined": depths.quarantined,
         "failed_now": failed_now,

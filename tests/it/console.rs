@@ -240,6 +240,7 @@ fn console_login_pages_csrf_and_escaping_over_http() {
         "{html}"
     );
     assert!(html.contains("greet"), "the script is listed: {html}");
+    assert!(html.contains("actions queued"), "{html}");
     // Verified as far as the engine can tell: it delivers; once Okta's verification request is
     // answered, when.
     assert!(html.contains("delivering (verified before"), "{html}");
@@ -825,6 +826,11 @@ fn the_actions_page_retries_and_cancels_but_never_redoes_a_done_action() {
     let a = call(Method::GET, &format!("{console}/actions"), &[], "");
     assert_eq!(a.status, 303, "no session: the login page");
     let session = Session::login(&p);
+    let overview = page(&session.get("/"));
+    assert!(
+        overview.contains("<span class=\"n\">1</span> actions queued"),
+        "the retrying Okta action, not the done mail: {overview}"
+    );
     let html = page(&session.get("/actions"));
     assert!(
         html.contains("okta::suspend_user jane@example.com") && html.contains("retrying"),
