@@ -636,14 +636,33 @@ async fn screenshot(c: &fantoccini::Client, name: &str) {
     std::fs::write(format!("{SCREENSHOTS}/{name}.png"), png).unwrap();
 }
 
-/// Clicks the element `at`.
+/// Clicks the element `at` (every click here leaves the page) and waits for the next page: its
+/// URL differs and it has loaded. A busy machine takes a while; reading before that would read
+/// the old page.
 async fn click(c: &fantoccini::Client, at: fantoccini::Locator<'_>) {
+    let before = c.current_url().await.unwrap();
     c.find(at)
         .await
         .unwrap_or_else(|e| panic!("nothing to click: {e}"))
         .click()
         .await
         .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let moved = c.current_url().await.is_ok_and(|u| u != before);
+        let loaded = c
+            .execute("return document.readyState", vec![])
+            .await
+            .is_ok_and(|v| v == "complete");
+        if moved && loaded {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the click did not lead to another page (still {before})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// How many `<img src=x>` the page's DOM holds (the hostile name's, if it was not escaped).
@@ -657,7 +676,9 @@ async fn hostile_images(c: &fantoccini::Client) -> serde_json::Value {
 }
 
 async fn text_of(c: &fantoccini::Client, css: &str) -> String {
-    c.find(fantoccini::Locator::Css(css))
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(fantoccini::Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("no `{css}` on the page: {e}"))
         .text()
