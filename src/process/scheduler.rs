@@ -40,10 +40,20 @@ pub const PAUSE_FIRST: Duration = Duration::from_millis(250);
 pub const PAUSE_MAX: Duration = Duration::from_secs(30);
 /// Due items looked at per pass over the queue, at most. Items of a group at its share are
 /// passed over to reach another group's, and a look happens after every item that ends, so this
-/// bounds what one look costs when one group has a deep backlog: two passes, one from the head
-/// (the earliest due first) and one from where the previous look's second pass stopped, so that
-/// an item deeper in the backlog is still reached within a few looks.
+/// bounds what one look costs when one group has a deep backlog. A look makes at most
+/// [`PASSES_PER_LOOK`] passes, each from where the pool's [`Scan`] says an item may be taken;
+/// a look that ends with slots free and the window full asks for another look at once.
 pub const MAX_DUE_SCAN: usize = 256;
+/// Passes over the queue in one look (see [`MAX_DUE_SCAN`]).
+pub const PASSES_PER_LOOK: usize = 4;
+/// A look from the head again costs a read of the whole backlog of any group at its share, so
+/// producers' wakes (new items: one may sort behind the scan, its due time taken before its
+/// commit) start the scan over at most this often; an item that lands behind it waits at most
+/// this long. (An item left due by its own work starts it over at once.)
+pub const RESCAN_MIN_INTERVAL: Duration = Duration::from_millis(250);
+/// The scan starts over from the head at least this often, whatever happened: a safety net
+/// for an item that came due behind it without the pool being told.
+pub const RESCAN_MAX_INTERVAL: Duration = Duration::from_secs(1);
 /// Items whose work is done and whose outcome waits for its commit, at most: what one group
 /// commit can take of them (the writer takes up to [`crate::store::MAX_BATCH_JOBS`] writes per
 /// batch). Beyond it, a finished item keeps its slot until an earlier one's commit ends, so
@@ -165,11 +175,14 @@ pub struct DuePool<W: DueWork> {
     /// The items in flight, with their groups (`None` once an item's work is done: it no
     /// longer counts against its group's share).
     in_flight: Mutex<HashMap<u64, Option<u64>>>,
-    /// Where the last look's second pass stopped (see [`MAX_DUE_SCAN`]).
-    scan_cursor: Mutex<Option<DueKey>>,
+    /// What earlier looks learned of the queue, so a look starts where an item may be taken.
+    scan: Mutex<Scan>,
     /// Panics per item in this process.
     panics: Mutex<HashMap<u64, u32>>,
     wake: Arc<Notify>,
+    /// Notified by the pool's own items when a slot is free again (or a look should go on):
+    /// unlike `wake` (new work from producers), it keeps the pool's [`Scan`].
+    freed: Notify,
     /// Notified whenever an item's work ended (for waiters such as `replay`).
     finished: Notify,
     tick: Duration,
@@ -199,7 +212,8 @@ impl<W: DueWork> DuePool<W> {
             permits: Arc::new(Semaphore::new(size)),
             committing: Arc::new(Semaphore::new(MAX_COMMITTING)),
             in_flight: Mutex::new(HashMap::new()),
-            scan_cursor: Mutex::new(None),
+            scan: Mutex::new(Scan::default()),
+            freed: Notify::new(),
             panics: Mutex::new(HashMap::new()),
             wake: Arc::new(Notify::new()),
             finished: Notify::new(),
@@ -244,8 +258,9 @@ impl<W: DueWork> DuePool<W> {
                 .unwrap_or(self.tick)
                 .min(self.tick);
             tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake.notified() => lock(&self.scan).requested = true,
+                _ = self.freed.notified() => {}
+                _ = tokio::time::sleep(wait) => lock(&self.scan).requested = true,
                 _ = shutdown.changed() => {}
             }
         }
@@ -284,6 +299,10 @@ impl<W: DueWork> DuePool<W> {
                 return Ok(Some(now_ms() + wait.as_millis() as u64));
             }
         }
+        // The scan first, then the in-flight set: an item that leaves the set and stays due
+        // resets the scan after it left, so either this look sees it gone or its reset
+        // comes after this look's (see `Scan`).
+        let mut scan = lock(&self.scan);
         let in_flight = lock(&self.in_flight).clone();
         let mut look = Look {
             free: self.permits.available_permits(),
@@ -297,28 +316,43 @@ impl<W: DueWork> DuePool<W> {
             looked: 0,
             last: None,
             window_full: false,
+            untaken: HashMap::new(),
+            frontier: None,
+            bounds: Vec::new(),
+            jumped: false,
         };
         for group in in_flight.values().flatten() {
             *look.held.entry(*group).or_default() += 1;
         }
         let work = &*self.work;
-        let admit = |look: &mut Look, key: DueKey| look.admit(key, &in_flight, work);
         let now = now_ms();
-        let (_, next_due) = self.work.due(now, None, &mut |k| admit(&mut look, k))?;
-        if look.window_full && look.picked.len() < look.free {
-            // Everything in the first window is in flight or of a group at its share: go on
-            // from where the previous look stopped (or from here), so deeper items are reached.
-            let head_end = look.last;
-            let cursor = *lock(&self.scan_cursor);
-            let from = match (cursor, head_end) {
-                (Some(c), Some(h)) if c > h => Some(c),
-                _ => head_end,
-            };
-            look.looked = 0;
-            look.window_full = false;
-            self.work.due(now, from, &mut |k| admit(&mut look, k))?;
-            *lock(&self.scan_cursor) = if look.window_full { look.last } else { None };
+        let since = scan.since.elapsed();
+        if since >= RESCAN_MAX_INTERVAL || (scan.requested && since >= RESCAN_MIN_INTERVAL) {
+            scan.reset();
         }
+        let mut next_due = None;
+        for _ in 0..PASSES_PER_LOOK {
+            let from = scan.start(&look);
+            look.looked = 0;
+            look.last = None;
+            look.window_full = false;
+            look.jumped = false;
+            look.untaken.clear();
+            look.frontier = scan.frontier;
+            look.bounds = scan.behind.iter().map(|(g, k)| (*g, *k)).collect();
+            let admit = |look: &mut Look, key: DueKey| look.admit(key, &in_flight, work);
+            let (_, next) = self.work.due(now, from, &mut |k| admit(&mut look, k))?;
+            next_due = next;
+            scan.learn(from, &look);
+            if !(look.window_full || look.jumped) || look.picked.len() >= look.free {
+                break;
+            }
+        }
+        if look.window_full && look.picked.len() < look.free {
+            // Slots free and more to look at: go on in another look (the scan moved on).
+            self.freed.notify_one();
+        }
+        drop(scan);
         let picked = look.picked;
         for (id, group) in picked {
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
@@ -340,13 +374,14 @@ impl<W: DueWork> DuePool<W> {
                                 *group = None;
                             }
                             drop(permit.take());
-                            me.wake.notify_one();
+                            me.freed.notify_one();
                         }
                         tokio::spawn(commit).await
                     }
                     Err(e) => Err(e),
                 };
-                let again = matches!(outcome, Ok(Done::Again));
+                // Left due at its key, which a look may have gone past while it was in flight.
+                let left_due = !matches!(outcome, Ok(Done::Recorded));
                 match outcome {
                     Ok(done) => me.note(done),
                     Err(e) if e.is_panic() => {
@@ -372,16 +407,122 @@ impl<W: DueWork> DuePool<W> {
                     Err(_) => {}
                 }
                 lock(&me.in_flight).remove(&id);
+                if left_due {
+                    // After it left the in-flight set: a look that still saw it in flight
+                    // holds the scan until it has learned, and this comes after.
+                    lock(&me.scan).reset();
+                }
                 // A slot freed now is a reason to look at the queue again; the end of a commit
                 // is not (its slot was freed, and looked after, when the commit began).
-                if permit.take().is_some() || again {
-                    me.wake.notify_one();
+                if permit.take().is_some() || left_due {
+                    me.freed.notify_one();
                 }
                 drop(committing);
                 me.finished.notify_waiters();
             });
         }
         Ok(next_due)
+    }
+}
+
+/// What the pool knows of its queue between looks, so that a look starts where an item may
+/// be taken instead of at the head, past the items in flight and the backlog of groups at
+/// their share (with a few groups and one of them behind, that backlog is most of what a
+/// look from the head reads). Keys are the due index's (due time, id), in its order.
+///
+/// Invariant (while valid): every due item at or before `frontier` is in flight, or belongs to
+/// a group in `behind` and comes after that group's key there. A look starts just after the
+/// smallest of `frontier` and the `behind` keys of groups under their share. Whatever could
+/// break it starts the scan over from the head: an item left due by its work (not recorded,
+/// refused as out of date, panicked) at once; producers' wakes (new items, cancellations) and
+/// ticks within [`RESCAN_MIN_INTERVAL`]; anything else within [`RESCAN_MAX_INTERVAL`].
+#[derive(Debug)]
+pub struct Scan {
+    frontier: Option<DueKey>,
+    /// Groups with items not in flight at or before `frontier`: none of them at or before
+    /// this key (`None`: from the head).
+    behind: HashMap<u64, Option<DueKey>>,
+    /// When it last started over.
+    since: std::time::Instant,
+    /// A producer's wake or a tick asked for a start from the head.
+    requested: bool,
+}
+
+impl Default for Scan {
+    fn default() -> Scan {
+        Scan {
+            frontier: None,
+            behind: HashMap::new(),
+            since: std::time::Instant::now(),
+            requested: false,
+        }
+    }
+}
+
+impl Scan {
+    /// Forgets what it knew: the next look starts at the head.
+    fn reset(&mut self) {
+        *self = Scan::default();
+    }
+
+    /// Where a look goes on from (exclusive; `None`: the head).
+    fn start(&self, look: &Look) -> Option<DueKey> {
+        let mut from = self.frontier;
+        for (group, key) in &self.behind {
+            let at_share = look.held.get(group).is_some_and(|n| *n >= look.share);
+            if !at_share && key_before(*key, from) {
+                from = *key;
+            }
+        }
+        from
+    }
+
+    /// Takes in what a pass from `from` (exclusive) saw.
+    fn learn(&mut self, from: Option<DueKey>, look: &Look) {
+        // What it passed over, of groups at their share: their first such item.
+        for (group, first) in &look.untaken {
+            let before = predecessor(*first);
+            let e = self.behind.entry(*group).or_insert(before);
+            if key_before(before, *e) {
+                *e = before;
+            }
+        }
+        let Some(last) = look.last else {
+            return;
+        };
+        // Every item after `from` up to `last` was looked at: a group seen with nothing left
+        // untaken there has nothing left up to `last`.
+        for (group, key) in self.behind.iter_mut() {
+            if !look.untaken.contains_key(group)
+                && !key_before(*key, from)
+                && key_before(*key, Some(last))
+            {
+                *key = Some(last);
+            }
+        }
+        if key_before(self.frontier, Some(last)) && !key_before(self.frontier, from) {
+            self.frontier = Some(last);
+        }
+        let frontier = self.frontier;
+        self.behind.retain(|_, key| key_before(*key, frontier));
+    }
+}
+
+/// Whether `a` comes before `b` (`None`: before every key).
+fn key_before(a: Option<DueKey>, b: Option<DueKey>) -> bool {
+    match (a, b) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(a), Some(b)) => a < b,
+    }
+}
+
+/// The key just before `key` (`None`: the head).
+fn predecessor(key: DueKey) -> Option<DueKey> {
+    match key {
+        (0, 0) => None,
+        (due, 0) => Some((due - 1, u64::MAX)),
+        (due, id) => Some((due, id - 1)),
     }
 }
 
@@ -398,6 +539,13 @@ struct Look {
     last: Option<DueKey>,
     /// The pass stopped at [`MAX_DUE_SCAN`] with items left.
     window_full: bool,
+    /// In this pass, per group at its share: the first of its items passed over.
+    untaken: HashMap<u64, DueKey>,
+    /// The scan's frontier and `behind` keys as the pass began (see [`Look::pass`]).
+    frontier: Option<DueKey>,
+    bounds: Vec<(u64, Option<DueKey>)>,
+    /// The pass ended early to start again further on.
+    jumped: bool,
 }
 
 impl Look {
@@ -418,7 +566,7 @@ impl Look {
         self.last = Some(key);
         let id = key.1;
         if in_flight.contains_key(&id) {
-            return Admit::Pass;
+            return self.pass(key);
         }
         let group = if self.share == usize::MAX {
             None
@@ -428,12 +576,33 @@ impl Look {
         if let Some(g) = group {
             let n = self.held.entry(g).or_default();
             if *n >= self.share {
-                return Admit::Pass;
+                self.untaken.entry(g).or_insert(key);
+                return self.pass(key);
             }
             *n += 1;
         }
         self.picked.push((id, group));
         Admit::Take
+    }
+
+    /// Passes over `key`, or ends the pass when nothing can be taken until further on: every
+    /// group under its share has nothing to take at or before `key` (as the scan knows it),
+    /// so the next pass starts where one of them may (instead of reading, say, the backlog
+    /// of a group at its share item by item to reach another group's next item).
+    fn pass(&mut self, key: DueKey) -> Admit {
+        if key_before(self.frontier, Some(key)) {
+            return Admit::Pass;
+        }
+        let takeable_here = self.bounds.iter().any(|(group, bound)| {
+            let under = self.held.get(group).is_none_or(|n| *n < self.share);
+            under && key_before(*bound, Some(key))
+        });
+        if takeable_here {
+            Admit::Pass
+        } else {
+            self.jumped = true;
+            Admit::Stop
+        }
     }
 }
 
@@ -472,6 +641,10 @@ mod tests {
         began: Option<std::time::Instant>,
         /// How long every outcome's commit takes (`None`: recorded within the work).
         commit: Option<Duration>,
+        /// Items whose outcome is refused as out of date (`Done::Again`) this many times more.
+        again: HashMap<u64, u32>,
+        /// Due items handed to `admit`, over every look.
+        looked: u64,
     }
 
     /// Runs `pool` until `fake` has nothing due (at most 10 s: "items stuck"), then stops it
@@ -510,6 +683,7 @@ mod tests {
                 .into_iter()
                 .filter(|id| after.is_none_or(|a| (0, *id) > a))
             {
+                lock(&self.state).looked += 1;
                 match admit((0, id)) {
                     Admit::Take => ids.push(id),
                     Admit::Pass => {}
@@ -541,6 +715,10 @@ mod tests {
                 let commit = lock(&self.state).commit;
                 let record = move |fake: &Fake| {
                     let mut s = lock(&fake.state);
+                    if let Some(n) = s.again.get_mut(&id).filter(|n| **n > 0) {
+                        *n -= 1;
+                        return Done::Again;
+                    }
                     s.due.retain(|d| *d != id);
                     s.done.push(id);
                     let at = s.began.map(|b| b.elapsed().as_millis()).unwrap_or(0);
@@ -680,6 +858,67 @@ mod tests {
         lock(&fake.state).due.clear();
         running.abort();
         assert!(at.is_some_and(|at| at < 1000), "reached after {at:?} ms");
+    }
+
+    /// A slow group's backlog at the head of the queue is read once, not once per look: the
+    /// other group's 2,000 items (each look taking one or two) start where the last look
+    /// stopped. (Before the pool kept its `Scan`, each of those looks read up to two windows
+    /// of [`MAX_DUE_SCAN`] items from the head: ~400 items per item started.)
+    #[tokio::test]
+    async fn a_slow_groups_backlog_is_not_read_again_by_every_look() {
+        let fake = Arc::new(Fake::default());
+        let (slow, quick) = (200u64, 2000u64);
+        {
+            let mut s = lock(&fake.state);
+            // From 10: the fake's items 2 and 3 panic.
+            s.due = (10..10 + slow + quick).collect();
+            for id in 10..10 + slow {
+                s.groups.insert(id, 1);
+                s.slow.insert(id, Duration::from_millis(4));
+            }
+            for id in 10 + slow..10 + slow + quick {
+                s.groups.insert(id, 2);
+            }
+        }
+        let pool = DuePool::shared(fake.clone(), 4, 2, Duration::from_millis(5));
+        drain(&pool, &fake).await;
+        let s = lock(&fake.state);
+        assert_eq!(s.done.len() as u64, slow + quick, "every item ran once");
+        let per_item = s.looked as f64 / (slow + quick) as f64;
+        assert!(
+            per_item < 20.0,
+            "{} items looked at for {} items ({per_item:.1} per item)",
+            s.looked,
+            slow + quick
+        );
+    }
+
+    /// An item left due by its work (its outcome refused as out of date) after later items
+    /// were taken is taken again at once, though the pool's scan had gone past it.
+    #[tokio::test]
+    async fn an_item_left_due_behind_the_scan_is_taken_again() {
+        let fake = Arc::new(Fake::default());
+        {
+            let mut s = lock(&fake.state);
+            s.due = (10..60).collect();
+            s.again.insert(10, 3);
+            s.commit = Some(Duration::from_millis(20));
+            s.began = Some(std::time::Instant::now());
+        }
+        let pool = DuePool::new(fake.clone(), 2, Duration::from_secs(60));
+        drain(&pool, &fake).await;
+        let s = lock(&fake.state);
+        assert_eq!(
+            s.attempts.get(&10),
+            Some(&4),
+            "three refusals, then recorded"
+        );
+        let at = s.ended.iter().find(|(id, _)| *id == 10).map(|(_, at)| *at);
+        // Not left for the pool's tick (a minute here) or its rescan safety net (1 s).
+        assert!(
+            at.is_some_and(|at| at < 900),
+            "item 10 recorded after {at:?} ms"
+        );
     }
 
     /// Items whose outcome waits for its commit free their slots: ten items with a 300 ms commit
