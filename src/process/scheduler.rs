@@ -48,8 +48,9 @@ pub const MAX_DUE_SCAN: usize = 256;
 pub const PASSES_PER_LOOK: usize = 4;
 /// A look from the head again costs a read of the whole backlog of any group at its share, so
 /// producers' wakes (new items: one may sort behind the scan, its due time taken before its
-/// commit) start the scan over at most this often; an item that lands behind it waits at most
-/// this long. (An item left due by its own work starts it over at once.)
+/// commit) start the scan over at most this often; an item that lands behind it waits for
+/// the first look after this long (the next item, or the pool's tick). An item left
+/// due by its own work starts it over at once.
 pub const RESCAN_MIN_INTERVAL: Duration = Duration::from_millis(250);
 /// The scan starts over from the head at least this often, whatever happened: a safety net
 /// for an item that came due behind it without the pool being told.
