@@ -42,7 +42,8 @@ pub const PAUSE_MAX: Duration = Duration::from_secs(30);
 /// passed over to reach another group's, and a look happens after every item that ends, so this
 /// bounds what one look costs when one group has a deep backlog. A look makes at most
 /// [`PASSES_PER_LOOK`] passes, each from where the pool's [`Scan`] says an item may be taken;
-/// a look that ends with slots free and the window full asks for another look at once.
+/// a look that ends with slots free and more to look at (the window full, or a pass ended
+/// to start further on) asks for another look at once.
 pub const MAX_DUE_SCAN: usize = 256;
 /// Passes over the queue in one look (see [`MAX_DUE_SCAN`]).
 pub const PASSES_PER_LOOK: usize = 4;
@@ -349,7 +350,7 @@ impl<W: DueWork> DuePool<W> {
                 break;
             }
         }
-        if look.window_full && look.picked.len() < look.free {
+        if (look.window_full || look.jumped) && look.picked.len() < look.free {
             // Slots free and more to look at: go on in another look (the scan moved on).
             self.freed.notify_one();
         }
@@ -863,8 +864,8 @@ mod tests {
 
     /// A slow group's backlog at the head of the queue is read once, not once per look: the
     /// other group's 2,000 items (each look taking one or two) start where the last look
-    /// stopped. (Before the pool kept its `Scan`, each of those looks read up to two windows
-    /// of [`MAX_DUE_SCAN`] items from the head: ~400 items per item started.)
+    /// stopped. (Before the pool kept its `Scan`, each of those looks read the backlog again
+    /// from the head: 100.1 items looked at per item started, against 2.1 with it.)
     #[tokio::test]
     async fn a_slow_groups_backlog_is_not_read_again_by_every_look() {
         let fake = Arc::new(Fake::default());
