@@ -180,8 +180,10 @@ async fn end_to_end(events: usize) {
     let dir = tempfile::tempdir().expect("tmp");
     let config = config(dir.path(), &smtp_config(smtp.port));
     let r = start(&config).await;
+    let writer = r.store.writer_stats();
     let started = Instant::now();
     let (ingest_took, lat) = post_all(&r, events, "e2e").await;
+    let at_ingest_end = writer.read();
     // Each deactivate runs the offboarding script (one mail); each group add the privileged-group
     // script. Wait until every run is recorded (its mail queued with it), then every mail written.
     loop {
@@ -193,6 +195,7 @@ async fn end_to_end(events: usize) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let processed = started.elapsed();
+    let at_processed = writer.read();
     while OutboxView(&*r.store).due_count().expect("outbox") > 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -216,6 +219,24 @@ async fn end_to_end(events: usize) {
         rate(ingest_took),
         processed.as_secs_f64(),
         rate(processed)
+    );
+    let per_batch = |a: engine::store::WriterCounts, b: engine::store::WriterCounts| {
+        let batches = (b.batches - a.batches).max(1);
+        format!(
+            "{} commits, {:.1} jobs each, {:.0} µs busy each ({:.0} µs in commit)",
+            b.batches - a.batches,
+            (b.jobs - a.jobs) as f64 / batches as f64,
+            (b.busy_us - a.busy_us) as f64 / batches as f64,
+            (b.commit_us - a.commit_us) as f64 / batches as f64,
+        )
+    };
+    println!(
+        "  writer during ingest: {}",
+        per_batch(Default::default(), at_ingest_end)
+    );
+    println!(
+        "  writer after ingest until every run was recorded: {}",
+        per_batch(at_ingest_end, at_processed)
     );
     println!(
         "  every mail sent (SMTP) after {:.2} s = {:.0} mails/s",
