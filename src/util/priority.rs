@@ -4,7 +4,9 @@
 //! off.
 
 use std::cell::Cell;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 /// The nice value a script thread takes when it does not run at `SCHED_IDLE` (0 is the default;
 /// 19 the lowest). At 10 a busy script thread gets about a tenth of a core's share against a
@@ -17,8 +19,11 @@ pub const SCRIPT_THREAD_NICE: i32 = 10;
 pub const SCRIPT_PRIORITY_ENV: &str = "ENGINE_SCRIPT_PRIORITY";
 
 /// Script threads the pool may hold at once: a run may wait in a lookup, so the pool grows with
-/// the runs in flight (bounded upstream by the run scheduler's permits), like tokio's blocking pool.
+/// the runs in flight (bounded upstream by the run scheduler's permits). Past it, work waits for
+/// a thread to come free.
 const MAX_SCRIPT_THREADS: usize = 512;
+/// An idle script thread ends after this long without work (tokio's blocking pool's default).
+const SCRIPT_THREAD_KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 thread_local! {
     static LOWERED: Cell<bool> = const { Cell::new(false) };
@@ -40,36 +45,170 @@ pub fn script_priority() -> ScriptPriority {
 }
 
 /// Runs `f` on a script thread: one of a pool used for nothing else (so its low priority never
-/// reaches other blocking work), lowered on first use. Await the handle from any runtime.
-pub fn spawn_script<F, R>(f: F) -> tokio::task::JoinHandle<R>
+/// reaches other blocking work), lowered on first use. Await the handle from any runtime; a
+/// panic in `f` ends the handle in [`ScriptPanicked`] and the thread goes on.
+pub fn spawn_script<F, R>(f: F) -> ScriptHandle<R>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    let job = move || {
-        lower_for_scripts();
-        f()
-    };
-    match script_runtime() {
-        Some(rt) => rt.spawn_blocking(job),
-        // The pool could not be made (no threads left): the caller's runtime, as before.
-        None => tokio::task::spawn_blocking(job),
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move || {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+            .map_err(|payload| ScriptPanicked(panic_message(&*payload)));
+        Box::new(move || {
+            let _ = tx.send(result);
+        })
+    });
+    pool().run(job);
+    ScriptHandle(rx)
+}
+
+/// The result of [`spawn_script`], once `f` has returned (or panicked).
+pub struct ScriptHandle<R>(tokio::sync::oneshot::Receiver<Result<R, ScriptPanicked>>);
+
+impl<R> std::future::Future for ScriptHandle<R> {
+    type Output = Result<R, ScriptPanicked>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| Err(ScriptPanicked("its thread ended".into()))))
     }
 }
 
-/// The runtime whose blocking threads are the script threads (made once, never dropped).
-fn script_runtime() -> Option<&'static tokio::runtime::Runtime> {
-    static RT: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .max_blocking_threads(MAX_SCRIPT_THREADS)
-            .thread_name("engine-script")
-            .build()
-            .map_err(|error| tracing::warn!(%error, "no script thread pool; scripts run on the shared one"))
-            .ok()
+/// A script thread's work panicked (with this message).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("panicked: {0}")]
+pub struct ScriptPanicked(pub String);
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (
+        payload.downcast_ref::<&str>(),
+        payload.downcast_ref::<String>(),
+    ) {
+        (Some(s), _) => (*s).to_string(),
+        (_, Some(s)) => s.clone(),
+        _ => "a panic without a message".into(),
+    }
+}
+
+/// A script thread's work: it runs `f` and returns how to hand over the result, which the
+/// thread does only once it counts itself idle again (see [`Pool::work`]).
+type Job = Box<dyn FnOnce() -> Handover + Send>;
+type Handover = Box<dyn FnOnce() + Send>;
+
+/// The script threads. Idle ones wait on one shared channel; [`Pool::idle`] counts those not
+/// yet claimed, and whoever queues work claims one first (or starts a new thread), so work
+/// never waits behind a long run while a thread could take it.
+///
+/// (tokio's blocking pool, used before, shares one mutex between every thread and every spawn:
+/// with the threads at `SCHED_IDLE` its holder is often preempted, and a profile of the
+/// pipeline bench put a fifth of the script threads' CPU in that lock.)
+struct Pool {
+    tx: crossbeam_channel::Sender<Job>,
+    rx: crossbeam_channel::Receiver<Job>,
+    /// Threads waiting for work that no one has claimed; below zero, work queued past
+    /// [`MAX_SCRIPT_THREADS`] that waits for a thread to come free.
+    idle: AtomicIsize,
+    threads: AtomicUsize,
+}
+
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Pool {
+            tx,
+            rx,
+            idle: AtomicIsize::new(0),
+            threads: AtomicUsize::new(0),
+        }
     })
-    .as_ref()
+}
+
+impl Pool {
+    fn run(&'static self, job: Job) {
+        let claimed = self
+            .idle
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n > 0).then(|| n - 1)
+            })
+            .is_ok();
+        if claimed {
+            // The channel is never closed: the pool owns both ends.
+            let _ = self.tx.send(job);
+            return;
+        }
+        if self.threads.load(Ordering::Acquire) >= MAX_SCRIPT_THREADS {
+            // In debt: the next thread to come free takes it (it counts itself idle first).
+            self.idle.fetch_sub(1, Ordering::AcqRel);
+            let _ = self.tx.send(job);
+            return;
+        }
+        self.threads.fetch_add(1, Ordering::AcqRel);
+        let slot = Arc::new(Mutex::new(Some(job)));
+        let started = std::thread::Builder::new()
+            .name("engine-script".into())
+            .spawn({
+                let slot = slot.clone();
+                move || {
+                    let first = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    if let Some(first) = first {
+                        self.work(first);
+                    }
+                }
+            });
+        if let Err(error) = started {
+            self.threads.fetch_sub(1, Ordering::AcqRel);
+            tracing::warn!(%error, "cannot start a script thread; running it on a shared blocking thread");
+            let Some(job) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+                return;
+            };
+            let work = move || job()();
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(work)),
+                Err(_) => work(),
+            }
+        }
+    }
+
+    /// A script thread's life: its first job, then whatever comes, until idle for
+    /// [`SCRIPT_THREAD_KEEP_ALIVE`].
+    fn work(&self, first: Job) {
+        lower_for_scripts();
+        let mut job = first;
+        loop {
+            let handover = job();
+            // Counted idle before the result is handed over: whoever it wakes (a tokio worker,
+            // at a higher priority) may queue the next run at once, and finds this thread.
+            self.idle.fetch_add(1, Ordering::AcqRel);
+            handover();
+            job = loop {
+                match self.rx.recv_timeout(SCRIPT_THREAD_KEEP_ALIVE) {
+                    Ok(next) => break next,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        // Leave only if no one claimed this thread meanwhile (its job is
+                        // then on its way).
+                        if self
+                            .idle
+                            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                                (n > 0).then(|| n - 1)
+                            })
+                            .is_ok()
+                        {
+                            self.threads.fetch_sub(1, Ordering::AcqRel);
+                            return;
+                        }
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+                }
+            };
+        }
+    }
 }
 
 /// Lowers the calling thread's priority (never raises it), once per thread (a pooled thread
@@ -170,5 +309,43 @@ mod tests {
             .await
             .expect("thread");
         assert_eq!(other, libc::SCHED_OTHER);
+    }
+
+    #[tokio::test]
+    async fn a_panic_ends_its_handle_and_the_thread_goes_on() {
+        let crashed = spawn_script(|| -> u32 { panic!("a bad host function") }).await;
+        let error = crashed.expect_err("the panic is reported");
+        assert_eq!(error.0, "a bad host function");
+        assert_eq!(spawn_script(|| 7).await.expect("later work runs"), 7);
+    }
+
+    /// Regression guard for the pool's claim rule: work queued while every thread is busy gets
+    /// a thread of its own, it does not wait behind a run that waits (in a lookup, a sleep).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn work_never_waits_behind_work_that_waits() {
+        const AT_ONCE: usize = 24;
+        for _round in 0..3 {
+            let all_in = Arc::new(std::sync::Barrier::new(AT_ONCE));
+            let handles: Vec<_> = (0..AT_ONCE)
+                .map(|i| {
+                    let all_in = all_in.clone();
+                    // Each waits until all of them are running at once.
+                    spawn_script(move || {
+                        all_in.wait();
+                        i
+                    })
+                })
+                .collect();
+            let joined = tokio::time::timeout(Duration::from_secs(20), async {
+                let mut done = Vec::new();
+                for h in handles {
+                    done.push(h.await.expect("no panic"));
+                }
+                done
+            })
+            .await
+            .expect("every job had a thread of its own at once");
+            assert_eq!(joined, (0..AT_ONCE).collect::<Vec<_>>());
+        }
     }
 }
