@@ -363,7 +363,8 @@ impl Store {
 
     /// Applies `f` in the writer's next transaction and returns its value once that transaction
     /// has committed durably. `f` must not block: it runs on the writer thread. An error from `f`
-    /// fails the whole batch it is in (nothing of the batch is committed).
+    /// fails the other writes of its batch (nothing of them is committed), not the deliveries:
+    /// those commit first, in a transaction of their own.
     pub async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<T, WriteError> + Send + 'static,
@@ -372,7 +373,8 @@ impl Store {
     }
 
     /// Like [`Store::write`], but `f` is queued now, in order with every earlier and later
-    /// write, whether or not the returned future (its outcome, once committed) is ever polled.
+    /// write of this kind (a delivery queued after it may commit first), whether or not the
+    /// returned future (its outcome, once committed) is ever polled.
     pub fn queue_write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<T, WriteError> + Send + 'static,

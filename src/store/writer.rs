@@ -1,6 +1,8 @@
 //! The writer thread: owns every write transaction (group commit). It takes the first job
 //! waiting, gathers every other job waiting at that moment, applies them all in one transaction,
 //! commits durably, and only then answers each job. Nothing is acknowledged before its commit.
+//! A batch holding both deliveries (any ingest job) and other writes commits them as two
+//! transactions, the deliveries first, so that a delivery's answer never waits for the rest.
 //!
 //! When storage fails (a full disk, an I/O error) redb refuses every later write until the
 //! database is closed and opened again. The writer then answers every job at once with an error
@@ -91,6 +93,11 @@ pub(crate) type TxnFn = Box<
 pub(crate) type Reply = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
 
 impl Job {
+    /// A delivery, quarantine, backfill page or probe: a write someone is answered after.
+    fn is_ingest(&self) -> bool {
+        !matches!(self, Job::Txn(_))
+    }
+
     fn size(&self) -> usize {
         match self {
             Job::Delivery(d, _) => d.stored.len(),
@@ -232,68 +239,100 @@ pub(crate) fn writer_loop(
                 Err(_) => break,
             }
         }
-        let Some(db) = shared.db.load_full() else {
-            for job in batch.drain(..) {
-                answer_failed(job, &unavailable("the store is closed"));
-            }
-            continue;
+        // A delivery's answer never waits for the other writes of its batch (run outcomes,
+        // mail outcomes, the dispatcher's): they commit in a transaction of their own right after.
+        let later: Vec<Job> = if batch.iter().any(Job::is_ingest) {
+            batch.extract_if(.., |job| !job.is_ingest()).collect()
+        } else {
+            Vec::new()
         };
-        let before = next;
-        let started = Instant::now();
-        let mut replies = Vec::new();
-        let mut seals = Vec::new();
-        let r = apply_batch(
-            &db,
-            &shared.seen,
-            &mut batch,
-            &mut next,
-            &shared.stats,
-            &mut replies,
-            &mut seals,
-        );
-        shared.stats.record(batch.len(), started.elapsed());
-        match r {
-            Ok(results) => {
-                failures.reset();
-                if !seals.is_empty() {
-                    let mut seen = lock(&shared.seen);
-                    for seal in seals {
-                        seen.apply_seal(seal);
-                    }
+        for mut part in [std::mem::take(&mut batch), later] {
+            if part.is_empty() {
+                continue;
+            }
+            if let Some(b) = &broken {
+                for job in part.drain(..) {
+                    answer_failed(job, &unavailable(&b.cause));
                 }
-                if next.event != before.event {
-                    shared.events_committed.notify_one();
-                }
-                for (job, result) in batch.drain(..).zip(results) {
-                    answer(job, Ok(result));
-                }
-                for reply in replies {
-                    reply(Ok(()));
+                continue;
+            }
+            broken = commit_batch(shared, &mut part, &mut next, &failures);
+            batch = part;
+        }
+    }
+}
+
+/// Applies `batch` in one transaction, commits it and answers every job (emptying `batch`).
+/// Returns the broken state when the store failed and was closed for a reopen.
+fn commit_batch(
+    shared: &Shared,
+    batch: &mut Vec<Job>,
+    next: &mut NextSeq,
+    failures: &Throttle,
+) -> Option<Broken> {
+    let Some(db) = shared.db.load_full() else {
+        for job in batch.drain(..) {
+            answer_failed(job, &unavailable("the store is closed"));
+        }
+        return None;
+    };
+    let before = *next;
+    let started = Instant::now();
+    let mut replies = Vec::new();
+    let mut seals = Vec::new();
+    let r = apply_batch(
+        &db,
+        &shared.seen,
+        batch,
+        next,
+        &shared.stats,
+        &mut replies,
+        &mut seals,
+    );
+    shared.stats.record(batch.len(), started.elapsed());
+    match r {
+        Ok(results) => {
+            failures.reset();
+            if !seals.is_empty() {
+                let mut seen = lock(&shared.seen);
+                for seal in seals {
+                    seen.apply_seal(seal);
                 }
             }
-            Err(e) => {
-                next = before;
-                if let Some(left_out) = failures.ready() {
-                    tracing::error!(error = %e, jobs = batch.len(), left_out, "store commit failed");
-                }
-                for job in batch.drain(..) {
-                    answer(job, Err(e.clone()));
-                }
-                for reply in replies {
-                    reply(Err(e.clone()));
-                }
-                // redb refuses every write after an I/O error until it is reopened.
-                if db.begin_write().is_err() {
-                    shared.failing.store(true, Ordering::Relaxed);
-                    drop(db);
-                    close(shared);
-                    broken = Some(Broken {
-                        cause: e.to_string(),
-                        retry_at: Instant::now() + REOPEN_FIRST_DELAY,
-                        delay: REOPEN_FIRST_DELAY,
-                    });
-                }
+            if next.event != before.event {
+                shared.events_committed.notify_one();
             }
+            for (job, result) in batch.drain(..).zip(results) {
+                answer(job, Ok(result));
+            }
+            for reply in replies {
+                reply(Ok(()));
+            }
+            None
+        }
+        Err(e) => {
+            *next = before;
+            if let Some(left_out) = failures.ready() {
+                tracing::error!(error = %e, jobs = batch.len(), left_out, "store commit failed");
+            }
+            for job in batch.drain(..) {
+                answer(job, Err(e.clone()));
+            }
+            for reply in replies {
+                reply(Err(e.clone()));
+            }
+            // redb refuses every write after an I/O error until it is reopened.
+            if db.begin_write().is_err() {
+                shared.failing.store(true, Ordering::Relaxed);
+                drop(db);
+                close(shared);
+                return Some(Broken {
+                    cause: e.to_string(),
+                    retry_at: Instant::now() + REOPEN_FIRST_DELAY,
+                    delay: REOPEN_FIRST_DELAY,
+                });
+            }
+            None
         }
     }
 }

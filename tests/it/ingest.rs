@@ -1121,3 +1121,43 @@ async fn a_short_body_gets_408_after_the_body_timeout() {
         .unwrap();
     assert!(q.is_empty(), "a timed-out body was quarantined");
 }
+
+/// A batch holding a delivery and other writes commits the delivery in a transaction of its own
+/// first: a write that fails (a run outcome refused by the store) fails only itself, and the
+/// delivery it happened to share a batch with is stored and answered.
+#[tokio::test]
+async fn a_failing_write_does_not_fail_a_delivery_of_its_batch() {
+    use engine::store::{CommitMode, Store, WriteError};
+    let dir = temp_dir();
+    let store = Store::open(dir.path(), CommitMode::Group).unwrap();
+    // Hold the writer inside a batch of its own until both jobs below wait for the next one.
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let held = store.queue_write(move |_| {
+        let _ = started_tx.send(());
+        let _ = release_rx.recv();
+        Ok(())
+    });
+    started_rx.recv().unwrap();
+    let failing =
+        store.queue_write(|_| Err::<(), _>(WriteError::Storage("refused by the test".into())));
+    let (stored, ()) = tokio::join!(
+        deliver(
+            &store,
+            envelope_with("d-batch", &["u-batch".to_string()]),
+            1
+        ),
+        async {
+            // The delivery's job is queued at its first poll, before this.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            release_tx.send(()).unwrap();
+        }
+    );
+    assert_eq!(stored.events, 1, "{stored:?}");
+    held.await.unwrap();
+    let error = failing.await.expect_err("the failing write fails");
+    assert!(error.to_string().contains("refused by the test"), "{error}");
+    let events = store.history().recent_events(10).unwrap();
+    assert_eq!(events.len(), 1, "the delivery's event is durable");
+    store.close();
+}
