@@ -52,16 +52,7 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let job: Job = Box::new(move || {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-            .map_err(|payload| ScriptPanicked(panic_message(&*payload)));
-        Box::new(move || {
-            let _ = tx.send(result);
-        })
-    });
-    pool().run(job);
-    ScriptHandle(rx)
+    pool().spawn(f)
 }
 
 /// The result of [`spawn_script`], once `f` has returned (or panicked).
@@ -115,22 +106,46 @@ struct Pool {
     /// [`MAX_SCRIPT_THREADS`] that waits for a thread to come free.
     idle: AtomicIsize,
     threads: AtomicUsize,
+    /// [`MAX_SCRIPT_THREADS`] (smaller in tests).
+    max_threads: usize,
+    /// [`SCRIPT_THREAD_KEEP_ALIVE`] (shorter in tests).
+    keep_alive: Duration,
 }
 
 fn pool() -> &'static Pool {
     static POOL: OnceLock<Pool> = OnceLock::new();
-    POOL.get_or_init(|| {
+    POOL.get_or_init(|| Pool::new(MAX_SCRIPT_THREADS, SCRIPT_THREAD_KEEP_ALIVE))
+}
+
+impl Pool {
+    fn new(max_threads: usize, keep_alive: Duration) -> Pool {
         let (tx, rx) = crossbeam_channel::unbounded();
         Pool {
             tx,
             rx,
             idle: AtomicIsize::new(0),
             threads: AtomicUsize::new(0),
+            max_threads,
+            keep_alive,
         }
-    })
-}
+    }
 
-impl Pool {
+    fn spawn<F, R>(&'static self, f: F) -> ScriptHandle<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.run(Box::new(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .map_err(|payload| ScriptPanicked(panic_message(&*payload)));
+            Box::new(move || {
+                let _ = tx.send(result);
+            })
+        }));
+        ScriptHandle(rx)
+    }
+
     fn run(&'static self, job: Job) {
         let claimed = self
             .idle
@@ -143,7 +158,7 @@ impl Pool {
             let _ = self.tx.send(job);
             return;
         }
-        if self.threads.load(Ordering::Acquire) >= MAX_SCRIPT_THREADS {
+        if self.threads.load(Ordering::Acquire) >= self.max_threads {
             // In debt: the next thread to come free takes it (it counts itself idle first).
             self.idle.fetch_sub(1, Ordering::AcqRel);
             let _ = self.tx.send(job);
@@ -176,8 +191,8 @@ impl Pool {
         }
     }
 
-    /// A script thread's life: its first job, then whatever comes, until idle for
-    /// [`SCRIPT_THREAD_KEEP_ALIVE`].
+    /// A script thread's life: its first job, then whatever comes, until idle for its
+    /// keep-alive.
     fn work(&self, first: Job) {
         lower_for_scripts();
         let mut job = first;
@@ -188,7 +203,7 @@ impl Pool {
             self.idle.fetch_add(1, Ordering::AcqRel);
             handover();
             job = loop {
-                match self.rx.recv_timeout(SCRIPT_THREAD_KEEP_ALIVE) {
+                match self.rx.recv_timeout(self.keep_alive) {
                     Ok(next) => break next,
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                         // Leave only if no one claimed this thread meanwhile (its job is
@@ -347,5 +362,103 @@ mod tests {
             .expect("every job had a thread of its own at once");
             assert_eq!(joined, (0..AT_ONCE).collect::<Vec<_>>());
         }
+    }
+
+    /// A pool of its own for a test (leaked: its threads borrow it for good).
+    fn test_pool(max_threads: usize, keep_alive: Duration) -> &'static Pool {
+        Box::leak(Box::new(Pool::new(max_threads, keep_alive)))
+    }
+
+    /// Past its thread limit the pool queues work for the next thread to come free: none of it
+    /// is lost or run twice, and the count of idle threads comes back even.
+    #[tokio::test]
+    async fn past_the_thread_limit_work_waits_for_a_free_thread() {
+        let pool = test_pool(2, Duration::from_secs(10));
+        let (gate_tx, gate_rx) = crossbeam_channel::unbounded::<()>();
+        let held: Vec<_> = (0..2)
+            .map(|_| {
+                let gate = gate_rx.clone();
+                pool.spawn(move || gate.recv().is_ok())
+            })
+            .collect();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let queued: Vec<_> = (0..6)
+            .map(|i| {
+                let ran = ran.clone();
+                pool.spawn(move || {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                    i
+                })
+            })
+            .collect();
+        assert_eq!(
+            pool.threads.load(Ordering::SeqCst),
+            2,
+            "no thread past the limit"
+        );
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "both threads are held");
+        assert_eq!(
+            pool.idle.load(Ordering::SeqCst),
+            -6,
+            "six jobs wait for a thread"
+        );
+        gate_tx.send(()).unwrap();
+        gate_tx.send(()).unwrap();
+        // Generous: the threads are at SCHED_IDLE, behind every other test's threads.
+        let all = tokio::time::timeout(Duration::from_secs(30), async {
+            for h in held {
+                assert!(h.await.unwrap());
+            }
+            let mut done = Vec::new();
+            for h in queued {
+                done.push(h.await.unwrap());
+            }
+            done
+        })
+        .await
+        .expect("the queued work ran once the threads came free");
+        assert_eq!(all, (0..6).collect::<Vec<_>>());
+        assert_eq!(ran.load(Ordering::SeqCst), 6, "each ran once");
+        // Both threads end up waiting, unclaimed.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while pool.idle.load(Ordering::SeqCst) != 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(pool.idle.load(Ordering::SeqCst), 2);
+        assert_eq!(pool.threads.load(Ordering::SeqCst), 2);
+    }
+
+    /// Idle threads end after their keep-alive; work after that starts a new one.
+    #[tokio::test]
+    async fn idle_threads_end_after_their_keep_alive() {
+        let pool = test_pool(8, Duration::from_millis(50));
+        let all_in = Arc::new(std::sync::Barrier::new(3));
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                let all_in = all_in.clone();
+                pool.spawn(move || {
+                    all_in.wait();
+                })
+            })
+            .collect();
+        // Three ran at once (the barrier), so three threads were started.
+        for h in handles {
+            h.await.unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while pool.threads.load(Ordering::SeqCst) != 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            pool.threads.load(Ordering::SeqCst),
+            0,
+            "every idle thread ended"
+        );
+        assert_eq!(pool.idle.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            pool.spawn(|| 5).await.unwrap(),
+            5,
+            "a new thread takes new work"
+        );
     }
 }
