@@ -4,8 +4,8 @@
 //! off.
 
 use std::cell::Cell;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// The nice value a script thread takes when it does not run at `SCHED_IDLE` (0 is the default;
@@ -165,63 +165,59 @@ impl Pool {
             return;
         }
         self.threads.fetch_add(1, Ordering::AcqRel);
-        let slot = Arc::new(Mutex::new(Some(job)));
         let started = std::thread::Builder::new()
             .name("engine-script".into())
-            .spawn({
-                let slot = slot.clone();
-                move || {
-                    let first = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-                    if let Some(first) = first {
-                        self.work(first);
-                    }
+            .spawn(move || self.work());
+        match started {
+            // The new thread waits on the channel like any idle one; whichever waits takes it.
+            Ok(_) => {
+                let _ = self.tx.send(job);
+            }
+            Err(error) => {
+                self.threads.fetch_sub(1, Ordering::AcqRel);
+                tracing::warn!(%error, "cannot start a script thread; running it on a shared blocking thread");
+                let work = move || job()();
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => drop(rt.spawn_blocking(work)),
+                    Err(_) => work(),
                 }
-            });
-        if let Err(error) = started {
-            self.threads.fetch_sub(1, Ordering::AcqRel);
-            tracing::warn!(%error, "cannot start a script thread; running it on a shared blocking thread");
-            let Some(job) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() else {
-                return;
-            };
-            let work = move || job()();
-            match tokio::runtime::Handle::try_current() {
-                Ok(rt) => drop(rt.spawn_blocking(work)),
-                Err(_) => work(),
             }
         }
     }
 
-    /// A script thread's life: its first job, then whatever comes, until idle for its
-    /// keep-alive.
-    fn work(&self, first: Job) {
+    /// A script thread's life: whatever work comes, until idle for its keep-alive.
+    fn work(&self) {
         lower_for_scripts();
-        let mut job = first;
-        loop {
+        while let Some(job) = self.next_job() {
             let handover = job();
             // Counted idle before the result is handed over: whoever it wakes (a tokio worker,
             // at a higher priority) may queue the next run at once, and finds this thread.
             self.idle.fetch_add(1, Ordering::AcqRel);
             handover();
-            job = loop {
-                match self.rx.recv_timeout(self.keep_alive) {
-                    Ok(next) => break next,
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                        // Leave only if no one claimed this thread meanwhile (its job is
-                        // then on its way).
-                        if self
-                            .idle
-                            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                                (n > 0).then(|| n - 1)
-                            })
-                            .is_ok()
-                        {
-                            self.threads.fetch_sub(1, Ordering::AcqRel);
-                            return;
-                        }
+        }
+    }
+
+    /// The next job, or `None` once idle for the keep-alive with no job on its way (every
+    /// waiting thread stands for one unclaimed idle count or one job sent: one leaves only by
+    /// taking back an unclaimed count).
+    fn next_job(&self) -> Option<Job> {
+        loop {
+            match self.rx.recv_timeout(self.keep_alive) {
+                Ok(job) => return Some(job),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    let left = self
+                        .idle
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                            (n > 0).then(|| n - 1)
+                        })
+                        .is_ok();
+                    if left {
+                        self.threads.fetch_sub(1, Ordering::AcqRel);
+                        return None;
                     }
-                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
                 }
-            };
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
+            }
         }
     }
 }
@@ -272,6 +268,7 @@ fn set_nice() {}
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn nice_of_this_thread() -> i32 {
         // SAFETY: no pointers; who = 0 is the calling thread.
