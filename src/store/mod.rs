@@ -71,7 +71,8 @@ pub use inbox::{
 };
 use inbox::{PackedDelivery, pack_body};
 pub use writer::{
-    FAILURE_LOG_INTERVAL, REOPEN_FIRST_DELAY, REOPEN_MAX_DELAY, WriterCounts, WriterStats,
+    DELIVERING_WINDOW, FAILURE_LOG_INTERVAL, OTHERS_WHILE_DELIVERING, REOPEN_FIRST_DELAY,
+    REOPEN_MAX_DELAY, WriterCounts, WriterStats,
 };
 use writer::{Job, Reply, Shared, TxnFn};
 

@@ -1161,3 +1161,65 @@ async fn a_failing_write_does_not_fail_a_delivery_of_its_batch() {
     assert_eq!(events.len(), 1, "the delivery's event is durable");
     store.close();
 }
+
+/// While deliveries come, the writes sharing their batch are committed a few at a time
+/// (`OTHERS_WHILE_DELIVERING`), the rest held back: every held write is still applied once, in
+/// the order it was queued, and committed, even when the store closes while some are held.
+#[tokio::test]
+async fn writes_held_back_behind_deliveries_commit_in_order_and_before_close() {
+    use engine::store::{CommitMode, OTHERS_WHILE_DELIVERING, Store};
+    use std::sync::{Arc, Mutex};
+    const WRITES: usize = 10 * OTHERS_WHILE_DELIVERING;
+    let dir = temp_dir();
+    let store = Store::open(dir.path(), CommitMode::Group).unwrap();
+    let stats = store.writer_stats();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let blocker = store.queue_write(move |_| {
+        let _ = started_tx.send(());
+        let _ = release_rx.recv();
+        Ok(())
+    });
+    started_rx.recv().unwrap();
+    let before = stats.read();
+    // Queued while the writer is held: they and the delivery below form one batch.
+    let applied = Arc::new(Mutex::new(Vec::new()));
+    let writes: Vec<_> = (0..WRITES)
+        .map(|i| {
+            let applied = applied.clone();
+            store.queue_write(move |_| {
+                applied.lock().unwrap().push(i);
+                Ok(i)
+            })
+        })
+        .collect();
+    let (stored, ()) = tokio::join!(
+        deliver(&store, envelope_with("d-held", &["u-held".to_string()]), 1),
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            release_tx.send(()).unwrap();
+        }
+    );
+    assert_eq!(stored.events, 1, "{stored:?}");
+    blocker.await.unwrap();
+    // Closing waits for the writer, which commits every write still held back first.
+    store.close();
+    for (i, write) in writes.into_iter().enumerate() {
+        assert_eq!(
+            write.await.unwrap(),
+            i,
+            "write {i} committed with its own value"
+        );
+    }
+    assert_eq!(
+        *applied.lock().unwrap(),
+        (0..WRITES).collect::<Vec<_>>(),
+        "applied once each, in the order queued"
+    );
+    // The blocker's batch, the delivery's and then the writes: split, not one transaction.
+    let after = stats.read();
+    assert!(
+        after.batches - before.batches >= 4,
+        "the writes after the delivery were committed in more than one transaction: {before:?} → {after:?}"
+    );
+}
