@@ -44,8 +44,10 @@ pub const REOPEN_MAX_DELAY: Duration = Duration::from_secs(30);
 pub const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Most other writes (run outcomes, mail outcomes, marks) in one transaction while deliveries
 /// come: each costs the writer ~90 µs, so a delivery arriving during that transaction waits at
-/// most ~1 ms for it. Measured against no cap (8, 12 and 24 tried): the median answer under load
-/// falls by ~40 % and ingest under load rises by up to half, end to end unchanged (BENCHMARKS.md).
+/// most ~1 ms for it. Measured against no cap (8, 12 and 24 tried, three windows): the median
+/// answer under load falls by ~40 % and ingest under load rises by up to half; end to end is the
+/// same or better in two windows and 10–16 % lower in the third, where the writer was slower and
+/// the extra commits cost more (BENCHMARKS.md). Kept: the answer to Okta comes first.
 pub const OTHERS_WHILE_DELIVERING: usize = 12;
 /// Deliveries count as coming for this long after the last one: longer than the gap between two
 /// of Okta's deliveries under load, short enough that a backlog of outcomes is committed in
