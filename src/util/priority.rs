@@ -147,13 +147,7 @@ impl Pool {
     }
 
     fn run(&'static self, job: Job) {
-        let claimed = self
-            .idle
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n > 0).then(|| n - 1)
-            })
-            .is_ok();
-        if claimed {
+        if self.take_idle() {
             // The channel is never closed: the pool owns both ends.
             let _ = self.tx.send(job);
             return;
@@ -185,6 +179,16 @@ impl Pool {
         }
     }
 
+    /// Takes one unclaimed idle count, if there is one: to hand a job to an idle thread, or for
+    /// an idle thread to leave.
+    fn take_idle(&self) -> bool {
+        self.idle
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n > 0).then(|| n - 1)
+            })
+            .is_ok()
+    }
+
     /// A script thread's life: whatever work comes, until idle for its keep-alive.
     fn work(&self) {
         lower_for_scripts();
@@ -205,13 +209,7 @@ impl Pool {
             match self.rx.recv_timeout(self.keep_alive) {
                 Ok(job) => return Some(job),
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    let left = self
-                        .idle
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                            (n > 0).then(|| n - 1)
-                        })
-                        .is_ok();
-                    if left {
+                    if self.take_idle() {
                         self.threads.fetch_sub(1, Ordering::AcqRel);
                         return None;
                     }

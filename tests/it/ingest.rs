@@ -1122,6 +1122,25 @@ async fn a_short_body_gets_408_after_the_body_timeout() {
     assert!(q.is_empty(), "a timed-out body was quarantined");
 }
 
+/// Holds the writer inside a write of its own (returned once the writer is in it) until the
+/// sender is sent to, so that the jobs queued meanwhile form the next batch together.
+fn hold_writer(
+    store: &engine::store::Store,
+) -> (
+    impl std::future::Future<Output = Result<(), engine::store::WriteError>>,
+    std::sync::mpsc::Sender<()>,
+) {
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let held = store.queue_write(move |_| {
+        let _ = started_tx.send(());
+        let _ = release_rx.recv();
+        Ok(())
+    });
+    started_rx.recv().unwrap();
+    (held, release_tx)
+}
+
 /// A batch holding a delivery and other writes commits the delivery in a transaction of its own
 /// first: a write that fails (a run outcome refused by the store) fails only itself, and the
 /// delivery it happened to share a batch with is stored and answered.
@@ -1131,14 +1150,7 @@ async fn a_failing_write_does_not_fail_a_delivery_of_its_batch() {
     let dir = temp_dir();
     let store = Store::open(dir.path(), CommitMode::Group).unwrap();
     // Hold the writer inside a batch of its own until both jobs below wait for the next one.
-    let (started_tx, started_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let held = store.queue_write(move |_| {
-        let _ = started_tx.send(());
-        let _ = release_rx.recv();
-        Ok(())
-    });
-    started_rx.recv().unwrap();
+    let (held, release_tx) = hold_writer(&store);
     let failing =
         store.queue_write(|_| Err::<(), _>(WriteError::Storage("refused by the test".into())));
     let (stored, ()) = tokio::join!(
@@ -1173,14 +1185,7 @@ async fn writes_held_back_behind_deliveries_commit_in_order_and_before_close() {
     let dir = temp_dir();
     let store = Store::open(dir.path(), CommitMode::Group).unwrap();
     let stats = store.writer_stats();
-    let (started_tx, started_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let blocker = store.queue_write(move |_| {
-        let _ = started_tx.send(());
-        let _ = release_rx.recv();
-        Ok(())
-    });
-    started_rx.recv().unwrap();
+    let (blocker, release_tx) = hold_writer(&store);
     let before = stats.read();
     // Queued while the writer is held: they and the delivery below form one batch.
     let applied = Arc::new(Mutex::new(Vec::new()));
