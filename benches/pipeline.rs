@@ -154,6 +154,16 @@ async fn post_all(r: &Running, events: usize, prefix: &str) -> (Duration, Vec<u6
 }
 
 /// The `q` quantile of sorted latencies (µs), in ms.
+/// CPU time of the whole process so far (user + system, every thread): a figure that drifts
+/// less than wall time when comparing two builds on a shared machine.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
 fn quantile(sorted: &[u64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q) as usize] as f64 / 1000.0
 }
@@ -185,6 +195,7 @@ async fn end_to_end(events: usize) {
     let writer = r.store.writer_stats();
     let at_start = writer.read();
     let started = Instant::now();
+    let cpu_at_start = cpu_time();
     let (ingest_took, lat) = post_all(&r, events, "e2e").await;
     let at_ingest_end = writer.read();
     // Each deactivate runs the offboarding script (one mail); each group add the privileged-group
@@ -198,6 +209,7 @@ async fn end_to_end(events: usize) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let processed = started.elapsed();
+    let cpu = cpu_time() - cpu_at_start;
     let at_processed = writer.read();
     while OutboxView(&*r.store).due_count().expect("outbox") > 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -222,6 +234,11 @@ async fn end_to_end(events: usize) {
         rate(ingest_took),
         processed.as_secs_f64(),
         rate(processed)
+    );
+    println!(
+        "  CPU until then (every thread, load generator included): {:.2} s = {:.0} µs per event",
+        cpu.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / events as f64
     );
     let per_batch = |a: engine::store::WriterCounts, b: engine::store::WriterCounts| {
         let batches = b.batches - a.batches;
