@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
-pub use dispatcher::{DISPATCH_BATCH, Dispatcher};
+pub use dispatcher::{DISPATCH_BATCH, DISPATCH_WHILE_DELIVERING, Dispatcher};
 pub use executor::{
     DryAction, DryRunOutcome, Executor, MARK_IN_FLIGHT_AFTER, MAX_RUN_ATTEMPTS,
     MAX_STATE_CONFLICTS, RUN_BACKOFF, RUN_DURATION_BUCKETS, scrub_outcome,

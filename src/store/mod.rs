@@ -51,7 +51,7 @@ pub mod timers;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -71,8 +71,8 @@ pub use inbox::{
 };
 use inbox::{PackedDelivery, pack_body};
 pub use writer::{
-    DELIVERING_WINDOW, FAILURE_LOG_INTERVAL, OTHERS_WHILE_DELIVERING, REOPEN_FIRST_DELAY,
-    REOPEN_MAX_DELAY, WriterCounts, WriterStats,
+    DELIVERING_WINDOW, FAILURE_LOG_INTERVAL, OTHERS_GATHER, OTHERS_LINGER, OTHERS_WHILE_DELIVERING,
+    REOPEN_FIRST_DELAY, REOPEN_MAX_DELAY, WriterCounts, WriterStats,
 };
 use writer::{Job, Reply, Shared, TxnFn};
 
@@ -251,6 +251,8 @@ impl Store {
             events_committed: Notify::new(),
             failing: AtomicBool::new(false),
             cache_bytes,
+            last_delivery_us: AtomicU64::new(0),
+            opened: std::time::Instant::now(),
         });
         let (tx, rx) = mpsc::channel();
         let writer_shared = shared.clone();
@@ -468,6 +470,12 @@ impl Store {
     /// (live keys, sealed runs, filters) of the event uuid index: for tests and benchmarks.
     pub fn dedup_shape(&self) -> (usize, usize, usize) {
         writer::lock(&self.shared.seen).shape(Kind::Event)
+    }
+
+    /// Whether deliveries are coming: the writer took one within [`DELIVERING_WINDOW`]. Work
+    /// that can wait (the dispatcher) keeps its writes small meanwhile.
+    pub fn deliveries_coming(&self) -> bool {
+        self.shared.deliveries_coming()
     }
 
     /// What the writer has done so far (for `/metrics` and the benchmark).

@@ -1141,6 +1141,34 @@ fn hold_writer(
     (held, release_tx)
 }
 
+/// Other writes that come while a batch of them gathers (no delivery coming) join it: a
+/// stream of run outcomes commits in fewer, larger transactions.
+#[tokio::test]
+async fn other_writes_arriving_while_a_batch_of_them_gathers_join_its_commit() {
+    use engine::store::{CommitMode, Store};
+    let dir = temp_dir();
+    let store = Store::open(dir.path(), CommitMode::Group).unwrap();
+    let stats = store.writer_stats();
+    let write = || store.queue_write(|_| Ok(()));
+    // Two writes form the next batch together; a third is queued only once the writer has
+    // taken them (the batch before theirs committed and was answered), while theirs gathers.
+    let (blocker, release_tx) = hold_writer(&store);
+    let (a, b) = (write(), write());
+    release_tx.send(()).unwrap();
+    blocker.await.unwrap();
+    let before = stats.read();
+    let (a, b, c) = tokio::join!(a, b, write());
+    for done in [a, b, c] {
+        done.unwrap();
+    }
+    let after = stats.read();
+    assert_eq!(
+        (after.batches - before.batches, after.jobs - before.jobs),
+        (1, 3),
+        "the late write joined the gathering batch: one commit of three writes"
+    );
+}
+
 /// A batch holding a delivery and other writes commits the delivery in a transaction of its own
 /// first: a write that fails (a run outcome refused by the store) fails only itself, and the
 /// delivery it happened to share a batch with is stored and answered.

@@ -646,6 +646,48 @@ fn samples_are_captured_bounded_and_added_by_hand() {
     drop(p);
 }
 
+/// While deliveries come, the dispatcher turns events into runs in small transactions (a large
+/// one keeps the writer from the next delivery); once they stop, in full ones again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dispatcher_takes_small_batches_while_deliveries_come() {
+    use engine::process::{DISPATCH_BATCH, DISPATCH_WHILE_DELIVERING};
+    use engine::store::{CommitMode, DELIVERING_WINDOW, Store};
+    use std::sync::Arc;
+
+    let dir = temp_dir();
+    engine_dir(dir.path(), free_port(), "", &[]);
+    let config = engine::config::Config::load(&dir.path().join("engine.toml")).unwrap();
+    let store = Arc::new(Store::open(&config.data_dir, CommitMode::Group).unwrap());
+    let runtime = engine::app::build_runtime(&config, store.clone(), &mut Vec::new()).unwrap();
+    assert!(!store.deliveries_coming(), "no delivery yet");
+    let n = DISPATCH_WHILE_DELIVERING + 40;
+    let uuids: Vec<String> = (0..n).map(|i| format!("evt-small-{i}")).collect();
+    let stored = deliver(
+        &store,
+        envelope_with("d-small", &uuids),
+        engine::util::now_ms(),
+    )
+    .await;
+    assert_eq!(stored.events, n);
+    assert!(store.deliveries_coming(), "a delivery was just stored");
+    assert!(runtime.processor.dispatch_once().await.unwrap());
+    let cursor = || store.history().dispatch_cursor().unwrap();
+    assert_eq!(
+        cursor(),
+        DISPATCH_WHILE_DELIVERING as u64,
+        "a small batch first"
+    );
+    tokio::time::sleep(DELIVERING_WINDOW * 2).await;
+    assert!(!store.deliveries_coming(), "the deliveries stopped");
+    assert!(n - DISPATCH_WHILE_DELIVERING < DISPATCH_BATCH);
+    assert!(runtime.processor.dispatch_once().await.unwrap());
+    assert_eq!(cursor(), n as u64, "the rest in one full batch");
+    assert!(
+        !runtime.processor.dispatch_once().await.unwrap(),
+        "none left"
+    );
+}
+
 /// A run queued for a script that is then deleted is skipped (a deleted script stops): it is
 /// finished, says why, and is neither failed nor picked up by `replay --failed`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
