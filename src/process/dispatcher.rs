@@ -17,11 +17,11 @@ use crate::store::{self, EventHead, Store, StoreError, StoredEvent};
 /// Events turned into runs per dispatcher transaction: bounds one transaction's size.
 pub const DISPATCH_BATCH: usize = 512;
 /// Events per dispatcher transaction while deliveries come ([`Store::deliveries_coming`]): the
-/// writer applies a transaction's writes one after another, and creating 512 runs keeps it
-/// ~15 ms, which a delivery arriving then waits for. Measured against [`DISPATCH_BATCH`]
-/// throughout (three pairs, BENCHMARKS.md): the answer p99 under load 6.1–7.8 → 4.5–5.3 ms.
-/// Dispatching stays ahead of the runs: ~64 events per writer cycle of 1–3 ms is 20–60k/s,
-/// and the backlog left when deliveries stop goes at [`DISPATCH_BATCH`] again.
+/// writer caps the other writes' transaction at a few jobs then, but one job creating 512
+/// runs is hundreds of inserts, which a delivery arriving meanwhile waits for. Measured with 64
+/// throughout against [`DISPATCH_BATCH`] (three rounds, BENCHMARKS.md): the answer p99 under
+/// load 6.1–7.8 → 4.5–5.3 ms, but end to end −25 %, as the dispatcher awaits each commit; so
+/// only while deliveries come, and the backlog left when they stop goes at [`DISPATCH_BATCH`].
 pub const DISPATCH_WHILE_DELIVERING: usize = 64;
 /// How often the dispatcher looks for new events without being woken.
 pub const DISPATCH_TICK: Duration = Duration::from_secs(1);
