@@ -56,9 +56,9 @@ pub const OTHERS_WHILE_DELIVERING: usize = 12;
 /// How long a batch of other writes (two or more, no delivery coming) waits for more before
 /// its commit. Part of a commit's cost is per transaction: after an ingest, outcomes committed
 /// ~20 at a time cost the writer ~100 µs each, ~200 at a time ~60 µs, and the writer sleeps
-/// meanwhile, leaving the cores to the runs. Measured against no wait (BENCHMARKS.md): end to end
-/// faster in 13 of 16 pairs (median −6 %), CPU per event −8 % (median of 10 pairs). A lone write (one caller awaiting each
-/// write in turn: `engine replay`, the console) does not wait.
+/// meanwhile, leaving the cores to the runs. Measured against no wait (BENCHMARKS.md): end to
+/// end faster in 13 of 16 pairs (median −6 %), CPU per event −8 % (median of 10 pairs). A lone
+/// write (one caller awaiting each write in turn: `engine replay`, the console) does not wait.
 pub const OTHERS_LINGER: Duration = Duration::from_millis(4);
 /// Other writes a lingering batch gathers at most before it commits at once: ~200 outcomes
 /// arrive within [`OTHERS_LINGER`] under a backlog, and at ~60 µs each a batch of this size is a
@@ -87,6 +87,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Notes that the writer took a delivery now.
+    fn took_delivery(&self) {
+        let at = self.opened.elapsed().as_micros() as u64;
+        self.last_delivery_us.store(at.max(1), Ordering::Relaxed);
+    }
+
     /// Whether the writer took a delivery within [`DELIVERING_WINDOW`].
     pub(crate) fn deliveries_coming(&self) -> bool {
         match self.last_delivery_us.load(Ordering::Relaxed) {
@@ -226,10 +232,9 @@ pub(crate) fn writer_loop(
     let mut batch: Vec<Job> = Vec::new();
     // Other writes held back while deliveries come, oldest first; always empty while broken.
     let mut held: VecDeque<Job> = VecDeque::new();
-    let mut last_delivery: Option<Instant> = None;
     loop {
         // How many held writes a transaction without deliveries takes now.
-        let others_cap = if last_delivery.is_some_and(|t| t.elapsed() < DELIVERING_WINDOW) {
+        let others_cap = if shared.deliveries_coming() {
             OTHERS_WHILE_DELIVERING
         } else {
             max_jobs
@@ -326,9 +331,7 @@ pub(crate) fn writer_loop(
         // mail outcomes, the dispatcher's): they commit in a transaction of their own right after.
         // While deliveries come, that transaction is kept short; what it leaves waits, in order.
         let later: Vec<Job> = if batch.iter().any(Job::is_ingest) {
-            last_delivery = Some(Instant::now());
-            let at = shared.opened.elapsed().as_micros() as u64;
-            shared.last_delivery_us.store(at.max(1), Ordering::Relaxed);
+            shared.took_delivery();
             held.extend(batch.extract_if(.., |job| !job.is_ingest()));
             held.drain(..OTHERS_WHILE_DELIVERING.min(held.len()))
                 .collect()
