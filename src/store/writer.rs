@@ -310,22 +310,14 @@ pub(crate) fn writer_loop(
             }
         }
         // A stream of other writes, no delivery coming: gather more before the commit (not a
-        // lone write, whose caller waits for each in turn); a delivery ends the wait.
-        if batch.len() >= 2 && others_cap == max_jobs && !batch.iter().any(Job::is_ingest) {
-            let until = Instant::now() + OTHERS_LINGER;
-            while batch.len() + held.len() < OTHERS_GATHER && bytes < MAX_BATCH_BYTES {
-                let Ok(job) = rx.recv_timeout(until.saturating_duration_since(Instant::now()))
-                else {
-                    // Past the wait, or every sender gone (the next recv ends the writer).
-                    break;
-                };
-                let ingest = job.is_ingest();
-                bytes += job.size();
-                batch.push(job);
-                if ingest {
-                    break;
-                }
-            }
+        // lone write, whose caller waits for each in turn).
+        if batch.len() >= 2 && !batch.iter().any(Job::is_ingest) && !shared.deliveries_coming() {
+            linger(
+                &rx,
+                &mut batch,
+                bytes,
+                OTHERS_GATHER.saturating_sub(held.len()),
+            );
         }
         // A delivery's answer never waits for the other writes of its batch (run outcomes,
         // mail outcomes, the dispatcher's): they commit in a transaction of their own right after.
@@ -355,6 +347,24 @@ pub(crate) fn writer_loop(
             broken = commit_batch(shared, &mut part, &mut next, &failures);
             fail_held(&mut held, &broken);
             batch = part;
+        }
+    }
+}
+
+/// Waits up to [`OTHERS_LINGER`] for more jobs until `batch` holds `room` of them (or
+/// [`MAX_BATCH_BYTES`]); a delivery ends the wait at once, and so does the last sender going (the
+/// writer's next `recv` then ends it).
+fn linger(rx: &mpsc::Receiver<Job>, batch: &mut Vec<Job>, mut bytes: usize, room: usize) {
+    let until = Instant::now() + OTHERS_LINGER;
+    while batch.len() < room && bytes < MAX_BATCH_BYTES {
+        let Ok(job) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) else {
+            return;
+        };
+        let ingest = job.is_ingest();
+        bytes += job.size();
+        batch.push(job);
+        if ingest {
+            return;
         }
     }
 }

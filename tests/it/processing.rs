@@ -646,18 +646,29 @@ fn samples_are_captured_bounded_and_added_by_hand() {
     drop(p);
 }
 
+/// An engine directory on the default config, its config and its store opened in this process
+/// (for tests that drive the processing runtime themselves).
+fn engine_store() -> (
+    tempfile::TempDir,
+    engine::config::Config,
+    std::sync::Arc<engine::store::Store>,
+) {
+    use engine::store::{CommitMode, Store};
+    let dir = temp_dir();
+    engine_dir(dir.path(), free_port(), "", &[]);
+    let config = engine::config::Config::load(&dir.path().join("engine.toml")).unwrap();
+    let store = std::sync::Arc::new(Store::open(&config.data_dir, CommitMode::Group).unwrap());
+    (dir, config, store)
+}
+
 /// While deliveries come, the dispatcher turns events into runs in small transactions (a large
 /// one keeps the writer from the next delivery); once they stop, in full ones again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dispatcher_takes_small_batches_while_deliveries_come() {
     use engine::process::{DISPATCH_BATCH, DISPATCH_WHILE_DELIVERING};
-    use engine::store::{CommitMode, DELIVERING_WINDOW, Store};
-    use std::sync::Arc;
+    use engine::store::DELIVERING_WINDOW;
 
-    let dir = temp_dir();
-    engine_dir(dir.path(), free_port(), "", &[]);
-    let config = engine::config::Config::load(&dir.path().join("engine.toml")).unwrap();
-    let store = Arc::new(Store::open(&config.data_dir, CommitMode::Group).unwrap());
+    let (_dir, config, store) = engine_store();
     let runtime = engine::app::build_runtime(&config, store.clone(), &mut Vec::new()).unwrap();
     assert!(!store.deliveries_coming(), "no delivery yet");
     let n = DISPATCH_WHILE_DELIVERING + 40;
@@ -692,15 +703,9 @@ async fn the_dispatcher_takes_small_batches_while_deliveries_come() {
 /// finished, says why, and is neither failed nor picked up by `replay --failed`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_queued_for_a_deleted_script_are_skipped() {
-    use std::sync::Arc;
-
     use engine::store::runs::{self, RunRecord, RunStatus, RunsView};
-    use engine::store::{CommitMode, Store};
 
-    let dir = temp_dir();
-    engine_dir(dir.path(), free_port(), "", &[]);
-    let config = engine::config::Config::load(&dir.path().join("engine.toml")).unwrap();
-    let store = Arc::new(Store::open(&config.data_dir, CommitMode::Group).unwrap());
+    let (_dir, config, store) = engine_store();
     deliver(
         &store,
         envelope_with("d-gone", &["evt-gone-1".to_string()]),
