@@ -14,7 +14,7 @@
 //! most [`MAX_COMMITTING`] of them) outside the pool's size, still in flight, so the next items
 //! run while the outcomes of many commit together in one of the writer's group commits.
 //!
-//! Robust to panics: each item's work runs in a task of its own; when it panics, the item leaves
+//! Robust to panics: a panic in an item's work is caught in the item's task; the item leaves
 //! the in-flight set (so it is tried again, it never stays silently stuck) and its queue is told
 //! ([`DueWork::panicked`]) so that it can record the crash and, after [`MAX_PANICS`], fail the
 //! item visibly instead of trying it forever.
@@ -365,8 +365,8 @@ impl<W: DueWork> DuePool<W> {
             tokio::spawn(async move {
                 let mut permit = Some(permit);
                 let mut committing = None;
-                // The work runs in a task of its own: a panic ends that task, not this one.
-                let outcome = match tokio::spawn(me.work.clone().execute(id)).await {
+                // A panic in the work (or its commit) is caught here and ends only this item.
+                let outcome = match caught(me.work.clone().execute(id)).await {
                     Ok(Step::Done(done)) => Ok(done),
                     Ok(Step::Committing(commit)) => {
                         // The slot goes to the next item while this one's outcome commits.
@@ -378,16 +378,16 @@ impl<W: DueWork> DuePool<W> {
                             drop(permit.take());
                             me.freed.notify_one();
                         }
-                        tokio::spawn(commit).await
+                        caught(commit).await
                     }
-                    Err(e) => Err(e),
+                    Err(payload) => Err(payload),
                 };
                 // Left due at its key, which a look may have gone past while it was in flight.
                 let left_due = !matches!(outcome, Ok(Done::Recorded));
                 match outcome {
                     Ok(done) => me.note(done),
-                    Err(e) if e.is_panic() => {
-                        let message = panic_message(e.into_panic());
+                    Err(payload) => {
+                        let message = panic_message(payload);
                         let count = {
                             let mut panics = lock(&me.panics);
                             let n = panics.entry(id).or_insert(0);
@@ -395,7 +395,7 @@ impl<W: DueWork> DuePool<W> {
                             *n
                         };
                         tracing::error!(kind = W::KIND, id, count, panic = %message, "work panicked");
-                        match tokio::spawn(me.work.clone().panicked(id, count, message)).await {
+                        match caught(me.work.clone().panicked(id, count, message)).await {
                             Ok(done) => me.note(done),
                             Err(_) => {
                                 tracing::error!(
@@ -406,7 +406,6 @@ impl<W: DueWork> DuePool<W> {
                             }
                         }
                     }
-                    Err(_) => {}
                 }
                 lock(&me.in_flight).remove(&id);
                 if left_due {
@@ -608,6 +607,16 @@ impl Look {
     }
 }
 
+/// `work`, with a panic in it caught (its payload) instead of unwinding through the item's task:
+/// one task per item, where a task spawned per step (work, commit, the panic's record) cost a
+/// spawn and a wake of its awaiter each.
+fn caught<F: Future>(
+    work: F,
+) -> impl Future<Output = Result<F::Output, Box<dyn std::any::Any + Send>>> {
+    use futures_util::FutureExt;
+    std::panic::AssertUnwindSafe(work).catch_unwind()
+}
+
 /// The text of a panic's payload.
 pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     payload
@@ -647,6 +656,8 @@ mod tests {
         again: HashMap<u64, u32>,
         /// Due items handed to `admit`, over every look.
         looked: u64,
+        /// Items whose commit (not their work) panics this many times more.
+        commit_panics: HashMap<u64, u32>,
     }
 
     /// Runs `pool` until `fake` has nothing due (at most 10 s: "items stuck"), then stops it
@@ -731,6 +742,15 @@ mod tests {
                     None => Step::Done(record(&self)),
                     Some(d) => Step::Committing(Box::pin(async move {
                         tokio::time::sleep(d).await;
+                        let panics = lock(&self.state)
+                            .commit_panics
+                            .get_mut(&id)
+                            .filter(|n| **n > 0)
+                            .map(|n| *n -= 1)
+                            .is_some();
+                        if panics {
+                            panic!("injected panic in the commit of item {id}");
+                        }
                         record(&self)
                     })),
                 }
@@ -772,6 +792,36 @@ mod tests {
             .collect();
         assert_eq!(twos, (1..=MAX_PANICS).collect::<Vec<_>>());
         assert!(s.panics_seen.contains(&(3, 1)));
+        assert_eq!(pool.in_flight(), 0, "nothing left in flight");
+    }
+
+    /// A panic in an item's commit, after its work gave its slot back, is caught like one in
+    /// its work: the item is told to its queue, leaves the in-flight set and is tried again.
+    #[tokio::test]
+    async fn a_panic_in_an_items_commit_is_caught_like_one_in_its_work() {
+        let fake = Arc::new(Fake::default());
+        {
+            let mut s = lock(&fake.state);
+            s.due = vec![10, 11];
+            s.commit = Some(Duration::from_millis(1));
+            s.commit_panics.insert(10, 1);
+        }
+        let pool = DuePool::new(fake.clone(), 1, Duration::from_millis(5));
+        drain(&pool, &fake).await;
+        let s = lock(&fake.state);
+        assert_eq!(
+            s.panics_seen,
+            [(10, 1)],
+            "the commit's panic was told to the queue"
+        );
+        let mut done = s.done.clone();
+        done.sort();
+        assert_eq!(
+            done,
+            [10, 11],
+            "tried again after its panic; the other ran too"
+        );
+        assert_eq!(s.attempts.get(&10), Some(&2));
         assert_eq!(pool.in_flight(), 0, "nothing left in flight");
     }
 
