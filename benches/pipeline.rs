@@ -153,17 +153,18 @@ async fn post_all(r: &Running, events: usize, prefix: &str) -> (Duration, Vec<u6
     (started.elapsed(), all)
 }
 
-/// The `q` quantile of sorted latencies (µs), in ms.
 /// CPU time of the whole process so far (user + system, every thread): a figure that drifts
 /// less than wall time when comparing two builds on a shared machine.
 fn cpu_time() -> Duration {
-    // SAFETY: getrusage only writes the struct it is given.
+    // SAFETY: `rusage` is plain integers, for which all zeroes is a valid value.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes the struct it is given.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(u.ru_utime) + tv(u.ru_stime)
 }
 
+/// The `q` quantile of sorted latencies (µs), in ms.
 fn quantile(sorted: &[u64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q) as usize] as f64 / 1000.0
 }
