@@ -9,9 +9,7 @@
 //! - [`util`]: ids, clocks, timestamps; `util/http_client.rs` (a minimal HTTP/1.1 client),
 //!   `util/prom.rs` (Prometheus text, label escaping), `util/exit.rs` (the exit codes),
 //!   `util/private.rs` (data files 0600, directories 0700), `util/fd_limit.rs` (the open-file
-//!   limit), `util/redact.rs` (secret values scrubbed from everything recorded, logged or printed),
-//!   `util/priority.rs` (the script threads: their own pool at `SCHED_IDLE`, and the thread CPU
-//!   clock run budgets count).
+//!   limit), `util/redact.rs` (secret values scrubbed from everything recorded, logged or printed).
 //! - [`script`]: the Rhai layer, self-contained: `load.rs`, `header.rs`, `engine.rs`, `run.rs`,
 //!   `explain.rs` (Rhai's run-time errors in the script's terms), `suggest.rs` (did you mean), `duration.rs` (duration literals), `time.rs` (`now`, `time::*`, `html_escape`), `state.rs` (`state::*`,
 //!   `schedule`, `cancel_schedule`: a run's reads and `Effects`),
@@ -19,7 +17,9 @@
 //!   `definitions.rs` (editor definition files), `email.rs`, `host.rs`, `naming.rs`,
 //!   `okta_op.rs` (the `okta::` functions' arguments, `OktaOp`, `OktaGroup`), `http.rs`
 //!   (`http_post`/`http_request`/`http_get` into an `HttpRequest`; header and path rules), `alloc.rs`
-//!   (the global allocator with the per-thread heap count the memory limit reads).
+//!   (the global allocator with the per-thread heap count the memory limit reads), `pool.rs` (the
+//!   script threads: their own pool at `SCHED_IDLE` with one compute slot per core; `blocking`
+//!   marks a wait, which gives the slot to queued work).
 //! - [`config`]: `engine.toml` loading and validation; the embedded defaults.
 //! - [`store`]: every table of the one redb file: `writer.rs` (group commit), `inbox.rs`,
 //!   `dedup.rs`, `due.rs`, `runs.rs`, `actions.rs` (the durable action queue), `outbox.rs`, `samples.rs`, `script_state.rs`, `kv.rs` (the scripts' state: versions, the commit-time check), `timers.rs` (durable timers), `counts.rs` (hourly counters, each hook's last delivery and verification, for the console's overview), `query.rs`,

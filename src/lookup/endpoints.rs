@@ -497,7 +497,9 @@ impl Host for EndpointHost {
                 .min(MAX_READ_RATE_WAIT)
         });
         match endpoint.reserve(left) {
-            Ok(wait) if !wait.is_zero() => std::thread::sleep(wait),
+            Ok(wait) if !wait.is_zero() => {
+                crate::script::pool::blocking(|| std::thread::sleep(wait))
+            }
             Ok(_) => {}
             Err(after) => {
                 return Err(HostError::Transient {
@@ -506,8 +508,10 @@ impl Host for EndpointHost {
                 });
             }
         }
-        let sent =
-            handle.block_on(endpoint.send(request, None, MAX_HTTP_GET_ANSWER_BYTES, deadline));
+        // It waits for the far side: work queued behind the run takes its compute slot meanwhile.
+        let sent = crate::script::pool::blocking(|| {
+            handle.block_on(endpoint.send(request, None, MAX_HTTP_GET_ANSWER_BYTES, deadline))
+        });
         let x = match sent {
             Ok(x) => x,
             Err(SendError::Timeout { by_run: true, ms }) => {

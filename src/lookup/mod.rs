@@ -282,7 +282,8 @@ impl Lookup {
         let (Some(okta), Some(h)) = (&self.okta, &self.handle) else {
             return Err(LookupError::Permanent(NO_OKTA.to_string()));
         };
-        h.block_on(read(okta.clone()))
+        // It waits for Okta: work queued behind the run takes its compute slot meanwhile.
+        crate::script::pool::blocking(|| h.block_on(read(okta.clone())))
     }
 
     /// [`Lookup::lookup`] for synchronous code: a Rhai host function on a `spawn_blocking`
@@ -299,7 +300,7 @@ impl Lookup {
             return Ok(self.directory.as_ref().and_then(|d| d.find(key)));
         }
         match &self.handle {
-            Some(h) => h.block_on(self.lookup(key, deadline)),
+            Some(h) => crate::script::pool::blocking(|| h.block_on(self.lookup(key, deadline))),
             None => Err(LookupError::Permanent(
                 "the Okta lookup has no tokio runtime".to_string(),
             )),

@@ -186,7 +186,7 @@ impl Executor {
             event.event_type.clone(),
             script.name.clone(),
         );
-        let ran = crate::util::priority::spawn_script(move || {
+        let ran = crate::script::pool::spawn_script(move || {
             crate::script::run(
                 &script,
                 &event.json,
@@ -314,7 +314,7 @@ impl Executor {
                 let StoredEvent { json, uuid, .. } = event;
                 let span = tracing::Span::current();
                 let timer = record.timer.clone();
-                let mut running = crate::util::priority::spawn_script(move || {
+                let mut running = crate::script::pool::spawn_script(move || {
                     let _in_run = span.enter();
                     match timer {
                         None => {

@@ -88,20 +88,24 @@ use crate::util::prom;
 
 /// How often the scheduler looks at the pending runs without being woken (retries coming due).
 pub const SCHEDULER_TICK: Duration = Duration::from_millis(250);
-/// Run slots per core. A run holds its slot (a blocking thread) while it sleeps or waits for
-/// Okta, not only while it computes, so more slots than cores keep the cores busy while some
-/// runs wait; runs that do compute share the cores (each is bounded by its own time limit).
-pub const RUN_SLOTS_PER_CORE: usize = 2;
+/// Run slots per core. A run holds its slot from its start until its result is handed back,
+/// also while it sleeps or waits for Okta, so more slots than cores keep the cores busy while
+/// some runs wait. Only as many runs as there are cores compute at once (the script pool's
+/// compute slots, `script::pool`); the others wait queued for a script thread that computes,
+/// which goes from one run to the next without sleeping and hands their results over together.
+/// 4 per core against 2: 9–20 % less CPU per event end to end (BENCHMARKS.md, "Compute slots").
+pub const RUN_SLOTS_PER_CORE: usize = 4;
 /// Fewest run slots, whatever the core count: with fewer, the per-script share
 /// ([`script_share`]) would leave one script a single slot on a one-core machine.
 pub const MIN_RUN_SLOTS: usize = 4;
 /// One script's runs hold at most 1/this of the slots: a script whose runs are slow (sleeping,
 /// waiting on a hanging far side, up to its time limit each) leaves the other half to the
-/// others; with [`RUN_SLOTS_PER_CORE`] = 2, that half is still one slot per core, so a lone
+/// others; with [`RUN_SLOTS_PER_CORE`] = 4, that half is still two slots per core, so a lone
 /// busy script keeps every core working.
 pub const SCRIPT_SHARE_DIVISOR: usize = 2;
 /// The run slots for a machine with `cores` cores. Each slot's run may hold `[limits]
-/// max_memory_mb`, so the worst case is slots × that.
+/// max_memory_mb`, so the worst case is slots × that (reached only when every slot's run holds
+/// its heap while it waits: a queued run has not started).
 pub fn run_slots(cores: usize) -> usize {
     (cores.max(1) * RUN_SLOTS_PER_CORE).max(MIN_RUN_SLOTS)
 }
@@ -114,7 +118,7 @@ pub fn script_share(slots: usize) -> usize {
 /// What processing is built from (the app derives it from the config).
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Runs at once (one blocking thread each): [`run_slots`].
+    /// Runs at once: [`run_slots`].
     pub workers: usize,
     /// Runs of one script at once: [`script_share`] of `workers`.
     pub per_script: usize,

@@ -359,6 +359,10 @@ fn check_budget(ops: u64) -> Option<Dynamic> {
         {
             trip(Trip::Timeout);
         } else {
+            if ops.is_multiple_of(CLOCK_CHECK_INTERVAL) {
+                // A long run lets the work queued behind it have its compute slot.
+                super::pool::checkpoint();
+            }
             NEXT_CHECK.set(next_check(ops, b.max_ops));
             return None;
         }
@@ -844,7 +848,7 @@ fn sleep_for(seconds: f64) -> Result<(), Box<EvalAltResult>> {
             Position::NONE,
         )));
     }
-    std::thread::sleep(want);
+    super::pool::blocking(|| std::thread::sleep(want));
     add_waited(want);
     Ok(())
 }

@@ -128,6 +128,7 @@ mod load;
 mod naming;
 mod okta_op;
 mod outcome;
+pub mod pool;
 mod run;
 pub mod schema;
 mod state;
@@ -236,7 +237,8 @@ pub const DEFAULT_MAX_MODULES: usize = 16;
 /// 64 MiB per run: a whole `engine run` of the offboarding example peaks at 12.7 MB RSS. Rhai
 /// does not re-measure a map when `m[k] = v` adds a key, so without this a loop adding 500 KB
 /// strings reached 2.6 GB and aborted the server. With one run per slot in flight, the worst
-/// case is run slots (`process::run_slots`: 2 per core, at least 4) × 64 MiB.
+/// case is run slots (`process::run_slots`: 4 per core, at least 4) × 64 MiB, reached only when
+/// every run holds its heap while it waits (past one per core, runs queue before they start).
 pub const DEFAULT_MAX_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 
 impl Default for Limits {

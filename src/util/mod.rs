@@ -8,14 +8,12 @@
 //! - `exit`: the stable exit codes of every command.
 //! - `private`: files 0600 and directories 0700 under the data dir, and tightening loose ones.
 //! - `fd_limit`: raising the open-file limit at start.
-//! - `priority`: the lower CPU priority of the threads that run scripts.
 //! - `redact`: the registry of secret values and the scrubbing of every text recorded, logged or
 //!   printed.
 
 pub mod exit;
 pub mod fd_limit;
 pub mod http_client;
-pub mod priority;
 pub mod private;
 pub mod prom;
 pub mod redact;

@@ -892,6 +892,43 @@ http_request("recv", #{ path: "/seen", json: #{ status: a.status, name: a.json.n
     drop(p);
 }
 
+/// Regression guard for the script pool's compute slots: a run waiting in `http_get` gives its
+/// slot to the runs queued behind it. Were the wait not marked as one, the runs waiting on a
+/// slow endpoint (2.5 s per answer) would hold every compute slot and another script's runs
+/// would wait behind them.
+#[test]
+fn runs_waiting_in_http_get_leave_the_cores_to_other_runs() {
+    const EVENTS: usize = 6;
+    let r = Receiver::start();
+    r.plan(
+        "/base/slow",
+        (0..EVENTS)
+            .map(|_| (200, vec![("x-delay-ms", "2500".to_string())], "late".into()))
+            .collect(),
+    );
+    let waits = "//! on: user.session.start\nlet a = http_get(\"recv\", #{ path: \"/slow\" });\nlog(`got ${a.status}`);\n";
+    let plain = "//! on: user.session.start\nlog(`plain ran on ${event.uuid}`);\n";
+    let (dir, port) = engine_setup(
+        &format!("{}\n[limits]\ntimeout_ms = 5000\n", r.endpoint("")),
+        &[("a-waits.rhai", waits), ("b-plain.rhai", plain)],
+    );
+    let p = ServeProcess::start(dir.path(), port, &env());
+    let delivered = engine::util::now_ms();
+    for i in 0..EVENTS {
+        assert_eq!(
+            post_blocking(&format!("{}/hooks/test", p.url), event(&format!("ev-w{i}"))),
+            200
+        );
+    }
+    let b_wait = crate::processing::last_quick_run_ms(dir.path(), "b-plain", EVENTS, delivered);
+    println!("figure: last of {EVENTS} quick runs beside runs waiting in http_get: {b_wait} ms");
+    assert!(
+        b_wait <= 2000,
+        "the quick script's runs finished {b_wait} ms after delivery, behind runs waiting in http_get"
+    );
+    drop(p);
+}
+
 /// A display name an attacker controls: in Slack it would mention everyone and add a link.
 const HOSTILE: &str = "<!channel> <https://evil.example|click> & co";
 /// The PagerDuty routing key, from the environment only.

@@ -903,6 +903,29 @@ fn runs_of<'a>(runs: &'a [serde_json::Value], script: &str) -> Vec<&'a serde_jso
     runs.iter().filter(|r| r["script"] == script).collect()
 }
 
+/// Waits until `n` runs of `script` succeeded in `dir`'s engine, and returns how long after
+/// `delivered` (ms since the epoch) the last of them finished: the helper of the tests that
+/// quick runs do not wait behind runs that wait.
+pub fn last_quick_run_ms(dir: &std::path::Path, script: &str, n: usize, delivered: u64) -> u64 {
+    let mut runs = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(40), || {
+            runs = history_json(dir, "runs");
+            runs_of(&runs, script)
+                .iter()
+                .filter(|r| r["status"] == "succeeded")
+                .count()
+                == n
+        }),
+        "{runs:#?}"
+    );
+    runs_of(&runs, script)
+        .iter()
+        .map(|r| field_ms(r, "finished").unwrap().saturating_sub(delivered))
+        .max()
+        .unwrap()
+}
+
 /// The engine's config for the Okta stand-in at `url`, plus `extra`.
 fn okta_config(url: &str, extra: &str) -> String {
     format!("\n[okta]\norg_url = \"{url}\"\ntoken_env = \"ENGINE_TEST_OKTA_TOKEN\"\n{extra}")
@@ -940,9 +963,13 @@ fn a_rate_limited_lookup_ends_its_run_at_once_and_retries_after_the_reset() {
         ("ENGINE_TEST_OKTA_TOKEN", crate::lookup::TOKEN),
     ];
     let p = ServeProcess::start(dir.path(), port, &env);
-    const EVENTS: usize = 4;
+    // More events than one script's runs may hold slots at once (its share), so that some of
+    // them start only after the first 429 came.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let share = engine::process::script_share(engine::process::run_slots(cores));
+    let events = 2 * share;
     assert_eq!(
-        post_blocking(&format!("{}/hooks/test", p.url), lock_events("rl", EVENTS)),
+        post_blocking(&format!("{}/hooks/test", p.url), lock_events("rl", events)),
         200
     );
     let delivered = engine::util::now_ms();
@@ -957,7 +984,7 @@ fn a_rate_limited_lookup_ends_its_run_at_once_and_retries_after_the_reset() {
             .iter()
             .filter(|r| r["attempts"].as_u64().unwrap_or(0) >= 1 && r["finished"].is_string())
             .count();
-        b_done == EVENTS && a_tried == EVENTS
+        b_done == events && a_tried == events
     });
     assert!(settled, "runs did not settle: {runs:#?}");
     let b_wait = runs_of(&runs, "b-plain")
@@ -989,12 +1016,12 @@ fn a_rate_limited_lookup_ends_its_run_at_once_and_retries_after_the_reset() {
         b_wait <= 1500,
         "the unrelated script's runs finished {b_wait} ms after delivery"
     );
-    // Only the lookups already under way when the first 429 came asked Okta before the reset;
-    // the others knew of the reset and failed at once.
+    // Only the lookups already under way when the first 429 came (at most the script's share
+    // of the slots) asked Okta before the reset; the others knew of the reset and failed at once.
     let before_reset = seen.iter().filter(|(t, _)| *t < reset_ms).count();
     assert!(
-        before_reset <= 2,
-        "{before_reset} requests before the reset: {seen:?}"
+        before_reset <= share,
+        "{before_reset} requests before the reset (share {share}): {seen:?}"
     );
     // Retried after the reset.
     assert!(
@@ -1050,23 +1077,7 @@ fn a_slow_script_does_not_hold_up_another_scripts_runs() {
         200
     );
     let delivered = engine::util::now_ms();
-    let mut runs = Vec::new();
-    assert!(
-        wait_until(Duration::from_secs(40), || {
-            runs = history_json(dir.path(), "runs");
-            runs_of(&runs, "b-plain")
-                .iter()
-                .filter(|r| r["status"] == "succeeded")
-                .count()
-                == EVENTS
-        }),
-        "{runs:#?}"
-    );
-    let b_wait = runs_of(&runs, "b-plain")
-        .iter()
-        .map(|r| field_ms(r, "finished").unwrap().saturating_sub(delivered))
-        .max()
-        .unwrap();
+    let b_wait = last_quick_run_ms(dir.path(), "b-plain", EVENTS, delivered);
     println!("figure: last of {EVENTS} runs of a quick script beside a slow one: {b_wait} ms");
     assert!(
         b_wait <= 2000,
@@ -1135,6 +1146,46 @@ fn a_lookup_against_a_hanging_okta_fails_at_the_run_time_limit() {
     assert!(
         (900..2000).contains(&took),
         "the run lasted {took} ms, its limit is 1000"
+    );
+    assert!(okta.hits("/api/v1/users/hang%40example.com") >= 1);
+    drop(p);
+}
+
+/// Regression guard for the script pool's compute slots (one per core): a run waiting on Okta
+/// gives its slot to the runs queued behind it. Were the wait not marked as one
+/// (`script::pool::blocking`), the runs waiting on a hanging Okta would hold every compute
+/// slot and another script's runs would wait behind them for their 3 s time limit.
+#[test]
+fn runs_waiting_on_okta_leave_the_cores_to_other_runs() {
+    let rt = okta_runtime();
+    let okta = rt.block_on(crate::lookup::FakeOkta::start());
+    let dir = temp_dir();
+    let port = free_port();
+    engine_dir(
+        dir.path(),
+        port,
+        &okta_config(&okta.url, "\n[limits]\ntimeout_ms = 3000\n"),
+        &[("a-hangs.rhai", HANGS), ("b-plain.rhai", PLAIN)],
+    );
+    let env = [
+        ("ENGINE_TEST_SECRET", SECRET),
+        ("ENGINE_TEST_OKTA_TOKEN", crate::lookup::TOKEN),
+    ];
+    let p = ServeProcess::start(dir.path(), port, &env);
+    const EVENTS: usize = 6;
+    assert_eq!(
+        post_blocking(
+            &format!("{}/hooks/test", p.url),
+            lock_events("hang", EVENTS)
+        ),
+        200
+    );
+    let delivered = engine::util::now_ms();
+    let b_wait = last_quick_run_ms(dir.path(), "b-plain", EVENTS, delivered);
+    println!("figure: last of {EVENTS} quick runs beside runs waiting on Okta: {b_wait} ms");
+    assert!(
+        b_wait <= 2000,
+        "the quick script's runs finished {b_wait} ms after delivery, behind runs waiting on Okta"
     );
     assert!(okta.hits("/api/v1/users/hang%40example.com") >= 1);
     drop(p);

@@ -1,12 +1,13 @@
 //! The threads that run scripts: a pool of their own at the lowest CPU priority (Linux
 //! `SCHED_IDLE`: they get a core only when nothing else wants it), so that the receiver's
 //! answers to Okta (whose timeout is 3 s) keep the cores first while a backlog of runs is worked
-//! off.
+//! off. One job computes per core; work past that queues for the thread that finishes first, and
+//! a job that waits says so ([`blocking`]) to give its place to that work.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// The nice value a script thread takes when it does not run at `SCHED_IDLE` (0 is the default;
 /// 19 the lowest). At 10 a busy script thread gets about a tenth of a core's share against a
@@ -88,13 +89,98 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// A script thread's work: it runs `f` and returns how to hand over the result, which the
-/// thread does only once it counts itself idle again (see [`Pool::work`]).
+/// thread does only once it has settled what it does next (see [`Pool::work`]).
 type Job = Box<dyn FnOnce() -> Handover + Send>;
 type Handover = Box<dyn FnOnce() + Send>;
 
-/// The script threads. Idle ones wait on one shared channel; [`Pool::idle`] counts those not
-/// yet claimed, and whoever queues work claims one first (or starts a new thread), so work
-/// never waits behind a long run while a thread could take it.
+/// How long a job may compute before work queued behind it gets a thread of its own (looked at
+/// in [`checkpoint`], which a script run calls every few hundred operations). Nearly every run
+/// ends well inside it (20–60 µs); one that computes longer stops holding up the queue.
+const HANDOFF_AFTER: Duration = Duration::from_millis(10);
+
+thread_local! {
+    /// On a script thread: its pool, and whether its current job holds a compute slot.
+    static WORKER: Cell<Option<(&'static Pool, bool)>> = const { Cell::new(None) };
+    /// On a script thread: when its current job started.
+    static JOB_STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// On a script thread: results of jobs it finished, not yet handed over.
+    static HELD_BACK: RefCell<Vec<Handover>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Most results a script thread holds back before handing them over (it hands them over anyway
+/// once its queue is empty, before waiting in a job, and once a job computes past
+/// [`HANDOFF_AFTER`]: never later than that).
+const MAX_HELD_BACK: usize = 8;
+
+/// Runs `f`, which waits (a lookup, an HTTP call, a sleep), as a script thread's work that does
+/// not compute meanwhile: its compute slot goes to work queued behind it (started on another
+/// thread), and is taken back once `f` returns. Anywhere but on a script thread it just runs `f`.
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    let Some((pool, holding)) = WORKER.get() else {
+        return f();
+    };
+    // Results held back must not wait for this.
+    hand_over_held_back();
+    if !holding {
+        return f();
+    }
+    pool.give_up_slot();
+    WORKER.set(Some((pool, false)));
+    let result = f();
+    pool.slots.fetch_add(1, Ordering::AcqRel);
+    WORKER.set(Some((pool, true)));
+    result
+}
+
+/// Called now and then by long work on a script thread (a script run, every few hundred
+/// operations): once the job has run past [`HANDOFF_AFTER`], it hands over the results its
+/// thread held back, and gives its compute slot to work queued behind it for the rest of the
+/// job. Cheap when nothing waits.
+pub fn checkpoint() {
+    let Some((pool, holding)) = WORKER.get() else {
+        return;
+    };
+    let queued = holding && pool.slots.load(Ordering::Acquire) >> QUEUED_SHIFT > 0;
+    let held = HELD_BACK.with(|h| !h.borrow().is_empty());
+    let long = || {
+        JOB_STARTED
+            .get()
+            .is_some_and(|t| t.elapsed() >= HANDOFF_AFTER)
+    };
+    if !(queued || held) || !long() {
+        return;
+    }
+    hand_over_held_back();
+    if queued {
+        pool.give_up_slot();
+        WORKER.set(Some((pool, false)));
+    }
+}
+
+/// Hands over the results this thread held back (see [`Pool::work`]).
+fn hand_over_held_back() {
+    let held = HELD_BACK.with(|h| std::mem::take(&mut *h.borrow_mut()));
+    for handover in held {
+        handover();
+    }
+}
+
+/// [`Pool::slots`]: the low half counts compute slots held, the high half jobs queued for the
+/// next slot to come free.
+const QUEUED_SHIFT: u32 = 32;
+const ONE_QUEUED: u64 = 1 << QUEUED_SHIFT;
+const HELD_MASK: u64 = ONE_QUEUED - 1;
+
+/// The script threads.
+///
+/// **Compute slots.** As many jobs compute at once as there are cores: past that, new work is
+/// queued and a thread that finishes a job takes the next one at once, without sleeping and
+/// being woken (on a 2-core VM each wake of a parked thread cost about as much as a short run).
+/// A job that waits ([`blocking`]) or computes long ([`checkpoint`]) gives its slot to the
+/// queue, so work never waits behind a run that waits or a long one.
+///
+/// **Threads.** Idle ones wait on one shared channel; [`Pool::idle`] counts those not yet
+/// claimed, and whoever queues work with a slot free claims one first (or starts a new thread).
 ///
 /// (tokio's blocking pool, used before, shares one mutex between every thread and every spawn:
 /// with the threads at `SCHED_IDLE` its holder is often preempted, and a profile of the
@@ -106,6 +192,11 @@ struct Pool {
     /// [`MAX_SCRIPT_THREADS`] that waits for a thread to come free.
     idle: AtomicIsize,
     threads: AtomicUsize,
+    /// Compute slots held and jobs queued for one (see [`QUEUED_SHIFT`]), in one word so that a
+    /// job is never queued just as the last slot holder leaves without it.
+    slots: AtomicU64,
+    /// Compute slots: the cores (fewer in tests).
+    compute_slots: u64,
     /// [`MAX_SCRIPT_THREADS`] (smaller in tests).
     max_threads: usize,
     /// [`SCRIPT_THREAD_KEEP_ALIVE`] (shorter in tests).
@@ -114,17 +205,22 @@ struct Pool {
 
 fn pool() -> &'static Pool {
     static POOL: OnceLock<Pool> = OnceLock::new();
-    POOL.get_or_init(|| Pool::new(MAX_SCRIPT_THREADS, SCRIPT_THREAD_KEEP_ALIVE))
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Pool::new(cores, MAX_SCRIPT_THREADS, SCRIPT_THREAD_KEEP_ALIVE)
+    })
 }
 
 impl Pool {
-    fn new(max_threads: usize, keep_alive: Duration) -> Pool {
+    fn new(compute_slots: usize, max_threads: usize, keep_alive: Duration) -> Pool {
         let (tx, rx) = crossbeam_channel::unbounded();
         Pool {
             tx,
             rx,
             idle: AtomicIsize::new(0),
             threads: AtomicUsize::new(0),
+            slots: AtomicU64::new(0),
+            compute_slots: compute_slots.max(1) as u64,
             max_threads,
             keep_alive,
         }
@@ -147,36 +243,91 @@ impl Pool {
     }
 
     fn run(&'static self, job: Job) {
+        // A slot for it, or a place in the queue when every slot computes.
+        let queued = self
+            .slots
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                Some(if s & HELD_MASK >= self.compute_slots {
+                    s + ONE_QUEUED
+                } else {
+                    s + 1
+                })
+            })
+            .is_ok_and(|s| s & HELD_MASK >= self.compute_slots);
+        // The channel is never closed: the pool owns both ends.
+        let _ = self.tx.send(job);
+        if !queued {
+            self.wake_one();
+        }
+    }
+
+    /// Finds a thread for a job just sent with a compute slot taken for it: an idle one, a new
+    /// one, or (past the thread limit) the next to come free.
+    fn wake_one(&'static self) {
         if self.take_idle() {
-            // The channel is never closed: the pool owns both ends.
-            let _ = self.tx.send(job);
             return;
         }
         if self.threads.load(Ordering::Acquire) >= self.max_threads {
             // In debt: the next thread to come free takes it (it counts itself idle first).
             self.idle.fetch_sub(1, Ordering::AcqRel);
-            let _ = self.tx.send(job);
             return;
         }
         self.threads.fetch_add(1, Ordering::AcqRel);
         let started = std::thread::Builder::new()
             .name("engine-script".into())
             .spawn(move || self.work());
-        match started {
-            // The new thread waits on the channel like any idle one; whichever waits takes it.
-            Ok(_) => {
-                let _ = self.tx.send(job);
-            }
-            Err(error) => {
-                self.threads.fetch_sub(1, Ordering::AcqRel);
-                tracing::warn!(%error, "cannot start a script thread; running it on a shared blocking thread");
-                let work = move || job()();
-                match tokio::runtime::Handle::try_current() {
-                    Ok(rt) => drop(rt.spawn_blocking(work)),
-                    Err(_) => work(),
+        // The new thread waits on the channel like any idle one; whichever waits takes it.
+        if let Err(error) = started {
+            self.threads.fetch_sub(1, Ordering::AcqRel);
+            tracing::warn!(%error, "cannot start a script thread; running a job on a shared blocking thread");
+            let work = move || {
+                // A job was sent for this thread (whichever comes first is as good); its slot is
+                // this thread's while it runs.
+                if let Ok(job) = self.rx.recv() {
+                    job()();
                 }
+                self.give_up_slot();
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(work)),
+                Err(_) => work(),
             }
         }
+    }
+
+    /// Gives up a compute slot: to the first queued job if there is one (a thread is found for
+    /// it), otherwise back to the pool.
+    fn give_up_slot(&'static self) {
+        let before = self
+            .slots
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                Some(if s >> QUEUED_SHIFT > 0 {
+                    s - ONE_QUEUED
+                } else {
+                    s - 1
+                })
+            })
+            .unwrap_or_default();
+        if before >> QUEUED_SHIFT > 0 {
+            self.wake_one();
+        }
+    }
+
+    /// After a job: the thread takes the next queued one (keeping its slot, or taking one if it
+    /// gave its own away), or gives its slot back. Whether it goes on.
+    fn next_queued(&self, holding: bool) -> bool {
+        let before = self
+            .slots
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                Some(match (s >> QUEUED_SHIFT > 0, holding) {
+                    (true, true) => s - ONE_QUEUED,
+                    (true, false) => s - ONE_QUEUED + 1,
+                    (false, true) => s - 1,
+                    (false, false) => s,
+                })
+            })
+            .unwrap_or_default();
+        before >> QUEUED_SHIFT > 0
     }
 
     /// Takes one unclaimed idle count, if there is one: to hand a job to an idle thread, or for
@@ -190,14 +341,43 @@ impl Pool {
     }
 
     /// A script thread's life: whatever work comes, until idle for its keep-alive.
-    fn work(&self) {
+    fn work(&'static self) {
         lower_for_scripts();
-        while let Some(job) = self.next_job() {
+        let mut next = self.next_job();
+        while let Some(job) = next {
+            WORKER.set(Some((self, true)));
+            JOB_STARTED.set(Some(Instant::now()));
             let handover = job();
-            // Counted idle before the result is handed over: whoever it wakes (a tokio worker,
-            // at a higher priority) may queue the next run at once, and finds this thread.
-            self.idle.fetch_add(1, Ordering::AcqRel);
-            handover();
+            let holding = WORKER.get().is_some_and(|(_, h)| h);
+            WORKER.set(None);
+            // Settled before the result is handed over: whoever it wakes (a tokio worker, at a
+            // higher priority) may queue the next run at once, and finds a slot or this thread.
+            // A queued job is taken off the channel only once it is there (its sender counts
+            // it first): until then, or when another waiting thread took it, this thread waits
+            // like an idle one (which it then stands for) and holds back nothing.
+            let queued = self.next_queued(holding).then(|| self.rx.try_recv().ok());
+            if let Some(Some(job)) = queued {
+                // Held back while the thread goes on with queued work, to be handed over with
+                // the next ones: one wake of their awaiter for several results.
+                let full = HELD_BACK.with(|h| {
+                    let mut h = h.borrow_mut();
+                    h.push(handover);
+                    h.len() >= MAX_HELD_BACK
+                });
+                if full {
+                    hand_over_held_back();
+                }
+                next = Some(job);
+            } else if queued.is_some() {
+                hand_over_held_back();
+                handover();
+                next = self.next_job();
+            } else {
+                self.idle.fetch_add(1, Ordering::AcqRel);
+                hand_over_held_back();
+                handover();
+                next = self.next_job();
+            }
         }
     }
 
@@ -341,7 +521,7 @@ mod tests {
                     let all_in = all_in.clone();
                     // Each waits until all of them are running at once.
                     spawn_script(move || {
-                        all_in.wait();
+                        blocking(|| all_in.wait());
                         i
                     })
                 })
@@ -360,15 +540,15 @@ mod tests {
     }
 
     /// A pool of its own for a test (leaked: its threads borrow it for good).
-    fn test_pool(max_threads: usize, keep_alive: Duration) -> &'static Pool {
-        Box::leak(Box::new(Pool::new(max_threads, keep_alive)))
+    fn test_pool(compute_slots: usize, max_threads: usize, keep_alive: Duration) -> &'static Pool {
+        Box::leak(Box::new(Pool::new(compute_slots, max_threads, keep_alive)))
     }
 
     /// Past its thread limit the pool queues work for the next thread to come free: none of it
     /// is lost or run twice, and the count of idle threads comes back even.
     #[tokio::test]
     async fn past_the_thread_limit_work_waits_for_a_free_thread() {
-        let pool = test_pool(2, Duration::from_secs(10));
+        let pool = test_pool(8, 2, Duration::from_secs(10));
         let (gate_tx, gate_rx) = crossbeam_channel::unbounded::<()>();
         let held: Vec<_> = (0..2)
             .map(|_| {
@@ -426,7 +606,7 @@ mod tests {
     /// Idle threads end after their keep-alive; work after that starts a new one.
     #[tokio::test]
     async fn idle_threads_end_after_their_keep_alive() {
-        let pool = test_pool(8, Duration::from_millis(50));
+        let pool = test_pool(8, 8, Duration::from_millis(50));
         let all_in = Arc::new(std::sync::Barrier::new(3));
         let handles: Vec<_> = (0..3)
             .map(|_| {
@@ -455,5 +635,130 @@ mod tests {
             5,
             "a new thread takes new work"
         );
+    }
+
+    /// Waits for `f` to be true (the threads are at `SCHED_IDLE`, behind every other test's).
+    fn eventually(what: &str, f: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "never: {what}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Past the compute slots, work queues for the thread that computes: no thread is started
+    /// (or woken) for it, and that thread runs all of it, one job after the other.
+    #[tokio::test]
+    async fn past_the_compute_slots_work_queues_for_the_thread_that_computes() {
+        let pool = test_pool(1, 8, Duration::from_secs(10));
+        let (gate_tx, gate_rx) = crossbeam_channel::unbounded::<()>();
+        let first = pool.spawn(move || {
+            let _ = gate_rx.recv();
+            std::thread::current().id()
+        });
+        let queued: Vec<_> = (0..5)
+            .map(|_| pool.spawn(|| std::thread::current().id()))
+            .collect();
+        assert_eq!(
+            pool.threads.load(Ordering::SeqCst),
+            1,
+            "one thread computes"
+        );
+        assert_eq!(
+            pool.slots.load(Ordering::SeqCst) >> QUEUED_SHIFT,
+            5,
+            "five queued"
+        );
+        gate_tx.send(()).unwrap();
+        let ran_on = first.await.unwrap();
+        for h in queued {
+            assert_eq!(h.await.unwrap(), ran_on, "the computing thread took it");
+        }
+        assert_eq!(pool.threads.load(Ordering::SeqCst), 1);
+        eventually("the slot is given back", || {
+            pool.slots.load(Ordering::SeqCst) == 0
+        });
+    }
+
+    /// A job that waits (marked with [`blocking`]) gives its compute slot to the work queued
+    /// behind it, and takes one back when the wait ends.
+    #[tokio::test]
+    async fn a_job_that_waits_gives_its_slot_to_queued_work() {
+        let pool = test_pool(1, 8, Duration::from_secs(10));
+        let (start_tx, start_rx) = crossbeam_channel::unbounded::<()>();
+        let (end_tx, end_rx) = crossbeam_channel::unbounded::<()>();
+        let waiter = pool.spawn(move || {
+            let _ = start_rx.recv(); // computing, holding the only slot
+            blocking(|| end_rx.recv().is_ok())
+        });
+        let behind = pool.spawn(|| 7);
+        assert_eq!(
+            pool.slots.load(Ordering::SeqCst) >> QUEUED_SHIFT,
+            1,
+            "queued"
+        );
+        start_tx.send(()).unwrap();
+        let ran = tokio::time::timeout(Duration::from_secs(30), behind)
+            .await
+            .expect("the queued job ran while the first one waited");
+        assert_eq!(ran.unwrap(), 7);
+        end_tx.send(()).unwrap();
+        assert!(waiter.await.unwrap());
+        eventually("both slots are given back", || {
+            pool.slots.load(Ordering::SeqCst) == 0
+        });
+    }
+
+    /// A job that computes long gives its slot to queued work at a [`checkpoint`] once past
+    /// [`HANDOFF_AFTER`]: the queued job runs while it still computes.
+    #[tokio::test]
+    async fn a_long_job_gives_its_slot_to_queued_work_at_a_checkpoint() {
+        let pool = test_pool(1, 8, Duration::from_secs(10));
+        let (start_tx, start_rx) = crossbeam_channel::unbounded::<()>();
+        let other_ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = other_ran.clone();
+        let long = pool.spawn(move || {
+            let _ = start_rx.recv();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !seen.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                checkpoint();
+                std::hint::spin_loop();
+            }
+            seen.load(Ordering::SeqCst)
+        });
+        let flag = other_ran.clone();
+        let behind = pool.spawn(move || flag.store(true, Ordering::SeqCst));
+        start_tx.send(()).unwrap();
+        assert!(
+            long.await.unwrap(),
+            "the queued job ran during the long one"
+        );
+        behind.await.unwrap();
+        assert_eq!(
+            pool.threads.load(Ordering::SeqCst),
+            2,
+            "a thread was started for it"
+        );
+    }
+
+    /// Results held back while a thread goes on with queued work are handed over before it
+    /// waits in a job: they never wait for that job.
+    #[tokio::test]
+    async fn held_back_results_are_handed_over_before_a_wait() {
+        let pool = test_pool(1, 8, Duration::from_secs(10));
+        let (start_tx, start_rx) = crossbeam_channel::unbounded::<()>();
+        let (end_tx, end_rx) = crossbeam_channel::unbounded::<()>();
+        let first = pool.spawn(move || start_rx.recv().is_ok());
+        let second = pool.spawn(|| 2);
+        let waits = pool.spawn(move || blocking(|| end_rx.recv().is_ok()));
+        start_tx.send(()).unwrap();
+        let both = tokio::time::timeout(Duration::from_secs(30), async {
+            (first.await.unwrap(), second.await.unwrap())
+        })
+        .await
+        .expect("the first two results came while the third job waits");
+        assert_eq!(both, (true, 2));
+        end_tx.send(()).unwrap();
+        assert!(waits.await.unwrap());
     }
 }
