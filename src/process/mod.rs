@@ -93,7 +93,8 @@ pub const SCHEDULER_TICK: Duration = Duration::from_millis(250);
 /// some runs wait. Only as many runs as there are cores compute at once (the script pool's
 /// compute slots, `script::pool`); the others wait queued for a script thread that computes,
 /// which goes from one run to the next without sleeping and hands their results over together.
-/// 4 per core against 2: 9–20 % less CPU per event end to end (BENCHMARKS.md, "Compute slots").
+/// Measured: 8 per core against 2 cost 9–23 % less CPU per event end to end, and 4 per core was
+/// within the noise of 8 (BENCHMARKS.md, "Compute slots").
 pub const RUN_SLOTS_PER_CORE: usize = 4;
 /// Fewest run slots, whatever the core count: with fewer, the per-script share
 /// ([`script_share`]) would leave one script a single slot on a one-core machine.

@@ -931,6 +931,32 @@ fn okta_config(url: &str, extra: &str) -> String {
     format!("\n[okta]\norg_url = \"{url}\"\ntoken_env = \"ENGINE_TEST_OKTA_TOKEN\"\n{extra}")
 }
 
+/// An engine serving `scripts` against a fresh Okta stand-in, with `extra` config: the
+/// stand-in's runtime (keep it alive), the stand-in, the engine's directory and its process.
+fn okta_engine(
+    extra: &str,
+    scripts: &[(&str, &str)],
+) -> (
+    tokio::runtime::Runtime,
+    crate::lookup::FakeOkta,
+    tempfile::TempDir,
+    ServeProcess,
+) {
+    let rt = okta_runtime();
+    let okta = rt.block_on(crate::lookup::FakeOkta::start());
+    let dir = temp_dir();
+    let port = free_port();
+    engine_dir(dir.path(), port, &okta_config(&okta.url, extra), scripts);
+    let p = ServeProcess::start(dir.path(), port, &OKTA_ENGINE_ENV);
+    (rt, okta, dir, p)
+}
+
+/// The environment [`okta_engine`] serves with: the hook secret and the Okta token.
+const OKTA_ENGINE_ENV: [(&str, &str); 2] = [
+    ("ENGINE_TEST_SECRET", SECRET),
+    ("ENGINE_TEST_OKTA_TOKEN", crate::lookup::TOKEN),
+];
+
 fn okta_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -948,21 +974,10 @@ const PLAIN: &str = "//! on: user.account.lock\nlog(`plain ran on ${event.uuid}`
 /// before), and a known reset is honoured without asking Okta again.
 #[test]
 fn a_rate_limited_lookup_ends_its_run_at_once_and_retries_after_the_reset() {
-    let rt = okta_runtime();
-    let okta = rt.block_on(crate::lookup::FakeOkta::start());
-    let dir = temp_dir();
-    let port = free_port();
-    engine_dir(
-        dir.path(),
-        port,
-        &okta_config(&okta.url, ""),
+    let (_rt, okta, dir, p) = okta_engine(
+        "",
         &[("a-limited.rhai", RATE_LIMITED), ("b-plain.rhai", PLAIN)],
     );
-    let env = [
-        ("ENGINE_TEST_SECRET", SECRET),
-        ("ENGINE_TEST_OKTA_TOKEN", crate::lookup::TOKEN),
-    ];
-    let p = ServeProcess::start(dir.path(), port, &env);
     // More events than one script's runs may hold slots at once (its share), so that some of
     // them start only after the first 429 came.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -1101,21 +1116,8 @@ const HANGS: &str =
 /// 10 s request timeout, far past its 1 s time limit, and then retried it as transient.
 #[test]
 fn a_lookup_against_a_hanging_okta_fails_at_the_run_time_limit() {
-    let rt = okta_runtime();
-    let okta = rt.block_on(crate::lookup::FakeOkta::start());
-    let dir = temp_dir();
-    let port = free_port();
-    engine_dir(
-        dir.path(),
-        port,
-        &okta_config(&okta.url, "\n[limits]\ntimeout_ms = 1000\n"),
-        &[("hangs.rhai", HANGS)],
-    );
-    let env = [
-        ("ENGINE_TEST_SECRET", SECRET),
-        ("ENGINE_TEST_OKTA_TOKEN", crate::lookup::TOKEN),
-    ];
-    let p = ServeProcess::start(dir.path(), port, &env);
+    let (_rt, okta, dir, p) =
+        okta_engine("\n[limits]\ntimeout_ms = 1000\n", &[("hangs.rhai", HANGS)]);
     assert_eq!(
         post_blocking(&format!("{}/hooks/test", p.url), lock_events("hang", 1)),
         200
@@ -1157,21 +1159,10 @@ fn a_lookup_against_a_hanging_okta_fails_at_the_run_time_limit() {
 /// slot and another script's runs would wait behind them for their 3 s time limit.
 #[test]
 fn runs_waiting_on_okta_leave_the_cores_to_other_runs() {
-    let rt = okta_runtime();
-    let okta = rt.block_on(crate::lookup::FakeOkta::start());
-    let dir = temp_dir();
-    let port = free_port();
-    engine_dir(
-        dir.path(),
-        port,
-        &okta_config(&okta.url, "\n[limits]\ntimeout_ms = 3000\n"),
+    let (_rt, okta, dir, p) = okta_engine(
+        "\n[limits]\ntimeout_ms = 3000\n",
         &[("a-hangs.rhai", HANGS), ("b-plain.rhai", PLAIN)],
     );
-    let env = [
-        ("ENGINE_TEST_SECRET", SECRET),
-        ("ENGINE_TEST_OKTA_TOKEN", crate::lookup::TOKEN),
-    ];
-    let p = ServeProcess::start(dir.path(), port, &env);
     const EVENTS: usize = 6;
     assert_eq!(
         post_blocking(
@@ -1199,21 +1190,7 @@ const ECHOES: &str = "//! on: user.account.lock\nlet u = lookup_user(\"hooksecre
 /// own log. Every configured secret is scrubbed from everything recorded, logged or printed.
 #[test]
 fn a_secret_echoed_by_a_far_side_reaches_no_record_log_or_output() {
-    let rt = okta_runtime();
-    let okta = rt.block_on(crate::lookup::FakeOkta::start());
-    let dir = temp_dir();
-    let port = free_port();
-    engine_dir(
-        dir.path(),
-        port,
-        &okta_config(&okta.url, ""),
-        &[("echoes.rhai", ECHOES)],
-    );
-    let env = [
-        ("ENGINE_TEST_SECRET", SECRET),
-        ("ENGINE_TEST_OKTA_TOKEN", crate::lookup::TOKEN),
-    ];
-    let mut p = ServeProcess::start(dir.path(), port, &env);
+    let (rt, okta, dir, mut p) = okta_engine("", &[("echoes.rhai", ECHOES)]);
     let event = event_variant(
         "event.user.lifecycle.deactivate.json",
         "evt-echo-1",
@@ -1266,7 +1243,7 @@ fn a_secret_echoed_by_a_far_side_reaches_no_record_log_or_output() {
                 "--format",
                 format,
             ])
-            .envs(env)
+            .envs(OKTA_ENGINE_ENV)
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
